@@ -1,0 +1,404 @@
+//! The journal: the single writer of the store, with group commit.
+//!
+//! Ours, not a library's, because it is the product: every acknowledgement
+//! sugang gives rests on it. Callers submit a [`Batch`] (puts and deletes
+//! across tables, events, subscriber offsets) and await a [`Receipt`]. The
+//! journal task takes whatever batches are waiting, applies them as one
+//! atomic sled batch, calls the blocking `flush()` once inside
+//! `spawn_blocking` (never `flush_async`, which deadlocks when called
+//! concurrently in sled 0.34, sled #1308), and only then answers every caller
+//! of the group. Events get gap-free, strictly increasing seqs in commit order.
+//!
+//! A failed write or flush fails every caller of its group with a typed
+//! [`CommitError`]; a flush failure also rolls the group back (the journal
+//! captured each key's prior value), so nothing unacknowledged stays visible,
+//! and the journal goes on serving later groups.
+//!
+//! Must not know what the tables mean; must not be bypassed: nothing else in
+//! sugang writes to sled.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::codec::{EncodeError, Key, Record, Table, encode_value};
+use crate::log::{Envelope, event_key};
+use crate::store::{Durability, META_LAST_SEQ, StorageError, Store, offset_key};
+
+/// A set of writes that commit together or not at all.
+#[derive(Default, Debug)]
+pub struct Batch {
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// (partition key, encoded event), in the order they were appended.
+    events: Vec<(u64, Vec<u8>)>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// Writes `value` under `key`, replacing what was there.
+    pub fn put<K: Key, V: Record>(
+        &mut self,
+        table: &Table<K, V>,
+        key: &K,
+        value: &V,
+    ) -> Result<&mut Self, EncodeError> {
+        let raw = encode_value(table.name(), value)?;
+        self.writes.push((table.key_bytes(key), Some(raw)));
+        Ok(self)
+    }
+
+    /// Removes `key` (a no-op if absent).
+    pub fn delete<K: Key, V: Record>(&mut self, table: &Table<K, V>, key: &K) -> &mut Self {
+        self.writes.push((table.key_bytes(key), None));
+        self
+    }
+
+    /// Appends an event to the log, with `partition_key` (its correlation
+    /// id) for subscribers that split the log. Its seq is assigned at commit.
+    pub fn append<E: Record>(&mut self, partition_key: u64, event: &E) -> Result<&mut Self, EncodeError> {
+        self.events.push((partition_key, encode_value("events", event)?));
+        Ok(self)
+    }
+
+    /// Stores `subscriber`'s offset: it has applied every event up to `seq`.
+    /// Put it in the same batch as the effects of those events.
+    pub fn set_offset(&mut self, subscriber: &str, seq: u64) -> &mut Self {
+        self.writes.push((offset_key(subscriber), Some(seq.to_be_bytes().to_vec())));
+        self
+    }
+
+    /// Moves everything of `other` into this batch, after what it holds.
+    pub fn extend(&mut self, other: Batch) -> &mut Self {
+        self.writes.extend(other.writes);
+        self.events.extend(other.events);
+        self
+    }
+
+    /// Whether the batch would write nothing.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.events.is_empty()
+    }
+
+    /// How many events it appends.
+    pub fn event_count(&self) -> usize {
+        self.events.len()
+    }
+}
+
+/// The answer to a committed batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The seq of the batch's first event, if it had any.
+    pub first_seq: Option<u64>,
+    /// The seq the log had reached once the batch was durable: the batch's
+    /// last event's, or for a batch without events the last one before it.
+    /// A reader that has seen this seq has seen the batch's effects.
+    pub seq: u64,
+}
+
+/// A batch did not commit; none of it is visible.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CommitError {
+    /// sled refused the write.
+    #[error("journal write failed: {0}")]
+    Write(String),
+    /// The flush to disk failed; the group was rolled back.
+    #[error("journal flush failed: {0}")]
+    Flush(String),
+    /// The journal has stopped (shutdown, or its task died).
+    #[error("journal is closed")]
+    Closed,
+}
+
+/// Tuning for the journal task.
+#[derive(Clone, Debug)]
+pub struct JournalOptions {
+    /// The most batches taken into one group (one sled batch, one flush).
+    pub max_group: usize,
+    /// How many submitted batches may wait; beyond it `commit` waits for room.
+    pub queue: usize,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions { max_group: 1024, queue: 16 * 1024 }
+    }
+}
+
+/// Injected disk faults, for tests and demos: each counter fails that many of
+/// the next groups at that step.
+#[derive(Default, Debug)]
+pub struct DiskFaults {
+    fail_writes: AtomicU32,
+    fail_flushes: AtomicU32,
+}
+
+impl DiskFaults {
+    /// The next `n` groups fail before they are applied.
+    pub fn fail_next_writes(&self, n: u32) {
+        self.fail_writes.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` groups are applied, then their flush fails.
+    pub fn fail_next_flushes(&self, n: u32) {
+        self.fail_flushes.store(n, Ordering::SeqCst);
+    }
+
+    fn take(counter: &AtomicU32) -> bool {
+        counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+    }
+}
+
+struct Submission {
+    batch: Batch,
+    reply: oneshot::Sender<Result<Receipt, CommitError>>,
+}
+
+/// A handle to the journal task. Cheap to clone; the task stops (after a last
+/// flush) once every handle is dropped.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Submission>,
+    faults: Arc<DiskFaults>,
+}
+
+/// The journal could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("a journal is already running on this store")]
+pub struct AlreadyStarted;
+
+impl Journal {
+    /// Starts the journal task on `store`: the one writer it will ever have.
+    /// Must be called inside a tokio runtime. The returned task ends once
+    /// every `Journal` handle is dropped and the last group is flushed.
+    pub fn start(store: &Store, options: JournalOptions) -> Result<(Journal, JoinHandle<()>), AlreadyStarted> {
+        if store.shared.journal_started.swap(true, Ordering::SeqCst) {
+            return Err(AlreadyStarted);
+        }
+        let (tx, rx) = mpsc::channel(options.queue.max(1));
+        let faults = Arc::new(DiskFaults::default());
+        let writer = Writer { store: store.clone(), faults: faults.clone(), next_seq: store.events().last_seq() + 1 };
+        let task = tokio::spawn(writer.run(rx, options.max_group.max(1)));
+        Ok((Journal { tx, faults }, task))
+    }
+
+    /// Commits `batch`, answering only once it is durable (per the store's
+    /// [`Durability`]). An empty batch still waits for everything submitted
+    /// before it, which makes it a barrier.
+    pub async fn commit(&self, batch: Batch) -> Result<Receipt, CommitError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Submission { batch, reply }).await.map_err(|_| CommitError::Closed)?;
+        answer.await.map_err(|_| CommitError::Closed)?
+    }
+
+    /// The disk-fault knobs of this journal.
+    pub fn faults(&self) -> &DiskFaults {
+        &self.faults
+    }
+
+    /// How many batches wait to be taken into a group.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Removes events that every registered subscriber has applied and that
+    /// committed more than `max_age` ago, committing the removal through the
+    /// journal like any write. With no subscriber registered, only age counts.
+    /// Returns how many events were removed.
+    pub async fn trim(&self, store: &Store, max_age: Duration) -> Result<u64, TrimError> {
+        let log = store.events();
+        let below = match store.offsets()?.iter().map(|(_, seq)| *seq).min() {
+            Some(lowest) => lowest + 1,
+            None => log.last_seq() + 1,
+        };
+        let older_than_ms = now_ms().saturating_sub(max_age.as_millis() as u64);
+        let mut removed = 0;
+        loop {
+            let keys = log.expired(below, older_than_ms, 4096)?;
+            if keys.is_empty() {
+                break;
+            }
+            let mut batch = Batch::new();
+            batch.writes.extend(keys.iter().map(|k| (k.to_vec(), None)));
+            self.commit(batch).await?;
+            removed += keys.len() as u64;
+        }
+        if removed > 0 {
+            metrics::counter!("sugang_events_trimmed_total").increment(removed);
+            tracing::info!(removed, below, "event log trimmed");
+        }
+        Ok(removed)
+    }
+}
+
+/// Retention could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrimError {
+    /// Reading the log or the offsets failed.
+    #[error(transparent)]
+    Read(#[from] StorageError),
+    /// Committing the removal failed.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The journal task's state.
+struct Writer {
+    store: Store,
+    faults: Arc<DiskFaults>,
+    /// The seq the next committed event gets.
+    next_seq: u64,
+}
+
+/// One group, ready for the blocking thread.
+struct Group {
+    writes: sled::Batch,
+    /// Every key the group touches, for capturing pre-images (fsync only).
+    keys: Vec<Vec<u8>>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Submission>, max_group: usize) {
+        let mut pending = Vec::with_capacity(max_group);
+        while rx.recv_many(&mut pending, max_group).await > 0 {
+            self.commit_group(&mut pending).await;
+        }
+        // Every handle is gone: make whatever was applied durable, then stop.
+        let db = self.store.shared.db.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || db.flush()).await {
+            tracing::error!(error = %e, "final journal flush failed");
+        }
+        tracing::info!(last_seq = self.next_seq - 1, "journal stopped");
+    }
+
+    async fn commit_group(&mut self, pending: &mut Vec<Submission>) {
+        let started = Instant::now();
+        let at_ms = now_ms();
+        let fsync = self.store.shared.options.durability == Durability::Fsync;
+        let mut group = Group { writes: sled::Batch::default(), keys: Vec::new() };
+        let mut receipts = Vec::with_capacity(pending.len());
+        let mut seq = self.next_seq;
+        let mut encode_failure = None;
+        for submission in pending.iter_mut() {
+            let batch = std::mem::take(&mut submission.batch);
+            let first_seq = (!batch.events.is_empty()).then_some(seq);
+            for (key, value) in batch.writes {
+                if fsync {
+                    group.keys.push(key.clone());
+                }
+                match value {
+                    Some(value) => group.writes.insert(key, value),
+                    None => group.writes.remove(key),
+                }
+            }
+            for (partition_key, payload) in batch.events {
+                let key = event_key(seq);
+                match encode_value("events", &Envelope { at_ms, key: partition_key, payload }) {
+                    Ok(value) => group.writes.insert(key.to_vec(), value),
+                    Err(e) => encode_failure = Some(e.to_string()),
+                }
+                if fsync {
+                    group.keys.push(key.to_vec());
+                }
+                seq += 1;
+            }
+            receipts.push(Receipt { first_seq, seq: seq - 1 });
+        }
+        if seq != self.next_seq {
+            group.writes.insert(META_LAST_SEQ, &(seq - 1).to_be_bytes());
+            if fsync {
+                group.keys.push(META_LAST_SEQ.to_vec());
+            }
+        }
+
+        let outcome = match encode_failure {
+            Some(reason) => Err(CommitError::Write(reason)),
+            None => self.write(group, fsync).await,
+        };
+        let size = pending.len();
+        metrics::histogram!("sugang_journal_group_size").record(size as f64);
+        metrics::histogram!("sugang_journal_commit_seconds").record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(()) => {
+                self.next_seq = seq;
+                self.store.shared.last_seq.send_replace(seq - 1);
+                metrics::counter!("sugang_journal_batches_total", "outcome" => "committed").increment(size as u64);
+                metrics::gauge!("sugang_journal_last_seq").set((seq - 1) as f64);
+                for (submission, receipt) in pending.drain(..).zip(receipts) {
+                    let _ = submission.reply.send(Ok(receipt));
+                }
+            }
+            Err(error) => {
+                metrics::counter!("sugang_journal_batches_total", "outcome" => "failed").increment(size as u64);
+                tracing::error!(%error, batches = size, "journal group failed; its callers are told");
+                for submission in pending.drain(..) {
+                    let _ = submission.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Applies and (for fsync) flushes one group on a blocking thread.
+    async fn write(&self, group: Group, fsync: bool) -> Result<(), CommitError> {
+        let db = self.store.shared.db.clone();
+        let faults = self.faults.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            if DiskFaults::take(&faults.fail_writes) {
+                return Err(CommitError::Write("injected write fault".into()));
+            }
+            let undo = if fsync { Some(pre_images(&db, &group.keys)?) } else { None };
+            db.apply_batch(group.writes).map_err(|e| CommitError::Write(e.to_string()))?;
+            if !fsync {
+                return Ok(());
+            }
+            let flushed = if DiskFaults::take(&faults.fail_flushes) {
+                Err(CommitError::Flush("injected flush fault".into()))
+            } else {
+                let started = Instant::now();
+                let result = db.flush().map(drop).map_err(|e| CommitError::Flush(e.to_string()));
+                metrics::histogram!("sugang_journal_flush_seconds").record(started.elapsed().as_secs_f64());
+                result
+            };
+            if flushed.is_err()
+                && let Some(undo) = undo
+                && let Err(e) = db.apply_batch(undo)
+            {
+                tracing::error!(error = %e, "rolling back a failed group failed");
+            }
+            flushed
+        })
+        .await;
+        joined.unwrap_or_else(|e| Err(CommitError::Write(format!("journal writer thread failed: {e}"))))
+    }
+}
+
+/// The batch that restores every key of a group to what it was before.
+fn pre_images(db: &sled::Db, keys: &[Vec<u8>]) -> Result<sled::Batch, CommitError> {
+    let mut seen = HashMap::with_capacity(keys.len());
+    for key in keys {
+        if !seen.contains_key(key) {
+            let before = db.get(key).map_err(|e| CommitError::Write(e.to_string()))?;
+            seen.insert(key.clone(), before);
+        }
+    }
+    let mut undo = sled::Batch::default();
+    for (key, before) in seen {
+        match before {
+            Some(value) => undo.insert(key, value),
+            None => undo.remove(key),
+        }
+    }
+    Ok(undo)
+}

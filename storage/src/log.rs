@@ -1,0 +1,117 @@
+//! The durable event log: reading committed events in sequence order and
+//! being told when new ones commit.
+//!
+//! Owns the event key space (`e` + big-endian seq) and the envelope each
+//! event is stored in. Appending is the journal's job (events commit in the
+//! same batch as the state that emitted them); trimming is too. This module
+//! must not write.
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::codec::{DecodeError, DecodeErrorKind, Record, decode_value, render_key};
+use crate::store::{EVENT_PREFIX, StorageError, Store};
+
+/// How an event is stored: the caller's record, plus what the journal knows.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    /// Commit time, unix milliseconds: what retention by age looks at.
+    pub(crate) at_ms: u64,
+    /// The partition key (the correlation id): what scaled-out subscribers
+    /// split the log by.
+    pub(crate) key: u64,
+    /// The event itself, already encoded with its own version byte.
+    pub(crate) payload: Vec<u8>,
+}
+
+impl Record for Envelope {}
+
+pub(crate) fn event_key(seq: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = EVENT_PREFIX[0];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// One committed event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Committed<E> {
+    /// Its place in the log: gap-free and strictly increasing in commit order.
+    pub seq: u64,
+    /// When the journal committed it, unix milliseconds.
+    pub at_ms: u64,
+    /// The partition key it was appended with.
+    pub key: u64,
+    /// The event.
+    pub event: E,
+}
+
+/// Read access to the event log. Cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    pub(crate) store: Store,
+}
+
+impl EventLog {
+    /// The seq of the last committed event (0 when none ever was).
+    pub fn last_seq(&self) -> u64 {
+        *self.store.shared.last_seq.borrow()
+    }
+
+    /// A receiver that sees `last_seq` change whenever a batch with events
+    /// commits, so readers can wait instead of polling.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.store.shared.last_seq.subscribe()
+    }
+
+    /// The lowest seq still in the log (retention removes older ones), or
+    /// `None` when the log is empty.
+    pub fn first_seq(&self) -> Result<Option<u64>, StorageError> {
+        match self.store.shared.db.scan_prefix(EVENT_PREFIX).keys().next() {
+            Some(key) => Ok(Some(seq_of(&key?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` events with seq `>= from`, in order.
+    pub fn read<E: Record>(&self, from: u64, limit: usize) -> Result<Vec<Committed<E>>, StorageError> {
+        let end = [EVENT_PREFIX[0] + 1];
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in self.store.shared.db.range(event_key(from).to_vec()..end.to_vec()).take(limit) {
+            let (raw_key, raw) = item?;
+            let seq = seq_of(&raw_key);
+            let fail = |kind| DecodeError { table: "events", key: render_key(&raw_key), kind };
+            let envelope: Envelope = decode_value(&raw).map_err(fail)?;
+            let event = decode_value(&envelope.payload).map_err(fail)?;
+            out.push(Committed { seq, at_ms: envelope.at_ms, key: envelope.key, event });
+        }
+        Ok(out)
+    }
+
+    /// The keys of events with seq `< below` and commit time `< older_than_ms`,
+    /// at most `limit` of them: what retention may remove.
+    pub(crate) fn expired(&self, below: u64, older_than_ms: u64, limit: usize) -> Result<Vec<[u8; 9]>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.store.shared.db.range(event_key(0)..event_key(below)).take(limit) {
+            let (raw_key, raw) = item?;
+            let envelope: Envelope = decode_value(&raw).map_err(|kind: DecodeErrorKind| DecodeError {
+                table: "events",
+                key: render_key(&raw_key),
+                kind,
+            })?;
+            if envelope.at_ms >= older_than_ms {
+                break;
+            }
+            out.push(event_key(seq_of(&raw_key)));
+        }
+        Ok(out)
+    }
+}
+
+fn seq_of(raw_key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    if let Some(tail) = raw_key.get(1..9) {
+        bytes.copy_from_slice(tail);
+    }
+    u64::from_be_bytes(bytes)
+}
