@@ -1,1 +1,51 @@
-//! placeholder
+//! sugang's domain and the actors that own it: courses and enrollments as
+//! supervised entity actors, the enrollment saga, the payment actor with its
+//! timeout, breaker and bulkhead, fault injection, and the facade the HTTP
+//! front calls.
+//!
+//! Knows nothing of HTTP. Stores through `sugang-storage` only: every state
+//! change and its events commit in one journal batch before any reply.
+//!
+//! # Layout
+//!
+//! - `model`: domain newtypes parsed once (`CourseId`, `Fee`, `Capacity`, …).
+//! - `event`: the event catalogue (every event, who emits it, who consumes it).
+//! - `course`: the Course aggregate (`decide`/`apply`) and its actor.
+//! - `enrollment`: the Enrollment aggregate and its actor, which runs the saga.
+//! - `payment`: the Payment aggregate, the gateway port and the simulated
+//!   gateway, the breaker, and the payment actor.
+//! - `entity`: activation on demand, passivation, restart intensity and load
+//!   shedding for entity actors of any kind.
+//! - `tables`: the tables the actors own and the records in them.
+//! - `faults`: the fault-injection knobs.
+//! - `system`: the supervision tree, start-up recovery, and the facade
+//!   ([`Sugang`]).
+
+mod course;
+mod enrollment;
+mod entity;
+mod event;
+mod faults;
+mod model;
+mod payment;
+mod system;
+mod tables;
+
+pub use course::{Course, CoursePatch, CourseRejection, CourseState, Seat};
+pub use enrollment::actor::{EnrollRequest, SagaFailure};
+pub use enrollment::{EnrollStatus, Enrollment};
+pub use entity::{AskError, SupervisionConfig, SupervisorSnapshot};
+pub use event::{CourseDetails, Event, RejectReason};
+pub use faults::{Faults, SagaStep};
+pub use model::{
+    Capacity, CourseId, CourseName, EnrollmentId, Fee, FieldError, MinStudents, PayMethod, StudentName, TeacherName,
+    TextBook, parse_optional,
+};
+pub use payment::actor::{PaymentConfig, PaymentFailure, PaymentSnapshot};
+pub use payment::breaker::{BreakerConfig, BreakerState};
+pub use payment::gateway::{GatewayFaults, InvalidFaults, LedgerSummary, SimulatedGateway};
+pub use payment::{PayStatus, Payment};
+pub use system::{
+    CommandError, Config, Done, EnrollmentFilter, PageRequest, Paged, StartError, Sugang, TreeNode, TreeSnapshot,
+};
+pub use tables::CourseRecord;

@@ -1,0 +1,473 @@
+//! The enrollment actor: runs one enrollment's saga and owns its record.
+//!
+//! Enroll: reserve a seat (course) → charge the fee (payment) → confirm the
+//! seat, which commits the completed enrollment and its approved payment in
+//! the same batch (course). A refusal at any step releases the seat; a charge
+//! that may have happened (a timeout) is voided through an owed refund.
+//! Cancel: release the seat, committing the canceled enrollment and the
+//! payment's `CANCEL_PENDING` together (course) → refund (payment), retried
+//! until it succeeds.
+//!
+//! The pending seat is the saga's durable marker: an actor that starts and
+//! finds one for its id (a restart, or start-up recovery) compensates it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use sugang_storage::{Batch, EncodeError, Store};
+use tokio::time::Instant;
+
+use super::{CancelPlan, Enrollment, EnrollmentCommand, EnrollmentRejection, EnrollmentState, apply, decide};
+use crate::course::actor::{Also, CourseFailure, CourseKind, CourseMsg, CourseReply, IdleCheck, schedule_idle_check};
+use crate::course::{Completion, CourseCommand, CourseRejection};
+use crate::entity::{AskError, Entities, EntityArgs, EntityKind, Redelivery, Registry};
+use crate::event::{Event, RejectReason};
+use crate::faults::{Faults, SagaStep, now_ms};
+use crate::model::{CourseId, EnrollmentId, Fee, PayMethod, StudentName};
+use crate::payment::actor::{PaymentFailure, PaymentMsg};
+use crate::payment::gateway::{ChargeReceipt, ChargeRequest};
+use crate::payment::{PaymentCommand, PaymentState};
+use crate::tables::{
+    ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, Indexed, PAYMENTS, PENDING, REFUNDS, RefundOwed,
+    RefundPurpose,
+};
+
+/// What a student asks for, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrollRequest {
+    pub course_id: CourseId,
+    pub student: StudentName,
+    /// The fee the client saw, if it sent one (a legacy field).
+    pub expected_fee: Option<Fee>,
+    pub pay_method: PayMethod,
+    pub pay_account: Option<String>,
+    pub addr: Option<String>,
+    pub telephone: Option<String>,
+}
+
+/// Why an enrollment or a cancellation did not happen.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SagaFailure {
+    #[error(transparent)]
+    Course(#[from] CourseRejection),
+    #[error(transparent)]
+    Enrollment(#[from] EnrollmentRejection),
+    #[error("payment declined: {reason}")]
+    PaymentDeclined { reason: String },
+    /// The payment could not be made: timeout, breaker open, bulkhead full.
+    #[error("payment unavailable: {reason}")]
+    PaymentUnavailable { reason: String, retry_after: Option<Duration> },
+    /// A participant is overloaded, held down or failing.
+    #[error(transparent)]
+    Unavailable(#[from] AskError),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// What enrollment actors share.
+pub(crate) struct EnrollmentCtx {
+    pub(crate) store: Store,
+    pub(crate) courses: Entities<CourseKind>,
+    pub(crate) payment: crate::system::PaymentHandle,
+    pub(crate) faults: Arc<Faults>,
+    /// How long to wait for a course's answer.
+    pub(crate) ask_timeout: Duration,
+    /// How long to wait for the payment actor (its own timeout, plus slack).
+    pub(crate) payment_ask_timeout: Duration,
+}
+
+pub(crate) enum EnrollmentMsg {
+    Enroll {
+        request: EnrollRequest,
+        reply: RpcReplyPort<Result<(Enrollment, u64), SagaFailure>>,
+    },
+    Cancel {
+        reply: RpcReplyPort<Result<(Enrollment, u64), SagaFailure>>,
+    },
+    /// Compensate a saga this id left unfinished (nothing if there is none).
+    Recover {
+        reply: Option<RpcReplyPort<Result<(), SagaFailure>>>,
+    },
+    IdleCheck,
+    Stop,
+}
+
+impl From<IdleCheck> for EnrollmentMsg {
+    fn from(_: IdleCheck) -> Self {
+        EnrollmentMsg::IdleCheck
+    }
+}
+
+pub(crate) struct EnrollmentKind;
+
+impl EntityKind for EnrollmentKind {
+    type Actor = EnrollmentActor;
+    type Msg = EnrollmentMsg;
+    type Ctx = EnrollmentCtx;
+    const KIND: &'static str = "enrollment";
+    fn behaviour() -> EnrollmentActor {
+        EnrollmentActor
+    }
+}
+
+pub(crate) struct EnrollmentActor;
+
+pub(crate) struct EnrollmentActorState {
+    id: EnrollmentId,
+    enrollment: EnrollmentState,
+    ctx: Arc<EnrollmentCtx>,
+    registry: Arc<Registry>,
+    last_active: Instant,
+    /// A seat of an unfinished saga is still held: compensation is due.
+    unfinished: bool,
+}
+
+impl Actor for EnrollmentActor {
+    type Msg = EnrollmentMsg;
+    type State = EnrollmentActorState;
+    type Arguments = EntityArgs<EnrollmentCtx>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<EnrollmentMsg>,
+        args: EntityArgs<EnrollmentCtx>,
+    ) -> Result<EnrollmentActorState, ActorProcessingErr> {
+        let id = EnrollmentId::assigned(args.id);
+        let enrollment = match args.ctx.store.get(&ENROLLMENTS, &id.get())? {
+            Some(record) => EnrollmentState::Recorded(Box::new(record)),
+            None => EnrollmentState::Absent { id },
+        };
+        let unfinished = args.ctx.store.contains(&PENDING, &id.get())?;
+        if unfinished {
+            myself.send_message(EnrollmentMsg::Recover { reply: None })?;
+        }
+        schedule_idle_check(&myself, args.registry.config.idle);
+        Ok(EnrollmentActorState {
+            id,
+            enrollment,
+            ctx: args.ctx,
+            registry: args.registry,
+            last_active: Instant::now(),
+            unfinished,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<EnrollmentMsg>,
+        message: EnrollmentMsg,
+        state: &mut EnrollmentActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.last_active = Instant::now();
+        match message {
+            EnrollmentMsg::Enroll { request, reply } => {
+                let answer = state.enroll(request).await;
+                if let Err(failure) = &answer {
+                    tracing::info!(enrollment_id = state.id.get(), %failure, "enrollment refused");
+                }
+                let _ = reply.send(answer);
+                // The saga is over and everything it did is in storage: free
+                // the memory now rather than after the idle time.
+                if !state.unfinished && state.registry.begin_passivation(state.id.get(), myself.get_id()) {
+                    myself.send_message(EnrollmentMsg::Stop)?;
+                }
+            }
+            EnrollmentMsg::Cancel { reply } => {
+                let answer = state.cancel().await;
+                let _ = reply.send(answer);
+            }
+            EnrollmentMsg::Recover { reply } => {
+                let answer = state.compensate(RejectReason::Interrupted, true).await;
+                if let Err(e) = &answer {
+                    tracing::warn!(enrollment_id = state.id.get(), error = %e, "compensation failed; retrying");
+                    myself.send_after(Duration::from_secs(1), || EnrollmentMsg::Recover { reply: None });
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(answer);
+                }
+            }
+            EnrollmentMsg::IdleCheck => {
+                let idle = state.registry.config.idle;
+                let quiet = state.last_active.elapsed();
+                if quiet >= idle
+                    && !state.unfinished
+                    && state.registry.begin_passivation(state.id.get(), myself.get_id())
+                {
+                    myself.send_message(EnrollmentMsg::Stop)?;
+                } else {
+                    schedule_idle_check(&myself, idle.saturating_sub(quiet).max(Duration::from_millis(10)));
+                }
+            }
+            EnrollmentMsg::Stop => myself.stop(Some("passivated".into())),
+        }
+        Ok(())
+    }
+}
+
+impl EnrollmentActorState {
+    async fn ask_course(
+        &self,
+        course_id: CourseId,
+        command: CourseCommand,
+        also: impl Fn() -> Option<Also>,
+    ) -> Result<CourseReply, SagaFailure> {
+        let reply = self
+            .ctx
+            .courses
+            .ask(
+                course_id.get(),
+                |reply| CourseMsg::Command { command: command.clone(), also: also(), reply },
+                self.ctx.ask_timeout,
+                Redelivery::Idempotent,
+            )
+            .await?;
+        reply.map_err(|failure| match failure {
+            CourseFailure::Rejected(rejection) => SagaFailure::Course(rejection),
+            CourseFailure::Storage(e) => SagaFailure::Storage(e),
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(enrollment_id = self.id.get(), course_id = request.course_id.get()))]
+    async fn enroll(&mut self, request: EnrollRequest) -> Result<(Enrollment, u64), SagaFailure> {
+        let id = self.id;
+        let course_id = request.course_id;
+        // Step 1: a seat.
+        let reserve = CourseCommand::ReserveSeat {
+            enrollment_id: id,
+            student: request.student.clone(),
+            expected_fee: request.expected_fee,
+        };
+        let reserved = self.ask_course(course_id, reserve, || None).await?;
+        self.unfinished = true;
+        self.ctx.faults.reached(SagaStep::SeatReserved, id.get());
+        let fee = reserved
+            .course
+            .as_ref()
+            .and_then(|c| c.seats.get(&id))
+            .map(|seat| seat.fee)
+            .ok_or_else(|| SagaFailure::Storage("the reserved seat is missing from the course".into()))?;
+
+        // Step 2: the fee.
+        let charge = ChargeRequest {
+            enrollment_id: id.get(),
+            amount: fee.won(),
+            pay_method: request.pay_method.as_str().to_owned(),
+            pay_account: request.pay_account.clone(),
+        };
+        let paid = self.charge(charge).await;
+        let receipt = match paid {
+            Ok(receipt) => receipt,
+            Err(PaymentFailure::Declined { reason }) => {
+                self.compensate(RejectReason::PaymentDeclined, false).await?;
+                return Err(SagaFailure::PaymentDeclined { reason });
+            }
+            Err(PaymentFailure::Unavailable { reason, retry_after, may_have_charged }) => {
+                let why =
+                    if may_have_charged { RejectReason::PaymentUnavailable } else { RejectReason::PaymentRefused };
+                self.compensate(why, may_have_charged).await?;
+                return Err(SagaFailure::PaymentUnavailable { reason, retry_after });
+            }
+        };
+        self.ctx.faults.reached(SagaStep::PaymentApproved, id.get());
+        tracing::debug!(enrollment_id = id.get(), gateway_ref = %receipt.gateway_ref, "fee charged");
+
+        // Step 3: the seat is confirmed, the enrollment and its payment recorded.
+        let completion = Completion {
+            pay_method: request.pay_method.clone(),
+            addr: request.addr.clone(),
+            telephone: request.telephone.clone(),
+        };
+        let confirm = CourseCommand::ConfirmSeat { enrollment_id: id, completion };
+        let pay_method = request.pay_method.clone();
+        let student = request.student.clone();
+        let confirmed = self
+            .ask_course(course_id, confirm, || {
+                let (pay_method, student) = (pay_method.clone(), student.clone());
+                Some(Box::new(move |events: &[Event]| {
+                    completion_writes(id, course_id, student, fee, pay_method, events)
+                }))
+            })
+            .await;
+        let confirmed = match confirmed {
+            Ok(confirmed) => confirmed,
+            Err(failure) => {
+                tracing::error!(enrollment_id = id.get(), course_id = course_id.get(), %failure, "confirming the seat failed; compensating");
+                self.compensate(RejectReason::PaymentUnavailable, true).await?;
+                return Err(failure);
+            }
+        };
+        self.unfinished = false;
+        self.enrollment = confirmed.events.iter().fold(self.enrollment.clone(), apply);
+        self.ctx.faults.reached(SagaStep::Completed, id.get());
+        match &self.enrollment {
+            EnrollmentState::Recorded(e) => {
+                metrics::counter!("sugang_enrollments_total", "outcome" => "completed").increment(1);
+                Ok((e.as_ref().clone(), confirmed.seq))
+            }
+            EnrollmentState::Absent { .. } => Err(SagaFailure::Storage("the completion was not recorded".into())),
+        }
+    }
+
+    async fn charge(&self, request: ChargeRequest) -> Result<ChargeReceipt, PaymentFailure> {
+        let asked = ractor::call_t!(
+            self.ctx.payment.get(),
+            |reply| PaymentMsg::Approve { request, reply },
+            self.ctx.payment_ask_timeout.as_millis() as u64
+        );
+        match asked {
+            Ok(answer) => answer,
+            Err(e) => Err(PaymentFailure::Unavailable {
+                reason: format!("the payment actor did not answer: {e}"),
+                retry_after: None,
+                may_have_charged: true,
+            }),
+        }
+    }
+
+    /// Gives back the seat this saga holds; with `void`, also records that
+    /// the gateway owes back whatever it may have charged, and asks for it.
+    async fn compensate(&mut self, reason: RejectReason, void: bool) -> Result<(), SagaFailure> {
+        let id = self.id;
+        let Some(pending) = self.ctx.store.get(&PENDING, &id.get()).map_err(|e| SagaFailure::Storage(e.to_string()))?
+        else {
+            self.unfinished = false;
+            return Ok(());
+        };
+        let release = CourseCommand::ReleaseSeat { enrollment_id: id, reason };
+        let owed = RefundOwed { purpose: RefundPurpose::Void, since_ms: now_ms() };
+        self.ask_course(pending.course_id, release, || {
+            let owed = owed.clone();
+            void.then(|| -> Also {
+                Box::new(move |_: &[Event]| {
+                    let mut batch = Batch::new();
+                    batch.put(&REFUNDS, &id.get(), &owed)?;
+                    Ok(batch)
+                })
+            })
+        })
+        .await?;
+        self.unfinished = false;
+        metrics::counter!("sugang_enrollments_total", "outcome" => "rejected").increment(1);
+        tracing::info!(enrollment_id = id.get(), course_id = pending.course_id.get(), ?reason, void, "seat released");
+        if void {
+            let _ = self.ctx.payment.get().send_message(PaymentMsg::Refund {
+                enrollment_id: id,
+                purpose: RefundPurpose::Void,
+                reply: None,
+            });
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(enrollment_id = self.id.get()))]
+    async fn cancel(&mut self) -> Result<(Enrollment, u64), SagaFailure> {
+        let id = self.id;
+        let plan = decide(&self.enrollment, EnrollmentCommand::Cancel)?;
+        let EnrollmentState::Recorded(current) = &self.enrollment else {
+            return Err(EnrollmentRejection::NotFound(id).into());
+        };
+        let course_id = match plan {
+            CancelPlan::Nothing => {
+                // An idempotent repeat: nothing is written, but a refund still
+                // owed is nudged along.
+                if self.ctx.store.contains(&REFUNDS, &id.get()).unwrap_or(false) {
+                    let _ = self.ctx.payment.get().send_message(PaymentMsg::Refund {
+                        enrollment_id: id,
+                        purpose: RefundPurpose::Cancel,
+                        reply: None,
+                    });
+                }
+                return Ok((current.as_ref().clone(), self.ctx.store.events().last_seq()));
+            }
+            CancelPlan::Release { course_id } => course_id,
+        };
+        let before = self.enrollment.clone();
+        let payment = match self.ctx.store.get(&PAYMENTS, &id.get()).map_err(|e| SagaFailure::Storage(e.to_string()))? {
+            Some(payment) => PaymentState::Recorded(payment),
+            None => PaymentState::None { enrollment_id: id },
+        };
+        let released = self
+            .ask_course(course_id, CourseCommand::CancelSeat { enrollment_id: id }, || {
+                let (before, payment) = (before.clone(), payment.clone());
+                Some(Box::new(move |events: &[Event]| cancellation_writes(&before, payment, events)))
+            })
+            .await?;
+        self.enrollment = released.events.iter().fold(self.enrollment.clone(), apply);
+        self.ctx.faults.reached(SagaStep::CancelCommitted, id.get());
+        metrics::counter!("sugang_enrollments_total", "outcome" => "canceled").increment(1);
+        let refunded = ractor::call_t!(
+            self.ctx.payment.get(),
+            |reply| PaymentMsg::Refund { enrollment_id: id, purpose: RefundPurpose::Cancel, reply: Some(reply) },
+            self.ctx.payment_ask_timeout.as_millis() as u64
+        );
+        let seq = match refunded {
+            Ok(Ok(seq)) => seq,
+            Ok(Err(failure)) => {
+                tracing::warn!(enrollment_id = id.get(), %failure, "refund not confirmed yet; it is retried until it succeeds");
+                released.seq
+            }
+            Err(e) => {
+                tracing::warn!(enrollment_id = id.get(), error = %e, "refund not confirmed yet; it is retried until it succeeds");
+                released.seq
+            }
+        };
+        match &self.enrollment {
+            EnrollmentState::Recorded(e) => Ok((e.as_ref().clone(), seq)),
+            EnrollmentState::Absent { .. } => Err(EnrollmentRejection::NotFound(id).into()),
+        }
+    }
+}
+
+/// What commits with the seat confirmation: the enrollment record and its
+/// indexes, and the approved payment with its event.
+fn completion_writes(
+    id: EnrollmentId,
+    course_id: CourseId,
+    student: StudentName,
+    fee: Fee,
+    pay_method: PayMethod,
+    events: &[Event],
+) -> Result<Batch, EncodeError> {
+    let mut batch = Batch::new();
+    let enrollment = events.iter().fold(EnrollmentState::Absent { id }, apply);
+    let EnrollmentState::Recorded(record) = &enrollment else { return Ok(batch) };
+    let at_ms = record.created_at_ms;
+    batch.put(&ENROLLMENTS, &id.get(), record)?;
+    batch.put(&ENROLLMENTS_BY_STUDENT, &(record.student.as_str().to_owned(), id.get()), &Indexed)?;
+    batch.put(&ENROLLMENTS_BY_COURSE, &(course_id.get(), id.get()), &Indexed)?;
+    let payment = PaymentState::None { enrollment_id: id };
+    let approve = PaymentCommand::Approve { course_id, student, amount: fee, pay_method };
+    let payment_events = crate::payment::decide(&payment, approve, at_ms).unwrap_or_default();
+    let payment = payment_events.iter().fold(payment, crate::payment::apply);
+    if let PaymentState::Recorded(payment) = &payment {
+        batch.put(&PAYMENTS, &id.get(), payment)?;
+    }
+    for event in &payment_events {
+        batch.append(event.partition_key(), event)?;
+    }
+    Ok(batch)
+}
+
+/// What commits with the seat release of a cancellation: the canceled
+/// enrollment, the payment's `CANCEL_PENDING`, and the refund now owed.
+fn cancellation_writes(
+    before: &EnrollmentState,
+    payment: PaymentState,
+    events: &[Event],
+) -> Result<Batch, EncodeError> {
+    let mut batch = Batch::new();
+    let EnrollmentState::Recorded(record) = events.iter().fold(before.clone(), apply) else { return Ok(batch) };
+    let id = record.id.get();
+    let at_ms = record.canceled_at_ms.unwrap_or(record.created_at_ms);
+    batch.put(&ENROLLMENTS, &id, &record)?;
+    batch.put(&REFUNDS, &id, &RefundOwed { purpose: RefundPurpose::Cancel, since_ms: at_ms })?;
+    let payment_events = crate::payment::decide(&payment, PaymentCommand::RequestCancel, at_ms).unwrap_or_default();
+    if let PaymentState::Recorded(payment) = payment_events.iter().fold(payment, crate::payment::apply) {
+        batch.put(&PAYMENTS, &id, &payment)?;
+    }
+    for event in &payment_events {
+        batch.append(event.partition_key(), event)?;
+    }
+    Ok(batch)
+}

@@ -1,0 +1,142 @@
+//! The Enrollment aggregate ("class" in the API): the record of a completed
+//! or canceled enrollment, and the rules of its lifecycle.
+//!
+//! An enrollment becomes a resource only when its saga completes; until then
+//! its seat (held by the course) is the saga's durable marker. The saga
+//! itself lives in `actor.rs`. No I/O, no clock, no actor types here.
+
+pub(crate) mod actor;
+
+use serde::{Deserialize, Serialize};
+use sugang_storage::Record;
+
+use crate::event::Event;
+use crate::model::{CourseId, CourseName, EnrollmentId, Fee, PayMethod, StudentName, TeacherName, TextBook};
+
+/// The API's `status` of a class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrollStatus {
+    Completed,
+    Canceled,
+}
+
+impl EnrollStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrollStatus::Completed => "COMPLETED",
+            EnrollStatus::Canceled => "CANCELED",
+        }
+    }
+}
+
+/// A completed (or since canceled) enrollment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub id: EnrollmentId,
+    pub course_id: CourseId,
+    pub course_name: CourseName,
+    /// The course's owner: who sees the enrollment on their my-page.
+    pub teacher: TeacherName,
+    pub student: StudentName,
+    /// What was paid: the course's fee when the seat was taken.
+    pub fee: Fee,
+    pub text_book: Option<TextBook>,
+    pub pay_method: PayMethod,
+    pub addr: Option<String>,
+    pub telephone: Option<String>,
+    pub status: EnrollStatus,
+    pub created_at_ms: u64,
+    pub canceled_at_ms: Option<u64>,
+}
+
+impl Record for Enrollment {}
+
+/// An enrollment's lifecycle, as far as it is a resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnrollmentState {
+    /// No completed enrollment under this id (none yet, or it was refused).
+    Absent {
+        id: EnrollmentId,
+    },
+    Recorded(Box<Enrollment>),
+}
+
+/// What can be asked of a recorded enrollment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnrollmentCommand {
+    Cancel,
+}
+
+/// What canceling means for an enrollment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelPlan {
+    /// Give the seat back in this course and refund the fee.
+    Release { course_id: CourseId },
+    /// Already canceled: an idempotent repeat, nothing to do.
+    Nothing,
+}
+
+/// Why an enrollment refuses a command.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollmentRejection {
+    #[error("enrollment {0} does not exist")]
+    NotFound(EnrollmentId),
+}
+
+/// Decides what a command means for the enrollment. The events of a
+/// cancellation come from the course (it releases the seat) and the payment
+/// (it owes the refund), which the saga asks in turn.
+pub fn decide(state: &EnrollmentState, command: EnrollmentCommand) -> Result<CancelPlan, EnrollmentRejection> {
+    match (state, command) {
+        (EnrollmentState::Absent { id }, EnrollmentCommand::Cancel) => Err(EnrollmentRejection::NotFound(*id)),
+        (EnrollmentState::Recorded(e), EnrollmentCommand::Cancel) => match e.status {
+            EnrollStatus::Completed => Ok(CancelPlan::Release { course_id: e.course_id }),
+            EnrollStatus::Canceled => Ok(CancelPlan::Nothing),
+        },
+    }
+}
+
+/// Applies an event. Total: other events leave the enrollment as it is.
+pub fn apply(state: EnrollmentState, event: &Event) -> EnrollmentState {
+    match (state, event) {
+        (
+            EnrollmentState::Absent { id },
+            Event::EnrollmentCompleted {
+                enrollment_id,
+                course_id,
+                course_name,
+                teacher,
+                student,
+                fee,
+                text_book,
+                pay_method,
+                addr,
+                telephone,
+                at_ms,
+                ..
+            },
+        ) if id == *enrollment_id => EnrollmentState::Recorded(Box::new(Enrollment {
+            id,
+            course_id: *course_id,
+            course_name: course_name.clone(),
+            teacher: teacher.clone(),
+            student: student.clone(),
+            fee: *fee,
+            text_book: text_book.clone(),
+            pay_method: pay_method.clone(),
+            addr: addr.clone(),
+            telephone: telephone.clone(),
+            status: EnrollStatus::Completed,
+            created_at_ms: *at_ms,
+            canceled_at_ms: None,
+        })),
+        (EnrollmentState::Recorded(mut e), Event::EnrollmentCanceled { enrollment_id, at_ms, .. })
+            if e.id == *enrollment_id && e.status == EnrollStatus::Completed =>
+        {
+            e.status = EnrollStatus::Canceled;
+            e.canceled_at_ms = Some(*at_ms);
+            EnrollmentState::Recorded(e)
+        }
+        (state, _) => state,
+    }
+}

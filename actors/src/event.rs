@@ -1,0 +1,202 @@
+//! The event catalogue: every fact sugang records, self-contained.
+//!
+//! Each event carries its entity ids, its correlation id (the enrollment id,
+//! where there is one), the time its command was handled, and the values a
+//! projection needs (names, fees, counts, old values), so that read models
+//! never read another context's tables. Owns only the shapes; aggregates
+//! decide when to emit them, projections decide what to do with them.
+//!
+//! | event | emitted by | consumed by |
+//! | --- | --- | --- |
+//! | `CourseRegistered` | course | mypage (instructor view, schedules), notifier |
+//! | `CourseModified` | course | mypage, notifier |
+//! | `CourseDeleted` | course | mypage, notifier |
+//! | `CourseOpened`, `CourseClosed` | course (studentCount crosses minStudents) | mypage, notifier |
+//! | `SeatReserved` | course (saga step 1) | (audit) |
+//! | `SeatReleased` | course (saga refused, or interrupted) | (audit) |
+//! | `EnrollmentCompleted` | enrollment (with the course's seat confirmation) | delivery, mypage, notifier |
+//! | `EnrollmentRejected` | enrollment | notifier |
+//! | `EnrollmentCanceled` | enrollment (with the seat release) | delivery, mypage, notifier |
+//! | `PaymentApproved` | payment (with the completion) | mypage, notifier |
+//! | `PaymentCancelRequested` | payment (with the cancellation) | mypage |
+//! | `PaymentCanceled` | payment (refund confirmed by the gateway) | mypage, notifier |
+
+use serde::{Deserialize, Serialize};
+use sugang_storage::Record;
+
+use crate::model::{
+    Capacity, CourseId, CourseName, EnrollmentId, Fee, MinStudents, PayMethod, StudentName, TeacherName, TextBook,
+};
+
+/// A course's editable details, as events carry them (before and after).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CourseDetails {
+    pub name: CourseName,
+    pub fee: Fee,
+    pub text_book: Option<TextBook>,
+    pub capacity: Option<Capacity>,
+    pub min_students: MinStudents,
+}
+
+/// Why an enrollment ended without completing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// The gateway declined the payment.
+    PaymentDeclined,
+    /// The gateway did not answer in time or failed.
+    PaymentUnavailable,
+    /// The breaker or the bulkhead refused the call before it was made.
+    PaymentRefused,
+    /// The process stopped mid-saga; recovery compensated at start-up.
+    Interrupted,
+}
+
+/// Every fact sugang records. `at_ms` is unix milliseconds, read once by the
+/// actor that handled the command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    CourseRegistered {
+        course_id: CourseId,
+        teacher: TeacherName,
+        details: CourseDetails,
+        at_ms: u64,
+    },
+    CourseModified {
+        course_id: CourseId,
+        teacher: TeacherName,
+        before: CourseDetails,
+        after: CourseDetails,
+        student_count: u32,
+        at_ms: u64,
+    },
+    CourseDeleted {
+        course_id: CourseId,
+        teacher: TeacherName,
+        name: CourseName,
+        at_ms: u64,
+    },
+    CourseOpened {
+        course_id: CourseId,
+        teacher: TeacherName,
+        name: CourseName,
+        student_count: u32,
+        at_ms: u64,
+    },
+    CourseClosed {
+        course_id: CourseId,
+        teacher: TeacherName,
+        name: CourseName,
+        student_count: u32,
+        at_ms: u64,
+    },
+    SeatReserved {
+        course_id: CourseId,
+        enrollment_id: EnrollmentId,
+        student: StudentName,
+        fee: Fee,
+        at_ms: u64,
+    },
+    SeatReleased {
+        course_id: CourseId,
+        enrollment_id: EnrollmentId,
+        student: StudentName,
+        reason: RejectReason,
+        at_ms: u64,
+    },
+    EnrollmentCompleted {
+        enrollment_id: EnrollmentId,
+        course_id: CourseId,
+        course_name: CourseName,
+        teacher: TeacherName,
+        student: StudentName,
+        fee: Fee,
+        text_book: Option<TextBook>,
+        pay_method: PayMethod,
+        addr: Option<String>,
+        telephone: Option<String>,
+        /// The course's studentCount with this enrollment counted.
+        student_count: u32,
+        at_ms: u64,
+    },
+    EnrollmentRejected {
+        enrollment_id: EnrollmentId,
+        course_id: CourseId,
+        student: StudentName,
+        reason: RejectReason,
+        at_ms: u64,
+    },
+    EnrollmentCanceled {
+        enrollment_id: EnrollmentId,
+        course_id: CourseId,
+        course_name: CourseName,
+        teacher: TeacherName,
+        student: StudentName,
+        fee: Fee,
+        /// The course's studentCount with this enrollment no longer counted.
+        student_count: u32,
+        at_ms: u64,
+    },
+    PaymentApproved {
+        enrollment_id: EnrollmentId,
+        course_id: CourseId,
+        student: StudentName,
+        amount: Fee,
+        pay_method: PayMethod,
+        at_ms: u64,
+    },
+    PaymentCancelRequested {
+        enrollment_id: EnrollmentId,
+        student: StudentName,
+        amount: Fee,
+        at_ms: u64,
+    },
+    PaymentCanceled {
+        enrollment_id: EnrollmentId,
+        student: StudentName,
+        amount: Fee,
+        at_ms: u64,
+    },
+}
+
+impl Record for Event {}
+
+impl Event {
+    /// The partition key subscribers split the log by: the enrollment id for
+    /// enrollment-scoped events, the course id for course events.
+    pub fn partition_key(&self) -> u64 {
+        match self {
+            Event::CourseRegistered { course_id, .. }
+            | Event::CourseModified { course_id, .. }
+            | Event::CourseDeleted { course_id, .. }
+            | Event::CourseOpened { course_id, .. }
+            | Event::CourseClosed { course_id, .. } => course_id.get(),
+            Event::SeatReserved { enrollment_id, .. }
+            | Event::SeatReleased { enrollment_id, .. }
+            | Event::EnrollmentCompleted { enrollment_id, .. }
+            | Event::EnrollmentRejected { enrollment_id, .. }
+            | Event::EnrollmentCanceled { enrollment_id, .. }
+            | Event::PaymentApproved { enrollment_id, .. }
+            | Event::PaymentCancelRequested { enrollment_id, .. }
+            | Event::PaymentCanceled { enrollment_id, .. } => enrollment_id.get(),
+        }
+    }
+
+    /// The event's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::CourseRegistered { .. } => "CourseRegistered",
+            Event::CourseModified { .. } => "CourseModified",
+            Event::CourseDeleted { .. } => "CourseDeleted",
+            Event::CourseOpened { .. } => "CourseOpened",
+            Event::CourseClosed { .. } => "CourseClosed",
+            Event::SeatReserved { .. } => "SeatReserved",
+            Event::SeatReleased { .. } => "SeatReleased",
+            Event::EnrollmentCompleted { .. } => "EnrollmentCompleted",
+            Event::EnrollmentRejected { .. } => "EnrollmentRejected",
+            Event::EnrollmentCanceled { .. } => "EnrollmentCanceled",
+            Event::PaymentApproved { .. } => "PaymentApproved",
+            Event::PaymentCancelRequested { .. } => "PaymentCancelRequested",
+            Event::PaymentCanceled { .. } => "PaymentCanceled",
+        }
+    }
+}

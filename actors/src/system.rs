@@ -1,0 +1,719 @@
+//! The running system and its facade: building the supervision tree, start-up
+//! recovery, the commands the HTTP front calls, and the queries it reads.
+//!
+//! Owns the root supervisor (courses, enrollments, payment), id allocation,
+//! and the mapping of every internal failure onto the few outcomes a client
+//! can act on ([`CommandError`]). Queries read sled directly (never live
+//! actors), so listing a million enrollments wakes no actor.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use serde::Serialize;
+use sugang_storage::{Batch, Durability, Journal, JournalOptions, OpenError, StorageError, Store, StoreOptions};
+use tokio::task::JoinHandle;
+
+use crate::course::actor::{CourseCtx, CourseFailure, CourseKind, CourseMsg};
+use crate::course::{CourseCommand, CoursePatch, CourseRejection};
+use crate::enrollment::actor::{EnrollRequest, EnrollmentCtx, EnrollmentKind, EnrollmentMsg, SagaFailure};
+use crate::enrollment::{EnrollStatus, Enrollment};
+use crate::entity::{AskError, Entities, Redelivery, SupervisionConfig, SupervisorSnapshot};
+use crate::event::CourseDetails;
+use crate::faults::Faults;
+use crate::model::{CourseId, EnrollmentId, TeacherName};
+use crate::payment::Payment;
+use crate::payment::actor::{PaymentActor, PaymentArgs, PaymentConfig, PaymentMsg, PaymentSnapshot};
+use crate::payment::gateway::{GatewayFaults, PaymentGateway, SimulatedGateway};
+use crate::tables::{
+    COUNTERS, COURSES, Counter, CourseRecord, ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, PAYMENTS,
+    PENDING, REFUNDS,
+};
+
+/// Everything a running system is configured with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    /// sled's page cache, bytes.
+    pub cache_capacity: u64,
+    pub courses: SupervisionConfig,
+    pub enrollments: SupervisionConfig,
+    pub payment: PaymentConfig,
+    /// The simulated gateway's behaviour at start.
+    pub gateway_faults: GatewayFaults,
+    /// How long to wait for a course actor's answer.
+    pub ask_timeout: Duration,
+}
+
+impl Config {
+    /// The defaults, over `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            durability: Durability::Fsync,
+            cache_capacity: StoreOptions::default().cache_capacity,
+            courses: SupervisionConfig::default(),
+            enrollments: SupervisionConfig::default(),
+            payment: PaymentConfig::default(),
+            gateway_faults: GatewayFaults::default(),
+            ask_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The system could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("reading the store: {0}")]
+    Storage(#[from] StorageError),
+    #[error("starting the actors: {0}")]
+    Spawn(String),
+}
+
+/// A command's result and the event seq it reached (`X-Sugang-Seq`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Done<T> {
+    pub value: T,
+    pub seq: u64,
+}
+
+/// What a refused or failed command means to a client.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// 404.
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: u64 },
+    /// 409: the state of the course forbids it (full, already enrolled,
+    /// stale fee, capacity below studentCount, active enrollments).
+    #[error("{0}")]
+    Conflict(String),
+    /// 402.
+    #[error("payment declined: {0}")]
+    PaymentDeclined(String),
+    /// 503 with Retry-After: payment unavailable, a participant held down or
+    /// timed out.
+    #[error("unavailable: {reason}")]
+    Unavailable { reason: String, retry_after: Duration },
+    /// 503 with Retry-After: load shed.
+    #[error("overloaded: {reason}")]
+    Overloaded { reason: String, retry_after: Duration },
+    /// 500: storage failed; logged with its cause.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<AskError> for CommandError {
+    fn from(e: AskError) -> Self {
+        match e {
+            AskError::Overloaded { .. } => {
+                CommandError::Overloaded { reason: e.to_string(), retry_after: Duration::from_secs(1) }
+            }
+            AskError::HeldDown { retry_after, .. } => CommandError::Unavailable { reason: e.to_string(), retry_after },
+            AskError::Unavailable { .. } => {
+                CommandError::Unavailable { reason: e.to_string(), retry_after: Duration::from_secs(1) }
+            }
+        }
+    }
+}
+
+impl From<CourseRejection> for CommandError {
+    fn from(r: CourseRejection) -> Self {
+        match r {
+            CourseRejection::NotFound(id) => CommandError::NotFound { what: "course", id: id.get() },
+            CourseRejection::NoSeat { enrollment, .. } => {
+                CommandError::NotFound { what: "enrollment", id: enrollment.get() }
+            }
+            other => CommandError::Conflict(other.to_string()),
+        }
+    }
+}
+
+impl From<SagaFailure> for CommandError {
+    fn from(f: SagaFailure) -> Self {
+        match f {
+            SagaFailure::Course(r) => r.into(),
+            SagaFailure::Enrollment(crate::enrollment::EnrollmentRejection::NotFound(id)) => {
+                CommandError::NotFound { what: "enrollment", id: id.get() }
+            }
+            SagaFailure::PaymentDeclined { reason } => CommandError::PaymentDeclined(reason),
+            SagaFailure::PaymentUnavailable { reason, retry_after } => CommandError::Unavailable {
+                reason: format!("payment unavailable: {reason}"),
+                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+            },
+            SagaFailure::Unavailable(e) => e.into(),
+            SagaFailure::Storage(e) => CommandError::Internal(e),
+        }
+    }
+}
+
+impl From<CourseFailure> for CommandError {
+    fn from(f: CourseFailure) -> Self {
+        match f {
+            CourseFailure::Rejected(r) => r.into(),
+            CourseFailure::Storage(e) => CommandError::Internal(e),
+        }
+    }
+}
+
+/// A page request: 0-based `number`, `size` items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub number: usize,
+    pub size: usize,
+}
+
+/// One page of a listing and the total it is a page of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub total: usize,
+}
+
+fn paginate<T>(
+    items: impl Iterator<Item = Result<T, StorageError>>,
+    page: PageRequest,
+) -> Result<Paged<T>, StorageError> {
+    let skip = page.number.saturating_mul(page.size);
+    let mut out = Vec::with_capacity(page.size.min(1000));
+    let mut total = 0;
+    for item in items {
+        let item = item?;
+        if total >= skip && out.len() < page.size {
+            out.push(item);
+        }
+        total += 1;
+    }
+    Ok(Paged { items: out, total })
+}
+
+/// Filters of `GET /classes`.
+#[derive(Clone, Debug, Default)]
+pub struct EnrollmentFilter {
+    pub student: Option<String>,
+    pub course_id: Option<u64>,
+    pub status: Option<EnrollStatus>,
+}
+
+/// The supervision tree, for `/admin/actors`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TreeSnapshot {
+    pub root: &'static str,
+    pub children: Vec<TreeNode>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TreeNode {
+    pub name: &'static str,
+    pub alive: bool,
+    pub restarts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<SupervisorSnapshot>,
+}
+
+const ENROLLMENT_ID_BLOCK: u64 = 1024;
+
+/// Hands out enrollment ids in order, never twice, even across restarts:
+/// ids touch the gateway, whose ledger outlives a rejected enrollment.
+struct EnrollmentIds {
+    next: u64,
+    /// The highest id durably reserved.
+    limit: u64,
+}
+
+struct Inner {
+    store: Store,
+    journal: Journal,
+    courses: Entities<CourseKind>,
+    classes: Entities<EnrollmentKind>,
+    payment: PaymentHandle,
+    gateway: SimulatedGateway,
+    faults: Arc<Faults>,
+    root: ActorRef<RootMsg>,
+    payment_restarts: Arc<AtomicU64>,
+    next_course_id: AtomicU64,
+    enrollment_ids: tokio::sync::Mutex<EnrollmentIds>,
+    config: Config,
+    journal_task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The running sugang: cheap to clone, shared by every HTTP handler.
+#[derive(Clone)]
+pub struct Sugang {
+    inner: Arc<Inner>,
+}
+
+impl Sugang {
+    /// Opens the data directory, starts the journal and the supervision tree,
+    /// and resumes or compensates every saga a previous run left unfinished.
+    pub async fn start(config: Config) -> Result<Sugang, StartError> {
+        let store = Store::open(
+            &config.data_dir,
+            StoreOptions { durability: config.durability, cache_capacity: config.cache_capacity },
+        )?;
+        let (journal, journal_task) =
+            Journal::start(&store, JournalOptions::default()).map_err(|e| StartError::Spawn(e.to_string()))?;
+        let faults = Arc::new(Faults::default());
+        let gateway = SimulatedGateway::with_faults(config.gateway_faults);
+        let payment_restarts = Arc::new(AtomicU64::new(0));
+        let payment_args = {
+            let (store, journal, config) = (store.clone(), journal.clone(), config.payment.clone());
+            let gateway: Arc<dyn PaymentGateway> = Arc::new(gateway.clone());
+            move || PaymentArgs {
+                store: store.clone(),
+                journal: journal.clone(),
+                gateway: gateway.clone(),
+                config: config.clone(),
+            }
+        };
+        let spawn_err = |e: ractor::SpawnErr| StartError::Spawn(e.to_string());
+        let (root, _) = Actor::spawn(None, RootSupervisor, ()).await.map_err(spawn_err)?;
+        let (payment_ref, _) =
+            Actor::spawn_linked(None, PaymentActor, payment_args(), root.get_cell()).await.map_err(spawn_err)?;
+        let payment = PaymentHandle(Arc::new(std::sync::RwLock::new(payment_ref)));
+        root.send_message(RootMsg::Adopt(RootChild::Payment {
+            handle: payment.clone(),
+            args: Box::new(payment_args),
+            restarts: payment_restarts.clone(),
+        }))
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
+        let course_ctx = Arc::new(CourseCtx { store: store.clone(), journal: journal.clone(), faults: faults.clone() });
+        let (courses, _) = Entities::<CourseKind>::start(course_ctx, config.courses.clone(), root.get_cell())
+            .await
+            .map_err(spawn_err)?;
+        let enrollment_ctx = Arc::new(EnrollmentCtx {
+            store: store.clone(),
+            courses: courses.clone(),
+            payment: payment.clone(),
+            faults: faults.clone(),
+            ask_timeout: config.ask_timeout,
+            payment_ask_timeout: config.payment.timeout + Duration::from_secs(5),
+        });
+        let (classes, _) =
+            Entities::<EnrollmentKind>::start(enrollment_ctx, config.enrollments.clone(), root.get_cell())
+                .await
+                .map_err(spawn_err)?;
+
+        let next_course_id = store.scan(&COURSES).keys().next_back().transpose()?.unwrap_or(0) + 1;
+        let high_water = [
+            store.get(&COUNTERS, &"enrollment_ids".to_owned())?.map(|c| c.0),
+            store.scan(&ENROLLMENTS).keys().next_back().transpose()?,
+            store.scan(&PENDING).keys().next_back().transpose()?,
+            store.scan(&REFUNDS).keys().next_back().transpose()?,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+
+        let system = Sugang {
+            inner: Arc::new(Inner {
+                store,
+                journal,
+                courses,
+                classes,
+                payment: payment.clone(),
+                gateway,
+                faults,
+                root,
+                payment_restarts,
+                next_course_id: AtomicU64::new(next_course_id),
+                enrollment_ids: tokio::sync::Mutex::new(EnrollmentIds { next: high_water + 1, limit: high_water }),
+                config,
+                journal_task: std::sync::Mutex::new(Some(journal_task)),
+            }),
+        };
+        system.recover().await?;
+        Ok(system)
+    }
+
+    /// Rule 4: every saga that was in flight is compensated (its seat given
+    /// back, whatever may have been charged voided); owed refunds resume in
+    /// the payment actor on its own.
+    async fn recover(&self) -> Result<(), StartError> {
+        let pending: Vec<u64> = self.inner.store.scan(&PENDING).keys().collect::<Result<_, _>>()?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(count = pending.len(), "compensating sagas interrupted by the last stop");
+        for id in pending {
+            // Activation finds the pending seat and compensates it.
+            let resumed = self
+                .inner
+                .classes
+                .ask(
+                    id,
+                    |reply| EnrollmentMsg::Recover { reply: Some(reply) },
+                    self.inner.config.ask_timeout,
+                    Redelivery::Idempotent,
+                )
+                .await;
+            match resumed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(enrollment_id = id, error = %e, "compensating an interrupted saga failed; it retries on its own")
+                }
+                Err(e) => {
+                    tracing::warn!(enrollment_id = id, error = %e, "activating an interrupted saga failed; the next start retries")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the tree (entity actors first, then their supervisors and the
+    /// payment actor), then the journal, whose last act is a flush. Every
+    /// acknowledged write is on disk before this returns, and the data
+    /// directory is free for the next start.
+    pub async fn shutdown(self) {
+        let wait = Some(Duration::from_secs(10));
+        for supervisor in [self.inner.courses.supervisor_cell(), self.inner.classes.supervisor_cell()] {
+            supervisor.stop_children_and_wait(Some("shutdown".into()), wait).await;
+        }
+        self.inner.root.stop_children_and_wait(Some("shutdown".into()), wait).await;
+        let _ = self.inner.root.stop_and_wait(Some("shutdown".into()), wait).await;
+        let task = self.inner.journal_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(self);
+        if let Some(mut task) = task
+            && tokio::time::timeout(Duration::from_secs(10), &mut task).await.is_err()
+        {
+            tracing::error!("the journal did not stop: a handle is still held somewhere");
+            task.abort();
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.inner.faults
+    }
+
+    pub fn gateway(&self) -> &SimulatedGateway {
+        &self.inner.gateway
+    }
+
+    pub fn set_gateway_faults(&self, faults: GatewayFaults) {
+        tracing::warn!(?faults, "payment gateway faults set");
+        metrics::counter!("sugang_faults_injected_total", "fault" => "payment_gateway").increment(1);
+        self.inner.gateway.set_faults(faults);
+    }
+
+    // ---- commands -------------------------------------------------------
+
+    async fn ask_course(
+        &self,
+        id: CourseId,
+        command: CourseCommand,
+    ) -> Result<crate::course::actor::CourseReply, CommandError> {
+        let reply = self
+            .inner
+            .courses
+            .ask(
+                id.get(),
+                |reply| CourseMsg::Command { command: command.clone(), also: None, reply },
+                self.inner.config.ask_timeout,
+                Redelivery::Idempotent,
+            )
+            .await?;
+        Ok(reply?)
+    }
+
+    fn course_exists(&self, id: CourseId) -> Result<(), CommandError> {
+        match self.inner.store.get(&COURSES, &id.get()).map_err(internal)? {
+            Some(record) if !record.deleted => Ok(()),
+            _ => Err(CommandError::NotFound { what: "course", id: id.get() }),
+        }
+    }
+
+    /// Registers a course for `teacher`.
+    #[tracing::instrument(skip_all, fields(teacher = %teacher))]
+    pub async fn register_course(
+        &self,
+        teacher: TeacherName,
+        details: CourseDetails,
+    ) -> Result<Done<CourseRecord>, CommandError> {
+        let id = CourseId::assigned(self.inner.next_course_id.fetch_add(1, Ordering::SeqCst));
+        let reply = self.ask_course(id, CourseCommand::Register { id, teacher, details }).await?;
+        let record =
+            self.course(id).map_err(internal)?.ok_or(CommandError::Internal("registered course missing".into()))?;
+        tracing::info!(course_id = id.get(), "course registered");
+        Ok(Done { value: record, seq: reply.seq })
+    }
+
+    /// Changes a course's details.
+    #[tracing::instrument(skip_all, fields(course_id = id.get()))]
+    pub async fn modify_course(&self, id: CourseId, patch: CoursePatch) -> Result<Done<CourseRecord>, CommandError> {
+        self.course_exists(id)?;
+        let reply = self.ask_course(id, CourseCommand::Modify(patch)).await?;
+        let record =
+            self.course(id).map_err(internal)?.ok_or(CommandError::NotFound { what: "course", id: id.get() })?;
+        Ok(Done { value: record, seq: reply.seq })
+    }
+
+    /// Deletes a course without enrollments.
+    #[tracing::instrument(skip_all, fields(course_id = id.get()))]
+    pub async fn delete_course(&self, id: CourseId) -> Result<Done<()>, CommandError> {
+        self.course_exists(id)?;
+        let reply = self.ask_course(id, CourseCommand::Delete).await?;
+        Ok(Done { value: (), seq: reply.seq })
+    }
+
+    async fn next_enrollment_id(&self) -> Result<EnrollmentId, CommandError> {
+        let mut ids = self.inner.enrollment_ids.lock().await;
+        if ids.next > ids.limit {
+            let limit = ids.next + ENROLLMENT_ID_BLOCK - 1;
+            let mut batch = Batch::new();
+            batch.put(&COUNTERS, &"enrollment_ids".to_owned(), &Counter(limit)).map_err(internal)?;
+            self.inner.journal.commit(batch).await.map_err(internal)?;
+            ids.limit = limit;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(EnrollmentId::assigned(id))
+    }
+
+    /// Enrolls a student and charges the fee: answers once the enrollment is
+    /// completed and durable, or refused with nothing held and nothing charged.
+    #[tracing::instrument(skip_all, fields(course_id = request.course_id.get(), student = %request.student))]
+    pub async fn enroll(&self, request: EnrollRequest) -> Result<Done<Enrollment>, CommandError> {
+        self.course_exists(request.course_id)?;
+        let id = self.next_enrollment_id().await?;
+        let timeout = self.inner.config.payment.timeout + self.inner.config.ask_timeout * 3;
+        let reply = self
+            .inner
+            .classes
+            .ask(
+                id.get(),
+                |reply| EnrollmentMsg::Enroll { request: request.clone(), reply },
+                timeout,
+                Redelivery::AtMostOnce,
+            )
+            .await?;
+        let (enrollment, seq) = reply?;
+        Ok(Done { value: enrollment, seq })
+    }
+
+    /// Cancels an enrollment: the seat is released and the fee refunded
+    /// (retried until the gateway confirms). Repeats change nothing.
+    #[tracing::instrument(skip_all, fields(enrollment_id = id.get()))]
+    pub async fn cancel(&self, id: EnrollmentId) -> Result<Done<Enrollment>, CommandError> {
+        if !self.inner.store.contains(&ENROLLMENTS, &id.get()).map_err(internal)? {
+            return Err(CommandError::NotFound { what: "enrollment", id: id.get() });
+        }
+        let timeout = self.inner.config.payment.timeout + self.inner.config.ask_timeout * 3;
+        let reply = self
+            .inner
+            .classes
+            .ask(id.get(), |reply| EnrollmentMsg::Cancel { reply }, timeout, Redelivery::Idempotent)
+            .await?;
+        let (enrollment, seq) = reply?;
+        Ok(Done { value: enrollment, seq })
+    }
+
+    // ---- queries (straight from storage) --------------------------------
+
+    /// A course, unless unknown or deleted.
+    pub fn course(&self, id: CourseId) -> Result<Option<CourseRecord>, StorageError> {
+        Ok(self.inner.store.get(&COURSES, &id.get())?.filter(|c| !c.deleted))
+    }
+
+    /// Courses, optionally of one teacher, in id order.
+    pub fn courses(&self, teacher: Option<&str>, page: PageRequest) -> Result<Paged<CourseRecord>, StorageError> {
+        let items = self.inner.store.scan(&COURSES).filter_map(|item| match item {
+            Ok((_, c)) if c.deleted || teacher.is_some_and(|t| c.teacher.as_str() != t) => None,
+            Ok((_, c)) => Some(Ok(c)),
+            Err(e) => Some(Err(e)),
+        });
+        paginate(items, page)
+    }
+
+    /// A completed or canceled enrollment.
+    pub fn enrollment(&self, id: EnrollmentId) -> Result<Option<Enrollment>, StorageError> {
+        self.inner.store.get(&ENROLLMENTS, &id.get())
+    }
+
+    /// Enrollments matching `filter`, in id order.
+    pub fn enrollments(&self, filter: &EnrollmentFilter, page: PageRequest) -> Result<Paged<Enrollment>, StorageError> {
+        let store = &self.inner.store;
+        let status = filter.status;
+        let keep = move |e: &Enrollment| status.is_none_or(|s| e.status == s);
+        let by_ids = |ids: Box<dyn Iterator<Item = Result<u64, StorageError>>>| {
+            ids.filter_map(move |id| match id.and_then(|id| store.get(&ENROLLMENTS, &id)) {
+                Ok(Some(e)) => Some(Ok(e)),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            })
+        };
+        let student_filter = filter.student.clone();
+        let course_filter = filter.course_id;
+        let matches = move |e: &Enrollment| {
+            keep(e)
+                && student_filter.as_deref().is_none_or(|s| e.student.as_str() == s)
+                && course_filter.is_none_or(|c| e.course_id.get() == c)
+        };
+        let items: Box<dyn Iterator<Item = Result<Enrollment, StorageError>>> =
+            match (&filter.student, filter.course_id) {
+                (Some(student), _) => Box::new(by_ids(Box::new(
+                    store.scan_prefix(&ENROLLMENTS_BY_STUDENT, &student.clone()).keys().map(|k| k.map(|(_, id)| id)),
+                ))),
+                (None, Some(course)) => Box::new(by_ids(Box::new(
+                    store.scan_prefix(&ENROLLMENTS_BY_COURSE, &course).keys().map(|k| k.map(|(_, id)| id)),
+                ))),
+                (None, None) => Box::new(store.scan(&ENROLLMENTS).map(|item| item.map(|(_, e)| e))),
+            };
+        let mut items: Vec<_> = items.filter(|e| e.as_ref().map_or(true, &matches)).collect::<Result<_, _>>()?;
+        items.sort_by_key(|e| e.id);
+        paginate(items.into_iter().map(Ok), page)
+    }
+
+    /// A payment (its id is its enrollment's).
+    pub fn payment(&self, id: EnrollmentId) -> Result<Option<Payment>, StorageError> {
+        self.inner.store.get(&PAYMENTS, &id.get())
+    }
+
+    /// Payments, optionally of one enrollment, in id order.
+    pub fn payments(&self, apply_id: Option<u64>, page: PageRequest) -> Result<Paged<Payment>, StorageError> {
+        match apply_id {
+            Some(id) => paginate(self.inner.store.get(&PAYMENTS, &id)?.into_iter().map(Ok), page),
+            None => paginate(self.inner.store.scan(&PAYMENTS).map(|item| item.map(|(_, p)| p)), page),
+        }
+    }
+
+    /// The event seq the log has reached.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.store.events().last_seq()
+    }
+
+    // ---- operations -----------------------------------------------------
+
+    /// The breaker and bulkhead.
+    pub async fn payment_snapshot(&self) -> Result<PaymentSnapshot, CommandError> {
+        let payment = self.inner.payment.get();
+        ractor::call_t!(payment, |reply| PaymentMsg::Snapshot { reply }, 2000).map_err(|e| CommandError::Unavailable {
+            reason: format!("payment actor: {e}"),
+            retry_after: Duration::from_secs(1),
+        })
+    }
+
+    /// The supervision tree.
+    pub fn tree(&self) -> TreeSnapshot {
+        let running = |cell: ActorCell| cell.get_status() == ractor::ActorStatus::Running;
+        let journal_alive =
+            self.inner.journal_task.lock().map(|t| t.as_ref().is_some_and(|t| !t.is_finished())).unwrap_or(false);
+        TreeSnapshot {
+            root: "root",
+            children: vec![
+                TreeNode { name: "journal", alive: journal_alive, restarts: 0, supervisor: None },
+                TreeNode {
+                    name: "courses",
+                    alive: running(self.inner.courses.supervisor_cell()),
+                    restarts: 0,
+                    supervisor: Some(self.inner.courses.registry().snapshot()),
+                },
+                TreeNode {
+                    name: "classes",
+                    alive: running(self.inner.classes.supervisor_cell()),
+                    restarts: 0,
+                    supervisor: Some(self.inner.classes.registry().snapshot()),
+                },
+                TreeNode {
+                    name: "payment",
+                    alive: running(self.inner.payment.get().get_cell()),
+                    restarts: self.inner.payment_restarts.load(Ordering::Relaxed),
+                    supervisor: None,
+                },
+            ],
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> CommandError {
+    tracing::error!(error = %e, "internal error");
+    CommandError::Internal(e.to_string())
+}
+
+// ---- the root supervisor ------------------------------------------------
+
+/// The payment actor's current incarnation: the root supervisor swaps it on
+/// a restart, and every caller reads it per call.
+#[derive(Clone)]
+pub(crate) struct PaymentHandle(Arc<std::sync::RwLock<ActorRef<PaymentMsg>>>);
+
+impl PaymentHandle {
+    pub(crate) fn get(&self) -> ActorRef<PaymentMsg> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, actor: ActorRef<PaymentMsg>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = actor;
+    }
+}
+
+pub(crate) enum RootChild {
+    /// The payment actor, and how to start it again.
+    Payment { handle: PaymentHandle, args: Box<dyn Fn() -> PaymentArgs + Send + Sync>, restarts: Arc<AtomicU64> },
+}
+
+pub(crate) enum RootMsg {
+    Adopt(RootChild),
+}
+
+struct RootSupervisor;
+
+#[derive(Default)]
+struct RootState {
+    payment: Option<RootChild>,
+}
+
+impl Actor for RootSupervisor {
+    type Msg = RootMsg;
+    type State = RootState;
+    type Arguments = ();
+
+    async fn pre_start(&self, _myself: ActorRef<RootMsg>, _args: ()) -> Result<RootState, ActorProcessingErr> {
+        Ok(RootState::default())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RootMsg>,
+        message: RootMsg,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RootMsg::Adopt(child @ RootChild::Payment { .. }) => state.payment = Some(child),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RootMsg>,
+        event: SupervisionEvent,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
+        let SupervisionEvent::ActorFailed(cell, error) = event else { return Ok(()) };
+        match &state.payment {
+            Some(RootChild::Payment { handle, args, restarts }) if handle.get().get_id() == cell.get_id() => {
+                tracing::error!(%error, "payment actor failed; restarting it (owed refunds resume from storage)");
+                metrics::counter!("sugang_actor_restarts_total", "kind" => "payment").increment(1);
+                restarts.fetch_add(1, Ordering::Relaxed);
+                let (actor, _) = Actor::spawn_linked(None, PaymentActor, args(), myself.get_cell()).await?;
+                handle.set(actor);
+                Ok(())
+            }
+            _ => {
+                tracing::error!(actor = %cell.get_id(), %error, "a supervisor failed; escalating");
+                Err(format!("supervisor {} failed: {error}", cell.get_id()).into())
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The tables the actors own, and the records stored in them.
+//!
+//! Owns the storage layout of the domain: which table holds what, keyed how,
+//! and which secondary indexes exist. Only the actor that owns a record writes
+//! it (through the journal); the facade reads them for queries.
+
+use serde::{Deserialize, Serialize};
+use sugang_storage::{Record, Table};
+
+use crate::course::Seat;
+use crate::enrollment::Enrollment;
+use crate::event::CourseDetails;
+use crate::model::{CourseId, TeacherName};
+use crate::payment::Payment;
+
+/// A course as stored: its details and its studentCount (the seats are
+/// in [`SEATS`], one record each, so a seat change writes one small record).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CourseRecord {
+    pub id: CourseId,
+    pub teacher: TeacherName,
+    pub details: CourseDetails,
+    pub student_count: u32,
+    pub registered_at_ms: u64,
+    /// Deleted courses stay as tombstones so their id is never reused.
+    pub deleted: bool,
+}
+
+impl Record for CourseRecord {}
+impl Record for Seat {}
+
+/// A seat taken by a saga that has not finished: the saga's durable marker.
+/// Whatever is here at start-up was interrupted and is compensated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSeat {
+    pub course_id: CourseId,
+    pub since_ms: u64,
+}
+
+impl Record for PendingSeat {}
+
+/// Why the gateway owes a refund.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefundPurpose {
+    /// A completed enrollment was canceled: its payment is `CANCEL_PENDING`.
+    Cancel,
+    /// A saga failed after the gateway may have charged (a timeout): void
+    /// whatever it charged. There is no payment resource to update.
+    Void,
+}
+
+/// A refund the gateway owes, retried until it succeeds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundOwed {
+    pub purpose: RefundPurpose,
+    pub since_ms: u64,
+}
+
+impl Record for RefundOwed {}
+
+/// An index entry: the key says it all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Indexed;
+
+impl Record for Indexed {}
+
+/// A durable counter (the enrollment id high-water mark).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter(pub u64);
+
+impl Record for Counter {}
+
+pub(crate) const COURSES: Table<u64, CourseRecord> = Table::new("courses");
+/// (course id, enrollment id) → seat.
+pub(crate) const SEATS: Table<(u64, u64), Seat> = Table::new("seats");
+/// enrollment id → the course whose seat its unfinished saga holds.
+pub(crate) const PENDING: Table<u64, PendingSeat> = Table::new("pending_seats");
+pub(crate) const ENROLLMENTS: Table<u64, Enrollment> = Table::new("enrollments");
+/// (student, enrollment id).
+pub(crate) const ENROLLMENTS_BY_STUDENT: Table<(String, u64), Indexed> = Table::new("enrollments_by_student");
+/// (course id, enrollment id).
+pub(crate) const ENROLLMENTS_BY_COURSE: Table<(u64, u64), Indexed> = Table::new("enrollments_by_course");
+/// enrollment id (= payment id) → payment.
+pub(crate) const PAYMENTS: Table<u64, Payment> = Table::new("payments");
+/// enrollment id → the refund the gateway owes it.
+pub(crate) const REFUNDS: Table<u64, RefundOwed> = Table::new("refunds_owed");
+pub(crate) const COUNTERS: Table<String, Counter> = Table::new("counters");
