@@ -8,18 +8,20 @@
 //!
 //! | event | emitted by | consumed by |
 //! | --- | --- | --- |
-//! | `CourseRegistered` | course | mypage (instructor view, schedules), notifier |
-//! | `CourseModified` | course | mypage, notifier |
-//! | `CourseDeleted` | course | mypage, notifier |
+//! | `CourseRegistered` | course | mypage (instructor view, schedules) |
+//! | `CourseModified` | course | mypage |
+//! | `CourseDeleted` | course | mypage |
 //! | `CourseOpened`, `CourseClosed` | course (studentCount crosses minStudents) | mypage, notifier |
 //! | `SeatReserved` | course (saga step 1) | (audit) |
 //! | `SeatReleased` | course (saga refused, or interrupted) | (audit) |
-//! | `EnrollmentCompleted` | enrollment (with the course's seat confirmation) | delivery, mypage, notifier |
-//! | `EnrollmentRejected` | enrollment | notifier |
-//! | `EnrollmentCanceled` | enrollment (with the seat release) | delivery, mypage, notifier |
-//! | `PaymentApproved` | payment (with the completion) | mypage, notifier |
-//! | `PaymentCancelRequested` | payment (with the cancellation) | mypage |
+//! | `EnrollmentCompleted` | course, confirming the seat of the saga (same batch as the enrollment record) | delivery, mypage, notifier |
+//! | `EnrollmentRejected` | course, releasing the seat of a refused or interrupted saga | (audit) |
+//! | `EnrollmentCanceled` | course, releasing the seat of a cancellation | delivery, mypage, notifier |
+//! | `PaymentApproved` | payment, in the completion's batch | mypage, notifier |
+//! | `PaymentCancelRequested` | payment, in the cancellation's batch | mypage |
 //! | `PaymentCanceled` | payment (refund confirmed by the gateway) | mypage, notifier |
+//! | `DeliveryStarted` | delivery (on `EnrollmentCompleted`) | mypage, notifier |
+//! | `DeliveryCanceled` | delivery (on `EnrollmentCanceled`) | mypage, notifier |
 
 use serde::{Deserialize, Serialize};
 use sugang_storage::Record;
@@ -156,6 +158,20 @@ pub enum Event {
         amount: Fee,
         at_ms: u64,
     },
+    DeliveryStarted {
+        enrollment_id: EnrollmentId,
+        course_id: CourseId,
+        student: StudentName,
+        addr: Option<String>,
+        text_book: Option<TextBook>,
+        at_ms: u64,
+    },
+    DeliveryCanceled {
+        enrollment_id: EnrollmentId,
+        course_id: CourseId,
+        student: StudentName,
+        at_ms: u64,
+    },
 }
 
 impl Record for Event {}
@@ -177,7 +193,9 @@ impl Event {
             | Event::EnrollmentCanceled { enrollment_id, .. }
             | Event::PaymentApproved { enrollment_id, .. }
             | Event::PaymentCancelRequested { enrollment_id, .. }
-            | Event::PaymentCanceled { enrollment_id, .. } => enrollment_id.get(),
+            | Event::PaymentCanceled { enrollment_id, .. }
+            | Event::DeliveryStarted { enrollment_id, .. }
+            | Event::DeliveryCanceled { enrollment_id, .. } => enrollment_id.get(),
         }
     }
 
@@ -197,6 +215,8 @@ impl Event {
             Event::PaymentApproved { .. } => "PaymentApproved",
             Event::PaymentCancelRequested { .. } => "PaymentCancelRequested",
             Event::PaymentCanceled { .. } => "PaymentCanceled",
+            Event::DeliveryStarted { .. } => "DeliveryStarted",
+            Event::DeliveryCanceled { .. } => "DeliveryCanceled",
         }
     }
 }

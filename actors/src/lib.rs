@@ -17,21 +17,30 @@
 //! - `entity`: activation on demand, passivation, restart intensity and load
 //!   shedding for entity actors of any kind.
 //! - `tables`: the tables the actors own and the records in them.
+//! - `bus`: durable pub/sub over the event log: the publisher, subscriber
+//!   workers (offsets committed with effects, scale-out by key), retention.
+//! - `delivery`, `mypage`, `notifier`: the subscribers (projections).
 //! - `faults`: the fault-injection knobs.
 //! - `system`: the supervision tree, start-up recovery, and the facade
 //!   ([`Sugang`]).
 
+mod bus;
 mod course;
+mod delivery;
 mod enrollment;
 mod entity;
 mod event;
 mod faults;
 mod model;
+mod mypage;
+mod notifier;
 mod payment;
 mod system;
 mod tables;
 
+pub use bus::{BusConfig, SubscriberStatus};
 pub use course::{Course, CoursePatch, CourseRejection, CourseState, Seat};
+pub use delivery::{Delivery, DeliveryStatus};
 pub use enrollment::actor::{EnrollRequest, SagaFailure};
 pub use enrollment::{EnrollStatus, Enrollment};
 pub use entity::{AskError, SupervisionConfig, SupervisorSnapshot};
@@ -41,6 +50,8 @@ pub use model::{
     Capacity, CourseId, CourseName, EnrollmentId, Fee, FieldError, MinStudents, PayMethod, StudentName, TeacherName,
     TextBook, parse_optional,
 };
+pub use mypage::{InstructorView, Schedule, StudentView};
+pub use notifier::Notification;
 pub use payment::actor::{PaymentConfig, PaymentFailure, PaymentSnapshot};
 pub use payment::breaker::{BreakerConfig, BreakerState};
 pub use payment::gateway::{GatewayFaults, InvalidFaults, LedgerSummary, SimulatedGateway};

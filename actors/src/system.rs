@@ -16,14 +16,21 @@ use serde::Serialize;
 use sugang_storage::{Batch, Durability, Journal, JournalOptions, OpenError, StorageError, Store, StoreOptions};
 use tokio::task::JoinHandle;
 
+use crate::bus::{Bus, BusConfig, Projection, SubscriberStatus};
 use crate::course::actor::{CourseCtx, CourseFailure, CourseKind, CourseMsg};
 use crate::course::{CourseCommand, CoursePatch, CourseRejection};
+use crate::delivery::{DELIVERIES, DELIVERIES_BY_STUDENT, Delivery, DeliveryProjection};
 use crate::enrollment::actor::{EnrollRequest, EnrollmentCtx, EnrollmentKind, EnrollmentMsg, SagaFailure};
 use crate::enrollment::{EnrollStatus, Enrollment};
 use crate::entity::{AskError, Entities, Redelivery, SupervisionConfig, SupervisorSnapshot};
 use crate::event::CourseDetails;
 use crate::faults::Faults;
 use crate::model::{CourseId, EnrollmentId, TeacherName};
+use crate::mypage::{
+    INSTRUCTOR_VIEWS, INSTRUCTOR_VIEWS_BY_TEACHER, InstructorView, MyPageProjection, SCHEDULES, STUDENT_VIEWS,
+    STUDENT_VIEWS_BY_STUDENT, Schedule, StudentView,
+};
+use crate::notifier::{NOTIFICATIONS, NOTIFICATIONS_BY_RECIPIENT, Notification, NotifierProjection};
 use crate::payment::Payment;
 use crate::payment::actor::{PaymentActor, PaymentArgs, PaymentConfig, PaymentMsg, PaymentSnapshot};
 use crate::payment::gateway::{GatewayFaults, PaymentGateway, SimulatedGateway};
@@ -31,6 +38,7 @@ use crate::tables::{
     COUNTERS, COURSES, Counter, CourseRecord, ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, PAYMENTS,
     PENDING, REFUNDS,
 };
+use tokio_util::sync::CancellationToken;
 
 /// Everything a running system is configured with.
 #[derive(Clone, Debug)]
@@ -46,6 +54,8 @@ pub struct Config {
     pub gateway_faults: GatewayFaults,
     /// How long to wait for a course actor's answer.
     pub ask_timeout: Duration,
+    /// Subscribers: workers, retention, read-your-writes bound.
+    pub bus: BusConfig,
 }
 
 impl Config {
@@ -60,6 +70,7 @@ impl Config {
             payment: PaymentConfig::default(),
             gateway_faults: GatewayFaults::default(),
             ask_timeout: Duration::from_secs(5),
+            bus: BusConfig::default(),
         }
     }
 }
@@ -239,6 +250,9 @@ struct Inner {
     payment_restarts: Arc<AtomicU64>,
     next_course_id: AtomicU64,
     enrollment_ids: tokio::sync::Mutex<EnrollmentIds>,
+    bus: Bus,
+    /// Stops the bus's publisher and retention tasks.
+    stop: CancellationToken,
     config: Config,
     journal_task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -300,6 +314,17 @@ impl Sugang {
                 .await
                 .map_err(spawn_err)?;
 
+        let stop = CancellationToken::new();
+        let projections: Vec<Arc<dyn Projection>> = vec![
+            Arc::new(DeliveryProjection),
+            Arc::new(MyPageProjection),
+            Arc::new(NotifierProjection::new(&config.data_dir)),
+        ];
+        let bus =
+            Bus::start(store.clone(), journal.clone(), projections, config.bus.clone(), root.get_cell(), stop.clone())
+                .await
+                .map_err(spawn_err)?;
+
         let next_course_id = store.scan(&COURSES).keys().next_back().transpose()?.unwrap_or(0) + 1;
         let high_water = [
             store.get(&COUNTERS, &"enrollment_ids".to_owned())?.map(|c| c.0),
@@ -325,6 +350,8 @@ impl Sugang {
                 payment_restarts,
                 next_course_id: AtomicU64::new(next_course_id),
                 enrollment_ids: tokio::sync::Mutex::new(EnrollmentIds { next: high_water + 1, limit: high_water }),
+                bus,
+                stop,
                 config,
                 journal_task: std::sync::Mutex::new(Some(journal_task)),
             }),
@@ -373,7 +400,12 @@ impl Sugang {
     /// directory is free for the next start.
     pub async fn shutdown(self) {
         let wait = Some(Duration::from_secs(10));
-        for supervisor in [self.inner.courses.supervisor_cell(), self.inner.classes.supervisor_cell()] {
+        self.inner.stop.cancel();
+        for supervisor in [
+            self.inner.courses.supervisor_cell(),
+            self.inner.classes.supervisor_cell(),
+            self.inner.bus.supervisor_cell(),
+        ] {
             supervisor.stop_children_and_wait(Some("shutdown".into()), wait).await;
         }
         self.inner.root.stop_children_and_wait(Some("shutdown".into()), wait).await;
@@ -587,6 +619,127 @@ impl Sugang {
         }
     }
 
+    // ---- read models (kept by the subscribers) ---------------------------
+
+    /// Waits (bounded) until read model `subscriber` has applied every event
+    /// up to `seq`. False when it did not catch up in time.
+    pub async fn wait_for(&self, subscriber: &str, seq: u64) -> bool {
+        self.inner.bus.wait_for(subscriber, seq).await
+    }
+
+    /// A shipment (its id is its enrollment's).
+    pub fn delivery(&self, id: u64) -> Result<Option<Delivery>, StorageError> {
+        self.inner.store.get(&DELIVERIES, &id)
+    }
+
+    /// Shipments, by enrollment and/or student.
+    pub fn deliveries(
+        &self,
+        apply_id: Option<u64>,
+        student: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Paged<Delivery>, StorageError> {
+        let store = &self.inner.store;
+        let keep = |d: &Delivery| student.is_none_or(|s| d.student.as_str() == s);
+        match (apply_id, student) {
+            (Some(id), _) => paginate(store.get(&DELIVERIES, &id)?.into_iter().filter(keep).map(Ok), page),
+            (None, Some(student)) => paginate(
+                lookup(
+                    store,
+                    &DELIVERIES,
+                    store.scan_prefix(&DELIVERIES_BY_STUDENT, &student.to_owned()).keys().map(|k| k.map(|(_, id)| id)),
+                ),
+                page,
+            ),
+            (None, None) => paginate(store.scan(&DELIVERIES).map(|i| i.map(|(_, d)| d)), page),
+        }
+    }
+
+    /// Students' views, optionally of one student.
+    pub fn student_views(&self, student: Option<&str>, page: PageRequest) -> Result<Paged<StudentView>, StorageError> {
+        let store = &self.inner.store;
+        match student {
+            Some(student) => paginate(
+                lookup(
+                    store,
+                    &STUDENT_VIEWS,
+                    store
+                        .scan_prefix(&STUDENT_VIEWS_BY_STUDENT, &student.to_owned())
+                        .keys()
+                        .map(|k| k.map(|(_, id)| id)),
+                ),
+                page,
+            ),
+            None => paginate(store.scan(&STUDENT_VIEWS).map(|i| i.map(|(_, v)| v)), page),
+        }
+    }
+
+    /// Instructors' views, optionally of one teacher.
+    pub fn instructor_views(
+        &self,
+        teacher: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Paged<InstructorView>, StorageError> {
+        let store = &self.inner.store;
+        match teacher {
+            Some(teacher) => paginate(
+                lookup(
+                    store,
+                    &INSTRUCTOR_VIEWS,
+                    store
+                        .scan_prefix(&INSTRUCTOR_VIEWS_BY_TEACHER, &teacher.to_owned())
+                        .keys()
+                        .map(|k| k.map(|(_, id)| id)),
+                ),
+                page,
+            ),
+            None => paginate(store.scan(&INSTRUCTOR_VIEWS).map(|i| i.map(|(_, v)| v)), page),
+        }
+    }
+
+    /// Course schedules.
+    pub fn schedules(&self, page: PageRequest) -> Result<Paged<Schedule>, StorageError> {
+        paginate(self.inner.store.scan(&SCHEDULES).map(|i| i.map(|(_, v)| v)), page)
+    }
+
+    /// Notifications, optionally of one recipient.
+    pub fn notifications(
+        &self,
+        recipient: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Paged<Notification>, StorageError> {
+        let store = &self.inner.store;
+        match recipient {
+            Some(recipient) => paginate(
+                lookup(
+                    store,
+                    &NOTIFICATIONS,
+                    store
+                        .scan_prefix(&NOTIFICATIONS_BY_RECIPIENT, &recipient.to_owned())
+                        .keys()
+                        .map(|k| k.map(|(_, id)| id)),
+                ),
+                page,
+            ),
+            None => paginate(store.scan(&NOTIFICATIONS).map(|i| i.map(|(_, v)| v)), page),
+        }
+    }
+
+    /// Stops or starts a subscriber (`delivery`, `mypage`, `notifier`).
+    /// False for an unknown name.
+    pub async fn set_subscriber_down(&self, name: &str, down: bool) -> Result<bool, CommandError> {
+        self.inner
+            .bus
+            .set_down(name.to_owned(), down)
+            .await
+            .map_err(|reason| CommandError::Unavailable { reason, retry_after: Duration::from_secs(1) })
+    }
+
+    /// The subscribers, their offsets and lag.
+    pub async fn subscribers(&self) -> Vec<SubscriberStatus> {
+        self.inner.bus.status().await
+    }
+
     /// The event seq the log has reached.
     pub fn last_seq(&self) -> u64 {
         self.inner.store.events().last_seq()
@@ -625,6 +778,12 @@ impl Sugang {
                     supervisor: Some(self.inner.classes.registry().snapshot()),
                 },
                 TreeNode {
+                    name: "bus",
+                    alive: running(self.inner.bus.supervisor_cell()),
+                    restarts: 0,
+                    supervisor: None,
+                },
+                TreeNode {
                     name: "payment",
                     alive: running(self.inner.payment.get().get_cell()),
                     restarts: self.inner.payment_restarts.load(Ordering::Relaxed),
@@ -633,6 +792,19 @@ impl Sugang {
             ],
         }
     }
+}
+
+/// The records of `table` whose keys an index yields, in index order.
+fn lookup<'a, V: sugang_storage::Record + 'a>(
+    store: &'a Store,
+    table: &'a sugang_storage::Table<u64, V>,
+    ids: impl Iterator<Item = Result<u64, StorageError>> + 'a,
+) -> impl Iterator<Item = Result<V, StorageError>> + 'a {
+    ids.filter_map(move |id| match id.and_then(|id| store.get(table, &id)) {
+        Ok(Some(v)) => Some(Ok(v)),
+        Ok(None) => None,
+        Err(e) => Some(Err(e)),
+    })
 }
 
 fn internal(e: impl std::fmt::Display) -> CommandError {

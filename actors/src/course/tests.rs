@@ -1,1 +1,764 @@
+//! The course's rules, tested on `decide` and `apply` alone: no actor, no clock.
 
+use proptest::prelude::*;
+
+use super::*;
+
+const AT: u64 = 1_000;
+
+fn course_id() -> CourseId {
+    CourseId::assigned(7)
+}
+
+fn enrollment(n: u64) -> EnrollmentId {
+    EnrollmentId::assigned(n)
+}
+
+fn student(name: &str) -> StudentName {
+    StudentName::parse(name).unwrap()
+}
+
+fn teacher() -> TeacherName {
+    TeacherName::parse("Lee").unwrap()
+}
+
+fn fee(won: i64) -> Fee {
+    Fee::parse(won).unwrap()
+}
+
+fn capacity(n: i64) -> Capacity {
+    Capacity::parse(n).unwrap()
+}
+
+fn min_students(n: i64) -> MinStudents {
+    MinStudents::parse(n).unwrap()
+}
+
+fn details(capacity_: Option<i64>, min: i64) -> CourseDetails {
+    CourseDetails {
+        name: crate::model::CourseName::parse("Rust").unwrap(),
+        fee: fee(50_000),
+        text_book: Some(TextBook::parse("The Book").unwrap()),
+        capacity: capacity_.map(capacity),
+        min_students: min_students(min),
+    }
+}
+
+fn completion() -> Completion {
+    Completion { pay_method: PayMethod::parse(None).unwrap(), addr: Some("Seoul".into()), telephone: None }
+}
+
+fn register_command(details: CourseDetails) -> CourseCommand {
+    CourseCommand::Register { id: course_id(), teacher: teacher(), details }
+}
+
+fn fold(state: CourseState, events: &[Event]) -> CourseState {
+    events.iter().fold(state, apply)
+}
+
+/// Decides a command that must be accepted, and applies its events.
+fn run(state: CourseState, command: CourseCommand) -> (CourseState, Vec<Event>) {
+    let events = decide(&state, command, AT).unwrap();
+    (fold(state, &events), events)
+}
+
+fn registered(details: CourseDetails) -> CourseState {
+    run(CourseState::Unregistered { id: course_id() }, register_command(details)).0
+}
+
+fn active(state: &CourseState) -> &Course {
+    match state {
+        CourseState::Active(course) => course,
+        other => panic!("expected an active course, got {other:?}"),
+    }
+}
+
+fn reserve(n: u64, who: &str) -> CourseCommand {
+    CourseCommand::ReserveSeat { enrollment_id: enrollment(n), student: student(who), expected_fee: None }
+}
+
+fn confirm(n: u64) -> CourseCommand {
+    CourseCommand::ConfirmSeat { enrollment_id: enrollment(n), completion: completion() }
+}
+
+fn release(n: u64) -> CourseCommand {
+    CourseCommand::ReleaseSeat { enrollment_id: enrollment(n), reason: RejectReason::PaymentDeclined }
+}
+
+fn cancel(n: u64) -> CourseCommand {
+    CourseCommand::CancelSeat { enrollment_id: enrollment(n) }
+}
+
+fn modify(patch: CoursePatch) -> CourseCommand {
+    CourseCommand::Modify(patch)
+}
+
+/// A course with min_students `min`, and the given students each holding a
+/// confirmed seat under enrollment ids 1, 2, ….
+fn with_confirmed(min: i64, students: &[&str]) -> CourseState {
+    let mut state = registered(details(Some(10), min));
+    for (i, who) in students.iter().enumerate() {
+        let n = i as u64 + 1;
+        state = run(state, reserve(n, who)).0;
+        state = run(state, confirm(n)).0;
+    }
+    state
+}
+
+// ---- Register ----
+
+#[test]
+fn register_creates_an_empty_active_course() {
+    let (state, events) = run(CourseState::Unregistered { id: course_id() }, register_command(details(Some(3), 2)));
+    assert_eq!(
+        events,
+        vec![Event::CourseRegistered {
+            course_id: course_id(),
+            teacher: teacher(),
+            details: details(Some(3), 2),
+            at_ms: AT
+        }]
+    );
+    assert_eq!(
+        state,
+        CourseState::Active(Course {
+            id: course_id(),
+            teacher: teacher(),
+            details: details(Some(3), 2),
+            seats: BTreeMap::new(),
+            student_count: 0,
+            holders: HashMap::new(),
+            registered_at_ms: AT,
+        })
+    );
+    assert!(!active(&state).is_open());
+}
+
+#[test]
+fn registering_the_same_course_again_is_an_idempotent_repeat() {
+    let state = registered(details(Some(3), 2));
+    assert_eq!(decide(&state, register_command(details(Some(3), 2)), AT + 1), Ok(vec![]));
+}
+
+#[test]
+fn registering_a_different_course_under_a_taken_id_is_refused() {
+    let state = registered(details(Some(3), 2));
+    assert_eq!(
+        decide(&state, register_command(details(Some(4), 2)), AT),
+        Err(CourseRejection::AlreadyRegistered(course_id()))
+    );
+    let other_teacher = CourseCommand::Register {
+        id: course_id(),
+        teacher: TeacherName::parse("Park").unwrap(),
+        details: details(Some(3), 2),
+    };
+    assert_eq!(decide(&state, other_teacher, AT), Err(CourseRejection::AlreadyRegistered(course_id())));
+}
+
+#[test]
+fn every_other_command_on_an_unregistered_id_is_not_found() {
+    let state = CourseState::Unregistered { id: course_id() };
+    let commands = vec![
+        modify(CoursePatch { fee: Some(fee(1)), ..CoursePatch::default() }),
+        CourseCommand::Delete,
+        reserve(1, "Kim"),
+        confirm(1),
+        release(1),
+        cancel(1),
+    ];
+    for command in commands {
+        assert_eq!(decide(&state, command.clone(), AT), Err(CourseRejection::NotFound(course_id())), "{command:?}");
+    }
+}
+
+// ---- Modify ----
+
+#[test]
+fn modify_changes_each_field_and_reports_before_and_after() {
+    let base = details(Some(3), 1);
+    let patches: Vec<(CoursePatch, CourseDetails)> = vec![
+        (
+            CoursePatch { name: Some(crate::model::CourseName::parse("Go").unwrap()), ..CoursePatch::default() },
+            CourseDetails { name: crate::model::CourseName::parse("Go").unwrap(), ..base.clone() },
+        ),
+        (
+            CoursePatch { fee: Some(fee(70_000)), ..CoursePatch::default() },
+            CourseDetails { fee: fee(70_000), ..base.clone() },
+        ),
+        (
+            CoursePatch { text_book: Some(None), ..CoursePatch::default() },
+            CourseDetails { text_book: None, ..base.clone() },
+        ),
+        (
+            CoursePatch { text_book: Some(Some(TextBook::parse("Other").unwrap())), ..CoursePatch::default() },
+            CourseDetails { text_book: Some(TextBook::parse("Other").unwrap()), ..base.clone() },
+        ),
+        (
+            CoursePatch { capacity: Some(None), ..CoursePatch::default() },
+            CourseDetails { capacity: None, ..base.clone() },
+        ),
+        (
+            CoursePatch { capacity: Some(Some(capacity(9))), ..CoursePatch::default() },
+            CourseDetails { capacity: Some(capacity(9)), ..base.clone() },
+        ),
+        (
+            CoursePatch { min_students: Some(min_students(2)), ..CoursePatch::default() },
+            CourseDetails { min_students: min_students(2), ..base.clone() },
+        ),
+    ];
+    for (patch, after) in patches {
+        let state = registered(base.clone());
+        let (state, events) = run(state, modify(patch.clone()));
+        assert_eq!(
+            events,
+            vec![Event::CourseModified {
+                course_id: course_id(),
+                teacher: teacher(),
+                before: base.clone(),
+                after: after.clone(),
+                student_count: 0,
+                at_ms: AT,
+            }],
+            "{patch:?}"
+        );
+        assert_eq!(active(&state).details, after, "{patch:?}");
+    }
+}
+
+#[test]
+fn a_patch_that_changes_nothing_yields_no_events() {
+    let state = registered(details(Some(3), 1));
+    assert_eq!(decide(&state, modify(CoursePatch::default()), AT), Ok(vec![]));
+    let same = CoursePatch {
+        name: Some(crate::model::CourseName::parse("Rust").unwrap()),
+        fee: Some(fee(50_000)),
+        text_book: Some(Some(TextBook::parse("The Book").unwrap())),
+        capacity: Some(Some(capacity(3))),
+        min_students: Some(min_students(1)),
+    };
+    assert_eq!(decide(&state, modify(same), AT), Ok(vec![]));
+}
+
+#[test]
+fn capacity_below_the_held_seats_is_refused_counting_pending_seats() {
+    let state = registered(details(Some(5), 1));
+    let (state, _) = run(state, reserve(1, "Kim"));
+    let (state, _) = run(state, confirm(1));
+    let (state, _) = run(state, reserve(2, "Choi"));
+    assert_eq!(
+        decide(&state, modify(CoursePatch { capacity: Some(Some(capacity(1))), ..CoursePatch::default() }), AT),
+        Err(CourseRejection::CapacityBelowStudents { capacity: 1, held: 2 })
+    );
+    let (state, events) =
+        run(state, modify(CoursePatch { capacity: Some(Some(capacity(2))), ..CoursePatch::default() }));
+    assert_eq!(events.len(), 1);
+    assert_eq!(active(&state).details.capacity, Some(capacity(2)));
+}
+
+#[test]
+fn raising_min_students_above_the_count_closes_the_course() {
+    let state = with_confirmed(1, &["Kim", "Choi"]);
+    assert!(active(&state).is_open());
+    let (state, events) =
+        run(state, modify(CoursePatch { min_students: Some(min_students(3)), ..CoursePatch::default() }));
+    assert_eq!(events.len(), 2);
+    assert!(matches!(events[0], Event::CourseModified { student_count: 2, .. }));
+    assert_eq!(
+        events[1],
+        Event::CourseClosed {
+            course_id: course_id(),
+            teacher: teacher(),
+            name: details(None, 1).name,
+            student_count: 2,
+            at_ms: AT,
+        }
+    );
+    assert!(!active(&state).is_open());
+}
+
+#[test]
+fn lowering_min_students_to_the_count_opens_the_course_under_its_new_name() {
+    let state = with_confirmed(3, &["Kim", "Choi"]);
+    assert!(!active(&state).is_open());
+    let new_name = crate::model::CourseName::parse("Rust 2").unwrap();
+    let patch =
+        CoursePatch { name: Some(new_name.clone()), min_students: Some(min_students(2)), ..CoursePatch::default() };
+    let (state, events) = run(state, modify(patch));
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[1],
+        Event::CourseOpened { course_id: course_id(), teacher: teacher(), name: new_name, student_count: 2, at_ms: AT }
+    );
+    assert!(active(&state).is_open());
+}
+
+#[test]
+fn changing_min_students_without_crossing_emits_only_the_modification() {
+    let state = with_confirmed(1, &["Kim", "Choi"]);
+    let (_, events) = run(state, modify(CoursePatch { min_students: Some(min_students(2)), ..CoursePatch::default() }));
+    assert_eq!(events.len(), 1);
+    assert!(matches!(events[0], Event::CourseModified { .. }));
+}
+
+// ---- Delete ----
+
+#[test]
+fn delete_is_refused_while_any_seat_is_held() {
+    let state = registered(details(Some(5), 1));
+    let (state, _) = run(state, reserve(1, "Kim"));
+    assert_eq!(
+        decide(&state, CourseCommand::Delete, AT),
+        Err(CourseRejection::HasEnrollments { course: course_id(), count: 1 })
+    );
+    let (state, _) = run(state, confirm(1));
+    let (state, _) = run(state, reserve(2, "Choi"));
+    assert_eq!(
+        decide(&state, CourseCommand::Delete, AT),
+        Err(CourseRejection::HasEnrollments { course: course_id(), count: 2 })
+    );
+}
+
+#[test]
+fn delete_of_an_empty_course_marks_it_deleted_and_repeats_are_idempotent() {
+    let state = with_confirmed(1, &["Kim"]);
+    let (state, _) = run(state, cancel(1));
+    let (state, events) = run(state, CourseCommand::Delete);
+    assert_eq!(
+        events,
+        vec![Event::CourseDeleted {
+            course_id: course_id(),
+            teacher: teacher(),
+            name: details(None, 1).name,
+            at_ms: AT
+        }]
+    );
+    assert!(matches!(state, CourseState::Deleted(ref course) if course.seats.is_empty()));
+    assert_eq!(decide(&state, CourseCommand::Delete, AT), Ok(vec![]));
+}
+
+#[test]
+fn commands_on_a_deleted_course_are_not_found() {
+    let (state, _) = run(registered(details(Some(5), 1)), CourseCommand::Delete);
+    let commands = vec![
+        modify(CoursePatch { fee: Some(fee(1)), ..CoursePatch::default() }),
+        reserve(1, "Kim"),
+        confirm(1),
+        register_command(details(Some(9), 1)),
+    ];
+    for command in commands {
+        let expected = match command {
+            CourseCommand::Register { .. } => CourseRejection::AlreadyRegistered(course_id()),
+            _ => CourseRejection::NotFound(course_id()),
+        };
+        assert_eq!(decide(&state, command.clone(), AT), Err(expected), "{command:?}");
+    }
+    // Compensations for seats the course no longer has stay idempotent.
+    assert_eq!(decide(&state, release(1), AT), Ok(vec![]));
+    assert_eq!(decide(&state, cancel(1), AT), Ok(vec![]));
+    // A deleted course ignores later events.
+    let after = fold(
+        state.clone(),
+        &[Event::SeatReserved {
+            course_id: course_id(),
+            enrollment_id: enrollment(1),
+            student: student("Kim"),
+            fee: fee(1),
+            at_ms: AT,
+        }],
+    );
+    assert_eq!(after, state);
+}
+
+// ---- ReserveSeat ----
+
+#[test]
+fn reserve_holds_a_pending_seat_at_the_current_fee() {
+    let (state, events) = run(registered(details(Some(2), 1)), reserve(1, "Kim"));
+    assert_eq!(
+        events,
+        vec![Event::SeatReserved {
+            course_id: course_id(),
+            enrollment_id: enrollment(1),
+            student: student("Kim"),
+            fee: fee(50_000),
+            at_ms: AT,
+        }]
+    );
+    let course = active(&state);
+    assert_eq!(
+        course.seats.get(&enrollment(1)),
+        Some(&Seat { student: student("Kim"), fee: fee(50_000), confirmed: false })
+    );
+    assert_eq!(course.holders.get(&student("Kim")), Some(&enrollment(1)));
+    assert_eq!(course.student_count, 0);
+    assert_eq!(course.held(), 1);
+}
+
+#[test]
+fn reserve_is_full_at_capacity_counting_pending_seats() {
+    let state = registered(details(Some(2), 1));
+    let (state, _) = run(state, reserve(1, "Kim"));
+    let (state, _) = run(state, confirm(1));
+    let (state, _) = run(state, reserve(2, "Choi"));
+    assert_eq!(active(&state).student_count, 1);
+    assert_eq!(decide(&state, reserve(3, "Park"), AT), Err(CourseRejection::Full { course: course_id(), capacity: 2 }));
+    // Releasing the pending seat frees it.
+    let (state, _) = run(state, release(2));
+    assert!(decide(&state, reserve(3, "Park"), AT).is_ok_and(|events| events.len() == 1));
+}
+
+#[test]
+fn an_unlimited_course_is_never_full() {
+    let mut state = registered(details(None, 1));
+    for n in 1..=50 {
+        state = run(state, reserve(n, &format!("student{n}"))).0;
+    }
+    assert_eq!(active(&state).held(), 50);
+}
+
+#[test]
+fn a_student_holds_at_most_one_seat() {
+    let (state, _) = run(registered(details(Some(5), 1)), reserve(1, "Kim"));
+    assert_eq!(
+        decide(&state, reserve(2, "Kim"), AT),
+        Err(CourseRejection::AlreadyEnrolled {
+            course: course_id(),
+            student: student("Kim"),
+            enrollment: enrollment(1)
+        })
+    );
+    let (state, _) = run(state, confirm(1));
+    assert_eq!(
+        decide(&state, reserve(2, "Kim"), AT),
+        Err(CourseRejection::AlreadyEnrolled {
+            course: course_id(),
+            student: student("Kim"),
+            enrollment: enrollment(1)
+        })
+    );
+}
+
+#[test]
+fn reserving_an_enrollment_id_held_by_another_student_is_refused() {
+    let (state, _) = run(registered(details(Some(5), 1)), reserve(1, "Kim"));
+    assert_eq!(
+        decide(&state, reserve(1, "Choi"), AT),
+        Err(CourseRejection::AlreadyEnrolled {
+            course: course_id(),
+            student: student("Choi"),
+            enrollment: enrollment(1)
+        })
+    );
+}
+
+#[test]
+fn repeating_a_reservation_is_idempotent() {
+    let (state, _) = run(registered(details(Some(1), 1)), reserve(1, "Kim"));
+    // Even at capacity, the same enrollment and student is a repeat, not Full.
+    assert_eq!(decide(&state, reserve(1, "Kim"), AT), Ok(vec![]));
+    let (state, _) = run(state, confirm(1));
+    assert_eq!(decide(&state, reserve(1, "Kim"), AT), Ok(vec![]));
+}
+
+#[test]
+fn a_stale_expected_fee_is_refused() {
+    let state = registered(details(Some(5), 1));
+    let stale = CourseCommand::ReserveSeat {
+        enrollment_id: enrollment(1),
+        student: student("Kim"),
+        expected_fee: Some(fee(40_000)),
+    };
+    assert_eq!(
+        decide(&state, stale, AT),
+        Err(CourseRejection::StaleFee { expected: fee(40_000), actual: fee(50_000) })
+    );
+    let current = CourseCommand::ReserveSeat {
+        enrollment_id: enrollment(1),
+        student: student("Kim"),
+        expected_fee: Some(fee(50_000)),
+    };
+    assert!(decide(&state, current, AT).is_ok_and(|events| events.len() == 1));
+}
+
+#[test]
+fn a_fee_change_applies_to_new_enrollments_only() {
+    let state = registered(details(Some(5), 1));
+    let (state, _) = run(state, reserve(1, "Kim"));
+    let (state, _) = run(state, modify(CoursePatch { fee: Some(fee(80_000)), ..CoursePatch::default() }));
+    assert_eq!(active(&state).seats[&enrollment(1)].fee, fee(50_000));
+    let (state, events) = run(state, confirm(1));
+    assert!(matches!(events[0], Event::EnrollmentCompleted { fee: paid, .. } if paid == fee(50_000)));
+    let (state, events) = run(state, reserve(2, "Choi"));
+    assert!(matches!(events[0], Event::SeatReserved { fee: paid, .. } if paid == fee(80_000)));
+    let (_, events) = run(state, cancel(1));
+    assert!(matches!(events[0], Event::EnrollmentCanceled { fee: refunded, .. } if refunded == fee(50_000)));
+}
+
+// ---- ConfirmSeat ----
+
+#[test]
+fn confirm_completes_the_enrollment_and_opens_exactly_at_min_students() {
+    let state = registered(details(Some(5), 2));
+    let (state, _) = run(state, reserve(1, "Kim"));
+    let (state, _) = run(state, reserve(2, "Choi"));
+    let (state, _) = run(state, reserve(3, "Park"));
+
+    let (state, events) = run(state, confirm(1));
+    assert_eq!(
+        events,
+        vec![Event::EnrollmentCompleted {
+            enrollment_id: enrollment(1),
+            course_id: course_id(),
+            course_name: details(None, 1).name,
+            teacher: teacher(),
+            student: student("Kim"),
+            fee: fee(50_000),
+            text_book: Some(TextBook::parse("The Book").unwrap()),
+            pay_method: PayMethod::parse(None).unwrap(),
+            addr: Some("Seoul".into()),
+            telephone: None,
+            student_count: 1,
+            at_ms: AT,
+        }]
+    );
+    assert_eq!(active(&state).student_count, 1);
+    assert!(!active(&state).is_open());
+
+    let (state, events) = run(state, confirm(2));
+    assert_eq!(events.len(), 2);
+    assert!(matches!(events[0], Event::EnrollmentCompleted { student_count: 2, .. }));
+    assert_eq!(
+        events[1],
+        Event::CourseOpened {
+            course_id: course_id(),
+            teacher: teacher(),
+            name: details(None, 1).name,
+            student_count: 2,
+            at_ms: AT,
+        }
+    );
+    assert!(active(&state).is_open());
+
+    let (state, events) = run(state, confirm(3));
+    assert_eq!(events.len(), 1, "already open: no second CourseOpened");
+    assert!(matches!(events[0], Event::EnrollmentCompleted { student_count: 3, .. }));
+    assert_eq!(active(&state).student_count, 3);
+    assert!(active(&state).seats.values().all(|seat| seat.confirmed));
+}
+
+#[test]
+fn repeating_a_confirmation_is_idempotent() {
+    let state = with_confirmed(1, &["Kim"]);
+    assert_eq!(decide(&state, confirm(1), AT), Ok(vec![]));
+    assert_eq!(active(&state).student_count, 1);
+}
+
+#[test]
+fn confirming_without_a_seat_is_refused() {
+    let state = registered(details(Some(5), 1));
+    assert_eq!(
+        decide(&state, confirm(9), AT),
+        Err(CourseRejection::NoSeat { course: course_id(), enrollment: enrollment(9) })
+    );
+}
+
+// ---- ReleaseSeat ----
+
+#[test]
+fn release_gives_a_pending_seat_back_and_rejects_the_enrollment() {
+    let (state, _) = run(registered(details(Some(5), 1)), reserve(1, "Kim"));
+    let (state, events) = run(state, release(1));
+    assert_eq!(
+        events,
+        vec![
+            Event::SeatReleased {
+                course_id: course_id(),
+                enrollment_id: enrollment(1),
+                student: student("Kim"),
+                reason: RejectReason::PaymentDeclined,
+                at_ms: AT,
+            },
+            Event::EnrollmentRejected {
+                enrollment_id: enrollment(1),
+                course_id: course_id(),
+                student: student("Kim"),
+                reason: RejectReason::PaymentDeclined,
+                at_ms: AT,
+            },
+        ]
+    );
+    let course = active(&state);
+    assert!(course.seats.is_empty());
+    assert!(course.holders.is_empty());
+    assert_eq!(course.student_count, 0);
+    // The student may try again.
+    assert!(decide(&state, reserve(2, "Kim"), AT).is_ok_and(|events| events.len() == 1));
+}
+
+#[test]
+fn releasing_an_absent_seat_is_idempotent() {
+    let (state, _) = run(registered(details(Some(5), 1)), reserve(1, "Kim"));
+    let (state, _) = run(state, release(1));
+    assert_eq!(decide(&state, release(1), AT), Ok(vec![]));
+    assert_eq!(decide(&state, release(42), AT), Ok(vec![]));
+}
+
+#[test]
+fn a_confirmed_seat_cannot_be_released() {
+    let state = with_confirmed(1, &["Kim"]);
+    assert_eq!(
+        decide(&state, release(1), AT),
+        Err(CourseRejection::NoSeat { course: course_id(), enrollment: enrollment(1) })
+    );
+}
+
+// ---- CancelSeat ----
+
+#[test]
+fn cancel_gives_a_confirmed_seat_back_and_closes_below_min_students() {
+    let state = with_confirmed(2, &["Kim", "Choi"]);
+    assert!(active(&state).is_open());
+    let (state, events) = run(state, cancel(2));
+    assert_eq!(
+        events,
+        vec![
+            Event::EnrollmentCanceled {
+                enrollment_id: enrollment(2),
+                course_id: course_id(),
+                course_name: details(None, 1).name,
+                teacher: teacher(),
+                student: student("Choi"),
+                fee: fee(50_000),
+                student_count: 1,
+                at_ms: AT,
+            },
+            Event::CourseClosed {
+                course_id: course_id(),
+                teacher: teacher(),
+                name: details(None, 1).name,
+                student_count: 1,
+                at_ms: AT,
+            },
+        ]
+    );
+    let course = active(&state);
+    assert_eq!(course.student_count, 1);
+    assert!(!course.is_open());
+    assert!(!course.holders.contains_key(&student("Choi")));
+    assert!(!course.seats.contains_key(&enrollment(2)));
+
+    let (state, events) = run(state, cancel(1));
+    assert_eq!(events.len(), 1, "already closed: no second CourseClosed");
+    assert!(matches!(events[0], Event::EnrollmentCanceled { student_count: 0, .. }));
+    assert_eq!(active(&state).student_count, 0);
+}
+
+#[test]
+fn cancel_above_min_students_does_not_close() {
+    let state = with_confirmed(1, &["Kim", "Choi"]);
+    let (state, events) = run(state, cancel(1));
+    assert_eq!(events.len(), 1);
+    assert!(active(&state).is_open());
+}
+
+#[test]
+fn canceling_an_absent_seat_is_idempotent() {
+    let state = with_confirmed(1, &["Kim"]);
+    let (state, _) = run(state, cancel(1));
+    assert_eq!(decide(&state, cancel(1), AT), Ok(vec![]));
+    assert_eq!(decide(&state, cancel(42), AT), Ok(vec![]));
+}
+
+#[test]
+fn a_pending_seat_cannot_be_canceled() {
+    let (state, _) = run(registered(details(Some(5), 1)), reserve(1, "Kim"));
+    assert_eq!(
+        decide(&state, cancel(1), AT),
+        Err(CourseRejection::NoSeat { course: course_id(), enrollment: enrollment(1) })
+    );
+}
+
+#[test]
+fn events_of_another_course_leave_the_course_unchanged() {
+    let state = registered(details(Some(5), 1));
+    let other = CourseId::assigned(8);
+    let foreign = [
+        Event::SeatReserved {
+            course_id: other,
+            enrollment_id: enrollment(1),
+            student: student("Kim"),
+            fee: fee(1),
+            at_ms: AT,
+        },
+        Event::CourseDeleted { course_id: other, teacher: teacher(), name: details(None, 1).name, at_ms: AT },
+    ];
+    assert_eq!(fold(state.clone(), &foreign), state);
+}
+
+// ---- Random command sequences ----
+
+const STUDENTS: [&str; 4] = ["Kim", "Choi", "Park", "Jung"];
+
+fn any_command() -> impl Strategy<Value = CourseCommand> {
+    let ids = 1u64..=6;
+    prop_oneof![
+        4 => (ids.clone(), 0..STUDENTS.len(), proptest::option::of(prop_oneof![Just(50_000i64), Just(60_000)]))
+            .prop_map(|(n, s, expected)| CourseCommand::ReserveSeat {
+                enrollment_id: enrollment(n),
+                student: student(STUDENTS[s]),
+                expected_fee: expected.map(fee),
+            }),
+        3 => ids.clone().prop_map(confirm),
+        2 => ids.clone().prop_map(release),
+        2 => ids.prop_map(cancel),
+        1 => proptest::option::of(1i64..=5)
+            .prop_map(|c| modify(CoursePatch { capacity: Some(c.map(capacity)), ..CoursePatch::default() })),
+        1 => (1i64..=4)
+            .prop_map(|m| modify(CoursePatch { min_students: Some(min_students(m)), ..CoursePatch::default() })),
+        1 => prop_oneof![Just(50_000i64), Just(60_000)]
+            .prop_map(|f| modify(CoursePatch { fee: Some(fee(f)), ..CoursePatch::default() })),
+        1 => Just(CourseCommand::Delete),
+    ]
+}
+
+fn check_invariants(state: &CourseState) -> Result<(), TestCaseError> {
+    let course = match state {
+        CourseState::Active(course) | CourseState::Deleted(course) => course,
+        CourseState::Unregistered { .. } => return Err(TestCaseError::fail("course became unregistered")),
+    };
+    let confirmed = course.seats.values().filter(|seat| seat.confirmed).count() as u32;
+    prop_assert_eq!(course.student_count, confirmed);
+    if let Some(capacity) = course.details.capacity {
+        prop_assert!(course.held() <= capacity.get(), "held {} > capacity {}", course.held(), capacity.get());
+    }
+    prop_assert_eq!(course.is_open(), course.student_count >= course.details.min_students.get());
+    prop_assert_eq!(course.holders.len(), course.seats.len(), "one holder per seat, one seat per student");
+    for (who, id) in &course.holders {
+        prop_assert_eq!(course.seats.get(id).map(|seat| &seat.student), Some(who));
+    }
+    if matches!(state, CourseState::Deleted(_)) {
+        prop_assert!(course.seats.is_empty());
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn random_command_sequences_keep_the_seat_invariants(
+        capacity_ in proptest::option::of(1i64..=4),
+        min in 1i64..=3,
+        commands in proptest::collection::vec(any_command(), 1..60),
+    ) {
+        let mut state = registered(details(capacity_, min));
+        check_invariants(&state)?;
+        for (step, command) in commands.into_iter().enumerate() {
+            let at = AT + step as u64;
+            let Ok(events) = decide(&state, command.clone(), at) else { continue };
+            state = fold(state, &events);
+            check_invariants(&state)?;
+            if let Ok(again) = decide(&state, command.clone(), at + 1) {
+                prop_assert!(again.is_empty(), "repeat of {:?} decided {:?}", command, again);
+            }
+        }
+    }
+}

@@ -159,7 +159,11 @@ impl Actor for EnrollmentActor {
         message: EnrollmentMsg,
         state: &mut EnrollmentActorState,
     ) -> Result<(), ActorProcessingErr> {
-        state.last_active = Instant::now();
+        // The idle tick itself is not activity: counting it would keep the
+        // actor awake forever.
+        if !matches!(message, EnrollmentMsg::IdleCheck) {
+            state.last_active = Instant::now();
+        }
         match message {
             EnrollmentMsg::Enroll { request, reply } => {
                 let answer = state.enroll(request).await;

@@ -140,3 +140,6 @@ pub fn apply(state: EnrollmentState, event: &Event) -> EnrollmentState {
         (state, _) => state,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,430 @@
+//! The bus: durable pub/sub over the event log.
+//!
+//! The event log is the source of truth; the bus only makes following it
+//! cheap. One publisher task wakes when the journal commits events, reads them
+//! from the log once, decodes them once, and fans the batch out to every
+//! subscriber worker through a `ractor::pg` group (never an `OutputPort`,
+//! which drops under load). A worker handles events strictly in seq order: a
+//! batch that does not start right after its offset (it was down, or started
+//! late) sends it back to the log to catch up. It stores its new offset in
+//! the same journal batch as its effects, so every effect happens exactly
+//! once across crashes and restarts.
+//!
+//! A subscriber may run as K workers; worker `i` owns the effects whose key
+//! (the enrollment id for per-enrollment views, the course id for per-course
+//! views) is `i` modulo K, and every worker reads every event, so order per
+//! key is kept and nothing is handled twice.
+//!
+//! Owns the publisher, the subscriber supervisor, progress for
+//! read-your-writes, and retention. Must not know what a projection does.
+
+pub(crate) mod subscriber;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde::Serialize;
+use sugang_storage::{Batch, Committed, Journal, StorageError, Store};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::Event;
+use subscriber::{SubscriberActor, SubscriberArgs, SubscriberMsg};
+
+/// Which share of the work a worker has: `index` of `of`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Part {
+    pub(crate) index: u64,
+    pub(crate) of: u64,
+}
+
+impl Part {
+    /// Whether this worker owns the effects keyed by `key`.
+    pub(crate) fn owns(&self, key: u64) -> bool {
+        key % self.of == self.index
+    }
+}
+
+/// Something the projection could not do; the worker fails and is restarted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProjectionError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Encode(#[from] sugang_storage::EncodeError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A read side or a reaction, fed events in order.
+pub(crate) trait Projection: Send + Sync + 'static {
+    /// Its name: `delivery`, `mypage`, `notifier`.
+    fn name(&self) -> &'static str;
+    /// Adds the effects of `event` that belong to `part` to `batch` (reading
+    /// through it, since one batch carries many events). Returns how many
+    /// effects it added.
+    fn apply(
+        &self,
+        store: &Store,
+        event: &Committed<Event>,
+        part: Part,
+        batch: &mut Batch,
+    ) -> Result<u64, ProjectionError>;
+    /// Called once a batch of this worker is durable (the notifier appends
+    /// to its log file here).
+    fn committed(&self, _store: &Store, _part: Part, _through_seq: u64) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+    /// Whether it must run as one worker whatever the configuration says.
+    fn single_worker(&self) -> bool {
+        false
+    }
+    /// Called when a worker starts, before it catches up.
+    fn starting(&self, _store: &Store, _part: Part) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+}
+
+/// Bus settings.
+#[derive(Clone, Debug)]
+pub struct BusConfig {
+    /// Workers per subscriber, by name (absent: one).
+    pub workers: HashMap<String, u64>,
+    /// Events older than this, and applied by every subscriber, are trimmed.
+    pub retention: Duration,
+    /// How often retention runs.
+    pub retention_every: Duration,
+    /// The longest a read-your-writes query waits for a read model.
+    pub max_wait: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            workers: HashMap::new(),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            retention_every: Duration::from_secs(600),
+            max_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One subscriber as `/admin` and `/metrics` show it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriberStatus {
+    pub name: &'static str,
+    pub down: bool,
+    pub workers: u64,
+    /// The lowest offset of its workers.
+    pub offset: u64,
+    /// How many events it is behind the log.
+    pub lag: u64,
+    pub restarts: u64,
+}
+
+static SCOPES: AtomicU64 = AtomicU64::new(0);
+const GROUP: &str = "events";
+
+/// A worker's identity and its progress channel.
+struct Worker {
+    projection: Arc<dyn Projection>,
+    part: Part,
+    progress: watch::Sender<u64>,
+}
+
+impl Worker {
+    fn offset_name(&self) -> String {
+        offset_name(self.projection.name(), self.part)
+    }
+}
+
+pub(crate) fn offset_name(name: &str, part: Part) -> String {
+    if part.of == 1 { name.to_owned() } else { format!("{name}#{}", part.index) }
+}
+
+/// The handle to the bus. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Bus {
+    supervisor: ActorRef<BusMsg>,
+    progress: Arc<HashMap<&'static str, Vec<watch::Receiver<u64>>>>,
+    store: Store,
+    max_wait: Duration,
+}
+
+impl Bus {
+    /// Starts the subscriber supervisor under `parent`, its workers, the
+    /// publisher, and retention. Everything stops when `stop` is cancelled.
+    pub(crate) async fn start(
+        store: Store,
+        journal: Journal,
+        projections: Vec<Arc<dyn Projection>>,
+        config: BusConfig,
+        parent: ActorCell,
+        stop: CancellationToken,
+    ) -> Result<Bus, ractor::SpawnErr> {
+        let scope = format!("sugang-bus-{}", SCOPES.fetch_add(1, Ordering::Relaxed));
+        let mut workers = Vec::new();
+        let mut progress: HashMap<&'static str, Vec<watch::Receiver<u64>>> = HashMap::new();
+        for projection in projections {
+            let wanted = config.workers.get(projection.name()).copied().unwrap_or(1).max(1);
+            let of = if projection.single_worker() { 1 } else { wanted };
+            for index in 0..of {
+                let (tx, rx) = watch::channel(0);
+                progress.entry(projection.name()).or_default().push(rx);
+                workers.push(Arc::new(Worker {
+                    projection: projection.clone(),
+                    part: Part { index, of },
+                    progress: tx,
+                }));
+            }
+        }
+        let state = BusState {
+            store: store.clone(),
+            journal: journal.clone(),
+            scope: scope.clone(),
+            workers,
+            live: HashMap::new(),
+            down: HashMap::new(),
+            restarts: HashMap::new(),
+        };
+        let (supervisor, _) = Actor::spawn_linked(None, BusSupervisor, state, parent).await?;
+        tokio::spawn(publish(store.clone(), scope, stop.clone()));
+        tokio::spawn(retain(store.clone(), journal, config.clone(), stop));
+        Ok(Bus { supervisor, progress: Arc::new(progress), store, max_wait: config.max_wait })
+    }
+
+    pub(crate) fn supervisor_cell(&self) -> ActorCell {
+        self.supervisor.get_cell()
+    }
+
+    /// Waits until subscriber `name` has applied every event up to `seq`,
+    /// at most the configured bound. False if it did not get there.
+    pub(crate) async fn wait_for(&self, name: &str, seq: u64) -> bool {
+        let Some(workers) = self.progress.get(name) else { return false };
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        for worker in workers {
+            let mut worker = worker.clone();
+            let reached = tokio::time::timeout_at(deadline, worker.wait_for(|offset| *offset >= seq)).await;
+            if !matches!(reached, Ok(Ok(_))) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stops (`down`) or starts a subscriber's workers; started, they catch up.
+    pub(crate) async fn set_down(&self, name: String, down: bool) -> Result<bool, String> {
+        ractor::call_t!(self.supervisor, |reply| BusMsg::SetDown { name, down, reply }, 5000).map_err(|e| e.to_string())
+    }
+
+    pub(crate) async fn status(&self) -> Vec<SubscriberStatus> {
+        let last = self.store.events().last_seq();
+        match ractor::call_t!(self.supervisor, |reply| BusMsg::Status { reply }, 5000) {
+            Ok(mut status) => {
+                for s in &mut status {
+                    s.lag = last.saturating_sub(s.offset);
+                    metrics::gauge!("sugang_subscriber_lag", "subscriber" => s.name).set(s.lag as f64);
+                }
+                status
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Wakes on every commit with events, reads them from the log once and fans
+/// them out to the group, in order.
+async fn publish(store: Store, scope: String, stop: CancellationToken) {
+    let log = store.events();
+    let mut commits = log.watch();
+    let mut published = log.last_seq();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = commits.changed() => if changed.is_err() { return },
+        }
+        let last = *commits.borrow_and_update();
+        while published < last {
+            let events = match log.read::<Event>(published + 1, 1024) {
+                Ok(events) if !events.is_empty() => events,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, from = published + 1, "publisher cannot read the log; subscribers catch up from it");
+                    break;
+                }
+            };
+            published = events.last().map_or(published, |e| e.seq);
+            let batch = Arc::new(events);
+            for member in ractor::pg::get_scoped_local_members(&scope, &GROUP.to_owned()) {
+                let _ = member.send_message(SubscriberMsg::Live(batch.clone()));
+            }
+        }
+    }
+}
+
+/// Trims the log below every subscriber's offset, once events are old enough.
+async fn retain(store: Store, journal: Journal, config: BusConfig, stop: CancellationToken) {
+    let mut every = tokio::time::interval(config.retention_every);
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if let Err(e) = journal.trim(&store, config.retention).await {
+            tracing::warn!(error = %e, "retention failed; it runs again later");
+        }
+    }
+}
+
+pub(crate) enum BusMsg {
+    SetDown {
+        name: String,
+        down: bool,
+        reply: RpcReplyPort<bool>,
+    },
+    Status {
+        reply: RpcReplyPort<Vec<SubscriberStatus>>,
+    },
+    /// Start a worker again after a failure's pause.
+    Restart {
+        worker: usize,
+    },
+}
+
+struct BusSupervisor;
+
+struct BusState {
+    store: Store,
+    journal: Journal,
+    scope: String,
+    workers: Vec<Arc<Worker>>,
+    /// Live worker actors, by actor id: which worker they are.
+    live: HashMap<ractor::ActorId, usize>,
+    down: HashMap<&'static str, bool>,
+    restarts: HashMap<&'static str, u64>,
+}
+
+impl BusState {
+    async fn spawn(&mut self, myself: &ActorRef<BusMsg>, index: usize) -> Result<(), ActorProcessingErr> {
+        let worker = self.workers[index].clone();
+        let args = SubscriberArgs {
+            projection: worker.projection.clone(),
+            part: worker.part,
+            offset_name: worker.offset_name(),
+            store: self.store.clone(),
+            journal: self.journal.clone(),
+            scope: self.scope.clone(),
+            group: GROUP.to_owned(),
+            progress: worker.progress.clone(),
+        };
+        let (actor, _) = Actor::spawn_linked(None, SubscriberActor, args, myself.get_cell()).await?;
+        self.live.insert(actor.get_id(), index);
+        Ok(())
+    }
+}
+
+impl Actor for BusSupervisor {
+    type Msg = BusMsg;
+    type State = BusState;
+    type Arguments = BusState;
+
+    async fn pre_start(&self, myself: ActorRef<BusMsg>, mut state: BusState) -> Result<BusState, ActorProcessingErr> {
+        for index in 0..state.workers.len() {
+            state.spawn(&myself, index).await?;
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<BusMsg>,
+        message: BusMsg,
+        state: &mut BusState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            BusMsg::SetDown { name, down, reply } => {
+                let Some(&known) = state.workers.iter().map(|w| w.projection.name()).find(|n| *n == name).as_ref()
+                else {
+                    let _ = reply.send(false);
+                    return Ok(());
+                };
+                let was = state.down.insert(known, down).unwrap_or(false);
+                tracing::warn!(subscriber = known, down, "subscriber switched by the fault knob");
+                metrics::counter!("sugang_faults_injected_total", "fault" => "subscriber").increment(1);
+                if down && !was {
+                    let cells: Vec<_> = myself.get_children();
+                    for cell in cells {
+                        if let Some(&index) = state.live.get(&cell.get_id())
+                            && state.workers[index].projection.name() == known
+                        {
+                            cell.stop_and_wait(Some("switched off".into()), Some(Duration::from_secs(5))).await.ok();
+                        }
+                    }
+                } else if !down && was {
+                    for index in 0..state.workers.len() {
+                        if state.workers[index].projection.name() == known {
+                            state.spawn(&myself, index).await?;
+                        }
+                    }
+                }
+                let _ = reply.send(true);
+            }
+            BusMsg::Status { reply } => {
+                let mut by_name: Vec<SubscriberStatus> = Vec::new();
+                for worker in &state.workers {
+                    let name = worker.projection.name();
+                    let offset = *worker.progress.borrow();
+                    match by_name.iter_mut().find(|s| s.name == name) {
+                        Some(s) => s.offset = s.offset.min(offset),
+                        None => by_name.push(SubscriberStatus {
+                            name,
+                            down: state.down.get(name).copied().unwrap_or(false),
+                            workers: worker.part.of,
+                            offset,
+                            lag: 0,
+                            restarts: state.restarts.get(name).copied().unwrap_or(0),
+                        }),
+                    }
+                }
+                let _ = reply.send(by_name);
+            }
+            BusMsg::Restart { worker } => {
+                let name = state.workers[worker].projection.name();
+                if !state.down.get(name).copied().unwrap_or(false) {
+                    state.spawn(&myself, worker).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<BusMsg>,
+        event: SupervisionEvent,
+        state: &mut BusState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.live.remove(&cell.get_id());
+            }
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let Some(index) = state.live.remove(&cell.get_id()) else { return Ok(()) };
+                let worker = &state.workers[index];
+                let name = worker.projection.name();
+                *state.restarts.entry(name).or_default() += 1;
+                metrics::counter!("sugang_actor_restarts_total", "kind" => name).increment(1);
+                tracing::error!(subscriber = name, part = worker.part.index, %error, "subscriber failed; restarting from its offset");
+                // A short pause, so a worker that fails at once does not spin.
+                myself.send_after(Duration::from_millis(200), move || BusMsg::Restart { worker: index });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! One subscriber worker: follows the log from its offset, in order, and
+//! commits each batch of effects together with its new offset.
+//!
+//! Must not skip or repeat an event: events at or below the offset are
+//! ignored, and a batch that does not start right after the offset sends the
+//! worker back to the log. A failure is an `Err`: the supervisor restarts the
+//! worker, which starts again from its stored offset.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use sugang_storage::{Batch, Committed, Journal, Store};
+use tokio::sync::watch;
+
+use super::{Part, Projection};
+use crate::event::Event;
+
+/// Events read from the log per catch-up step (one commit each).
+const CATCH_UP_CHUNK: usize = 512;
+
+pub(crate) struct SubscriberArgs {
+    pub(crate) projection: Arc<dyn Projection>,
+    pub(crate) part: Part,
+    /// The name its offset is stored under (`mypage#2`).
+    pub(crate) offset_name: String,
+    pub(crate) store: Store,
+    pub(crate) journal: Journal,
+    pub(crate) scope: String,
+    pub(crate) group: String,
+    /// Where it publishes its offset, for read-your-writes waits.
+    pub(crate) progress: watch::Sender<u64>,
+}
+
+pub(crate) enum SubscriberMsg {
+    /// A batch of committed events, in order, from the publisher.
+    Live(Arc<Vec<Committed<Event>>>),
+    /// Read everything after the offset from the log.
+    CatchUp,
+}
+
+pub(crate) struct SubscriberActor;
+
+pub(crate) struct SubscriberState {
+    args: SubscriberArgs,
+    offset: u64,
+}
+
+impl Actor for SubscriberActor {
+    type Msg = SubscriberMsg;
+    type State = SubscriberState;
+    type Arguments = SubscriberArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SubscriberMsg>,
+        args: SubscriberArgs,
+    ) -> Result<SubscriberState, ActorProcessingErr> {
+        let offset = match args.store.offset(&args.offset_name)? {
+            Some(offset) => offset,
+            None => {
+                // Registering (offset 0) protects the log from retention.
+                let mut batch = Batch::new();
+                batch.set_offset(&args.offset_name, 0);
+                args.journal.commit(batch).await?;
+                0
+            }
+        };
+        args.projection.starting(&args.store, args.part)?;
+        args.progress.send_replace(offset);
+        ractor::pg::join_scoped(args.scope.clone(), args.group.clone(), vec![myself.get_cell()]);
+        myself.send_message(SubscriberMsg::CatchUp)?;
+        tracing::info!(subscriber = %args.offset_name, offset, "subscriber started");
+        Ok(SubscriberState { args, offset })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SubscriberMsg>,
+        message: SubscriberMsg,
+        state: &mut SubscriberState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SubscriberMsg::CatchUp => state.catch_up().await?,
+            SubscriberMsg::Live(batch) => {
+                let Some(last) = batch.last() else { return Ok(()) };
+                if last.seq <= state.offset {
+                    return Ok(());
+                }
+                if batch.first().is_some_and(|first| first.seq > state.offset + 1) {
+                    // A gap: what came before this batch is in the log.
+                    state.catch_up().await?;
+                    if last.seq <= state.offset {
+                        return Ok(());
+                    }
+                }
+                let fresh: Vec<&Committed<Event>> = batch.iter().filter(|e| e.seq > state.offset).collect();
+                state.process(&fresh).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SubscriberState {
+    async fn catch_up(&mut self) -> Result<(), ActorProcessingErr> {
+        let log = self.args.store.events();
+        loop {
+            let events = log.read::<Event>(self.offset + 1, CATCH_UP_CHUNK)?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            if events[0].seq != self.offset + 1 && self.offset >= log.first_seq()?.unwrap_or(0) {
+                return Err(format!(
+                    "{}: the log has a gap after seq {} (next is {})",
+                    self.args.offset_name, self.offset, events[0].seq
+                )
+                .into());
+            }
+            let refs: Vec<&Committed<Event>> = events.iter().collect();
+            self.process(&refs).await?;
+        }
+    }
+
+    /// Applies `events` (consecutive, right after the offset) in one batch
+    /// with the new offset.
+    async fn process(&mut self, events: &[&Committed<Event>]) -> Result<(), ActorProcessingErr> {
+        let Some(last) = events.last().map(|e| e.seq) else { return Ok(()) };
+        let name = self.args.projection.name();
+        let mut batch = Batch::new();
+        let mut effects = 0;
+        for event in events {
+            effects += self.args.projection.apply(&self.args.store, event, self.args.part, &mut batch).map_err(|e| {
+                tracing::error!(subscriber = %self.args.offset_name, seq = event.seq, event = event.event.name(), error = %e, "projection failed");
+                e
+            })?;
+        }
+        batch.set_offset(&self.args.offset_name, last);
+        self.args.journal.commit(batch).await?;
+        self.offset = last;
+        self.args.progress.send_replace(last);
+        metrics::counter!("sugang_subscriber_events_total", "subscriber" => name).increment(events.len() as u64);
+        metrics::counter!("sugang_subscriber_effects_total", "subscriber" => name).increment(effects);
+        self.args.projection.committed(&self.args.store, self.args.part, last)?;
+        Ok(())
+    }
+}

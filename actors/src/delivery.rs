@@ -1,0 +1,117 @@
+//! Delivery: textbook shipments, a subscriber of the event log.
+//!
+//! Starts a shipment when an enrollment completes and cancels it when the
+//! enrollment is canceled, recording `DeliveryStarted` / `DeliveryCanceled`.
+//! Knows events, never the aggregates' tables; owns only its own.
+
+use serde::{Deserialize, Serialize};
+use sugang_storage::{Batch, Committed, Record, Store, Table};
+
+use crate::bus::{Part, Projection, ProjectionError};
+use crate::event::Event;
+use crate::model::{CourseId, EnrollmentId, StudentName, TextBook};
+use crate::tables::Indexed;
+
+/// The API's `deliveryStatus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryStatus {
+    Started,
+    Canceled,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Started => "STARTED",
+            DeliveryStatus::Canceled => "CANCELED",
+        }
+    }
+}
+
+/// A textbook shipment. Its id is its enrollment's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: u64,
+    pub apply_id: EnrollmentId,
+    pub course_id: CourseId,
+    pub student: StudentName,
+    pub addr: Option<String>,
+    pub text_book: Option<TextBook>,
+    pub status: DeliveryStatus,
+}
+
+impl Record for Delivery {}
+
+pub(crate) const DELIVERIES: Table<u64, Delivery> = Table::new("deliveries");
+/// (student, delivery id).
+pub(crate) const DELIVERIES_BY_STUDENT: Table<(String, u64), Indexed> = Table::new("deliveries_by_student");
+
+pub(crate) struct DeliveryProjection;
+
+impl Projection for DeliveryProjection {
+    fn name(&self) -> &'static str {
+        "delivery"
+    }
+
+    fn apply(
+        &self,
+        store: &Store,
+        event: &Committed<Event>,
+        part: Part,
+        batch: &mut Batch,
+    ) -> Result<u64, ProjectionError> {
+        match &event.event {
+            Event::EnrollmentCompleted { enrollment_id, course_id, student, addr, text_book, at_ms, .. }
+                if part.owns(enrollment_id.get()) =>
+            {
+                let id = enrollment_id.get();
+                if store.read_through(batch, &DELIVERIES, &id)?.is_some() {
+                    return Ok(0);
+                }
+                let delivery = Delivery {
+                    id,
+                    apply_id: *enrollment_id,
+                    course_id: *course_id,
+                    student: student.clone(),
+                    addr: addr.clone(),
+                    text_book: text_book.clone(),
+                    status: DeliveryStatus::Started,
+                };
+                batch.put(&DELIVERIES, &id, &delivery)?;
+                batch.put(&DELIVERIES_BY_STUDENT, &(student.as_str().to_owned(), id), &Indexed)?;
+                let started = Event::DeliveryStarted {
+                    enrollment_id: *enrollment_id,
+                    course_id: *course_id,
+                    student: student.clone(),
+                    addr: addr.clone(),
+                    text_book: text_book.clone(),
+                    at_ms: *at_ms,
+                };
+                batch.append(started.partition_key(), &started)?;
+                tracing::debug!(enrollment_id = id, course_id = course_id.get(), "shipment started");
+                Ok(1)
+            }
+            Event::EnrollmentCanceled { enrollment_id, course_id, student, at_ms, .. }
+                if part.owns(enrollment_id.get()) =>
+            {
+                let id = enrollment_id.get();
+                let Some(mut delivery) = store.read_through(batch, &DELIVERIES, &id)? else { return Ok(0) };
+                if delivery.status == DeliveryStatus::Canceled {
+                    return Ok(0);
+                }
+                delivery.status = DeliveryStatus::Canceled;
+                batch.put(&DELIVERIES, &id, &delivery)?;
+                let canceled = Event::DeliveryCanceled {
+                    enrollment_id: *enrollment_id,
+                    course_id: *course_id,
+                    student: student.clone(),
+                    at_ms: *at_ms,
+                };
+                batch.append(canceled.partition_key(), &canceled)?;
+                tracing::debug!(enrollment_id = id, course_id = course_id.get(), "shipment canceled");
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
+    }
+}

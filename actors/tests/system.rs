@@ -1,0 +1,471 @@
+//! Acceptance tests of the actor system (issue 3), driven through the
+//! [`Sugang`] facade over a real store in a temporary directory: the race for
+//! the last seats, supervision (restart, restart intensity, hold-down),
+//! passivation, the payment breaker and the void of a timed-out charge, and
+//! saga crash recovery with a child process that aborts mid-saga.
+//!
+//! Every wait is a poll of a condition with a deadline, never a bare sleep.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use sugang_actors::{
+    BreakerConfig, Capacity, CommandError, Config, CourseDetails, CourseId, CourseName, EnrollRequest, EnrollStatus,
+    EnrollmentFilter, Fee, GatewayFaults, MinStudents, PageRequest, PayMethod, PayStatus, SagaStep, StudentName,
+    Sugang, SupervisorSnapshot, TeacherName,
+};
+use sugang_storage::Durability;
+use tokio::time::Instant;
+
+const ALL: PageRequest = PageRequest { number: 0, size: 100_000 };
+
+fn details(name: &str, fee: i64, capacity: Option<i64>) -> CourseDetails {
+    CourseDetails {
+        name: CourseName::parse(name).unwrap(),
+        fee: Fee::parse(fee).unwrap(),
+        text_book: None,
+        capacity: capacity.map(|c| Capacity::parse(c).unwrap()),
+        min_students: MinStudents::default(),
+    }
+}
+
+fn request(course: CourseId, student: &str) -> EnrollRequest {
+    EnrollRequest {
+        course_id: course,
+        student: StudentName::parse(student).unwrap(),
+        expected_fee: None,
+        pay_method: PayMethod::parse(None).unwrap(),
+        pay_account: None,
+        addr: Some("Seoul".into()),
+        telephone: None,
+    }
+}
+
+/// The defaults over `dir`, with relaxed durability: these tests are about
+/// the actors, not about fsync (the crash tests keep fsync).
+fn config(dir: &Path) -> Config {
+    let mut config = Config::new(dir);
+    config.durability = Durability::Relaxed { flush_every_ms: 100 };
+    config
+}
+
+async fn register(system: &Sugang, name: &str, fee: i64, capacity: Option<i64>) -> CourseId {
+    let teacher = TeacherName::parse("Hong").unwrap();
+    system.register_course(teacher, details(name, fee, capacity)).await.expect("register course").value.id
+}
+
+fn student_count(system: &Sugang, course: CourseId) -> u32 {
+    system.course(course).unwrap().expect("course exists").student_count
+}
+
+fn completed_in(system: &Sugang, course: CourseId) -> usize {
+    let filter =
+        EnrollmentFilter { course_id: Some(course.get()), status: Some(EnrollStatus::Completed), ..Default::default() };
+    system.enrollments(&filter, ALL).unwrap().total
+}
+
+fn supervisor(system: &Sugang, name: &str) -> SupervisorSnapshot {
+    let tree = system.tree();
+    let node = tree.children.into_iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no {name} in the tree"));
+    node.supervisor.unwrap_or_else(|| panic!("{name} is not a supervisor"))
+}
+
+/// Polls `condition` every 20 ms until it holds; fails the test after `limit`.
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- 1. the race for the last seats -------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_students_race_for_a_hundred_seats() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.courses.max_pending = 4096;
+    config.enrollments.max_pending = 4096;
+    let system = Sugang::start(config).await.unwrap();
+    let fee = 1_000;
+    let course = register(&system, "korean", fee, Some(100)).await;
+
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let system = system.clone();
+            tokio::spawn(async move { system.enroll(request(course, &format!("student{i:04}"))).await })
+        })
+        .collect();
+    let (mut completed, mut full, mut other) = (0, 0, Vec::new());
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(done) => {
+                assert_eq!(done.value.status, EnrollStatus::Completed);
+                completed += 1;
+            }
+            Err(CommandError::Conflict(message)) if message.contains("full") => full += 1,
+            Err(e) => other.push(e),
+        }
+    }
+    assert!(other.is_empty(), "unexpected refusals ({}): {:?}", other.len(), &other[..other.len().min(5)]);
+    assert_eq!((completed, full), (100, 900));
+    assert_eq!(student_count(&system, course), 100);
+    assert_eq!(completed_in(&system, course), 100);
+
+    let payments = system.payments(None, ALL).unwrap();
+    assert_eq!(payments.total, 100, "one payment per completed enrollment");
+    assert!(payments.items.iter().all(|p| p.status == PayStatus::Approved), "every payment approved");
+    let ledger = system.gateway().ledger();
+    assert_eq!(ledger.charged, 100, "nothing charged for a refusal: {ledger:?}");
+    assert_eq!(ledger.charged_amount, 100 * fee as u64);
+    assert_eq!(ledger.refunded + ledger.voided, 0, "no charge to take back: {ledger:?}");
+    system.shutdown().await;
+}
+
+// ---- 2. supervision -----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_course_restarts_and_one_that_keeps_panicking_is_held_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.courses.max_restarts = 3;
+    config.courses.within = Duration::from_secs(10);
+    config.courses.backoff = Duration::from_secs(1);
+    let system = Sugang::start(config).await.unwrap();
+
+    let a = register(&system, "panicky", 1_000, Some(50)).await;
+    for student in ["Kim", "Lee"] {
+        system.enroll(request(a, student)).await.expect("enroll into A before the fault");
+    }
+    let others: Vec<CourseId> = {
+        let mut others = Vec::new();
+        for i in 0..10 {
+            others.push(register(&system, &format!("steady{i}"), 1_000, None).await);
+        }
+        others
+    };
+
+    system.faults().panic_course_once(a.get());
+    let into_others: Vec<_> = (0..200)
+        .map(|i| {
+            let (system, course) = (system.clone(), others[i % others.len()]);
+            tokio::spawn(async move { system.enroll(request(course, &format!("other{i:03}"))).await })
+        })
+        .collect();
+    let into_a: Vec<_> = (0..3)
+        .map(|i| {
+            let system = system.clone();
+            tokio::spawn(async move { system.enroll(request(a, &format!("during{i}"))).await })
+        })
+        .collect();
+    for task in into_others {
+        let done = task.await.unwrap().expect("an enrollment into another course");
+        assert_eq!(done.value.status, EnrollStatus::Completed);
+    }
+    for task in into_a {
+        // The ask that met the panic is redelivered to the restarted actor;
+        // whatever the outcome, it must leave the books straight (checked below).
+        if let Err(e) = task.await.unwrap() {
+            assert!(matches!(e, CommandError::Unavailable { .. }), "{e:?}");
+        }
+    }
+    for course in &others {
+        assert_eq!(student_count(&system, *course), 20);
+    }
+    let courses = supervisor(&system, "courses");
+    assert!(courses.restarts_total >= 1, "the restart of A is counted: {courses:?}");
+    let count = student_count(&system, a);
+    assert!(count >= 2, "A's earlier enrollments survive the restart");
+    assert_eq!(count as usize, completed_in(&system, a), "A's studentCount matches its completed enrollments");
+    let again = system.enroll(request(a, "Kim")).await.unwrap_err();
+    assert!(matches!(&again, CommandError::Conflict(m) if m.contains("already")), "A remembers its holders: {again:?}");
+    system.enroll(request(a, "Park")).await.expect("A accepts enrollments again");
+    assert_eq!(student_count(&system, a), count + 1);
+
+    // A course that panics on every message stops being restarted.
+    let b = register(&system, "doomed", 1_000, None).await;
+    let restarts_before = supervisor(&system, "courses").restarts_total;
+    system.faults().panic_course_always(b.get());
+    let mut held_down = None;
+    for attempt in 0..20 {
+        match system.enroll(request(b, &format!("victim{attempt}"))).await {
+            Err(CommandError::Unavailable { reason, retry_after }) if reason.contains("held down") => {
+                held_down = Some(retry_after);
+                break;
+            }
+            Err(CommandError::Unavailable { .. }) => {}
+            other => panic!("an ask to a panicking course: {other:?}"),
+        }
+    }
+    let retry_after = held_down.expect("B is held down after its restart intensity");
+    assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(1), "{retry_after:?}");
+    let courses = supervisor(&system, "courses");
+    let restarts = courses.restarts_total - restarts_before;
+    assert!(restarts <= 3 + 1, "B restarted {restarts} times, beyond the limit of 3 (+1)");
+    assert!(courses.held_down.iter().any(|h| h.id == b.get()), "B is listed as held down: {courses:?}");
+    let refused = system.enroll(request(b, "impatient")).await.unwrap_err();
+    assert!(matches!(refused, CommandError::Unavailable { .. }), "{refused:?}");
+    assert_eq!(supervisor(&system, "courses").restarts_total - restarts_before, restarts, "no restart while held down");
+    assert_eq!(student_count(&system, b), 0, "no seat held in B");
+
+    system.faults().heal_course(b.get());
+    wait_until("B's backoff to elapse", Duration::from_secs(5), || {
+        let listed = supervisor(&system, "courses").held_down.iter().any(|h| h.id == b.get());
+        async move { !listed }
+    })
+    .await;
+    let done = system.enroll(request(b, "finally")).await.expect("B works again after heal and backoff");
+    assert_eq!(done.value.status, EnrollStatus::Completed);
+    assert_eq!(student_count(&system, b), 1);
+    system.shutdown().await;
+}
+
+// ---- 3. passivation -----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_actors_passivate_and_reactivate_with_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.courses.idle = Duration::from_millis(200);
+    config.enrollments.idle = Duration::from_millis(200);
+    let system = Sugang::start(config).await.unwrap();
+
+    let course = register(&system, "history", 2_000, Some(3)).await;
+    let kim = system.enroll(request(course, "Kim")).await.unwrap().value.id;
+    let lee = system.enroll(request(course, "Lee")).await.unwrap().value.id;
+    system.cancel(lee).await.unwrap();
+    system.enroll(request(course, "Park")).await.unwrap();
+    assert_eq!(student_count(&system, course), 2);
+
+    wait_until("every course and enrollment actor to passivate", Duration::from_secs(5), || {
+        let (courses, classes) = (supervisor(&system, "courses"), supervisor(&system, "classes"));
+        async move { courses.live + courses.passivating + classes.live + classes.passivating == 0 }
+    })
+    .await;
+    let passivated = supervisor(&system, "courses").passivations_total;
+    assert!(passivated >= 1, "the course actor passivated");
+
+    // The next requests reactivate both kinds from storage.
+    let again = system.enroll(request(course, "Kim")).await.unwrap_err();
+    assert!(matches!(&again, CommandError::Conflict(m) if m.contains("already")), "{again:?}");
+    system.enroll(request(course, "Choi")).await.expect("a third seat");
+    let full = system.enroll(request(course, "Jung")).await.unwrap_err();
+    assert!(matches!(&full, CommandError::Conflict(m) if m.contains("full")), "capacity 3 remembered: {full:?}");
+    assert_eq!(student_count(&system, course), 3);
+    let canceled = system.cancel(kim).await.expect("the reactivated enrollment cancels");
+    assert_eq!(canceled.value.status, EnrollStatus::Canceled);
+    assert_eq!(student_count(&system, course), 2);
+    assert_eq!(completed_in(&system, course), 2);
+    assert!(supervisor(&system, "courses").activations_total >= 2, "the course actor was activated again");
+    system.shutdown().await;
+}
+
+// ---- 4. the payment breaker and the void of a timed-out charge ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_on_a_down_gateway_fails_fast_and_closes_after_heal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.payment.timeout = Duration::from_millis(300);
+    config.payment.breaker = BreakerConfig {
+        failure_threshold: 3,
+        reset_timeout: Duration::from_millis(500),
+        max_reset_timeout: Duration::from_secs(2),
+    };
+    let system = Sugang::start(config).await.unwrap();
+    let course = register(&system, "math", 3_000, Some(10)).await;
+
+    system.set_gateway_faults(GatewayFaults { latency_ms: 0, failure_rate: 0.0, down: true });
+    for i in 0..3 {
+        let e = system.enroll(request(course, &format!("early{i}"))).await.unwrap_err();
+        assert!(matches!(e, CommandError::Unavailable { .. }), "{e:?}");
+    }
+    let snapshot = system.payment_snapshot().await.unwrap();
+    assert_eq!(snapshot.state, "open", "{snapshot:?}");
+
+    for i in 0..5 {
+        let started = Instant::now();
+        let e = system.enroll(request(course, &format!("late{i}"))).await.unwrap_err();
+        let took = started.elapsed();
+        let CommandError::Unavailable { retry_after, .. } = e else { panic!("{e:?}") };
+        assert!(took < Duration::from_millis(50), "fail fast while open, took {took:?}");
+        assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(2), "{retry_after:?}");
+    }
+    assert_eq!(student_count(&system, course), 0, "a refused enrollment holds no seat");
+    assert_eq!(system.payments(None, ALL).unwrap().total, 0, "no payment for a refused enrollment");
+    assert_eq!(system.enrollments(&EnrollmentFilter::default(), ALL).unwrap().total, 0);
+    assert_eq!(system.gateway().ledger().charged, 0);
+
+    system.set_gateway_faults(GatewayFaults::default());
+    let mut attempt = 0;
+    wait_until("an enrollment to go through after the reset timeout", Duration::from_secs(10), || {
+        attempt += 1;
+        let (system, student) = (system.clone(), format!("after{attempt}"));
+        async move { system.enroll(request(course, &student)).await.is_ok() }
+    })
+    .await;
+    assert_eq!(system.payment_snapshot().await.unwrap().state, "closed");
+    assert_eq!(student_count(&system, course), 1);
+    assert_eq!(system.gateway().ledger().charged, 1);
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_that_answers_too_late_is_voided() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.payment.timeout = Duration::from_millis(200);
+    config.payment.refund_backoff = Duration::from_millis(100);
+    config.payment.refund_backoff_max = Duration::from_millis(400);
+    let system = Sugang::start(config).await.unwrap();
+    let course = register(&system, "science", 5_000, None).await;
+
+    system.set_gateway_faults(GatewayFaults { latency_ms: 600, failure_rate: 0.0, down: false });
+    let e = system.enroll(request(course, "Kim")).await.unwrap_err();
+    assert!(matches!(e, CommandError::Unavailable { .. }), "{e:?}");
+    assert_eq!(student_count(&system, course), 0, "the seat is given back");
+    assert_eq!(system.payments(None, ALL).unwrap().total, 0, "no payment recorded");
+    let gateway = system.gateway().clone();
+    wait_until("the late charge to be taken back at the gateway", Duration::from_secs(10), || {
+        let ledger = gateway.ledger();
+        async move { ledger.charged == 0 && ledger.refunded + ledger.voided == 1 }
+    })
+    .await;
+    // Enrollment ids start at 1 in a fresh directory.
+    let status = format!("{:?}", gateway.charge_of(1));
+    assert!(status.contains("Refunded") || status.contains("Voided"), "{status}");
+
+    system.set_gateway_faults(GatewayFaults::default());
+    wait_until("the owed void to be settled", Duration::from_secs(10), || {
+        let system = system.clone();
+        async move { system.payment_snapshot().await.is_ok_and(|s| s.refunds_owed == 0) }
+    })
+    .await;
+    system.enroll(request(course, "Lee")).await.expect("a healthy gateway charges again");
+    let ledger = gateway.ledger();
+    assert_eq!((ledger.charged, ledger.charged_amount), (1, 5_000), "{ledger:?}");
+    system.shutdown().await;
+}
+
+// ---- 5. saga crash recovery ---------------------------------------------
+
+const CRASH_DIR: &str = "SUGANG_TEST_CRASH_DIR";
+const CRASH_STEP: &str = "SUGANG_TEST_CRASH_STEP";
+
+fn step_name(step: SagaStep) -> &'static str {
+    match step {
+        SagaStep::SeatReserved => "seatReserved",
+        SagaStep::PaymentApproved => "paymentApproved",
+        SagaStep::Completed => "completed",
+        SagaStep::CancelCommitted => "cancelCommitted",
+    }
+}
+
+/// The child half of the crash tests: a no-op unless a parent set the
+/// environment. Enrolls into a course of one seat (after completing one
+/// enrollment, for a crash during its cancel) and must abort at the step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child() {
+    let (Ok(dir), Ok(step)) = (std::env::var(CRASH_DIR), std::env::var(CRASH_STEP)) else { return };
+    let step = SagaStep::parse(&step).expect("a saga step");
+    let system = Sugang::start(Config::new(dir)).await.unwrap();
+    let course = register(&system, "crash", 7_000, Some(1)).await;
+    if step == SagaStep::CancelCommitted {
+        let done = system.enroll(request(course, "Kim")).await.unwrap();
+        system.faults().crash_after(Some(step));
+        let _ = system.cancel(done.value.id).await;
+    } else {
+        system.faults().crash_after(Some(step));
+        let _ = system.enroll(request(course, "Kim")).await;
+    }
+    panic!("the child was to abort at {step:?}");
+}
+
+async fn crash_and_recover(step: SagaStep) {
+    use std::os::unix::process::ExitStatusExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CRASH_DIR, dir.path())
+        .env(CRASH_STEP, step_name(step))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run the child");
+    assert_eq!(status.signal(), Some(6), "the child aborts (SIGABRT) at {step:?}: {status:?}");
+
+    let system = Sugang::start(config(dir.path())).await.expect("restart after the crash");
+    let course = CourseId::parse(1).unwrap();
+    let completed = completed_in(&system, course);
+    assert_eq!(student_count(&system, course) as usize, completed, "studentCount matches completed enrollments");
+    let payments = system.payments(None, ALL).unwrap();
+    for payment in payments.items.iter().filter(|p| p.status == PayStatus::Approved) {
+        let enrollment = system.enrollment(payment.enrollment_id).unwrap();
+        assert_eq!(
+            enrollment.map(|e| e.status),
+            Some(EnrollStatus::Completed),
+            "an approved payment without a completed enrollment: {payment:?}"
+        );
+    }
+    let enrollments = system.enrollments(&EnrollmentFilter::default(), ALL).unwrap().items;
+    match step {
+        SagaStep::SeatReserved | SagaStep::PaymentApproved => {
+            assert!(enrollments.is_empty(), "an interrupted enrollment leaves no resource: {enrollments:?}");
+            assert_eq!(payments.total, 0, "and no payment");
+        }
+        SagaStep::Completed => {
+            assert_eq!(enrollments.len(), 1, "the committed enrollment survives");
+            assert_eq!(enrollments[0].status, EnrollStatus::Completed);
+            assert_eq!(system.payment(enrollments[0].id).unwrap().map(|p| p.status), Some(PayStatus::Approved));
+        }
+        SagaStep::CancelCommitted => {
+            assert_eq!(enrollments.len(), 1);
+            assert_eq!(enrollments[0].status, EnrollStatus::Canceled);
+            let id = enrollments[0].id;
+            wait_until("the owed refund to resume and finish", Duration::from_secs(10), || {
+                let status = system.payment(id).unwrap().map(|p| p.status);
+                async move { status == Some(PayStatus::Canceled) }
+            })
+            .await;
+        }
+    }
+    // No orphan seat: the one seat is free unless an enrollment holds it.
+    let next = system.enroll(request(course, "Lee")).await;
+    if completed == 1 {
+        let e = next.unwrap_err();
+        assert!(matches!(&e, CommandError::Conflict(m) if m.contains("full")), "{e:?}");
+    } else {
+        assert_eq!(next.expect("the seat is free again").value.status, EnrollStatus::Completed);
+    }
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_seat_is_reserved_is_compensated() {
+    crash_and_recover(SagaStep::SeatReserved).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_charge_is_compensated() {
+    crash_and_recover(SagaStep::PaymentApproved).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_completion_keeps_the_enrollment() {
+    crash_and_recover(SagaStep::Completed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_cancel_commits_still_refunds() {
+    crash_and_recover(SagaStep::CancelCommitted).await;
+}
