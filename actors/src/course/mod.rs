@@ -144,7 +144,7 @@ pub enum CourseRejection {
 pub fn decide(state: &CourseState, command: CourseCommand, at_ms: u64) -> Result<Vec<Event>, CourseRejection> {
     match state {
         CourseState::Unregistered { id } => match command {
-            CourseCommand::Register { id: new_id, teacher, details } => {
+            CourseCommand::Register { id: new_id, teacher, details } if new_id == *id => {
                 Ok(vec![Event::CourseRegistered { course_id: new_id, teacher, details, at_ms }])
             }
             _ => Err(CourseRejection::NotFound(*id)),
@@ -235,7 +235,12 @@ fn decide_active(course: &Course, command: CourseCommand, at_ms: u64) -> Result<
                 return if seat.student == student {
                     Ok(vec![])
                 } else {
-                    Err(CourseRejection::AlreadyEnrolled { course: id, student, enrollment: enrollment_id })
+                    // Names the student who holds the seat, not the asker.
+                    Err(CourseRejection::AlreadyEnrolled {
+                        course: id,
+                        student: seat.student.clone(),
+                        enrollment: enrollment_id,
+                    })
                 };
             }
             if let Some(&holder) = course.holders.get(&student) {

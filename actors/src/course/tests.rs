@@ -445,7 +445,7 @@ fn reserving_an_enrollment_id_held_by_another_student_is_refused() {
         decide(&state, reserve(1, "Choi"), AT),
         Err(CourseRejection::AlreadyEnrolled {
             course: course_id(),
-            student: student("Choi"),
+            student: student("Kim"),
             enrollment: enrollment(1)
         })
     );
@@ -761,4 +761,13 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn registering_under_another_id_is_not_found() {
+    let state = CourseState::Unregistered { id: CourseId::assigned(99) };
+    assert_eq!(
+        decide(&state, register_command(details(Some(3), 1)), AT),
+        Err(CourseRejection::NotFound(CourseId::assigned(99)))
+    );
 }
