@@ -182,6 +182,7 @@ impl Bus {
                 }));
             }
         }
+        reconcile_offsets(&store, &journal, &workers).await?;
         let state = BusState {
             store: store.clone(),
             journal: journal.clone(),
@@ -234,6 +235,45 @@ impl Bus {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// When a subscriber's worker count changed since the last run, its old
+/// workers' offsets (`name`, `name#k`) are replaced: every new worker without
+/// an offset starts from the lowest old one (re-applying a few events, which
+/// the projections' set-based effects absorb), and the stale offsets are
+/// removed so they no longer hold back retention.
+async fn reconcile_offsets(store: &Store, journal: &Journal, workers: &[Arc<Worker>]) -> Result<(), ractor::SpawnErr> {
+    let failed = |e: String| ractor::SpawnErr::StartupFailed(e.into());
+    let stored = store.offsets().map_err(|e| failed(e.to_string()))?;
+    let mut batch = Batch::new();
+    let mut names: Vec<&'static str> = workers.iter().map(|w| w.projection.name()).collect();
+    names.dedup();
+    for name in names {
+        let current: Vec<String> =
+            workers.iter().filter(|w| w.projection.name() == name).map(|w| w.offset_name()).collect();
+        let belongs =
+            |stored: &str| stored == name || stored.strip_prefix(name).is_some_and(|rest| rest.starts_with('#'));
+        let stale: Vec<&(String, u64)> = stored.iter().filter(|(n, _)| belongs(n) && !current.contains(n)).collect();
+        let Some(lowest) = stale.iter().map(|(_, offset)| *offset).min() else { continue };
+        for worker in &current {
+            if !stored.iter().any(|(n, _)| n == worker) {
+                batch.set_offset(worker, lowest);
+            }
+        }
+        for (stale, _) in &stale {
+            batch.remove_offset(stale);
+        }
+        tracing::warn!(
+            subscriber = name,
+            workers = current.len(),
+            from = lowest,
+            "worker count changed; offsets carried over"
+        );
+    }
+    if !batch.is_empty() {
+        journal.commit(batch).await.map_err(|e| failed(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Wakes on every commit with events, reads them from the log once and fans
@@ -310,6 +350,11 @@ struct BusState {
 }
 
 impl BusState {
+    /// Whether worker `index` has a live actor (so it is never run twice).
+    fn is_live(&self, index: usize) -> bool {
+        self.live.values().any(|&live| live == index)
+    }
+
     async fn spawn(&mut self, myself: &ActorRef<BusMsg>, index: usize) -> Result<(), ActorProcessingErr> {
         let worker = self.workers[index].clone();
         let args = SubscriberArgs {
@@ -367,7 +412,7 @@ impl Actor for BusSupervisor {
                     }
                 } else if !down && was {
                     for index in 0..state.workers.len() {
-                        if state.workers[index].projection.name() == known {
+                        if state.workers[index].projection.name() == known && !state.is_live(index) {
                             state.spawn(&myself, index).await?;
                         }
                     }
@@ -395,7 +440,7 @@ impl Actor for BusSupervisor {
             }
             BusMsg::Restart { worker } => {
                 let name = state.workers[worker].projection.name();
-                if !state.down.get(name).copied().unwrap_or(false) {
+                if !state.down.get(name).copied().unwrap_or(false) && !state.is_live(worker) {
                     state.spawn(&myself, worker).await?;
                 }
             }

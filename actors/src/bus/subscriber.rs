@@ -3,7 +3,8 @@
 //!
 //! Must not skip or repeat an event: events at or below the offset are
 //! ignored, and a batch that does not start right after the offset sends the
-//! worker back to the log. A failure is an `Err`: the supervisor restarts the
+//! worker back to the log; so does a batch with newer events committed after
+//! it (the worker is behind), which applies the backlog in a few commits. A failure is an `Err`: the supervisor restarts the
 //! worker, which starts again from its stored offset.
 
 use std::sync::Arc;
@@ -86,8 +87,15 @@ impl Actor for SubscriberActor {
                 if last.seq <= state.offset {
                     return Ok(());
                 }
-                if batch.first().is_some_and(|first| first.seq > state.offset + 1) {
-                    // A gap: what came before this batch is in the log.
+                let gap = batch.first().is_some_and(|first| first.seq > state.offset + 1);
+                // Behind: more has committed since this batch was published,
+                // and its batches wait in the mailbox. Reading the log applies
+                // them in a few commits instead of one commit per batch (the
+                // queued batches are then skipped), so a subscriber under a
+                // sustained load keeps up instead of falling ever further behind.
+                let behind = state.args.store.events().last_seq() > last.seq;
+                if gap || behind {
+                    // What came before this batch, or after it, is in the log.
                     state.catch_up().await?;
                     if last.seq <= state.offset {
                         return Ok(());
