@@ -75,6 +75,12 @@ impl Batch {
         self
     }
 
+    /// Unregisters `subscriber`: its offset no longer holds back retention.
+    pub fn remove_offset(&mut self, subscriber: &str) -> &mut Self {
+        self.writes.push((offset_key(subscriber), None));
+        self
+    }
+
     /// Moves everything of `other` into this batch, after what it holds.
     pub fn extend(&mut self, other: Batch) -> &mut Self {
         self.writes.extend(other.writes);
@@ -90,6 +96,12 @@ impl Batch {
     /// How many events it appends.
     pub fn event_count(&self) -> usize {
         self.events.len()
+    }
+
+    /// The last write this batch holds for a raw key: `Some(None)` for a
+    /// delete, `None` if the batch does not touch the key.
+    pub(crate) fn staged(&self, raw_key: &[u8]) -> Option<Option<&[u8]>> {
+        self.writes.iter().rev().find(|(key, _)| key == raw_key).map(|(_, value)| value.as_deref())
     }
 }
 
@@ -333,7 +345,9 @@ impl Writer {
         match outcome {
             Ok(()) => {
                 self.next_seq = seq;
-                self.store.shared.last_seq.send_replace(seq - 1);
+                // Only a group with events moves the log; waking subscribers
+                // for the others (offset commits, mostly) would be spurious.
+                self.store.shared.last_seq.send_if_modified(|last| std::mem::replace(last, seq - 1) != seq - 1);
                 metrics::counter!("sugang_journal_batches_total", "outcome" => "committed").increment(size as u64);
                 metrics::gauge!("sugang_journal_last_seq").set((seq - 1) as f64);
                 for (submission, receipt) in pending.drain(..).zip(receipts) {

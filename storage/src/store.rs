@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -146,7 +147,7 @@ impl Store {
             Durability::Fsync => config.flush_every_ms(None),
             Durability::Relaxed { flush_every_ms } => config.flush_every_ms(Some(flush_every_ms)),
         };
-        let db = config.open().map_err(|source| OpenError::Engine { path: dir.clone(), source })?;
+        let db = open_engine(&config).map_err(|source| OpenError::Engine { path: dir.clone(), source })?;
         let engine = |source| OpenError::Engine { path: dir.clone(), source };
 
         match db.get(META_FORMAT).map_err(engine)? {
@@ -198,6 +199,23 @@ impl Store {
         match self.shared.db.get(&raw_key)? {
             Some(raw) => Ok(Some(decode_in(table, &raw_key, &raw)?)),
             None => Ok(None),
+        }
+    }
+
+    /// Reads one record as it will be once `batch` commits: the batch's own
+    /// last write for the key if it has one, else the store's. For writers
+    /// that build one batch from many events (subscribers).
+    pub fn read_through<K: Key, V: Record>(
+        &self,
+        batch: &crate::Batch,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> Result<Option<V>, StorageError> {
+        let raw_key = table.key_bytes(key);
+        match batch.staged(&raw_key) {
+            Some(Some(raw)) => Ok(Some(decode_in(table, &raw_key, raw)?)),
+            Some(None) => Ok(None),
+            None => self.get(table, key),
         }
     }
 
@@ -297,6 +315,26 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
     file.set_len(0).map_err(unusable)?;
     write!(file, "pid {}", std::process::id()).map_err(unusable)?;
     Ok(file)
+}
+
+/// Opens sled, waiting out its lock on `db/db` if it lingers: sled 0.34 lets
+/// go of that lock only once its background threads drop the file, a moment
+/// after the last handle of a closed store (sled #1234, #1289), so reopening
+/// a directory in the same process can race it. We hold `sugang.lock`, so no
+/// other sugang is using the directory and the refusal can only be that
+/// moment; a bound keeps a foreign holder from making us wait forever.
+fn open_engine(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            opened => return opened,
+        }
+    }
 }
 
 /// An iterator over a table's records, decoded.
