@@ -1,0 +1,921 @@
+//! Every public operation of the storage crate, and every error it can give:
+//! opening a data directory, typed tables, the journal, the event log,
+//! subscriber offsets, injected disk faults and retention.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sugang_storage::{
+    AlreadyStarted, Batch, CommitError, DecodeError, DecodeErrorKind, Durability, Journal, JournalOptions, OpenError,
+    Receipt, Record, StorageError, Store, StoreOptions, Table, TrimError,
+};
+use tokio::task::JoinHandle;
+
+/// How long a test waits for a condition before it fails.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Seat {
+    student: String,
+    row: u32,
+}
+impl Record for Seat {}
+
+/// The same table read under a newer schema that cannot upgrade version 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct SeatV2 {
+    student: String,
+    row: u32,
+    aisle: bool,
+}
+impl Record for SeatV2 {
+    const VERSION: u8 = 2;
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Happened {
+    what: String,
+}
+impl Record for Happened {}
+
+const SEATS: Table<u64, Seat> = Table::new("seats");
+const SEATS_V2: Table<u64, SeatV2> = Table::new("seats");
+/// A table whose name extends `seats`, to prove scans stay inside theirs.
+const SEATS_ANNEX: Table<u64, Seat> = Table::new("seats_annex");
+const BY_STUDENT: Table<(String, u64), Seat> = Table::new("by_student");
+
+fn seat(student: &str, row: u32) -> Seat {
+    Seat { student: student.to_owned(), row }
+}
+
+fn happened(what: &str) -> Happened {
+    Happened { what: what.to_owned() }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, StoreOptions::default()).expect("open the store")
+}
+
+fn start(store: &Store) -> (Journal, JoinHandle<()>) {
+    Journal::start(store, JournalOptions::default()).expect("start the journal")
+}
+
+/// Drops the journal and the store and waits for the journal task to end, so
+/// the directory can be opened again.
+async fn close(store: Store, journal: Journal, task: JoinHandle<()>) {
+    drop(journal);
+    tokio::time::timeout(PATIENCE, task).await.expect("the journal task ends").expect("the journal task succeeds");
+    drop(store);
+}
+
+async fn commit_put(journal: &Journal, key: u64, value: &Seat, events: &[&str]) -> Result<Receipt, CommitError> {
+    let mut batch = Batch::new();
+    batch.put(&SEATS, &key, value).unwrap();
+    for what in events {
+        batch.append(key, &happened(what)).unwrap();
+    }
+    journal.commit(batch).await
+}
+
+/// The raw sled key of `key` in the table called `table`, as the codec lays it out.
+fn raw_key(table: &str, key: u64) -> Vec<u8> {
+    let mut out = vec![b't'];
+    out.extend_from_slice(table.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&key.to_be_bytes());
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `value` under `key` straight into the sled database of a closed store.
+fn poke_raw(dir: &Path, key: &[u8], value: &[u8]) {
+    let db = sled::open(dir.join("db")).unwrap();
+    db.insert(key, value).unwrap();
+    db.flush().unwrap();
+}
+
+fn seqs<E>(events: &[sugang_storage::Committed<E>]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+// ---- opening a data directory ----
+
+#[test]
+fn open_creates_a_missing_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a/b/data");
+    let store = open(&dir);
+    assert!(dir.is_dir());
+    assert_eq!(store.dir(), dir);
+    assert_eq!(store.options().durability, Durability::Fsync);
+    assert_eq!(store.events().last_seq(), 0);
+    assert_eq!(store.events().first_seq().unwrap(), None);
+}
+
+#[test]
+fn open_refuses_a_file_and_a_path_below_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("plain");
+    std::fs::write(&file, b"not a store").unwrap();
+    match Store::open(&file, StoreOptions::default()) {
+        Err(OpenError::NotADirectory { path }) => assert_eq!(path, file),
+        other => panic!("expected NotADirectory, got {:?}", other.err()),
+    }
+    let below = file.join("data");
+    match Store::open(&below, StoreOptions::default()) {
+        Err(OpenError::NotADirectory { path }) => assert_eq!(path, below),
+        other => panic!("expected NotADirectory, got {:?}", other.err()),
+    }
+}
+
+/// Permissions cannot make a directory unusable for root, so this uses a
+/// directory no one can create files in: `/proc/self`.
+#[cfg(target_os = "linux")]
+#[test]
+fn open_refuses_a_directory_it_cannot_write() {
+    match Store::open("/proc/self", StoreOptions::default()) {
+        Err(error @ OpenError::Unusable { .. }) => assert!(error.to_string().contains("sugang.lock"), "{error}"),
+        other => panic!("expected Unusable, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn a_second_open_is_locked_out_until_the_first_store_is_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = open(tmp.path());
+    match Store::open(tmp.path(), StoreOptions::default()) {
+        Err(error @ OpenError::Locked { .. }) => {
+            let OpenError::Locked { path, holder } = &error else { unreachable!() };
+            assert_eq!(path, tmp.path());
+            assert_eq!(holder.as_deref(), Some(format!("pid {}", std::process::id()).as_str()));
+            assert!(error.to_string().contains(&format!("pid {}", std::process::id())), "{error}");
+        }
+        other => panic!("expected Locked, got {:?}", other.err()),
+    }
+    let clone = first.clone();
+    drop(first);
+    assert!(matches!(Store::open(tmp.path(), StoreOptions::default()), Err(OpenError::Locked { .. })));
+    drop(clone);
+    open(tmp.path());
+}
+
+#[tokio::test]
+async fn a_reopened_store_has_what_was_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_put(&journal, 1, &seat("kim", 3), &["reserved"]).await.unwrap();
+    close(store, journal, task).await;
+
+    let store = open(tmp.path());
+    assert_eq!(store.get(&SEATS, &1).unwrap(), Some(seat("kim", 3)));
+    assert_eq!(store.events().last_seq(), 1);
+}
+
+/// sled lets go of its own lock a moment after its last handle drops; a
+/// store closed and at once reopened in the same process must not trip on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_reopens_at_once_again_and_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    for round in 0..30u64 {
+        let store = open(tmp.path());
+        assert_eq!(store.events().last_seq(), round);
+        let (journal, task) = start(&store);
+        commit_put(&journal, round, &seat("kim", 1), &["again"]).await.unwrap();
+        close(store, journal, task).await;
+    }
+}
+
+#[test]
+fn open_refuses_a_store_of_another_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(open(tmp.path()));
+    poke_raw(tmp.path(), b"mformat", &[9]);
+    match Store::open(tmp.path(), StoreOptions::default()) {
+        Err(error @ OpenError::IncompatibleFormat { found: 9, .. }) => {
+            assert!(error.to_string().contains("format 9"), "{error}")
+        }
+        other => panic!("expected IncompatibleFormat, got {:?}", other.err()),
+    }
+
+    // A sled database that is not empty but has no marker is not ours.
+    let foreign = tempfile::tempdir().unwrap();
+    poke_raw(foreign.path(), b"someone else's", b"data");
+    assert!(matches!(
+        Store::open(foreign.path(), StoreOptions::default()),
+        Err(OpenError::IncompatibleFormat { found: 0, .. })
+    ));
+}
+
+#[test]
+fn open_reports_files_the_engine_cannot_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(open(tmp.path()));
+    std::fs::write(tmp.path().join("db/conf"), b"garbage that is not sled's config").unwrap();
+    match Store::open(tmp.path(), StoreOptions::default()) {
+        Err(error @ OpenError::Engine { .. }) => {
+            assert!(error.to_string().contains("cannot open the store"), "{error}")
+        }
+        other => panic!("expected Engine, got {:?}", other.err()),
+    }
+}
+
+// ---- encoding and decoding what is stored ----
+
+/// A value postcard cannot encode: a sequence whose length is not known up front.
+#[derive(Debug, Deserialize)]
+struct Unsized {
+    rows: Vec<u32>,
+}
+impl Serialize for Unsized {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.rows.iter().filter(|_| true))
+    }
+}
+impl Record for Unsized {}
+
+#[test]
+fn a_value_that_cannot_be_encoded_is_an_encode_error_naming_the_table() {
+    const UNSIZED: Table<u64, Unsized> = Table::new("unsized");
+    let mut batch = Batch::new();
+    let error = batch.put(&UNSIZED, &1, &Unsized { rows: vec![1, 2] }).unwrap_err();
+    assert_eq!(error.table, "unsized");
+    assert!(error.to_string().contains("table unsized"), "{error}");
+    let error = batch.append(1, &Unsized { rows: vec![3] }).unwrap_err();
+    assert_eq!(error.table, "events");
+    assert!(batch.is_empty());
+}
+
+#[tokio::test]
+async fn a_malformed_record_is_a_decode_error_naming_table_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_put(&journal, 1, &seat("kim", 1), &[]).await.unwrap();
+    close(store, journal, task).await;
+
+    let key = raw_key("seats", 2);
+    poke_raw(tmp.path(), &key, &[1, 0xff, 0xff, 0xff]);
+    let store = open(tmp.path());
+    assert_eq!(store.get(&SEATS, &1).unwrap(), Some(seat("kim", 1)));
+    match store.get(&SEATS, &2) {
+        Err(StorageError::Decode(DecodeError { table, key: shown, kind: DecodeErrorKind::Malformed(_) })) => {
+            assert_eq!(table, "seats");
+            assert_eq!(shown, hex(&key));
+        }
+        other => panic!("expected a Malformed decode error, got {other:?}"),
+    }
+    // `contains` does not decode; a scan reports the bad record in its place.
+    assert!(store.contains(&SEATS, &2).unwrap());
+    let scanned: Vec<_> = store.scan(&SEATS).collect();
+    assert_eq!(scanned.len(), 2);
+    assert_eq!(scanned[0].as_ref().unwrap(), &(1, seat("kim", 1)));
+    let error = scanned[1].as_ref().unwrap_err();
+    assert!(error.to_string().contains("table seats"), "{error}");
+}
+
+#[tokio::test]
+async fn an_unknown_version_and_an_empty_value_are_typed_decode_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_put(&journal, 5, &seat("lee", 2), &[]).await.unwrap();
+
+    // Version 1 read by a schema at version 2 that cannot upgrade it.
+    match store.get(&SEATS_V2, &5) {
+        Err(StorageError::Decode(DecodeError { table: "seats", kind: DecodeErrorKind::UnknownVersion(1), key })) => {
+            assert_eq!(key, hex(&raw_key("seats", 5)))
+        }
+        other => panic!("expected UnknownVersion(1), got {other:?}"),
+    }
+    close(store, journal, task).await;
+
+    poke_raw(tmp.path(), &raw_key("seats", 6), &[9, 0]);
+    poke_raw(tmp.path(), &raw_key("seats", 7), &[]);
+    let store = open(tmp.path());
+    assert!(matches!(
+        store.get(&SEATS, &6),
+        Err(StorageError::Decode(DecodeError { kind: DecodeErrorKind::UnknownVersion(9), .. }))
+    ));
+    assert!(matches!(
+        store.get(&SEATS, &7),
+        Err(StorageError::Decode(DecodeError { kind: DecodeErrorKind::Empty, .. }))
+    ));
+}
+
+#[test]
+fn a_key_that_does_not_decode_is_a_malformed_key_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(open(tmp.path()));
+    let mut short = raw_key("seats", 0);
+    short.truncate(short.len() - 3);
+    poke_raw(tmp.path(), &short, &[1]);
+    let store = open(tmp.path());
+    match store.scan(&SEATS).next() {
+        Some(Err(StorageError::Decode(DecodeError { table: "seats", kind: DecodeErrorKind::MalformedKey, key }))) => {
+            assert_eq!(key, hex(&short))
+        }
+        other => panic!("expected MalformedKey, got {other:?}"),
+    }
+    assert!(store.scan(&SEATS).keys().next().unwrap().is_err());
+}
+
+// ---- typed tables ----
+
+#[tokio::test]
+async fn put_get_contains_and_delete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    assert_eq!(SEATS.name(), "seats");
+    assert_eq!(store.get(&SEATS, &1).unwrap(), None);
+    assert!(!store.contains(&SEATS, &1).unwrap());
+
+    commit_put(&journal, 1, &seat("kim", 1), &[]).await.unwrap();
+    assert_eq!(store.get(&SEATS, &1).unwrap(), Some(seat("kim", 1)));
+    assert!(store.contains(&SEATS, &1).unwrap());
+
+    commit_put(&journal, 1, &seat("kim", 2), &[]).await.unwrap();
+    assert_eq!(store.get(&SEATS, &1).unwrap(), Some(seat("kim", 2)));
+
+    let mut batch = Batch::new();
+    batch.delete(&SEATS, &1).delete(&SEATS, &99);
+    journal.commit(batch).await.unwrap();
+    assert_eq!(store.get(&SEATS, &1).unwrap(), None);
+    assert!(!store.contains(&SEATS, &1).unwrap());
+
+    // Within a batch, later writes win.
+    let mut batch = Batch::new();
+    batch.put(&SEATS, &2, &seat("lee", 1)).unwrap();
+    batch.delete(&SEATS, &2);
+    batch.put(&SEATS, &3, &seat("park", 1)).unwrap();
+    batch.put(&SEATS, &3, &seat("park", 2)).unwrap();
+    journal.commit(batch).await.unwrap();
+    assert_eq!(store.get(&SEATS, &2).unwrap(), None);
+    assert_eq!(store.get(&SEATS, &3).unwrap(), Some(seat("park", 2)));
+    close(store, journal, task).await;
+}
+
+#[tokio::test]
+async fn scans_come_back_in_key_order_and_stay_in_their_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    assert_eq!(store.last(&SEATS).unwrap(), None);
+    assert_eq!(store.scan(&SEATS).count(), 0);
+
+    let keys = [300u64, 2, u64::MAX, 256, 0, 1, 70_000];
+    let mut batch = Batch::new();
+    for (row, key) in keys.iter().enumerate() {
+        batch.put(&SEATS, key, &seat("kim", row as u32)).unwrap();
+        batch.put(&SEATS_ANNEX, key, &seat("annex", row as u32)).unwrap();
+    }
+    journal.commit(batch).await.unwrap();
+
+    let mut sorted = keys.to_vec();
+    sorted.sort();
+    let scanned: Vec<u64> = store.scan(&SEATS).map(|r| r.unwrap().0).collect();
+    assert_eq!(scanned, sorted);
+    assert!(store.scan(&SEATS).all(|r| r.unwrap().1.student == "kim"));
+    let only_keys: Vec<u64> = store.scan(&SEATS).keys().map(|k| k.unwrap()).collect();
+    assert_eq!(only_keys, sorted);
+    let backwards: Vec<u64> = store.scan(&SEATS).rev().map(|r| r.unwrap().0).collect();
+    assert_eq!(backwards, sorted.iter().rev().copied().collect::<Vec<_>>());
+
+    let from: Vec<u64> = store.scan_from(&SEATS, &256).map(|r| r.unwrap().0).collect();
+    assert_eq!(from, vec![256, 300, 70_000, u64::MAX]);
+    let from_between: Vec<u64> = store.scan_from(&SEATS, &3).map(|r| r.unwrap().0).collect();
+    assert_eq!(from_between, vec![256, 300, 70_000, u64::MAX]);
+    assert!(store.scan_from(&SEATS, &u64::MAX).all(|r| r.unwrap().1.student == "kim"));
+
+    let (last_key, last_value) = store.last(&SEATS).unwrap().unwrap();
+    assert_eq!(last_key, u64::MAX);
+    assert_eq!(last_value.student, "kim");
+    close(store, journal, task).await;
+}
+
+#[tokio::test]
+async fn scan_prefix_reads_one_leading_part_of_a_composite_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    let mut batch = Batch::new();
+    for (student, id) in [("kim", 9u64), ("kim", 1), ("kimchi", 2), ("ki", 3), ("lee", 4), ("kim", 300), ("", 5)] {
+        batch.put(&BY_STUDENT, &(student.to_owned(), id), &seat(student, id as u32)).unwrap();
+    }
+    journal.commit(batch).await.unwrap();
+
+    let kim: Vec<(String, u64)> = store.scan_prefix(&BY_STUDENT, &"kim".to_owned()).map(|r| r.unwrap().0).collect();
+    assert_eq!(kim, vec![("kim".to_owned(), 1), ("kim".to_owned(), 9), ("kim".to_owned(), 300)]);
+    let empty_name: Vec<u64> = store.scan_prefix(&BY_STUDENT, &String::new()).map(|r| r.unwrap().0.1).collect();
+    assert_eq!(empty_name, vec![5]);
+    assert_eq!(store.scan_prefix(&BY_STUDENT, &"nobody".to_owned()).count(), 0);
+
+    let all: Vec<String> = store.scan(&BY_STUDENT).map(|r| r.unwrap().0.0).collect();
+    assert_eq!(all, vec!["", "ki", "kim", "kim", "kim", "kimchi", "lee"]);
+    let from: Vec<(String, u64)> =
+        store.scan_from(&BY_STUDENT, &("kim".to_owned(), 10)).map(|r| r.unwrap().0).collect();
+    assert_eq!(from, vec![("kim".to_owned(), 300), ("kimchi".to_owned(), 2), ("lee".to_owned(), 4)]);
+    assert_eq!(store.last(&BY_STUDENT).unwrap().unwrap().0, ("lee".to_owned(), 4));
+    close(store, journal, task).await;
+}
+
+// ---- the journal and the event log ----
+
+#[tokio::test]
+async fn receipts_carry_the_seqs_of_their_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    assert_eq!(journal.queued(), 0);
+
+    let first = commit_put(&journal, 1, &seat("kim", 1), &["a", "b"]).await.unwrap();
+    assert_eq!(first, Receipt { first_seq: Some(1), seq: 2 });
+    let without_events = commit_put(&journal, 2, &seat("kim", 2), &[]).await.unwrap();
+    assert_eq!(without_events, Receipt { first_seq: None, seq: 2 });
+    let empty = journal.commit(Batch::new()).await.unwrap();
+    assert_eq!(empty, Receipt { first_seq: None, seq: 2 });
+    let third = commit_put(&journal, 3, &seat("kim", 3), &["c"]).await.unwrap();
+    assert_eq!(third, Receipt { first_seq: Some(3), seq: 3 });
+    assert_eq!(store.events().last_seq(), 3);
+    close(store, journal, task).await;
+}
+
+#[test]
+fn batches_say_what_they_hold() {
+    let mut batch = Batch::new();
+    assert!(batch.is_empty());
+    assert_eq!(batch.event_count(), 0);
+    batch.delete(&SEATS, &1);
+    assert!(!batch.is_empty());
+    let mut other = Batch::new();
+    other.append(1, &happened("a")).unwrap().append(2, &happened("b")).unwrap();
+    other.set_offset("mypage", 4);
+    batch.extend(other);
+    assert_eq!(batch.event_count(), 2);
+    let mut only_offset = Batch::new();
+    only_offset.set_offset("notifier", 1);
+    assert!(!only_offset.is_empty());
+}
+
+#[tokio::test]
+async fn extended_batches_commit_their_events_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    let mut batch = Batch::new();
+    batch.append(1, &happened("first")).unwrap();
+    let mut other = Batch::new();
+    other.append(2, &happened("second")).unwrap();
+    other.put(&SEATS, &2, &seat("lee", 2)).unwrap();
+    batch.extend(other);
+    assert_eq!(journal.commit(batch).await.unwrap(), Receipt { first_seq: Some(1), seq: 2 });
+    let events = store.events().read::<Happened>(1, 10).unwrap();
+    assert_eq!(
+        events.iter().map(|e| (e.key, e.event.what.as_str())).collect::<Vec<_>>(),
+        [(1, "first"), (2, "second")]
+    );
+    assert_eq!(store.get(&SEATS, &2).unwrap(), Some(seat("lee", 2)));
+    close(store, journal, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_committers_get_gap_free_seqs() {
+    const COMMITTERS: u64 = 16;
+    const EACH: u64 = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+
+    let mut committers = Vec::new();
+    for who in 0..COMMITTERS {
+        let journal = journal.clone();
+        committers.push(tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            for i in 0..EACH {
+                let id = who * 1000 + i;
+                let mut batch = Batch::new();
+                batch.put(&SEATS, &id, &seat("kim", i as u32)).unwrap();
+                for n in 0..=(i % 2) {
+                    batch.append(id, &happened(&format!("{id}/{n}"))).unwrap();
+                }
+                receipts.push((id, journal.commit(batch).await.unwrap()));
+            }
+            receipts
+        }));
+    }
+    let mut receipts = Vec::new();
+    for committer in committers {
+        receipts.extend(committer.await.unwrap());
+    }
+
+    let total: u64 = COMMITTERS * (EACH + EACH / 2);
+    assert_eq!(store.events().last_seq(), total);
+    let events = store.events().read::<Happened>(1, usize::MAX).unwrap();
+    assert_eq!(seqs(&events), (1..=total).collect::<Vec<_>>());
+    for (id, receipt) in &receipts {
+        let first = receipt.first_seq.unwrap();
+        let expected: Vec<String> = (0..=(id % 1000 % 2)).map(|n| format!("{id}/{n}")).collect();
+        let got: Vec<String> =
+            events[(first - 1) as usize..receipt.seq as usize].iter().map(|e| e.event.what.clone()).collect();
+        assert_eq!(got, expected, "the events of batch {id}");
+        assert!(events[(first - 1) as usize..receipt.seq as usize].iter().all(|e| e.key == *id));
+        assert!(store.contains(&SEATS, id).unwrap());
+    }
+    close(store, journal, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_queue_and_small_groups_hold_committers_back_but_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = Journal::start(&store, JournalOptions { max_group: 3, queue: 2 }).unwrap();
+    let mut committers = Vec::new();
+    for key in 0..40u64 {
+        let journal = journal.clone();
+        committers.push(tokio::spawn(async move {
+            let receipt = commit_put(&journal, key, &seat("kim", 1), &["q"]).await.unwrap();
+            assert!(journal.queued() <= 2);
+            receipt
+        }));
+    }
+    let mut firsts = Vec::new();
+    for committer in committers {
+        firsts.push(committer.await.unwrap().first_seq.unwrap());
+    }
+    firsts.sort();
+    assert_eq!(firsts, (1..=40).collect::<Vec<_>>());
+    assert_eq!(store.scan(&SEATS).count(), 40);
+    close(store, journal, task).await;
+}
+
+#[tokio::test]
+async fn the_log_reads_from_a_seq_with_a_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    for key in 1..=5u64 {
+        commit_put(&journal, key, &seat("kim", key as u32), &[&format!("e{key}")]).await.unwrap();
+    }
+    let log = store.events();
+    let page = log.read::<Happened>(3, 2).unwrap();
+    assert_eq!(seqs(&page), [3, 4]);
+    assert_eq!(page[0].event, happened("e3"));
+    assert_eq!(page[0].key, 3);
+    assert!(page[0].at_ms >= before && page[0].at_ms <= before + 60_000);
+    assert_eq!(seqs(&log.read::<Happened>(0, 100).unwrap()), [1, 2, 3, 4, 5]);
+    assert_eq!(seqs(&log.read::<Happened>(5, 100).unwrap()), [5]);
+    assert!(log.read::<Happened>(6, 100).unwrap().is_empty());
+    assert!(log.read::<Happened>(1, 0).unwrap().is_empty());
+    assert_eq!(log.first_seq().unwrap(), Some(1));
+
+    // An event read as the wrong type is a decode error in the events table.
+    match log.read::<SeatV2>(1, 1) {
+        Err(StorageError::Decode(DecodeError {
+            table: "events", kind: DecodeErrorKind::UnknownVersion(1), ..
+        })) => {}
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    close(store, journal, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_fires_when_events_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    let mut seen = store.events().watch();
+    assert_eq!(*seen.borrow_and_update(), 0);
+
+    let committer = journal.clone();
+    let commit = tokio::spawn(async move { commit_put(&committer, 1, &seat("kim", 1), &["a", "b"]).await });
+    tokio::time::timeout(PATIENCE, seen.wait_for(|&seq| seq >= 2)).await.expect("watch fires").unwrap();
+    assert_eq!(commit.await.unwrap().unwrap().seq, 2);
+
+    // A batch without events does not move the log, so it wakes no reader.
+    commit_put(&journal, 2, &seat("kim", 2), &[]).await.unwrap();
+    assert!(!seen.has_changed().unwrap());
+
+    commit_put(&journal, 3, &seat("kim", 3), &["c"]).await.unwrap();
+    tokio::time::timeout(PATIENCE, seen.changed()).await.expect("watch fires").unwrap();
+    assert_eq!(*seen.borrow_and_update(), 3);
+    close(store, journal, task).await;
+}
+
+#[tokio::test]
+async fn offsets_are_written_with_the_batch_and_read_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    assert_eq!(store.offset("mypage").unwrap(), None);
+    assert!(store.offsets().unwrap().is_empty());
+
+    let mut batch = Batch::new();
+    batch.put(&SEATS, &1, &seat("kim", 1)).unwrap();
+    batch.set_offset("mypage", 5).set_offset("delivery", 2);
+    journal.commit(batch).await.unwrap();
+    assert_eq!(store.offset("mypage").unwrap(), Some(5));
+    assert_eq!(store.offset("delivery").unwrap(), Some(2));
+    assert_eq!(store.offset("notifier").unwrap(), None);
+
+    let mut batch = Batch::new();
+    batch.set_offset("mypage", 7);
+    journal.commit(batch).await.unwrap();
+    assert_eq!(store.offsets().unwrap(), vec![("delivery".to_owned(), 2), ("mypage".to_owned(), 7)]);
+    close(store, journal, task).await;
+
+    let store = open(tmp.path());
+    assert_eq!(store.offset("mypage").unwrap(), Some(7));
+}
+
+#[tokio::test]
+async fn a_store_runs_one_journal_which_stops_when_its_handles_drop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    assert!(matches!(Journal::start(&store, JournalOptions::default()), Err(AlreadyStarted)));
+    assert!(matches!(Journal::start(&store.clone(), JournalOptions::default()), Err(AlreadyStarted)));
+
+    let clone = journal.clone();
+    drop(journal);
+    assert!(!task.is_finished());
+    clone.commit(Batch::new()).await.unwrap();
+    drop(clone);
+    tokio::time::timeout(PATIENCE, task).await.expect("the journal task ends").unwrap();
+}
+
+#[tokio::test]
+async fn a_commit_to_a_dead_journal_is_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = Journal::start(&store, JournalOptions { max_group: 1, queue: 1 }).unwrap();
+    task.abort();
+    assert!(tokio::time::timeout(PATIENCE, task).await.unwrap().unwrap_err().is_cancelled());
+    assert!(matches!(commit_put(&journal, 1, &seat("kim", 1), &["a"]).await, Err(CommitError::Closed)));
+    assert_eq!(store.get(&SEATS, &1).unwrap(), None);
+}
+
+#[tokio::test]
+async fn seqs_continue_after_a_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_put(&journal, 1, &seat("kim", 1), &["a", "b", "c"]).await.unwrap();
+    close(store, journal, task).await;
+
+    let store = open(tmp.path());
+    assert_eq!(store.events().last_seq(), 3);
+    let (journal, task) = start(&store);
+    assert_eq!(commit_put(&journal, 2, &seat("kim", 2), &["d"]).await.unwrap(), Receipt { first_seq: Some(4), seq: 4 });
+    assert_eq!(seqs(&store.events().read::<Happened>(1, 10).unwrap()), [1, 2, 3, 4]);
+    close(store, journal, task).await;
+}
+
+// ---- a failing disk ----
+
+#[tokio::test]
+async fn a_failed_write_fails_its_batch_and_the_journal_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_put(&journal, 1, &seat("kim", 1), &["a"]).await.unwrap();
+    let mut seen = store.events().watch();
+    seen.borrow_and_update();
+
+    journal.faults().fail_next_writes(1);
+    let mut batch = Batch::new();
+    batch.put(&SEATS, &1, &seat("kim", 2)).unwrap();
+    batch.put(&SEATS, &2, &seat("lee", 1)).unwrap();
+    batch.set_offset("mypage", 1);
+    batch.append(2, &happened("lost")).unwrap();
+    match journal.commit(batch).await {
+        Err(error @ CommitError::Write(_)) => assert!(error.to_string().contains("write failed"), "{error}"),
+        other => panic!("expected a write error, got {other:?}"),
+    }
+    assert_eq!(store.get(&SEATS, &1).unwrap(), Some(seat("kim", 1)));
+    assert_eq!(store.get(&SEATS, &2).unwrap(), None);
+    assert_eq!(store.offset("mypage").unwrap(), None);
+    assert_eq!(store.events().last_seq(), 1);
+    assert_eq!(seqs(&store.events().read::<Happened>(1, 10).unwrap()), [1]);
+    assert!(!seen.has_changed().unwrap());
+
+    let next = commit_put(&journal, 3, &seat("park", 1), &["b"]).await.unwrap();
+    assert_eq!(next, Receipt { first_seq: Some(2), seq: 2 });
+    let events = store.events().read::<Happened>(1, 10).unwrap();
+    assert_eq!(seqs(&events), [1, 2]);
+    assert_eq!(events[1].event, happened("b"));
+    close(store, journal, task).await;
+}
+
+#[tokio::test]
+async fn a_failed_flush_rolls_its_group_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    let mut batch = Batch::new();
+    batch.put(&SEATS, &1, &seat("kim", 1)).unwrap();
+    batch.put(&SEATS, &2, &seat("lee", 1)).unwrap();
+    batch.set_offset("mypage", 1);
+    batch.append(1, &happened("a")).unwrap();
+    journal.commit(batch).await.unwrap();
+
+    journal.faults().fail_next_flushes(1);
+    let mut batch = Batch::new();
+    batch.put(&SEATS, &1, &seat("kim", 2)).unwrap();
+    batch.delete(&SEATS, &2);
+    batch.put(&SEATS, &3, &seat("park", 1)).unwrap();
+    batch.put(&SEATS, &3, &seat("park", 2)).unwrap();
+    batch.set_offset("mypage", 2).set_offset("delivery", 2);
+    batch.append(1, &happened("lost 1")).unwrap().append(3, &happened("lost 2")).unwrap();
+    match journal.commit(batch).await {
+        Err(error @ CommitError::Flush(_)) => assert!(error.to_string().contains("flush failed"), "{error}"),
+        other => panic!("expected a flush error, got {other:?}"),
+    }
+
+    let check_rolled_back = |store: &Store| {
+        assert_eq!(store.get(&SEATS, &1).unwrap(), Some(seat("kim", 1)), "an overwritten value is restored");
+        assert_eq!(store.get(&SEATS, &2).unwrap(), Some(seat("lee", 1)), "a deleted key comes back");
+        assert_eq!(store.get(&SEATS, &3).unwrap(), None, "a new key is gone");
+        assert_eq!(store.offsets().unwrap(), vec![("mypage".to_owned(), 1)]);
+    };
+    check_rolled_back(&store);
+    assert_eq!(store.events().last_seq(), 1);
+    assert_eq!(seqs(&store.events().read::<Happened>(1, 10).unwrap()), [1]);
+
+    let next = commit_put(&journal, 4, &seat("choi", 1), &["b", "c"]).await.unwrap();
+    assert_eq!(next, Receipt { first_seq: Some(2), seq: 3 });
+    let events = store.events().read::<Happened>(1, 10).unwrap();
+    assert_eq!(events.iter().map(|e| e.event.what.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    check_rolled_back(&store);
+    close(store, journal, task).await;
+
+    let store = open(tmp.path());
+    check_rolled_back(&store);
+    assert_eq!(store.events().last_seq(), 3);
+    assert_eq!(seqs(&store.events().read::<Happened>(1, 10).unwrap()), [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn each_injected_fault_fails_one_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    journal.faults().fail_next_writes(2);
+    for key in 0..2 {
+        assert!(matches!(commit_put(&journal, key, &seat("kim", 1), &["x"]).await, Err(CommitError::Write(_))));
+    }
+    journal.faults().fail_next_flushes(2);
+    for key in 0..2 {
+        assert!(matches!(commit_put(&journal, key, &seat("kim", 1), &["x"]).await, Err(CommitError::Flush(_))));
+    }
+    assert_eq!(commit_put(&journal, 9, &seat("kim", 1), &["x"]).await.unwrap(), Receipt { first_seq: Some(1), seq: 1 });
+    assert_eq!(store.scan(&SEATS).count(), 1);
+    close(store, journal, task).await;
+}
+
+// ---- retention ----
+
+/// Commits `n` events, one batch each, and waits until the clock has moved
+/// past their commit time, so that an age of zero covers them.
+async fn commit_events(journal: &Journal, store: &Store, n: u64) {
+    for _ in 0..n {
+        let mut batch = Batch::new();
+        batch.append(0, &happened("tick")).unwrap();
+        journal.commit(batch).await.unwrap();
+    }
+    let newest = store.events().read::<Happened>(store.events().last_seq(), 1).unwrap()[0].at_ms;
+    let deadline = Instant::now() + PATIENCE;
+    while now_ms() <= newest {
+        assert!(Instant::now() < deadline, "the clock does not move");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[tokio::test]
+async fn trim_removes_only_what_every_subscriber_has_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_events(&journal, &store, 10).await;
+    let mut batch = Batch::new();
+    batch.set_offset("mypage", 7).set_offset("delivery", 4);
+    journal.commit(batch).await.unwrap();
+
+    assert_eq!(journal.trim(&store, Duration::from_secs(3600)).await.unwrap(), 0, "nothing is an hour old");
+    assert_eq!(store.events().first_seq().unwrap(), Some(1));
+
+    assert_eq!(journal.trim(&store, Duration::ZERO).await.unwrap(), 4);
+    assert_eq!(store.events().first_seq().unwrap(), Some(5));
+    assert_eq!(seqs(&store.events().read::<Happened>(0, 100).unwrap()), (5..=10).collect::<Vec<_>>());
+    assert_eq!(journal.trim(&store, Duration::ZERO).await.unwrap(), 0);
+
+    let mut batch = Batch::new();
+    batch.set_offset("delivery", 10);
+    journal.commit(batch).await.unwrap();
+    assert_eq!(journal.trim(&store, Duration::ZERO).await.unwrap(), 3);
+    assert_eq!(store.events().first_seq().unwrap(), Some(8));
+    assert_eq!(store.events().last_seq(), 10);
+    close(store, journal, task).await;
+}
+
+#[tokio::test]
+async fn trim_removes_only_events_older_than_the_age() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_events(&journal, &store, 3).await;
+    let old_enough = Instant::now();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    commit_events(&journal, &store, 2).await;
+    // The age lies between the two groups (with 300 ms of slack for a slow machine).
+    let age = old_enough.elapsed() - Duration::from_millis(300);
+    assert_eq!(journal.trim(&store, age).await.unwrap(), 3);
+    assert_eq!(store.events().first_seq().unwrap(), Some(4));
+    close(store, journal, task).await;
+}
+
+#[tokio::test]
+async fn last_seq_survives_trimming_everything_and_a_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_events(&journal, &store, 5).await;
+    assert_eq!(journal.trim(&store, Duration::ZERO).await.unwrap(), 5, "no subscriber: only age counts");
+    assert_eq!(store.events().first_seq().unwrap(), None);
+    assert_eq!(store.events().last_seq(), 5);
+    assert!(store.events().read::<Happened>(0, 100).unwrap().is_empty());
+    close(store, journal, task).await;
+
+    let store = open(tmp.path());
+    assert_eq!(store.events().last_seq(), 5);
+    assert_eq!(store.events().first_seq().unwrap(), None);
+    let (journal, task) = start(&store);
+    assert_eq!(commit_put(&journal, 1, &seat("kim", 1), &["after"]).await.unwrap().first_seq, Some(6));
+    assert_eq!(store.events().first_seq().unwrap(), Some(6));
+    close(store, journal, task).await;
+}
+
+#[tokio::test]
+async fn trim_reports_a_failed_removal_and_an_unreadable_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_events(&journal, &store, 3).await;
+    journal.faults().fail_next_writes(1);
+    assert!(matches!(journal.trim(&store, Duration::ZERO).await, Err(TrimError::Commit(CommitError::Write(_)))));
+    assert_eq!(store.events().first_seq().unwrap(), Some(1));
+    close(store, journal, task).await;
+
+    // Event 1's envelope no longer decodes.
+    let mut key = vec![b'e'];
+    key.extend_from_slice(&1u64.to_be_bytes());
+    poke_raw(tmp.path(), &key, &[7]);
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    match journal.trim(&store, Duration::ZERO).await {
+        Err(error @ TrimError::Read(StorageError::Decode(_))) => {
+            assert!(error.to_string().contains("events"), "{error}")
+        }
+        other => panic!("expected a read error, got {other:?}"),
+    }
+    close(store, journal, task).await;
+}
+
+// ---- relaxed durability ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaxed_durability_commits_and_survives_a_clean_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = StoreOptions { durability: Durability::Relaxed { flush_every_ms: 50 }, ..StoreOptions::default() };
+    let store = Store::open(tmp.path(), options.clone()).unwrap();
+    assert_eq!(store.options().durability, Durability::Relaxed { flush_every_ms: 50 });
+    let (journal, task) = start(&store);
+
+    let mut committers = Vec::new();
+    for key in 0..32u64 {
+        let journal = journal.clone();
+        committers.push(tokio::spawn(async move { commit_put(&journal, key, &seat("kim", 1), &["r"]).await }));
+    }
+    for committer in committers {
+        committer.await.unwrap().unwrap();
+    }
+    assert_eq!(store.events().last_seq(), 32);
+
+    journal.faults().fail_next_writes(1);
+    assert!(matches!(commit_put(&journal, 99, &seat("kim", 1), &["x"]).await, Err(CommitError::Write(_))));
+    assert_eq!(store.get(&SEATS, &99).unwrap(), None);
+    close(store, journal, task).await;
+
+    let store = Store::open(tmp.path(), options).unwrap();
+    assert_eq!(store.scan(&SEATS).count(), 32);
+    assert_eq!(seqs(&store.events().read::<Happened>(1, 100).unwrap()), (1..=32).collect::<Vec<_>>());
+}
