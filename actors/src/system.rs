@@ -424,6 +424,11 @@ impl Sugang {
         &self.inner.store
     }
 
+    /// The journal's injected disk faults (tests and demos).
+    pub fn disk_faults(&self) -> &sugang_storage::DiskFaults {
+        self.inner.journal.faults()
+    }
+
     pub fn faults(&self) -> &Arc<Faults> {
         &self.inner.faults
     }
@@ -723,6 +728,26 @@ impl Sugang {
             ),
             None => paginate(store.scan(&NOTIFICATIONS).map(|i| i.map(|(_, v)| v)), page),
         }
+    }
+
+    /// A course's schedule (its id is the course's).
+    pub fn schedule(&self, id: u64) -> Result<Option<Schedule>, StorageError> {
+        self.inner.store.get(&SCHEDULES, &id)
+    }
+
+    /// An instructor's view of a course (its id is the course's).
+    pub fn instructor_view(&self, id: u64) -> Result<Option<InstructorView>, StorageError> {
+        self.inner.store.get(&INSTRUCTOR_VIEWS, &id)
+    }
+
+    /// A student's view of an enrollment (its id is the enrollment's).
+    pub fn student_view(&self, id: u64) -> Result<Option<StudentView>, StorageError> {
+        self.inner.store.get(&STUDENT_VIEWS, &id)
+    }
+
+    /// A notification.
+    pub fn notification(&self, id: u64) -> Result<Option<Notification>, StorageError> {
+        self.inner.store.get(&NOTIFICATIONS, &id)
     }
 
     /// Stops or starts a subscriber (`delivery`, `mypage`, `notifier`).

@@ -469,3 +469,45 @@ async fn a_crash_after_completion_keeps_the_enrollment() {
 async fn a_crash_after_a_cancel_commits_still_refunds() {
     crash_and_recover(SagaStep::CancelCommitted).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_refuses_the_command_and_the_course_restarts_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.durability = Durability::Fsync;
+    let system = Sugang::start(config).await.unwrap();
+    let course = register(&system, "korean", 10_000, Some(5)).await;
+    for student in ["Kim", "Lee"] {
+        system.enroll(request(course, student)).await.unwrap();
+    }
+    let restarts_before = supervisor(&system, "courses").restarts_total;
+    // Nothing else may commit meanwhile, so the failing group is the enrollment's.
+    for subscriber in ["delivery", "mypage", "notifier"] {
+        assert!(system.set_subscriber_down(subscriber, true).await.unwrap());
+    }
+
+    // The next group fails on the disk: the reservation it carried is lost,
+    // and so is the course actor's in-memory state that rested on it.
+    system.disk_faults().fail_next_writes(1);
+    let refused = system.enroll(request(course, "Park")).await.unwrap_err();
+    assert!(matches!(refused, CommandError::Internal(_) | CommandError::Unavailable { .. }), "{refused:?}");
+    wait_until("the poisoned course actor to restart", Duration::from_secs(10), || {
+        let system = system.clone();
+        async move { supervisor(&system, "courses").restarts_total > restarts_before }
+    })
+    .await;
+
+    // What is on disk is all there is: two students, and room for three more.
+    assert_eq!(student_count(&system, course), 2);
+    for student in ["Park", "Choi", "Jung"] {
+        system.enroll(request(course, student)).await.unwrap();
+    }
+    let full = system.enroll(request(course, "Kang")).await.unwrap_err();
+    assert!(matches!(&full, CommandError::Conflict(reason) if reason.contains("full")), "{full:?}");
+    assert_eq!(student_count(&system, course), 5);
+    assert_eq!(completed_in(&system, course), 5);
+    for subscriber in ["delivery", "mypage", "notifier"] {
+        assert!(system.set_subscriber_down(subscriber, false).await.unwrap());
+    }
+    system.shutdown().await;
+}

@@ -18,8 +18,9 @@
 //! sugang writes to sled.
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -35,7 +36,14 @@ pub struct Batch {
     writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// (partition key, encoded event), in the order they were appended.
     events: Vec<(u64, Vec<u8>)>,
+    /// The writer's stream, for writers that submit before earlier batches
+    /// are durable: once one batch of a stream fails, every later one fails.
+    stream: Option<StreamId>,
 }
+
+/// A writer's stream of dependent batches (see [`Journal::submit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StreamId(u64);
 
 impl Batch {
     /// An empty batch.
@@ -78,6 +86,13 @@ impl Batch {
     /// Unregisters `subscriber`: its offset no longer holds back retention.
     pub fn remove_offset(&mut self, subscriber: &str) -> &mut Self {
         self.writes.push((offset_key(subscriber), None));
+        self
+    }
+
+    /// Puts the batch in `stream`: it fails if an earlier batch of the
+    /// stream failed, since it may rest on that batch's state.
+    pub fn in_stream(&mut self, stream: StreamId) -> &mut Self {
+        self.stream = Some(stream);
         self
     }
 
@@ -128,6 +143,9 @@ pub enum CommitError {
     /// The journal has stopped (shutdown, or its task died).
     #[error("journal is closed")]
     Closed,
+    /// An earlier batch of the same stream failed; this one rests on it.
+    #[error("an earlier batch of this writer failed")]
+    Poisoned,
 }
 
 /// Tuning for the journal task.
@@ -180,6 +198,18 @@ struct Submission {
 pub struct Journal {
     tx: mpsc::Sender<Submission>,
     faults: Arc<DiskFaults>,
+    streams: Arc<AtomicU64>,
+}
+
+/// A batch the journal has taken in order, not yet durable.
+#[must_use = "a submitted batch is acknowledged only once durable() returns"]
+pub struct Pending(oneshot::Receiver<Result<Receipt, CommitError>>);
+
+impl Pending {
+    /// Waits until the batch is durable (or failed).
+    pub async fn durable(self) -> Result<Receipt, CommitError> {
+        self.0.await.map_err(|_| CommitError::Closed)?
+    }
 }
 
 /// The journal could not be started.
@@ -197,18 +227,38 @@ impl Journal {
         }
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let faults = Arc::new(DiskFaults::default());
-        let writer = Writer { store: store.clone(), faults: faults.clone(), next_seq: store.events().last_seq() + 1 };
+        let writer = Writer {
+            store: store.clone(),
+            faults: faults.clone(),
+            next_seq: store.events().last_seq() + 1,
+            poisoned: HashSet::new(),
+        };
         let task = tokio::spawn(writer.run(rx, options.max_group.max(1)));
-        Ok((Journal { tx, faults }, task))
+        Ok((Journal { tx, faults, streams: Arc::new(AtomicU64::new(1)) }, task))
     }
 
     /// Commits `batch`, answering only once it is durable (per the store's
     /// [`Durability`]). An empty batch still waits for everything submitted
     /// before it, which makes it a barrier.
     pub async fn commit(&self, batch: Batch) -> Result<Receipt, CommitError> {
+        self.submit(batch).await?.durable().await
+    }
+
+    /// Hands `batch` to the journal and returns once it is queued, before it
+    /// is durable: batches are committed in the order they are submitted, so
+    /// a writer can go on deciding while earlier batches are being flushed
+    /// and acknowledge each once [`Pending::durable`] returns. Such a writer
+    /// puts its batches in one [`StreamId`] so that a failure stops the
+    /// batches that rest on the failed one.
+    pub async fn submit(&self, batch: Batch) -> Result<Pending, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Submission { batch, reply }).await.map_err(|_| CommitError::Closed)?;
-        answer.await.map_err(|_| CommitError::Closed)?
+        Ok(Pending(answer))
+    }
+
+    /// A fresh stream for a writer that pipelines its batches.
+    pub fn stream(&self) -> StreamId {
+        StreamId(self.streams.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The disk-fault knobs of this journal.
@@ -272,13 +322,20 @@ struct Writer {
     faults: Arc<DiskFaults>,
     /// The seq the next committed event gets.
     next_seq: u64,
+    /// Streams one of whose batches failed.
+    poisoned: HashSet<StreamId>,
 }
 
 /// One group, ready for the blocking thread.
 struct Group {
     writes: sled::Batch,
-    /// Every key the group touches, for capturing pre-images (fsync only).
+    /// Every table and offset key the group writes, for capturing their
+    /// pre-images (fsync only).
     keys: Vec<Vec<u8>>,
+    /// The event keys it adds: new keys, removed by a rollback.
+    events: Vec<[u8; 9]>,
+    /// The last seq before the group, restored by a rollback.
+    last_seq_before: u64,
 }
 
 impl Writer {
@@ -296,10 +353,29 @@ impl Writer {
     }
 
     async fn commit_group(&mut self, pending: &mut Vec<Submission>) {
+        if !self.poisoned.is_empty() {
+            pending.retain_mut(|submission| match submission.batch.stream {
+                Some(stream) if self.poisoned.contains(&stream) => {
+                    let (reply, _) = oneshot::channel();
+                    let _ = std::mem::replace(&mut submission.reply, reply).send(Err(CommitError::Poisoned));
+                    false
+                }
+                _ => true,
+            });
+            if pending.is_empty() {
+                return;
+            }
+        }
+        let streams: Vec<StreamId> = pending.iter().filter_map(|s| s.batch.stream).collect();
         let started = Instant::now();
         let at_ms = now_ms();
         let fsync = self.store.shared.options.durability == Durability::Fsync;
-        let mut group = Group { writes: sled::Batch::default(), keys: Vec::new() };
+        let mut group = Group {
+            writes: sled::Batch::default(),
+            keys: Vec::new(),
+            events: Vec::new(),
+            last_seq_before: self.next_seq - 1,
+        };
         let mut receipts = Vec::with_capacity(pending.len());
         let mut seq = self.next_seq;
         let mut encode_failure = None;
@@ -321,18 +397,13 @@ impl Writer {
                     Ok(value) => group.writes.insert(key.to_vec(), value),
                     Err(e) => encode_failure = Some(e.to_string()),
                 }
-                if fsync {
-                    group.keys.push(key.to_vec());
-                }
+                group.events.push(key);
                 seq += 1;
             }
             receipts.push(Receipt { first_seq, seq: seq - 1 });
         }
         if seq != self.next_seq {
             group.writes.insert(META_LAST_SEQ, &(seq - 1).to_be_bytes());
-            if fsync {
-                group.keys.push(META_LAST_SEQ.to_vec());
-            }
         }
 
         let outcome = match encode_failure {
@@ -355,6 +426,7 @@ impl Writer {
                 }
             }
             Err(error) => {
+                self.poisoned.extend(streams);
                 metrics::counter!("sugang_journal_batches_total", "outcome" => "failed").increment(size as u64);
                 tracing::error!(%error, batches = size, "journal group failed; its callers are told");
                 for submission in pending.drain(..) {
@@ -366,13 +438,14 @@ impl Writer {
 
     /// Applies and (for fsync) flushes one group on a blocking thread.
     async fn write(&self, group: Group, fsync: bool) -> Result<(), CommitError> {
-        let db = self.store.shared.db.clone();
+        let store = self.store.clone();
         let faults = self.faults.clone();
         let joined = tokio::task::spawn_blocking(move || {
+            let db = &store.shared.db;
             if DiskFaults::take(&faults.fail_writes) {
                 return Err(CommitError::Write("injected write fault".into()));
             }
-            let undo = if fsync { Some(pre_images(&db, &group.keys)?) } else { None };
+            let undo = if fsync { Some(rollback(db, &group)?) } else { None };
             db.apply_batch(group.writes).map_err(|e| CommitError::Write(e.to_string()))?;
             if !fsync {
                 return Ok(());
@@ -381,7 +454,11 @@ impl Writer {
                 Err(CommitError::Flush("injected flush fault".into()))
             } else {
                 let started = Instant::now();
-                let result = db.flush().map(drop).map_err(|e| CommitError::Flush(e.to_string()));
+                let result = db.flush().map(drop).map_err(|e| CommitError::Flush(e.to_string())).and_then(|()| {
+                    // sled's flush writes with sync_file_range, which does not
+                    // reach the disk's cache or the file's metadata: fdatasync.
+                    store.shared.data_file.sync_data().map_err(|e| CommitError::Flush(e.to_string()))
+                });
                 metrics::histogram!("sugang_journal_flush_seconds").record(started.elapsed().as_secs_f64());
                 result
             };
@@ -398,10 +475,12 @@ impl Writer {
     }
 }
 
-/// The batch that restores every key of a group to what it was before.
-fn pre_images(db: &sled::Db, keys: &[Vec<u8>]) -> Result<sled::Batch, CommitError> {
-    let mut seen = HashMap::with_capacity(keys.len());
-    for key in keys {
+/// The batch that restores every key of a group to what it was before: the
+/// prior values of the keys it writes (read now), no events it added, and
+/// the last seq it had.
+fn rollback(db: &sled::Db, group: &Group) -> Result<sled::Batch, CommitError> {
+    let mut seen = HashMap::with_capacity(group.keys.len());
+    for key in &group.keys {
         if !seen.contains_key(key) {
             let before = db.get(key).map_err(|e| CommitError::Write(e.to_string()))?;
             seen.insert(key.clone(), before);
@@ -413,6 +492,13 @@ fn pre_images(db: &sled::Db, keys: &[Vec<u8>]) -> Result<sled::Batch, CommitErro
             Some(value) => undo.insert(key, value),
             None => undo.remove(key),
         }
+    }
+    for key in &group.events {
+        undo.remove(key.to_vec());
+    }
+    match group.last_seq_before {
+        0 => undo.remove(META_LAST_SEQ),
+        seq => undo.insert(META_LAST_SEQ, &seq.to_be_bytes()),
     }
     Ok(undo)
 }

@@ -31,6 +31,8 @@ mod log;
 mod store;
 
 pub use codec::{DecodeError, DecodeErrorKind, EncodeError, Key, Record, Table};
-pub use journal::{AlreadyStarted, Batch, CommitError, DiskFaults, Journal, JournalOptions, Receipt, TrimError};
+pub use journal::{
+    AlreadyStarted, Batch, CommitError, DiskFaults, Journal, JournalOptions, Pending, Receipt, StreamId, TrimError,
+};
 pub use log::{Committed, EventLog};
 pub use store::{Durability, OpenError, Records, StorageError, Store, StoreOptions};

@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     pub(crate) last_seq: watch::Sender<u64>,
     /// Set once a journal runs, so a second one cannot be started.
     pub(crate) journal_started: AtomicBool,
+    /// sled's data file, which the journal fdatasyncs after each flush.
+    pub(crate) data_file: File,
     /// Held for the life of the store: our own lock, so that a second sugang
     /// gets a clear error naming the holder instead of sled's io error.
     _lock: File,
@@ -170,6 +172,7 @@ impl Store {
             }
             None => 0,
         };
+        let data_file = File::open(dir.join("db").join("db")).map_err(unusable)?;
         tracing::info!(dir = %dir.display(), last_seq, "store opened");
         Ok(Store {
             shared: Arc::new(Shared {
@@ -178,6 +181,7 @@ impl Store {
                 dir,
                 last_seq: watch::Sender::new(last_seq),
                 journal_started: AtomicBool::new(false),
+                data_file,
                 _lock: lock,
             }),
         })

@@ -919,3 +919,37 @@ async fn relaxed_durability_commits_and_survives_a_clean_close() {
     assert_eq!(store.scan(&SEATS).count(), 32);
     assert_eq!(seqs(&store.events().read::<Happened>(1, 100).unwrap()), (1..=32).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn submitted_batches_commit_in_order_and_a_failed_stream_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let (journal, _task) = Journal::start(&store, JournalOptions::default()).unwrap();
+
+    // Pipelined: three batches handed over before any is durable.
+    let stream = journal.stream();
+    let mut pending = Vec::new();
+    for n in 0..3u64 {
+        let mut batch = Batch::new();
+        batch.append(n, &happened(&format!("step {}", n))).unwrap().in_stream(stream);
+        pending.push(journal.submit(batch).await.unwrap());
+    }
+    let mut seqs = Vec::new();
+    for p in pending {
+        seqs.push(p.durable().await.unwrap().seq);
+    }
+    assert_eq!(seqs, vec![1, 2, 3]);
+
+    // A failure poisons its stream, and only its stream.
+    journal.faults().fail_next_writes(1);
+    let mut failing = Batch::new();
+    failing.append(9, &happened(&format!("step {}", 9))).unwrap().in_stream(stream);
+    assert!(matches!(journal.commit(failing).await, Err(CommitError::Write(_))));
+    let mut after = Batch::new();
+    after.append(10, &happened(&format!("step {}", 10))).unwrap().in_stream(stream);
+    assert!(matches!(journal.commit(after).await, Err(CommitError::Poisoned)));
+    let mut other = Batch::new();
+    other.append(11, &happened(&format!("step {}", 11))).unwrap().in_stream(journal.stream());
+    assert_eq!(journal.commit(other).await.unwrap().seq, 4);
+    assert_eq!(store.events().read::<Happened>(1, 10).unwrap().len(), 4);
+}

@@ -2,6 +2,13 @@
 //! (seat reservation above all), persists state and events together through
 //! the journal, then replies.
 //!
+//! It pipelines: a command's batch is handed to the journal in order and the
+//! actor goes on to the next command while the batch is flushed; the reply
+//! leaves only once that batch is durable. So a popular course is bounded by
+//! how fast it decides, not by one fsync per command. Its batches share one
+//! journal stream: if one fails, every later one fails too, and the actor
+//! restarts from what is on disk. It passivates only with nothing in flight.
+//!
 //! Must not call other actors: the enrollment saga calls it, never the
 //! reverse, so asks cannot deadlock.
 
@@ -9,7 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use sugang_storage::{Batch, EncodeError, Journal, Store};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sugang_storage::{Batch, EncodeError, Journal, Pending, Store, StreamId};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Course, CourseCommand, CourseRejection, CourseState, Seat, apply, decide};
@@ -31,9 +41,16 @@ pub(crate) struct CourseCtx {
 }
 
 pub(crate) enum CourseMsg {
-    Command { command: CourseCommand, also: Option<Also>, reply: RpcReplyPort<Result<CourseReply, CourseFailure>> },
+    Command {
+        command: CourseCommand,
+        also: Option<Also>,
+        reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
+    },
     IdleCheck,
     Stop,
+    /// A batch of this actor failed: its in-memory state is ahead of the
+    /// disk, so it fails and is restarted from storage.
+    Poisoned(String),
 }
 
 /// A course's state after a command, and the seq its events reached.
@@ -72,6 +89,22 @@ pub(crate) struct CourseActorState {
     ctx: Arc<CourseCtx>,
     registry: Arc<Registry>,
     last_active: Instant,
+    /// This incarnation's journal stream.
+    stream: StreamId,
+    /// Batches submitted and not yet durable.
+    in_flight: Arc<AtomicUsize>,
+    /// Woken when `in_flight` drops to zero.
+    drained: Arc<Notify>,
+}
+
+/// What a command led to, before its batch is durable.
+enum Decided {
+    /// Refused: nothing to write, answer at once.
+    Refused(CourseFailure),
+    /// An idempotent repeat with nothing in flight: answer at once.
+    Unchanged(CourseReply),
+    /// The batch is with the journal; answer once it is durable.
+    Submitted { pending: Pending, course: Option<Course>, events: Vec<Event> },
 }
 
 /// Loads a course and its seats from the store.
@@ -109,12 +142,25 @@ impl Actor for CourseActor {
         args: EntityArgs<CourseCtx>,
     ) -> Result<CourseActorState, ActorProcessingErr> {
         let id = CourseId::assigned(args.id);
-        let course = load(&args.ctx.store, id)?;
         if args.restarted {
+            // The failed incarnation may have batches still in the journal:
+            // this barrier returns once all of them are durable or failed, so
+            // the state loaded next is the whole truth.
+            args.ctx.journal.commit(Batch::new()).await?;
             tracing::info!(course_id = id.get(), "course actor restarted from storage");
         }
+        let course = load(&args.ctx.store, id)?;
         schedule_idle_check(&myself, args.registry.config.idle);
-        Ok(CourseActorState { id, course, ctx: args.ctx, registry: args.registry, last_active: Instant::now() })
+        Ok(CourseActorState {
+            id,
+            course,
+            stream: args.ctx.journal.stream(),
+            ctx: args.ctx,
+            registry: args.registry,
+            last_active: Instant::now(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            drained: Arc::new(Notify::new()),
+        })
     }
 
     async fn handle(
@@ -129,19 +175,45 @@ impl Actor for CourseActor {
                 if state.ctx.faults.course_must_panic(state.id.get()) {
                     panic!("injected fault: course {} panics", state.id);
                 }
-                let answer = state.execute(command, also).await;
-                let _ = reply.send(answer);
+                match state.execute(command, also).await {
+                    Decided::Refused(failure) => {
+                        let _ = reply.send(Err(failure));
+                    }
+                    Decided::Unchanged(answer) => {
+                        let _ = reply.send(Ok(answer));
+                    }
+                    Decided::Submitted { pending, course, events } => {
+                        state.answer_when_durable(&myself, pending, course, events, reply)
+                    }
+                }
+            }
+            CourseMsg::Poisoned(reason) => {
+                return Err(format!("a commit of course {} failed: {reason}", state.id).into());
             }
             CourseMsg::IdleCheck => {
                 let idle = state.registry.config.idle;
                 let quiet = state.last_active.elapsed();
-                if quiet >= idle && state.registry.begin_passivation(state.id.get(), myself.get_id()) {
+                let busy = state.in_flight.load(Ordering::SeqCst) > 0;
+                if !busy && quiet >= idle && state.registry.begin_passivation(state.id.get(), myself.get_id()) {
                     myself.send_message(CourseMsg::Stop)?;
                 } else {
                     schedule_idle_check(&myself, idle.saturating_sub(quiet).max(Duration::from_millis(10)));
                 }
             }
-            CourseMsg::Stop => myself.stop(Some("passivated".into())),
+            CourseMsg::Stop => {
+                // Commands queued before the stop may have batches in flight:
+                // a next activation must not load state older than they are.
+                loop {
+                    let drained = state.drained.notified();
+                    tokio::pin!(drained);
+                    drained.as_mut().enable();
+                    if state.in_flight.load(Ordering::SeqCst) == 0 {
+                        break;
+                    }
+                    drained.await;
+                }
+                myself.stop(Some("passivated".into()));
+            }
         }
         Ok(())
     }
@@ -164,31 +236,79 @@ impl From<IdleCheck> for CourseMsg {
 }
 
 impl CourseActorState {
+    /// Decides a command, applies it in memory and hands its batch to the
+    /// journal. A command that changes nothing still waits for this actor's
+    /// batches in flight (an empty batch in its stream), so its answer never
+    /// runs ahead of the disk.
     #[tracing::instrument(level = "debug", skip_all, fields(course_id = self.id.get()))]
-    async fn execute(&mut self, command: CourseCommand, also: Option<Also>) -> Result<CourseReply, CourseFailure> {
-        let events = decide(&self.course, command, now_ms()).map_err(|rejection| {
-            let rejection = match rejection {
-                CourseRejection::NotFound(_) => CourseRejection::NotFound(self.id),
-                other => other,
-            };
-            tracing::debug!(course_id = self.id.get(), %rejection, "course command rejected");
-            rejection
-        })?;
-        if events.is_empty() {
+    async fn execute(&mut self, command: CourseCommand, also: Option<Also>) -> Decided {
+        let events = match decide(&self.course, command, now_ms()) {
+            Ok(events) => events,
+            Err(rejection) => {
+                let rejection = match rejection {
+                    CourseRejection::NotFound(_) => CourseRejection::NotFound(self.id),
+                    other => other,
+                };
+                tracing::debug!(course_id = self.id.get(), %rejection, "course command rejected");
+                return Decided::Refused(rejection.into());
+            }
+        };
+        if events.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0 {
             let seq = self.ctx.store.events().last_seq();
-            return Ok(CourseReply { course: self.current(), events, seq });
+            return Decided::Unchanged(CourseReply { course: self.current(), events, seq });
         }
         let next = events.iter().fold(self.course.clone(), apply);
-        let mut batch = persist(&next, &events).map_err(|e| CourseFailure::Storage(e.to_string()))?;
-        if let Some(also) = also {
-            batch.extend(also(&events).map_err(|e| CourseFailure::Storage(e.to_string()))?);
+        let mut batch = match persist(&next, &events) {
+            Ok(batch) => batch,
+            Err(e) => return Decided::Refused(CourseFailure::Storage(e.to_string())),
+        };
+        if let Some(also) = also.filter(|_| !events.is_empty()) {
+            match also(&events) {
+                Ok(more) => {
+                    batch.extend(more);
+                }
+                Err(e) => return Decided::Refused(CourseFailure::Storage(e.to_string())),
+            }
         }
-        let receipt = self.ctx.journal.commit(batch).await.map_err(|e| {
-            tracing::error!(course_id = self.id.get(), error = %e, "course commit failed");
-            CourseFailure::Storage(e.to_string())
-        })?;
-        self.course = next;
-        Ok(CourseReply { course: self.current(), events, seq: receipt.seq })
+        batch.in_stream(self.stream);
+        match self.ctx.journal.submit(batch).await {
+            Ok(pending) => {
+                self.course = next;
+                Decided::Submitted { pending, course: self.current(), events }
+            }
+            Err(e) => {
+                tracing::error!(course_id = self.id.get(), error = %e, "course commit failed");
+                Decided::Refused(CourseFailure::Storage(e.to_string()))
+            }
+        }
+    }
+
+    /// Replies once `pending` is durable, from a task of its own so the
+    /// actor goes on; a failed batch poisons the actor.
+    fn answer_when_durable(
+        &self,
+        myself: &ActorRef<CourseMsg>,
+        pending: Pending,
+        course: Option<Course>,
+        events: Vec<Event>,
+        reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
+    ) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let (in_flight, drained, myself, id) = (self.in_flight.clone(), self.drained.clone(), myself.clone(), self.id);
+        tokio::spawn(async move {
+            let answer = match pending.durable().await {
+                Ok(receipt) => Ok(CourseReply { course, events, seq: receipt.seq }),
+                Err(e) => {
+                    tracing::error!(course_id = id.get(), error = %e, "course commit failed; restarting from storage");
+                    let _ = myself.send_message(CourseMsg::Poisoned(e.to_string()));
+                    Err(CourseFailure::Storage(e.to_string()))
+                }
+            };
+            let _ = reply.send(answer);
+            if in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                drained.notify_waiters();
+            }
+        });
     }
 
     fn current(&self) -> Option<Course> {
