@@ -1,75 +1,109 @@
 //! The `sugang` binary: parse the command line, set up tracing, run.
 //!
-//! `serve` opens the data directory, starts the supervision tree (resuming or
-//! compensating any saga the last run left unfinished) and runs until SIGINT
-//! or SIGTERM, then stops the tree and the journal cleanly. The HTTP front of
-//! shared/API.md is built by a later issue; until then `serve` runs the actor
-//! system and its recovery without a listener, and says so.
+//! `serve` binds the listener, opens the data directory and starts the
+//! supervision tree (resuming or compensating any saga the last run left
+//! unfinished), serves the API until SIGINT or SIGTERM, then drains and
+//! flushes. `token` prints a bearer token for the configured secret.
+//!
+//! # Layout
+//!
+//! - `cli`: the flags and what they configure.
 
-use std::path::PathBuf;
+mod cli;
+
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use sugang_actors::{Config, Sugang};
-
-#[derive(Parser)]
-#[command(name = "sugang", version, about = "Online course enrollment as an actor system on a supervision tree")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the service.
-    Serve {
-        /// The data directory (a sled store), created if missing.
-        #[arg(long, env = "SUGANG_DATA_DIR", default_value = "./sugang-data")]
-        data_dir: PathBuf,
-        /// How long a payment gateway call may take, in milliseconds.
-        #[arg(long, env = "SUGANG_PAYMENT_TIMEOUT_MS", default_value_t = 1000)]
-        payment_timeout_ms: u64,
-    },
-}
+use clap::Parser;
+use cli::{Cli, Command, LogFormat, ServeArgs, TokenArgs};
+use sugang_actors::Sugang;
+use sugang_http::Auth;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     match Cli::parse().command {
-        Command::Serve { data_dir, payment_timeout_ms } => {
-            let mut config = Config::new(data_dir);
-            config.payment.timeout = std::time::Duration::from_millis(payment_timeout_ms);
-            let system = match Sugang::start(config).await {
-                Ok(system) => system,
-                Err(e) => {
-                    eprintln!("sugang: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            tracing::info!(last_seq = system.last_seq(), "sugang is running (no HTTP listener yet: issue 5)");
-            wait_for_signal().await;
-            tracing::info!("stopping");
-            system.shutdown().await;
-            ExitCode::SUCCESS
-        }
+        Command::Serve(args) => serve(*args).await,
+        Command::Token(args) => token(args),
     }
 }
 
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops sugang");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+async fn serve(args: ServeArgs) -> ExitCode {
+    init_tracing(args.log_format);
+    let signal = shutdown_signal();
+    let config = args.serve_config();
+    if let Err(e) = config.check_listen(args.listen) {
+        return fail(e);
+    }
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(e) => return fail(format!("cannot listen on {}: {e}", args.listen)),
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let sugang = match Sugang::start(args.config()).await {
+        Ok(sugang) => sugang,
+        Err(e) => return fail(format!("cannot use data directory {}: {e}", args.data_dir.display())),
+    };
+    tracing::info!(last_seq = sugang.last_seq(), data_dir = %args.data_dir.display(), "sugang started");
+    match sugang_http::serve(listener, sugang, config, signal).await {
+        Ok(()) => {
+            tracing::info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn token(args: TokenArgs) -> ExitCode {
+    let auth = Auth::with_secret(&args.jwt_secret);
+    match auth.issue(args.role.into(), &args.sub, Duration::from_secs(args.ttl_secs)) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// One line on stderr, and a failing exit code.
+fn fail(reason: impl std::fmt::Display) -> ExitCode {
+    let line = reason.to_string().replace('\n', " ");
+    eprintln!("sugang: {line}");
+    tracing::error!(reason = %line, "sugang could not run");
+    ExitCode::FAILURE
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
+    }
+}
+
+/// SIGTERM or SIGINT. The handlers are installed now, before anything
+/// starts, so a signal that arrives while the store opens is not lost (nor
+/// fatal); the returned future completes on the first one.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            (Ok(mut one), Err(e)) | (Err(e), Ok(mut one)) => {
+                tracing::warn!(error = %e, "cannot listen for one of SIGTERM and SIGINT");
+                one.recv().await;
+            }
+            (Err(e), Err(_)) => {
+                tracing::error!(error = %e, "cannot listen for signals; stop sugang with SIGKILL");
+                std::future::pending::<()>().await;
+            }
+        }
+        tracing::info!("shutdown signal received");
     }
 }

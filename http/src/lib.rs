@@ -1,8 +1,118 @@
 //! The HTTP front of sugang: the axum router that speaks the contract of
 //! `shared/API.md` (HAL items and collections, problem+json errors, auth,
-//! health, metrics, OpenAPI) over the actor facade of `sugang-actors`.
+//! health, metrics, OpenAPI) over the actor facade of `sugang-actors`, and
+//! [`serve`], which runs it until a shutdown future completes.
+//!
+//! Thin by design: a handler parses its input into domain types, checks who
+//! is calling, calls one facade method and renders the answer. No rule of
+//! the domain lives here.
 //!
 //! # Layout
 //!
-//! Filled by the HTTP issue; until then this crate only fixes its place in the
-//! dependency order `http` → `actors` → `storage`.
+//! - `server`: [`serve`], [`ServeConfig`]: the tower stack (request ids,
+//!   tracing, body limit, concurrency limit with load shedding), readiness
+//!   and graceful shutdown.
+//! - `error`: [`ApiError`], the one error of the edge, as problem+json.
+//! - `extract`: extractors whose rejections are `ApiError`s: JSON bodies,
+//!   query parameters, path ids.
+//! - `auth`: [`Auth`], tokens, and the `AuthUser`/`MaybeAuthUser` extractors.
+//! - `hal`: links, pages, collections, command responses, RFC 3339 times.
+//! - `courses`, `classes`, `payments`, `deliveries`, `schedules`, `mypages`,
+//!   `notifications`: one module per resource, each with its `router()`.
+//! - `admin`: the supervision tree, the breaker, fault injection.
+//! - `ops`: health, readiness, Prometheus metrics, the OpenAPI route.
+//! - `openapi`: the generated OpenAPI 3.1 document.
+
+mod admin;
+mod auth;
+mod classes;
+mod courses;
+mod deliveries;
+mod error;
+mod extract;
+mod hal;
+mod mypages;
+mod notifications;
+mod openapi;
+mod ops;
+mod payments;
+mod schedules;
+mod server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Deserializer};
+use sugang_actors::Sugang;
+
+pub use auth::{Auth, Role, TokenError};
+pub use error::ApiError;
+pub use server::{ServeConfig, ServeError, serve};
+
+/// What every handler shares: actor handles, never storage.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    /// The facade over the supervision tree.
+    sugang: Sugang,
+    /// How callers prove who they are.
+    auth: Auth,
+    /// False while draining: `/health/ready` answers 503.
+    ready: Arc<AtomicBool>,
+    /// Renders `/metrics`.
+    metrics: PrometheusHandle,
+}
+
+impl AppState {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Every route of the contract.
+fn router() -> Router<AppState> {
+    Router::new()
+        .merge(courses::router())
+        .merge(classes::router())
+        .merge(payments::router())
+        .merge(deliveries::router())
+        .merge(schedules::router())
+        .merge(mypages::router())
+        .merge(notifications::router())
+        .merge(admin::router())
+        .merge(ops::router())
+}
+
+/// Waits (bounded) until `subscriber`'s read model has applied the events up
+/// to `?after=`; 503 with Retry-After if it did not in time.
+pub(crate) async fn caught_up(state: &AppState, subscriber: &str, params: &extract::Params) -> Result<(), ApiError> {
+    let Some(seq) = params.after()? else { return Ok(()) };
+    let last = state.sugang.last_seq();
+    if seq > last {
+        // No command has answered with this seq: waiting cannot help. The
+        // request is well formed; the state of the log is what refuses it.
+        return Err(ApiError::ConflictOn {
+            field: "after",
+            detail: format!("no event has seq {seq} yet (the log is at {last})"),
+        });
+    }
+    if state.sugang.wait_for(subscriber, seq).await {
+        Ok(())
+    } else {
+        Err(ApiError::unavailable(
+            format!("the {subscriber} read model has not reached seq {seq} yet"),
+            Duration::from_secs(1),
+        ))
+    }
+}
+
+/// For `Option<Option<T>>` fields: absent is `None`, `null` is `Some(None)`.
+pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}

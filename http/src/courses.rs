@@ -1,0 +1,298 @@
+//! `/courses`: the catalog. Anyone may read it; instructors register courses
+//! as themselves and change only their own; admins change any.
+//!
+//! Owns the course representation, the request bodies and their parsing into
+//! the domain's `CourseDetails` / `CoursePatch`.
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json as JsonBody, Router};
+use serde::{Deserialize, Serialize};
+use sugang_actors::{
+    Capacity, CourseDetails, CourseId, CourseName, CoursePatch, CourseRecord, Fee, MinStudents, TeacherName, TextBook,
+};
+use utoipa::ToSchema;
+
+use crate::auth::{AuthUser, MaybeAuthUser, Role};
+use crate::error::{ApiError, Problem};
+use crate::extract::{IdPath, Int, Json, Params};
+use crate::hal::{SelfLinks, collection, command_response, map_page, self_href};
+use crate::{AppState, nullable};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/courses", get(list).post(create))
+        .route("/courses/{id}", get(show).patch(modify).delete(remove))
+}
+
+/// A course.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CourseModel {
+    #[schema(example = 1)]
+    id: u64,
+    #[schema(example = "korean")]
+    name: String,
+    #[schema(example = "Hong-Gil-dong")]
+    teacher: String,
+    /// In won.
+    #[schema(example = 10000)]
+    fee: u64,
+    #[schema(example = "kor_book")]
+    text_book: Option<String>,
+    /// Absent: unlimited.
+    #[schema(example = 40)]
+    capacity: Option<u32>,
+    min_students: u32,
+    student_count: u32,
+    /// Derived: `studentCount >= minStudents`.
+    open_yn: bool,
+    #[serde(rename = "_links")]
+    links: SelfLinks,
+}
+
+impl From<CourseRecord> for CourseModel {
+    fn from(c: CourseRecord) -> Self {
+        let id = c.id.get();
+        CourseModel {
+            id,
+            name: c.details.name.as_str().to_owned(),
+            teacher: c.teacher.as_str().to_owned(),
+            fee: c.details.fee.won(),
+            text_book: c.details.text_book.map(|t| t.as_str().to_owned()),
+            capacity: c.details.capacity.map(Capacity::get),
+            min_students: c.details.min_students.get(),
+            student_count: c.student_count,
+            open_yn: c.student_count >= c.details.min_students.get(),
+            links: SelfLinks::to(format!("/courses/{id}")),
+        }
+    }
+}
+
+collection!(CourseCollection, CourseEmbedded, courses, CourseModel);
+
+/// `POST /courses`. A legacy `openYn` is ignored (it is derived).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct NewCourse {
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", example = "korean")]
+    name: Option<String>,
+    /// Required in open mode; with tokens, an instructor's own name (the
+    /// default).
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", example = "Hong-Gil-dong")]
+    teacher: Option<String>,
+    #[schema(required = true, value_type = u64, minimum = 0, maximum = 1_000_000_000_000_u64, example = 10000)]
+    fee: Option<Int>,
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", example = "kor_book")]
+    text_book: Option<String>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000, example = 40)]
+    capacity: Option<Int>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000, example = 1)]
+    min_students: Option<Int>,
+}
+
+impl NewCourse {
+    /// The course's owner and details, parsed; the teacher defaults to the
+    /// caller's own name.
+    fn parse(self, caller_name: Option<&str>) -> Result<(TeacherName, CourseDetails), ApiError> {
+        let name = CourseName::parse(&required("name", self.name)?)?;
+        let teacher = match (self.teacher, caller_name) {
+            (Some(teacher), _) => TeacherName::parse(&teacher)?,
+            (None, Some(me)) => TeacherName::parse(me)?,
+            (None, None) => return Err(ApiError::invalid("teacher", "is required")),
+        };
+        let fee = Fee::parse(required("fee", self.fee)?.0)?;
+        let details = CourseDetails {
+            name,
+            fee,
+            text_book: self.text_book.as_deref().map(TextBook::parse).transpose()?,
+            capacity: self.capacity.map(|n| Capacity::parse(n.0)).transpose()?,
+            min_students: self.min_students.map(|n| MinStudents::parse(n.0)).transpose()?.unwrap_or_default(),
+        };
+        Ok((teacher, details))
+    }
+}
+
+fn required<T>(field: &'static str, value: Option<T>) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::invalid(field, "is required"))
+}
+
+/// `PATCH /courses/{id}`: any of the fields; `textBook: null` removes the
+/// textbook, `capacity: null` makes the course unlimited.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CourseChange {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = u64, minimum = 0, maximum = 1_000_000_000_000_u64)]
+    fee: Option<Option<Int>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    text_book: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    capacity: Option<Option<Int>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = u32, minimum = 1, maximum = 1_000_000)]
+    min_students: Option<Option<Int>>,
+}
+
+impl TryFrom<CourseChange> for CoursePatch {
+    type Error = ApiError;
+
+    fn try_from(c: CourseChange) -> Result<Self, ApiError> {
+        let not_null = |field: &'static str| ApiError::invalid(field, "must not be null");
+        Ok(CoursePatch {
+            name: c
+                .name
+                .map(|n| n.ok_or_else(|| not_null("name")).and_then(|n| Ok(CourseName::parse(&n)?)))
+                .transpose()?,
+            fee: c.fee.map(|f| f.ok_or_else(|| not_null("fee")).and_then(|f| Ok(Fee::parse(f.0)?))).transpose()?,
+            text_book: c.text_book.map(|t| t.as_deref().map(TextBook::parse).transpose()).transpose()?,
+            capacity: c.capacity.map(|n| n.map(|n| Capacity::parse(n.0)).transpose()).transpose()?,
+            min_students: c
+                .min_students
+                .map(|n| n.ok_or_else(|| not_null("minStudents")).and_then(|n| Ok(MinStudents::parse(n.0)?)))
+                .transpose()?,
+        })
+    }
+}
+
+/// The course, or 404.
+fn find(state: &AppState, id: u64) -> Result<CourseRecord, ApiError> {
+    let course_id = CourseId::parse(id)?;
+    state
+        .sugang
+        .course(course_id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("course {id} not found")))
+}
+
+/// Lists courses, optionally of one teacher.
+#[utoipa::path(get, path = "/courses", tag = "courses",
+    params(
+        ("teacher" = Option<String>, Query, description = "Only this teacher's courses"),
+        ("page" = Option<u64>, Query, minimum = 0, maximum = 1_000_000_000, description = "0-based page"),
+        ("size" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
+    ),
+    responses(
+        (status = 200, description = "A page of courses", body = CourseCollection),
+        (status = 401, description = "A token was sent and does not verify", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list(
+    State(state): State<AppState>,
+    _caller: MaybeAuthUser,
+    params: Params,
+    uri: Uri,
+) -> Result<JsonBody<CourseCollection>, ApiError> {
+    let teacher = params.text("teacher")?;
+    let page = params.page()?;
+    let paged = state.sugang.courses(teacher.as_deref(), page).map_err(ApiError::internal)?;
+    Ok(JsonBody(CourseCollection::new(map_page(paged, CourseModel::from), page, self_href(&uri))))
+}
+
+/// One course.
+#[utoipa::path(get, path = "/courses/{id}", tag = "courses",
+    params(("id" = u64, Path, minimum = 1, description = "Course id")),
+    responses(
+        (status = 200, description = "The course", body = CourseModel),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "A token was sent and does not verify", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown or deleted", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(course_id = id))]
+async fn show(
+    State(state): State<AppState>,
+    _caller: MaybeAuthUser,
+    IdPath(id): IdPath,
+) -> Result<JsonBody<CourseModel>, ApiError> {
+    Ok(JsonBody(find(&state, id)?.into()))
+}
+
+/// Registers a course.
+#[utoipa::path(post, path = "/courses", tag = "courses", request_body = NewCourse,
+    responses(
+        (status = 201, description = "Registered", body = CourseModel, headers(
+            ("Location" = String, description = "The new course"),
+            ("X-Sugang-Seq" = u64, description = "The event seq its events reached"))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an instructor, or not as yourself", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn create(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    Json(body): Json<NewCourse>,
+) -> Result<Response, ApiError> {
+    caller.require_role(Role::Instructor)?;
+    let (teacher, details) = body.parse(caller.name())?;
+    caller.require_owner(teacher.as_str())?;
+    let done = state.sugang.register_course(teacher, details).await?;
+    let model = CourseModel::from(done.value);
+    Ok(command_response(StatusCode::CREATED, done.seq, Some(format!("/courses/{}", model.id)), Some(model)))
+}
+
+/// Changes a course (its owner or an admin).
+#[utoipa::path(patch, path = "/courses/{id}", tag = "courses", request_body = CourseChange,
+    params(("id" = u64, Path, minimum = 1, description = "Course id")),
+    responses(
+        (status = 200, description = "Changed", body = CourseModel, headers(
+            ("X-Sugang-Seq" = u64, description = "The event seq its events reached"))),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the course's teacher", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown course", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Capacity below studentCount", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(course_id = id))]
+async fn modify(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    IdPath(id): IdPath,
+    Json(body): Json<CourseChange>,
+) -> Result<Response, ApiError> {
+    let course = find(&state, id)?;
+    caller.require_owner(course.teacher.as_str())?;
+    let patch = CoursePatch::try_from(body)?;
+    let done = state.sugang.modify_course(course.id, patch).await?;
+    Ok(command_response(StatusCode::OK, done.seq, None, Some(CourseModel::from(done.value))))
+}
+
+/// Deletes a course without completed enrollments.
+#[utoipa::path(delete, path = "/courses/{id}", tag = "courses",
+    params(("id" = u64, Path, minimum = 1, description = "Course id")),
+    responses(
+        (status = 204, description = "Deleted", headers(
+            ("X-Sugang-Seq" = u64, description = "The event seq its events reached"))),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the course's teacher", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown course", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The course has completed enrollments", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(course_id = id))]
+async fn remove(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    let course = find(&state, id)?;
+    caller.require_owner(course.teacher.as_str())?;
+    let done = state.sugang.delete_course(course.id).await?;
+    Ok(command_response::<()>(StatusCode::NO_CONTENT, done.seq, None, None))
+}

@@ -1,0 +1,151 @@
+//! `/deliveries`: textbook shipments, kept by the `delivery` subscriber
+//! (read only; `?after=` waits for it). A shipment's id is its enrollment's.
+//!
+//! Owns the delivery representation; students read only their own.
+
+use axum::extract::State;
+use axum::http::Uri;
+use axum::routing::get;
+use axum::{Json as JsonBody, Router};
+use serde::Serialize;
+use sugang_actors::{Delivery, DeliveryStatus};
+use utoipa::ToSchema;
+
+use crate::auth::{AuthUser, Role};
+use crate::error::{ApiError, Problem};
+use crate::extract::{IdPath, Params};
+use crate::hal::{Link, collection, map_page, self_href};
+use crate::{AppState, caught_up};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/deliveries", get(list)).route("/deliveries/{id}", get(show))
+}
+
+/// The read model these endpoints wait for.
+const SUBSCRIBER: &str = "delivery";
+
+/// A shipment's status.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum DeliveryStatusModel {
+    Started,
+    Canceled,
+}
+
+impl From<DeliveryStatus> for DeliveryStatusModel {
+    fn from(s: DeliveryStatus) -> Self {
+        match s {
+            DeliveryStatus::Started => DeliveryStatusModel::Started,
+            DeliveryStatus::Canceled => DeliveryStatusModel::Canceled,
+        }
+    }
+}
+
+/// `_links` of a delivery.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeliveryLinks {
+    #[serde(rename = "self")]
+    this: Link,
+    class: Link,
+}
+
+/// A textbook shipment.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeliveryModel {
+    id: u64,
+    /// The enrollment it ships for.
+    apply_id: u64,
+    student: String,
+    addr: Option<String>,
+    text_book: Option<String>,
+    delivery_status: DeliveryStatusModel,
+    #[serde(rename = "_links")]
+    links: DeliveryLinks,
+}
+
+impl From<Delivery> for DeliveryModel {
+    fn from(d: Delivery) -> Self {
+        let apply_id = d.apply_id.get();
+        DeliveryModel {
+            id: d.id,
+            apply_id,
+            student: d.student.as_str().to_owned(),
+            addr: d.addr,
+            text_book: d.text_book.map(|t| t.as_str().to_owned()),
+            delivery_status: d.status.into(),
+            links: DeliveryLinks {
+                this: Link::to(format!("/deliveries/{}", d.id)),
+                class: Link::to(format!("/classes/{apply_id}")),
+            },
+        }
+    }
+}
+
+collection!(DeliveryCollection, DeliveryEmbedded, deliveries, DeliveryModel);
+
+/// Lists shipments (students: their own).
+#[utoipa::path(get, path = "/deliveries", tag = "deliveries",
+    params(
+        ("applyId" = Option<u64>, Query, minimum = 1, maximum = 9_223_372_036_854_775_807_u64, description = "Only this enrollment's"),
+        ("student" = Option<String>, Query, description = "Only this student's (a student's own by default)"),
+        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
+        ("page" = Option<u64>, Query, minimum = 0, maximum = 1_000_000_000, description = "0-based page"),
+        ("size" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
+    ),
+    responses(
+        (status = 200, description = "A page of deliveries", body = DeliveryCollection),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
+async fn list(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    params: Params,
+    uri: Uri,
+) -> Result<JsonBody<DeliveryCollection>, ApiError> {
+    let apply_id = params.id("applyId")?;
+    let student = caller.as_self(Role::Student, params.text("student")?)?;
+    let page = params.page()?;
+    caught_up(&state, SUBSCRIBER, &params).await?;
+    let paged = state.sugang.deliveries(apply_id, student.as_deref(), page).map_err(ApiError::internal)?;
+    Ok(JsonBody(DeliveryCollection::new(map_page(paged, DeliveryModel::from), page, self_href(&uri))))
+}
+
+/// One shipment.
+#[utoipa::path(get, path = "/deliveries/{id}", tag = "deliveries",
+    params(
+        ("id" = u64, Path, minimum = 1, description = "Delivery id (= enrollment id)"),
+        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
+    ),
+    responses(
+        (status = 200, description = "The delivery", body = DeliveryModel),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
+#[tracing::instrument(skip_all, fields(enrollment_id = id))]
+async fn show(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    IdPath(id): IdPath,
+    params: Params,
+) -> Result<JsonBody<DeliveryModel>, ApiError> {
+    caught_up(&state, SUBSCRIBER, &params).await?;
+    let delivery = state
+        .sugang
+        .delivery(id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("delivery {id} not found")))?;
+    caller.require_owner(delivery.student.as_str())?;
+    Ok(JsonBody(delivery.into()))
+}

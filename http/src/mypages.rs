@@ -1,0 +1,249 @@
+//! The two my-pages, kept by the `mypage` subscriber (`?after=` waits for
+//! it): `/mypages`, an instructor's view per course, and `/inquiryMypages`,
+//! a student's view per enrollment. Each person reads only their own.
+//!
+//! Owns both views' representations.
+
+use axum::extract::State;
+use axum::http::Uri;
+use axum::routing::get;
+use axum::{Json as JsonBody, Router};
+use serde::Serialize;
+use sugang_actors::{InstructorView, StudentView};
+use utoipa::ToSchema;
+
+use crate::auth::{AuthUser, Role};
+use crate::classes::ApplyStatus;
+use crate::deliveries::DeliveryStatusModel;
+use crate::error::{ApiError, Problem};
+use crate::extract::{IdPath, Params};
+use crate::hal::{Link, collection, map_page, self_href};
+use crate::payments::PayStatusModel;
+use crate::schedules::CourseItemLinks;
+use crate::{AppState, caught_up};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/mypages", get(list_instructor))
+        .route("/mypages/{id}", get(show_instructor))
+        .route("/inquiryMypages", get(list_student))
+        .route("/inquiryMypages/{id}", get(show_student))
+}
+
+/// The read model these endpoints wait for.
+const SUBSCRIBER: &str = "mypage";
+
+/// An instructor's view of one of their courses.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MyPageModel {
+    id: u64,
+    course_id: u64,
+    course_name: String,
+    teacher: String,
+    /// In won.
+    fee: u64,
+    text_book: Option<String>,
+    open_yn: bool,
+    student_count: u32,
+    #[serde(rename = "_links")]
+    links: CourseItemLinks,
+}
+
+impl From<InstructorView> for MyPageModel {
+    fn from(v: InstructorView) -> Self {
+        let course_id = v.course_id.get();
+        MyPageModel {
+            id: v.id,
+            course_id,
+            course_name: v.course_name.as_str().to_owned(),
+            teacher: v.teacher.as_str().to_owned(),
+            fee: v.fee.won(),
+            text_book: v.text_book.map(|t| t.as_str().to_owned()),
+            open_yn: v.open,
+            student_count: v.student_count,
+            links: CourseItemLinks {
+                this: Link::to(format!("/mypages/{}", v.id)),
+                course: Link::to(format!("/courses/{course_id}")),
+            },
+        }
+    }
+}
+
+collection!(MyPageCollection, MyPageEmbedded, mypages, MyPageModel);
+
+/// `_links` of a student's view.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct InquiryLinks {
+    #[serde(rename = "self")]
+    this: Link,
+    class: Link,
+    course: Link,
+}
+
+/// A student's view of one of their enrollments.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InquiryMyPageModel {
+    id: u64,
+    apply_id: u64,
+    course_id: u64,
+    course_name: String,
+    student: String,
+    apply_status: ApplyStatus,
+    /// Absent until the payment is recorded in the view.
+    pay_status: Option<PayStatusModel>,
+    /// Absent until the shipment starts.
+    delivery_status: Option<DeliveryStatusModel>,
+    #[serde(rename = "_links")]
+    links: InquiryLinks,
+}
+
+impl From<StudentView> for InquiryMyPageModel {
+    fn from(v: StudentView) -> Self {
+        let (apply_id, course_id) = (v.apply_id.get(), v.course_id.get());
+        InquiryMyPageModel {
+            id: v.id,
+            apply_id,
+            course_id,
+            course_name: v.course_name.as_str().to_owned(),
+            student: v.student.as_str().to_owned(),
+            apply_status: v.apply_status.into(),
+            pay_status: v.pay_status.map(Into::into),
+            delivery_status: v.delivery_status.map(Into::into),
+            links: InquiryLinks {
+                this: Link::to(format!("/inquiryMypages/{}", v.id)),
+                class: Link::to(format!("/classes/{apply_id}")),
+                course: Link::to(format!("/courses/{course_id}")),
+            },
+        }
+    }
+}
+
+collection!(InquiryMyPageCollection, InquiryMyPageEmbedded, inquiry_mypages, InquiryMyPageModel);
+
+/// Lists instructors' views (an instructor's own by default).
+#[utoipa::path(get, path = "/mypages", tag = "read models",
+    params(
+        ("teacher" = Option<String>, Query, description = "Only this teacher's courses"),
+        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
+        ("page" = Option<u64>, Query, minimum = 0, maximum = 1_000_000_000, description = "0-based page"),
+        ("size" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
+    ),
+    responses(
+        (status = 200, description = "A page of instructor views", body = MyPageCollection),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
+async fn list_instructor(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    params: Params,
+    uri: Uri,
+) -> Result<JsonBody<MyPageCollection>, ApiError> {
+    let teacher = caller.as_self(Role::Instructor, params.text("teacher")?)?;
+    let page = params.page()?;
+    caught_up(&state, SUBSCRIBER, &params).await?;
+    let paged = state.sugang.instructor_views(teacher.as_deref(), page).map_err(ApiError::internal)?;
+    Ok(JsonBody(MyPageCollection::new(map_page(paged, MyPageModel::from), page, self_href(&uri))))
+}
+
+/// One instructor view.
+#[utoipa::path(get, path = "/mypages/{id}", tag = "read models",
+    params(
+        ("id" = u64, Path, minimum = 1, description = "View id (= course id)"),
+        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
+    ),
+    responses(
+        (status = 200, description = "The view", body = MyPageModel),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
+async fn show_instructor(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    IdPath(id): IdPath,
+    params: Params,
+) -> Result<JsonBody<MyPageModel>, ApiError> {
+    caught_up(&state, SUBSCRIBER, &params).await?;
+    let view = state
+        .sugang
+        .instructor_view(id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("mypage {id} not found")))?;
+    caller.require_owner(view.teacher.as_str())?;
+    Ok(JsonBody(view.into()))
+}
+
+/// Lists students' views (a student's own by default).
+#[utoipa::path(get, path = "/inquiryMypages", tag = "read models",
+    params(
+        ("student" = Option<String>, Query, description = "Only this student's enrollments"),
+        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
+        ("page" = Option<u64>, Query, minimum = 0, maximum = 1_000_000_000, description = "0-based page"),
+        ("size" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
+    ),
+    responses(
+        (status = 200, description = "A page of student views", body = InquiryMyPageCollection),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
+async fn list_student(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    params: Params,
+    uri: Uri,
+) -> Result<JsonBody<InquiryMyPageCollection>, ApiError> {
+    let student = caller.as_self(Role::Student, params.text("student")?)?;
+    let page = params.page()?;
+    caught_up(&state, SUBSCRIBER, &params).await?;
+    let paged = state.sugang.student_views(student.as_deref(), page).map_err(ApiError::internal)?;
+    Ok(JsonBody(InquiryMyPageCollection::new(map_page(paged, InquiryMyPageModel::from), page, self_href(&uri))))
+}
+
+/// One student view.
+#[utoipa::path(get, path = "/inquiryMypages/{id}", tag = "read models",
+    params(
+        ("id" = u64, Path, minimum = 1, description = "View id (= enrollment id)"),
+        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
+    ),
+    responses(
+        (status = 200, description = "The view", body = InquiryMyPageModel),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
+async fn show_student(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    IdPath(id): IdPath,
+    params: Params,
+) -> Result<JsonBody<InquiryMyPageModel>, ApiError> {
+    caught_up(&state, SUBSCRIBER, &params).await?;
+    let view = state
+        .sugang
+        .student_view(id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("inquiryMypage {id} not found")))?;
+    caller.require_owner(view.student.as_str())?;
+    Ok(JsonBody(view.into()))
+}

@@ -1,0 +1,130 @@
+//! Operations: liveness, readiness (503 while starting or draining),
+//! Prometheus `/metrics` (admins only) and `/openapi.json`.
+//!
+//! Owns the process-wide Prometheus recorder and the HTTP latency
+//! histogram; the other series are recorded where they happen (actors,
+//! storage) and only rendered here.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json as JsonBody, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::AppState;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, Problem};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
+}
+
+/// The request latency histogram, by method, route and status.
+const HTTP_LATENCY: &str = "sugang_http_request_duration_seconds";
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The process's Prometheus recorder, installed once (several servers in one
+/// test process share it). If another recorder was installed first, the
+/// handle renders an empty page.
+pub(crate) fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            let builder = match builder.set_buckets_for_metric(Matcher::Full(HTTP_LATENCY.to_owned()), &LATENCY_BUCKETS)
+            {
+                Ok(builder) => builder,
+                Err(e) => {
+                    tracing::warn!(error = %e, "latency buckets refused; latencies are summaries");
+                    PrometheusBuilder::new()
+                }
+            };
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics shows nothing");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Records every routed request's latency by route template and status.
+pub(crate) async fn track_latency(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let method = request.method().to_string();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(HTTP_LATENCY, "method" => method, "route" => route, "status" => status)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// A health answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    #[schema(example = "ready")]
+    status: &'static str,
+}
+
+/// 200 while the process runs.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "The process runs", body = Health)))]
+async fn live() -> JsonBody<Health> {
+    JsonBody(Health { status: "live" })
+}
+
+/// 200 once the tree is up and storage is open; 503 while starting or
+/// draining.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Starting or draining", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
+async fn ready(State(state): State<AppState>) -> Result<JsonBody<Health>, ApiError> {
+    if state.is_ready() {
+        Ok(JsonBody(Health { status: "ready" }))
+    } else {
+        Err(ApiError::unavailable("not ready: starting or draining", Duration::from_secs(1)))
+    }
+}
+
+/// Prometheus text: request latencies, actor restarts, breaker, journal,
+/// subscriber lag, live entities.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn metrics_text(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    // Refresh the gauges that are sampled rather than pushed.
+    let _ = state.sugang.tree();
+    let _ = state.sugang.subscribers().await;
+    state.metrics.run_upkeep();
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    Ok(response)
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+async fn openapi() -> JsonBody<utoipa::openapi::OpenApi> {
+    JsonBody(crate::openapi::ApiDoc::openapi())
+}

@@ -1,0 +1,144 @@
+//! `/payments`: the payments the enrollment saga records (read only). A
+//! payment's id is its enrollment's (`applyId`). Written by the commands
+//! themselves, so `?after=` never needs to wait.
+//!
+//! Owns the payment representation; students read only their own.
+
+use axum::extract::State;
+use axum::http::Uri;
+use axum::routing::get;
+use axum::{Json as JsonBody, Router};
+use serde::Serialize;
+use sugang_actors::{EnrollmentId, PayStatus, Payment};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, Problem};
+use crate::extract::{IdPath, Params};
+use crate::hal::{Link, collection, map_page, self_href};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/payments", get(list)).route("/payments/{id}", get(show))
+}
+
+/// A payment's status.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum PayStatusModel {
+    Approved,
+    /// Canceled; the refund is owed and being retried.
+    CancelPending,
+    Canceled,
+}
+
+impl From<PayStatus> for PayStatusModel {
+    fn from(s: PayStatus) -> Self {
+        match s {
+            PayStatus::Approved => PayStatusModel::Approved,
+            PayStatus::CancelPending => PayStatusModel::CancelPending,
+            PayStatus::Canceled => PayStatusModel::Canceled,
+        }
+    }
+}
+
+/// `_links` of a payment.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PaymentLinks {
+    #[serde(rename = "self")]
+    this: Link,
+    class: Link,
+}
+
+/// A payment.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PaymentModel {
+    id: u64,
+    /// The enrollment paid for.
+    apply_id: u64,
+    /// In won.
+    amount: u64,
+    #[schema(example = "card")]
+    pay_method: String,
+    pay_status: PayStatusModel,
+    #[serde(rename = "_links")]
+    links: PaymentLinks,
+}
+
+impl From<Payment> for PaymentModel {
+    fn from(p: Payment) -> Self {
+        let id = p.enrollment_id.get();
+        PaymentModel {
+            id,
+            apply_id: id,
+            amount: p.amount.won(),
+            pay_method: p.pay_method.as_str().to_owned(),
+            pay_status: p.status.into(),
+            links: PaymentLinks {
+                this: Link::to(format!("/payments/{id}")),
+                class: Link::to(format!("/classes/{id}")),
+            },
+        }
+    }
+}
+
+collection!(PaymentCollection, PaymentEmbedded, payments, PaymentModel);
+
+/// Lists payments (admins: all; students: name `applyId`, their own).
+#[utoipa::path(get, path = "/payments", tag = "payments",
+    params(
+        ("applyId" = Option<u64>, Query, minimum = 1, maximum = 9_223_372_036_854_775_807_u64, description = "Only this enrollment's"),
+        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
+        ("page" = Option<u64>, Query, minimum = 0, maximum = 1_000_000_000, description = "0-based page"),
+        ("size" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
+    ),
+    responses(
+        (status = 200, description = "A page of payments", body = PaymentCollection),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    params: Params,
+    uri: Uri,
+) -> Result<JsonBody<PaymentCollection>, ApiError> {
+    let apply_id = params.id("applyId")?;
+    params.after()?;
+    let page = params.page()?;
+    if apply_id.is_none() {
+        caller.require_admin()?;
+    }
+    let paged = state.sugang.payments(apply_id, page).map_err(ApiError::internal)?;
+    for payment in &paged.items {
+        caller.require_owner(payment.student.as_str())?;
+    }
+    Ok(JsonBody(PaymentCollection::new(map_page(paged, PaymentModel::from), page, self_href(&uri))))
+}
+
+/// One payment.
+#[utoipa::path(get, path = "/payments/{id}", tag = "payments",
+    params(("id" = u64, Path, minimum = 1, description = "Payment id (= enrollment id)")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentModel),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(enrollment_id = id))]
+async fn show(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    IdPath(id): IdPath,
+) -> Result<JsonBody<PaymentModel>, ApiError> {
+    let payment = state
+        .sugang
+        .payment(EnrollmentId::parse(id)?)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("payment {id} not found")))?;
+    caller.require_owner(payment.student.as_str())?;
+    Ok(JsonBody(payment.into()))
+}

@@ -1,0 +1,163 @@
+//! The command line: `serve` and `token`, every flag also read from its
+//! `SUGANG_*` variable, and how the flags become the actor system's
+//! [`Config`] and the front's [`ServeConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sugang_actors::Config;
+use sugang_http::{Auth, Role, ServeConfig};
+use sugang_storage::Durability;
+
+#[derive(Parser)]
+#[command(name = "sugang", version, about = "Online course enrollment as an actor system on a supervision tree")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the service.
+    Serve(Box<ServeArgs>),
+    /// Print a bearer token for the configured secret.
+    Token(TokenArgs),
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// For people.
+    Pretty,
+    /// One JSON object per line, for machines.
+    Json,
+}
+
+/// When a write is acknowledged.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum DurabilityArg {
+    /// After an fsync (the default).
+    Fsync,
+    /// Once applied; flushed within 100 ms. For tests and demos only.
+    Relaxed,
+}
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on. Without a JWT secret only loopback is accepted.
+    #[arg(long, env = "SUGANG_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: SocketAddr,
+    /// The data directory (a sled store), created if missing.
+    #[arg(long, env = "SUGANG_DATA_DIR", default_value = "./sugang-data")]
+    pub(crate) data_dir: PathBuf,
+    /// The HS256 secret of bearer tokens. Without it the API is open (loopback only).
+    #[arg(long, env = "SUGANG_JWT_SECRET", hide_env_values = true)]
+    pub(crate) jwt_secret: Option<String>,
+    /// How long a payment gateway call may take, in milliseconds.
+    #[arg(long, env = "SUGANG_PAYMENT_TIMEOUT_MS", default_value_t = 1000)]
+    pub(crate) payment_timeout_ms: u64,
+    /// Log lines as `pretty` text or `json`.
+    #[arg(long, env = "SUGANG_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub(crate) log_format: LogFormat,
+    /// Consecutive gateway failures that open the payment breaker.
+    #[arg(long, env = "SUGANG_BREAKER_FAILURES", default_value_t = 5)]
+    pub(crate) breaker_failures: u32,
+    /// How long the breaker stays open before a probe, in milliseconds.
+    #[arg(long, env = "SUGANG_BREAKER_RESET_MS", default_value_t = 5000)]
+    pub(crate) breaker_reset_ms: u64,
+    /// The cap of the doubling reset timeout, in milliseconds.
+    #[arg(long, env = "SUGANG_BREAKER_MAX_RESET_MS", default_value_t = 60_000)]
+    pub(crate) breaker_max_reset_ms: u64,
+    /// Gateway calls in flight at most (the bulkhead).
+    #[arg(long, env = "SUGANG_BULKHEAD", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) bulkhead: u64,
+    /// An entity actor idle this long passivates, in milliseconds.
+    #[arg(long, env = "SUGANG_PASSIVATE_AFTER_MS", default_value_t = 120_000)]
+    pub(crate) passivate_after_ms: u64,
+    /// Restarts of one entity actor allowed within the window …
+    #[arg(long, env = "SUGANG_MAX_RESTARTS", default_value_t = 5)]
+    pub(crate) max_restarts: usize,
+    /// … of this many milliseconds; beyond it the entity is held down.
+    #[arg(long, env = "SUGANG_RESTART_WINDOW_MS", default_value_t = 10_000)]
+    pub(crate) restart_window_ms: u64,
+    /// How long a held-down entity stays down, in milliseconds.
+    #[arg(long, env = "SUGANG_RESTART_BACKOFF_MS", default_value_t = 5000)]
+    pub(crate) restart_backoff_ms: u64,
+    /// Asks one entity may have outstanding before new ones are shed.
+    #[arg(long, env = "SUGANG_MAX_PENDING", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_pending: u64,
+    /// HTTP requests handled at once; beyond it requests are shed with 503.
+    #[arg(long, env = "SUGANG_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_in_flight: u64,
+    /// When a write is acknowledged.
+    #[arg(long, env = "SUGANG_DURABILITY", value_enum, default_value = "fsync")]
+    pub(crate) durability: DurabilityArg,
+}
+
+impl ServeArgs {
+    /// The actor system's configuration.
+    pub(crate) fn config(&self) -> Config {
+        let mut config = Config::new(&self.data_dir);
+        config.durability = match self.durability {
+            DurabilityArg::Fsync => Durability::Fsync,
+            DurabilityArg::Relaxed => Durability::Relaxed { flush_every_ms: 100 },
+        };
+        config.payment.timeout = Duration::from_millis(self.payment_timeout_ms);
+        config.payment.breaker.failure_threshold = self.breaker_failures;
+        config.payment.breaker.reset_timeout = Duration::from_millis(self.breaker_reset_ms);
+        config.payment.breaker.max_reset_timeout = Duration::from_millis(self.breaker_max_reset_ms);
+        config.payment.bulkhead = self.bulkhead as usize;
+        for supervision in [&mut config.courses, &mut config.enrollments] {
+            supervision.idle = Duration::from_millis(self.passivate_after_ms);
+            supervision.max_restarts = self.max_restarts;
+            supervision.within = Duration::from_millis(self.restart_window_ms);
+            supervision.backoff = Duration::from_millis(self.restart_backoff_ms);
+            supervision.max_pending = self.max_pending as usize;
+        }
+        config
+    }
+
+    /// The front's configuration.
+    pub(crate) fn serve_config(&self) -> ServeConfig {
+        let auth = self.jwt_secret.as_deref().map_or_else(Auth::open, Auth::with_secret);
+        let mut config = ServeConfig::new(auth);
+        config.max_in_flight = self.max_in_flight as usize;
+        config
+    }
+}
+
+/// A token's role.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum RoleArg {
+    Student,
+    Instructor,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Student => Role::Student,
+            RoleArg::Instructor => Role::Instructor,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct TokenArgs {
+    /// The holder's role.
+    #[arg(long, value_enum)]
+    pub(crate) role: RoleArg,
+    /// The holder's name (a teacher's or a student's, as the API names them).
+    #[arg(long)]
+    pub(crate) sub: String,
+    /// How long the token is valid, in seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    pub(crate) ttl_secs: u64,
+    /// The secret the server was started with.
+    #[arg(long, env = "SUGANG_JWT_SECRET", hide_env_values = true)]
+    pub(crate) jwt_secret: String,
+}

@@ -1,0 +1,23 @@
+//! End-to-end tests of the HTTP API against the real server: each test
+//! starts `sugang_http::serve` on 127.0.0.1:0 over a fresh temporary data
+//! directory (`spawn_app`) and talks to it with reqwest.
+//!
+//! # Layout
+//!
+//! - `app`: `spawn_app`, the running server and request helpers.
+//! - `scenario`: the whole course-enrollment scenario.
+//! - `statuses`: every status code of the contract.
+//! - `bad_input`: each class of bad input is a 4xx that changes nothing.
+//! - `auth`: the auth matrix and the loopback refusal.
+//! - `cli`: the binary refuses bad starts with a reason; `sugang token`.
+//! - `shutdown`: graceful shutdown under load loses no acknowledged request.
+//! - `openapi`: the OpenAPI document lists every route.
+
+mod app;
+mod auth;
+mod bad_input;
+mod cli;
+mod openapi;
+mod scenario;
+mod shutdown;
+mod statuses;
