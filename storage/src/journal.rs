@@ -17,7 +17,6 @@
 //! Must not know what the tables mean; must not be bypassed: nothing else in
 //! sugang writes to sled.
 
-use std::collections::HashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -328,14 +327,36 @@ struct Writer {
 
 /// One group, ready for the blocking thread.
 struct Group {
-    writes: sled::Batch,
-    /// Every table and offset key the group writes, for capturing their
-    /// pre-images (fsync only).
-    keys: Vec<Vec<u8>>,
-    /// The event keys it adds: new keys, removed by a rollback.
-    events: Vec<[u8; 9]>,
+    /// The table and offset writes, in submission order (the last write to
+    /// a key wins). Kept as they came, not as a sled batch, so the rollback
+    /// reads their keys' pre-images without copying every key first.
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The events it appends, encoded: new keys, removed by a rollback.
+    events: Vec<([u8; 9], Vec<u8>)>,
     /// The last seq before the group, restored by a rollback.
     last_seq_before: u64,
+    /// The last seq after it, when it appends events.
+    last_seq: Option<u64>,
+}
+
+impl Group {
+    /// The one atomic sled batch that applies the group.
+    fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        for (key, value) in self.events {
+            batch.insert(&key[..], value);
+        }
+        if let Some(seq) = self.last_seq {
+            batch.insert(META_LAST_SEQ, &seq.to_be_bytes());
+        }
+        batch
+    }
 }
 
 impl Writer {
@@ -370,40 +391,26 @@ impl Writer {
         let started = Instant::now();
         let at_ms = now_ms();
         let fsync = self.store.shared.options.durability == Durability::Fsync;
-        let mut group = Group {
-            writes: sled::Batch::default(),
-            keys: Vec::new(),
-            events: Vec::new(),
-            last_seq_before: self.next_seq - 1,
-        };
+        let mut group =
+            Group { writes: Vec::new(), events: Vec::new(), last_seq_before: self.next_seq - 1, last_seq: None };
         let mut receipts = Vec::with_capacity(pending.len());
         let mut seq = self.next_seq;
         let mut encode_failure = None;
         for submission in pending.iter_mut() {
             let batch = std::mem::take(&mut submission.batch);
             let first_seq = (!batch.events.is_empty()).then_some(seq);
-            for (key, value) in batch.writes {
-                if fsync {
-                    group.keys.push(key.clone());
-                }
-                match value {
-                    Some(value) => group.writes.insert(key, value),
-                    None => group.writes.remove(key),
-                }
-            }
+            group.writes.extend(batch.writes);
             for (partition_key, payload) in batch.events {
-                let key = event_key(seq);
                 match encode_value("events", &Envelope { at_ms, key: partition_key, payload }) {
-                    Ok(value) => group.writes.insert(key.to_vec(), value),
+                    Ok(value) => group.events.push((event_key(seq), value)),
                     Err(e) => encode_failure = Some(e.to_string()),
                 }
-                group.events.push(key);
                 seq += 1;
             }
             receipts.push(Receipt { first_seq, seq: seq - 1 });
         }
         if seq != self.next_seq {
-            group.writes.insert(META_LAST_SEQ, &(seq - 1).to_be_bytes());
+            group.last_seq = Some(seq - 1);
         }
 
         let outcome = match encode_failure {
@@ -446,7 +453,7 @@ impl Writer {
                 return Err(CommitError::Write("injected write fault".into()));
             }
             let undo = if fsync { Some(rollback(db, &group)?) } else { None };
-            db.apply_batch(group.writes).map_err(|e| CommitError::Write(e.to_string()))?;
+            db.apply_batch(group.into_batch()).map_err(|e| CommitError::Write(e.to_string()))?;
             if !fsync {
                 return Ok(());
             }
@@ -476,25 +483,21 @@ impl Writer {
 }
 
 /// The batch that restores every key of a group to what it was before: the
-/// prior values of the keys it writes (read now), no events it added, and
-/// the last seq it had.
+/// prior values of the keys it writes (read now, once per key), no events it
+/// added, and the last seq it had.
 fn rollback(db: &sled::Db, group: &Group) -> Result<sled::Batch, CommitError> {
-    let mut seen = HashMap::with_capacity(group.keys.len());
-    for key in &group.keys {
-        if !seen.contains_key(key) {
-            let before = db.get(key).map_err(|e| CommitError::Write(e.to_string()))?;
-            seen.insert(key.clone(), before);
-        }
-    }
+    let mut keys: Vec<&[u8]> = group.writes.iter().map(|(key, _)| key.as_slice()).collect();
+    keys.sort_unstable();
+    keys.dedup();
     let mut undo = sled::Batch::default();
-    for (key, before) in seen {
-        match before {
-            Some(value) => undo.insert(key, value),
+    for key in keys {
+        match db.get(key).map_err(|e| CommitError::Write(e.to_string()))? {
+            Some(before) => undo.insert(key, before),
             None => undo.remove(key),
         }
     }
-    for key in &group.events {
-        undo.remove(key.to_vec());
+    for (key, _) in &group.events {
+        undo.remove(&key[..]);
     }
     match group.last_seq_before {
         0 => undo.remove(META_LAST_SEQ),

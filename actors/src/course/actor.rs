@@ -26,7 +26,7 @@ use super::{Course, CourseCommand, CourseRejection, CourseState, Seat, apply, de
 use crate::entity::{EntityArgs, EntityKind, Registry};
 use crate::event::Event;
 use crate::faults::{Faults, now_ms};
-use crate::model::CourseId;
+use crate::model::{CourseId, EnrollmentId};
 use crate::tables::{COURSES, CourseRecord, PENDING, PendingSeat, SEATS};
 
 /// Writes a saga adds to a course's batch, built from the course's events, so
@@ -53,10 +53,13 @@ pub(crate) enum CourseMsg {
     Poisoned(String),
 }
 
-/// A course's state after a command, and the seq its events reached.
+/// What a command did, and the seq its events reached.
 #[derive(Clone, Debug)]
 pub(crate) struct CourseReply {
-    pub(crate) course: Option<Course>,
+    /// The seat the command's enrollment holds after it, if any: what the
+    /// saga needs of the course (the fee), not the whole course, whose seat
+    /// map grows with every enrollment.
+    pub(crate) seat: Option<Seat>,
     pub(crate) events: Vec<Event>,
     pub(crate) seq: u64,
 }
@@ -104,7 +107,10 @@ enum Decided {
     /// An idempotent repeat with nothing in flight: answer at once.
     Unchanged(CourseReply),
     /// The batch is with the journal; answer once it is durable.
-    Submitted { pending: Pending, course: Option<Course>, events: Vec<Event> },
+    Submitted { pending: Pending, seat: Option<Seat>, events: Vec<Event> },
+    /// The events are applied in memory but their batch could not be handed
+    /// to the journal: refuse, and fail the actor before it decides again.
+    AheadOfDisk(String),
 }
 
 /// Loads a course and its seats from the store.
@@ -182,8 +188,13 @@ impl Actor for CourseActor {
                     Decided::Unchanged(answer) => {
                         let _ = reply.send(Ok(answer));
                     }
-                    Decided::Submitted { pending, course, events } => {
-                        state.answer_when_durable(&myself, pending, course, events, reply)
+                    Decided::Submitted { pending, seat, events } => {
+                        state.answer_when_durable(&myself, pending, seat, events, reply)
+                    }
+                    Decided::AheadOfDisk(reason) => {
+                        tracing::error!(course_id = state.id.get(), error = %reason, "course commit failed; restarting from storage");
+                        let _ = reply.send(Err(CourseFailure::Storage(reason.clone())));
+                        return Err(format!("a commit of course {} failed: {reason}", state.id).into());
                     }
                 }
             }
@@ -240,8 +251,15 @@ impl CourseActorState {
     /// journal. A command that changes nothing still waits for this actor's
     /// batches in flight (an empty batch in its stream), so its answer never
     /// runs ahead of the disk.
+    ///
+    /// The events are applied to the state in place (moved through `apply`,
+    /// never cloned: a course's seat map grows with every enrollment, so a
+    /// clone per command would make each command O(seats)). If their batch
+    /// then cannot be handed to the journal, the state is ahead of the disk
+    /// and the actor fails at once, to restart from storage.
     #[tracing::instrument(level = "debug", skip_all, fields(course_id = self.id.get()))]
     async fn execute(&mut self, command: CourseCommand, also: Option<Also>) -> Decided {
+        let enrollment = command.enrollment_id();
         let events = match decide(&self.course, command, now_ms()) {
             Ok(events) => events,
             Err(rejection) => {
@@ -255,31 +273,27 @@ impl CourseActorState {
         };
         if events.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0 {
             let seq = self.ctx.store.events().last_seq();
-            return Decided::Unchanged(CourseReply { course: self.current(), events, seq });
+            return Decided::Unchanged(CourseReply { seat: self.seat(enrollment), events, seq });
         }
-        let next = events.iter().fold(self.course.clone(), apply);
-        let mut batch = match persist(&next, &events) {
-            Ok(batch) => batch,
-            Err(e) => return Decided::Refused(CourseFailure::Storage(e.to_string())),
-        };
-        if let Some(also) = also.filter(|_| !events.is_empty()) {
-            match also(&events) {
-                Ok(more) => {
-                    batch.extend(more);
+        let mut batch = Batch::new();
+        if !events.is_empty() {
+            let before = std::mem::replace(&mut self.course, CourseState::Unregistered { id: self.id });
+            self.course = events.iter().fold(before, apply);
+            let written = persist(&self.course, &events).and_then(|mut batch| {
+                if let Some(also) = also {
+                    batch.extend(also(&events)?);
                 }
-                Err(e) => return Decided::Refused(CourseFailure::Storage(e.to_string())),
-            }
+                Ok(batch)
+            });
+            batch = match written {
+                Ok(batch) => batch,
+                Err(e) => return Decided::AheadOfDisk(e.to_string()),
+            };
         }
         batch.in_stream(self.stream);
         match self.ctx.journal.submit(batch).await {
-            Ok(pending) => {
-                self.course = next;
-                Decided::Submitted { pending, course: self.current(), events }
-            }
-            Err(e) => {
-                tracing::error!(course_id = self.id.get(), error = %e, "course commit failed");
-                Decided::Refused(CourseFailure::Storage(e.to_string()))
-            }
+            Ok(pending) => Decided::Submitted { pending, seat: self.seat(enrollment), events },
+            Err(e) => Decided::AheadOfDisk(e.to_string()),
         }
     }
 
@@ -289,7 +303,7 @@ impl CourseActorState {
         &self,
         myself: &ActorRef<CourseMsg>,
         pending: Pending,
-        course: Option<Course>,
+        seat: Option<Seat>,
         events: Vec<Event>,
         reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
     ) {
@@ -297,7 +311,7 @@ impl CourseActorState {
         let (in_flight, drained, myself, id) = (self.in_flight.clone(), self.drained.clone(), myself.clone(), self.id);
         tokio::spawn(async move {
             let answer = match pending.durable().await {
-                Ok(receipt) => Ok(CourseReply { course, events, seq: receipt.seq }),
+                Ok(receipt) => Ok(CourseReply { seat, events, seq: receipt.seq }),
                 Err(e) => {
                     tracing::error!(course_id = id.get(), error = %e, "course commit failed; restarting from storage");
                     let _ = myself.send_message(CourseMsg::Poisoned(e.to_string()));
@@ -311,9 +325,12 @@ impl CourseActorState {
         });
     }
 
-    fn current(&self) -> Option<Course> {
-        match &self.course {
-            CourseState::Active(course) => Some(course.clone()),
+    /// The seat `enrollment` holds in the course, if any.
+    fn seat(&self, enrollment: Option<EnrollmentId>) -> Option<Seat> {
+        match (&self.course, enrollment) {
+            (CourseState::Active(course) | CourseState::Deleted(course), Some(enrollment)) => {
+                course.seats.get(&enrollment).cloned()
+            }
             _ => None,
         }
     }
@@ -328,18 +345,26 @@ fn persist(next: &CourseState, events: &[Event]) -> Result<Batch, EncodeError> {
         CourseState::Unregistered { .. } => return Ok(batch),
     };
     let id = course.id.get();
-    batch.put(
-        &COURSES,
-        &id,
-        &CourseRecord {
-            id: course.id,
-            teacher: course.teacher.clone(),
-            details: course.details.clone(),
-            student_count: course.student_count,
-            registered_at_ms: course.registered_at_ms,
-            deleted,
-        },
-    )?;
+    // Holding or releasing a pending seat leaves the record (details,
+    // studentCount, deleted) as it was: rewriting it would cost the journal a
+    // write and a pre-image read for nothing.
+    let seat_only = |event: &Event| {
+        matches!(event, Event::SeatReserved { .. } | Event::SeatReleased { .. } | Event::EnrollmentRejected { .. })
+    };
+    if !events.iter().all(seat_only) {
+        batch.put(
+            &COURSES,
+            &id,
+            &CourseRecord {
+                id: course.id,
+                teacher: course.teacher.clone(),
+                details: course.details.clone(),
+                student_count: course.student_count,
+                registered_at_ms: course.registered_at_ms,
+                deleted,
+            },
+        )?;
+    }
     for event in events {
         match event {
             Event::SeatReserved { enrollment_id, student, fee, at_ms, .. } => {

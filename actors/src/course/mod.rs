@@ -118,6 +118,19 @@ pub enum CourseCommand {
     },
 }
 
+impl CourseCommand {
+    /// The enrollment whose seat the command is about, if it is a seat command.
+    pub fn enrollment_id(&self) -> Option<EnrollmentId> {
+        match self {
+            CourseCommand::ReserveSeat { enrollment_id, .. }
+            | CourseCommand::ConfirmSeat { enrollment_id, .. }
+            | CourseCommand::ReleaseSeat { enrollment_id, .. }
+            | CourseCommand::CancelSeat { enrollment_id } => Some(*enrollment_id),
+            CourseCommand::Register { .. } | CourseCommand::Modify(_) | CourseCommand::Delete => None,
+        }
+    }
+}
+
 /// Why a course refuses a command. A reply, never a fault.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CourseRejection {

@@ -246,9 +246,8 @@ impl EnrollmentActorState {
         self.unfinished = true;
         self.ctx.faults.reached(SagaStep::SeatReserved, id.get());
         let fee = reserved
-            .course
+            .seat
             .as_ref()
-            .and_then(|c| c.seats.get(&id))
             .map(|seat| seat.fee)
             .ok_or_else(|| SagaFailure::Storage("the reserved seat is missing from the course".into()))?;
 
