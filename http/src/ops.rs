@@ -56,9 +56,35 @@ pub(crate) fn prometheus() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics shows nothing");
             }
+            declare_fault_series();
             handle
         })
         .clone()
+}
+
+/// Describes the fault and restart counters and shows each at 0 from the
+/// first scrape: a series that only appears on its first increment hides
+/// that increment from `rate()` and `increase()`. The label values are the
+/// ones the actors crate records (`actors/src/entity.rs`, `bus/`,
+/// `system.rs`, `faults.rs`); a value missing here still appears on its
+/// first increment.
+fn declare_fault_series() {
+    metrics::describe_counter!("sugang_faults_injected_total", "Faults injected through /admin/faults, by fault");
+    metrics::describe_counter!("sugang_actor_restarts_total", "Actors restarted by their supervisor, by kind");
+    metrics::describe_counter!(
+        "sugang_actor_held_down_total",
+        "Entities held down after exceeding their restart intensity, by kind"
+    );
+    metrics::describe_counter!("sugang_breaker_transitions_total", "Payment breaker state changes, by from and to");
+    for fault in ["course_panic", "course_panic_always", "payment_gateway", "subscriber"] {
+        metrics::counter!("sugang_faults_injected_total", "fault" => fault).increment(0);
+    }
+    for kind in ["course", "enrollment", "payment", "delivery", "mypage", "notifier"] {
+        metrics::counter!("sugang_actor_restarts_total", "kind" => kind).increment(0);
+    }
+    for kind in ["course", "enrollment"] {
+        metrics::counter!("sugang_actor_held_down_total", "kind" => kind).increment(0);
+    }
 }
 
 /// Records every routed request's latency by route template and status.

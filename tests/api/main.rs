@@ -12,11 +12,13 @@
 //! - `cli`: the binary refuses bad starts with a reason; `sugang token`.
 //! - `shutdown`: graceful shutdown under load loses no acknowledged request.
 //! - `openapi`: the OpenAPI document lists every route.
+//! - `demos`: every `sugang demo` scenario passes its own verdict.
 
 mod app;
 mod auth;
 mod bad_input;
 mod cli;
+mod demos;
 mod openapi;
 mod scenario;
 mod shutdown;
