@@ -24,6 +24,15 @@ pub(crate) enum Command {
     Serve(Box<ServeArgs>),
     /// Print a bearer token for the configured secret.
     Token(TokenArgs),
+    /// A narrated fault-injection demo over its own sugang (a child process):
+    /// exits 0 only if every expectation held.
+    Demo {
+        /// What to break on purpose.
+        #[arg(value_enum)]
+        scenario: crate::demo::Scenario,
+    },
+    /// The registration-rush load generator, with an invariant check.
+    Rush(Box<crate::rush::RushArgs>),
 }
 
 /// How log lines are written.

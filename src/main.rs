@@ -8,8 +8,12 @@
 //! # Layout
 //!
 //! - `cli`: the flags and what they configure.
+//! - `demo`: `sugang demo <scenario>`, fault injection narrated and checked.
+//! - `rush`: the registration-rush load generator and its invariant check.
 
 mod cli;
+mod demo;
+mod rush;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,6 +28,8 @@ async fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args).await,
         Command::Token(args) => token(args),
+        Command::Demo { scenario } => demo::run(scenario).await,
+        Command::Rush(args) => rush::run(*args).await,
     }
 }
 

@@ -1,0 +1,686 @@
+//! `sugang rush`: the registration-rush load generator.
+//!
+//! Creates `--courses` courses of `--capacity` seats, then lets `--students`
+//! new students enroll as fast as `--concurrency` requests in flight allow.
+//! Each student picks courses by a Zipf popularity (`--zipf`, 0 = uniform)
+//! and tries up to `--tries` different ones until one enrolls them (a full
+//! course answers 409; an overloaded server's 503 is retried after a short
+//! pause without spending a try). It prints the throughput, the latency
+//! percentiles and the status histogram of the enrollment requests, then
+//! checks the system's invariants over the API alone and exits non-zero,
+//! naming each violation, if one does not hold.
+//!
+//! Owns the client side only: it talks to a running server over HTTP and
+//! must not reach into the actor system or the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// The card number every rush student pays with (approved by the simulated gateway).
+const APPROVED_CARD: &str = "4242424242424242";
+/// How many times one student's enrollment is retried after a 503.
+const MAX_UNAVAILABLE_RETRIES: u32 = 20;
+/// The pause before retrying a 503: short, since a rush is about speed.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(20);
+/// How many times a read model that is not caught up (503) is asked again.
+const READ_MODEL_RETRIES: u32 = 10;
+/// The largest page the API serves.
+const PAGE_SIZE: usize = 1000;
+
+#[derive(Args)]
+pub(crate) struct RushArgs {
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// How many students enroll (each one new, named after this run).
+    #[arg(long, default_value_t = 20_000)]
+    students: usize,
+    /// How many courses are created for the rush.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    courses: u64,
+    /// The seats of each course.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..))]
+    capacity: u64,
+    /// Enrollment requests in flight at most.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    concurrency: u64,
+    /// The Zipf exponent of course popularity: 0 is uniform, 1 makes the
+    /// first course twice as popular as the second.
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// How many different courses a student tries until one enrolls them.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    tries: u64,
+    /// A bearer token for a server with auth on (an admin's: the checks read everything).
+    #[arg(long, env = "SUGANG_RUSH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// Runs the rush and the checks; the exit code says whether every invariant held.
+pub(crate) async fn run(args: RushArgs) -> ExitCode {
+    if !(args.zipf.is_finite() && args.zipf >= 0.0) {
+        eprintln!("sugang rush: --zipf must be a finite number >= 0");
+        return ExitCode::FAILURE;
+    }
+    match rush(&args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("sugang rush: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why the rush could not run or check (not an invariant violation).
+#[derive(Debug)]
+enum RushError {
+    /// No answer at all.
+    Http { what: String, source: reqwest::Error },
+    /// An answer other than the one the step needs.
+    Status { what: String, status: StatusCode, body: String },
+    /// An answer that is not the contract's shape.
+    Shape { what: String },
+}
+
+impl fmt::Display for RushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RushError::Http { what, source } => write!(f, "{what}: {source}"),
+            RushError::Status { what, status, body } => write!(f, "{what}: {status}: {body}"),
+            RushError::Shape { what } => write!(f, "unexpected answer: {what}"),
+        }
+    }
+}
+
+/// The server, as the rush and the checks talk to it.
+#[derive(Clone)]
+struct Api {
+    client: reqwest::Client,
+    /// The base URL, without a trailing slash.
+    base: Arc<str>,
+    /// Sent as a bearer token with every request when present.
+    token: Option<Arc<str>>,
+}
+
+impl Api {
+    fn new(url: &str, token: Option<String>, concurrency: usize) -> Result<Self, RushError> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|source| RushError::Http { what: "building the HTTP client".into(), source })?;
+        Ok(Api { client, base: url.trim_end_matches('/').into(), token: token.map(Into::into) })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends and reads the whole answer: status, `X-Sugang-Seq`, body.
+    async fn send(&self, request: RequestBuilder, what: &str) -> Result<Answer, RushError> {
+        let response = request.send().await.map_err(|source| RushError::Http { what: what.into(), source })?;
+        let status = response.status();
+        let seq = response.headers().get("x-sugang-seq").and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok());
+        let body = response.bytes().await.map_err(|source| RushError::Http { what: what.into(), source })?;
+        Ok(Answer { status, seq, body: body.to_vec() })
+    }
+
+    /// A JSON answer with status 200.
+    async fn get(&self, path: &str) -> Result<Value, RushError> {
+        let mut retries = 0;
+        loop {
+            let answer = self.send(self.request(Method::GET, path), &format!("GET {path}")).await?;
+            match answer.status {
+                StatusCode::OK => return answer.json(&format!("GET {path}")),
+                // A read model that has not caught up yet: ask again.
+                StatusCode::SERVICE_UNAVAILABLE if retries < READ_MODEL_RETRIES => {
+                    retries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                status => {
+                    let body = String::from_utf8_lossy(&answer.body).into_owned();
+                    return Err(RushError::Status { what: format!("GET {path}"), status, body });
+                }
+            }
+        }
+    }
+
+    /// Every item of the collection at `path` (whose query string, if any,
+    /// is kept), following `page` in pages of 1,000.
+    async fn list(&self, path: &str, embedded: &str) -> Result<Vec<Value>, RushError> {
+        let joiner = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut page = 0u64;
+        loop {
+            let body = self.get(&format!("{path}{joiner}size={PAGE_SIZE}&page={page}")).await?;
+            if let Some(found) = body["_embedded"][embedded].as_array() {
+                items.extend(found.iter().cloned());
+            }
+            let pages = body["page"]["totalPages"]
+                .as_u64()
+                .ok_or_else(|| RushError::Shape { what: format!("{path}: no page.totalPages") })?;
+            page += 1;
+            if page >= pages {
+                return Ok(items);
+            }
+        }
+    }
+}
+
+/// One whole answer.
+struct Answer {
+    status: StatusCode,
+    seq: Option<u64>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self, what: &str) -> Result<Value, RushError> {
+        serde_json::from_slice(&self.body).map_err(|e| RushError::Shape { what: format!("{what}: {e}") })
+    }
+}
+
+/// Picks courses by popularity: rank `k` (0-based) weighs `1 / (k + 1)^s`.
+struct Popularity {
+    /// The cumulative weights, normalised to end at 1.
+    cdf: Vec<f64>,
+}
+
+impl Popularity {
+    fn zipf(courses: usize, exponent: f64) -> Self {
+        let weights: Vec<f64> = (0..courses).map(|k| ((k + 1) as f64).powf(-exponent)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut sum = 0.0;
+        let cdf = weights
+            .iter()
+            .map(|w| {
+                sum += w / total;
+                sum
+            })
+            .collect();
+        Popularity { cdf }
+    }
+
+    /// A course rank not in `tried` (None once every course was tried).
+    fn pick(&self, rng: &mut fastrand::Rng, tried: &[usize]) -> Option<usize> {
+        if tried.len() >= self.cdf.len() {
+            return None;
+        }
+        for _ in 0..32 {
+            let u = rng.f64();
+            let rank = self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1);
+            if !tried.contains(&rank) {
+                return Some(rank);
+            }
+        }
+        // A very skewed distribution whose popular courses were all tried:
+        // the most popular one left.
+        (0..self.cdf.len()).find(|rank| !tried.contains(rank))
+    }
+}
+
+/// A 201: who got which seat.
+#[derive(Clone)]
+struct Enrolled {
+    id: u64,
+    course: u64,
+    student: String,
+}
+
+/// What the enrollment requests of one worker (or all of them) saw.
+#[derive(Default)]
+struct Tally {
+    /// Per request, from send to the last byte of the answer, in microseconds.
+    latencies_us: Vec<u64>,
+    statuses: BTreeMap<u16, u64>,
+    /// Requests that got no answer (connection refused, timeout).
+    transport_errors: u64,
+    enrolled: Vec<Enrolled>,
+    /// The highest `X-Sugang-Seq` answered: the read models must reach it.
+    max_seq: u64,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.latencies_us.extend(other.latencies_us);
+        for (status, n) in other.statuses {
+            *self.statuses.entry(status).or_default() += n;
+        }
+        self.transport_errors += other.transport_errors;
+        self.enrolled.extend(other.enrolled);
+        self.max_seq = self.max_seq.max(other.max_seq);
+    }
+}
+
+async fn rush(args: &RushArgs) -> Result<bool, RushError> {
+    let started = Instant::now();
+    let concurrency = args.concurrency as usize;
+    let api = Api::new(&args.url, args.token.clone(), concurrency)?;
+    let tag = format!("{:08x}", fastrand::u32(..));
+    println!(
+        "rush {tag}: {} students, {} courses x {} seats, zipf {}, up to {} tries each, {} in flight, against {}",
+        args.students, args.courses, args.capacity, args.zipf, args.tries, args.concurrency, api.base
+    );
+
+    let (courses, course_seq) = create_courses(&api, args, &tag).await?;
+    let popularity = Arc::new(Popularity::zipf(courses.len(), args.zipf));
+
+    let progress = ProgressBar::with_draw_target(Some(args.students as u64), ProgressDrawTarget::stderr());
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} students  {per_sec}  {elapsed_precise}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let courses = Arc::new(courses);
+    let rush_started = Instant::now();
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency.min(args.students.max(1)) {
+        let worker = Worker {
+            api: api.clone(),
+            next: next.clone(),
+            students: args.students,
+            tries: args.tries as usize,
+            courses: courses.clone(),
+            popularity: popularity.clone(),
+            tag: tag.clone(),
+            progress: progress.clone(),
+        };
+        workers.spawn(worker.run());
+    }
+    let mut tally = Tally { max_seq: course_seq, ..Tally::default() };
+    while let Some(done) = workers.join_next().await {
+        match done {
+            Ok(worker_tally) => tally.merge(worker_tally),
+            Err(e) => return Err(RushError::Shape { what: format!("a rush worker failed: {e}") }),
+        }
+    }
+    let rush_time = rush_started.elapsed();
+    progress.finish_and_clear();
+    summarize(args, &tally, rush_time);
+
+    let checks_started = Instant::now();
+    let violations = check(&api, args, &courses, &tally).await?;
+    let checks_time = checks_started.elapsed();
+    if violations.is_empty() {
+        println!("invariants: all hold (checked in {:.2} s)", checks_time.as_secs_f64());
+    } else {
+        for violation in &violations {
+            eprintln!("violation: {violation}");
+        }
+        println!("invariants: {} violated (checked in {:.2} s)", violations.len(), checks_time.as_secs_f64());
+    }
+    println!("wall time: {:.2} s", started.elapsed().as_secs_f64());
+    Ok(violations.is_empty())
+}
+
+/// Creates the rush's courses; returns their ids by popularity rank, and
+/// the highest seq their creation answered.
+async fn create_courses(api: &Api, args: &RushArgs, tag: &str) -> Result<(Vec<u64>, u64), RushError> {
+    let limit = Arc::new(Semaphore::new(args.concurrency as usize));
+    let mut creating = JoinSet::new();
+    for rank in 0..args.courses {
+        let (api, limit) = (api.clone(), limit.clone());
+        let body = json!({
+            "name": format!("rush-{tag}-{rank}"), "teacher": format!("rush-teacher-{tag}"),
+            "fee": 10000, "textBook": "rush-book", "capacity": args.capacity,
+        });
+        creating.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let what = format!("creating course {rank}");
+            let answer = api.send(api.request(Method::POST, "/courses").json(&body), &what).await?;
+            if answer.status != StatusCode::CREATED {
+                let body = String::from_utf8_lossy(&answer.body).into_owned();
+                return Err(RushError::Status { what, status: answer.status, body });
+            }
+            let id = answer.json(&what)?["id"].as_u64().ok_or_else(|| RushError::Shape { what: what.clone() })?;
+            Ok((rank, id, answer.seq.unwrap_or(0)))
+        });
+    }
+    let mut ids = vec![0; args.courses as usize];
+    let mut max_seq = 0;
+    while let Some(created) = creating.join_next().await {
+        let (rank, id, seq) = created.map_err(|e| RushError::Shape { what: format!("creating a course: {e}") })??;
+        ids[rank as usize] = id;
+        max_seq = max_seq.max(seq);
+    }
+    Ok((ids, max_seq))
+}
+
+/// One of the `--concurrency` loops: takes the next student until none is left.
+struct Worker {
+    api: Api,
+    /// The next student's number, shared by all workers.
+    next: Arc<AtomicUsize>,
+    students: usize,
+    tries: usize,
+    /// Course ids by popularity rank.
+    courses: Arc<Vec<u64>>,
+    popularity: Arc<Popularity>,
+    /// Makes this run's student names new to the server.
+    tag: String,
+    progress: ProgressBar,
+}
+
+impl Worker {
+    async fn run(self) -> Tally {
+        let mut tally = Tally::default();
+        let mut rng = fastrand::Rng::new();
+        let mut tried = Vec::with_capacity(self.tries);
+        loop {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            if n >= self.students {
+                return tally;
+            }
+            let student = format!("rush-{}-{n}", self.tag);
+            tried.clear();
+            self.enroll(&student, &mut rng, &mut tried, &mut tally).await;
+            self.progress.inc(1);
+        }
+    }
+
+    /// One student: up to `tries` courses, until one enrolls them.
+    async fn enroll(&self, student: &str, rng: &mut fastrand::Rng, tried: &mut Vec<usize>, tally: &mut Tally) {
+        let mut unavailable = 0;
+        let Some(mut rank) = self.popularity.pick(rng, tried) else { return };
+        loop {
+            let course = self.courses[rank];
+            let body = json!({"courseId": course, "student": student, "payAccount": APPROVED_CARD, "addr": "Seoul"});
+            let sent = Instant::now();
+            let answer = self.api.send(self.api.request(Method::POST, "/classes").json(&body), "POST /classes").await;
+            tally.latencies_us.push(sent.elapsed().as_micros() as u64);
+            let Ok(answer) = answer else {
+                tally.transport_errors += 1;
+                return;
+            };
+            *tally.statuses.entry(answer.status.as_u16()).or_default() += 1;
+            tally.max_seq = tally.max_seq.max(answer.seq.unwrap_or(0));
+            match answer.status {
+                StatusCode::CREATED => {
+                    let id = answer.json("POST /classes").ok().and_then(|v| v["id"].as_u64()).unwrap_or(0);
+                    tally.enrolled.push(Enrolled { id, course, student: student.to_owned() });
+                    return;
+                }
+                StatusCode::SERVICE_UNAVAILABLE if unavailable < MAX_UNAVAILABLE_RETRIES => {
+                    unavailable += 1;
+                    tokio::time::sleep(UNAVAILABLE_PAUSE).await;
+                }
+                StatusCode::CONFLICT => {
+                    tried.push(rank);
+                    if tried.len() >= self.tries {
+                        return;
+                    }
+                    match self.popularity.pick(rng, tried) {
+                        Some(next) => rank = next,
+                        None => return,
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+fn summarize(args: &RushArgs, tally: &Tally, elapsed: Duration) {
+    let requests = tally.latencies_us.len();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let seats = args.courses * args.capacity;
+    println!(
+        "enroll: {requests} requests in {secs:.2} s = {:.0} req/s; {} students enrolled, {} of {seats} seats sold",
+        requests as f64 / secs,
+        tally.enrolled.len(),
+        tally.enrolled.len(),
+    );
+    let mut sorted = tally.latencies_us.clone();
+    sorted.sort_unstable();
+    let at = |q: f64| -> f64 {
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+        sorted[i] as f64 / 1000.0
+    };
+    println!("latency: p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms", at(0.50), at(0.95), at(0.99), at(1.0));
+    let mut statuses: Vec<String> = tally.statuses.iter().map(|(status, n)| format!("{status} x {n}")).collect();
+    if tally.transport_errors > 0 {
+        statuses.push(format!("no answer x {}", tally.transport_errors));
+    }
+    println!("statuses: {}", statuses.join(", "));
+}
+
+/// A class as `GET /classes` shows it.
+struct Class {
+    course: u64,
+    student: String,
+    completed: bool,
+}
+
+/// Checks every invariant over the API; returns the violations, each named.
+async fn check(api: &Api, args: &RushArgs, courses: &[u64], tally: &Tally) -> Result<Vec<String>, RushError> {
+    let mut violations = Vec::new();
+    let ours: HashMap<u64, u64> = courses.iter().map(|&id| (id, 0)).collect();
+
+    let mut classes = HashMap::new();
+    for item in api.list("/classes", "classes").await? {
+        let id = field_u64(&item, "id", "a class")?;
+        let class = Class {
+            course: field_u64(&item, "courseId", "a class")?,
+            student: item["student"].as_str().unwrap_or_default().to_owned(),
+            completed: item["status"] == "COMPLETED",
+        };
+        classes.insert(id, class);
+    }
+    let mut completed = ours.clone();
+    for class in classes.values().filter(|c| c.completed) {
+        if let Some(n) = completed.get_mut(&class.course) {
+            *n += 1;
+        }
+    }
+
+    // No course over capacity; studentCount equals its completed classes.
+    let mut seen = 0;
+    for item in api.list("/courses", "courses").await? {
+        let id = field_u64(&item, "id", "a course")?;
+        let Some(&count) = completed.get(&id) else { continue };
+        seen += 1;
+        let student_count = field_u64(&item, "studentCount", "a course")?;
+        if student_count > args.capacity || count > args.capacity {
+            violations.push(format!(
+                "over capacity: course {id} has studentCount {student_count} and {count} completed classes for {} seats",
+                args.capacity
+            ));
+        }
+        if student_count != count {
+            violations.push(format!(
+                "studentCount differs: course {id} says {student_count}, its completed classes are {count}"
+            ));
+        }
+    }
+    if seen != courses.len() {
+        violations.push(format!(
+            "courses missing: {} of the {} created are listed",
+            courses.len() - seen,
+            courses.len()
+        ));
+    }
+
+    // Every 201 is a completed class of the course and student it was for …
+    for enrolled in &tally.enrolled {
+        match classes.get(&enrolled.id) {
+            Some(class) if class.completed && class.course == enrolled.course && class.student == enrolled.student => {}
+            Some(_) => violations.push(format!(
+                "201 not kept: class {} (student {} in course {}) is not that student's completed class",
+                enrolled.id, enrolled.student, enrolled.course
+            )),
+            None => violations.push(format!("201 not kept: class {} is not listed", enrolled.id)),
+        }
+    }
+    // … with exactly one approved payment.
+    violations.extend(check_payments_of(api, &tally.enrolled, args.concurrency as usize).await?);
+    // And every completed class of the rush was answered 201 (when every request was answered).
+    if tally.transport_errors == 0 {
+        let answered: std::collections::HashSet<u64> = tally.enrolled.iter().map(|e| e.id).collect();
+        let unanswered = classes
+            .iter()
+            .filter(|(id, c)| c.completed && ours.contains_key(&c.course) && !answered.contains(id))
+            .count();
+        if unanswered > 0 {
+            violations.push(format!("completed without a 201: {unanswered} classes of the rush's courses"));
+        }
+    }
+
+    // No approved payment without a completed class.
+    for payment in api.list("/payments", "payments").await? {
+        if payment["payStatus"] != "APPROVED" {
+            continue;
+        }
+        let apply_id = field_u64(&payment, "applyId", "a payment")?;
+        if !classes.get(&apply_id).is_some_and(|c| c.completed) {
+            violations.push(format!("approved payment without a completed class: applyId {apply_id}"));
+        }
+    }
+
+    violations.extend(check_read_models(api, tally, &completed, &classes).await?);
+    Ok(violations)
+}
+
+/// `GET /payments?applyId=` of every 201: exactly one APPROVED payment each.
+async fn check_payments_of(api: &Api, enrolled: &[Enrolled], concurrency: usize) -> Result<Vec<String>, RushError> {
+    let limit = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut asking = JoinSet::new();
+    for enrolled in enrolled {
+        let (api, limit, id) = (api.clone(), limit.clone(), enrolled.id);
+        asking.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let payments = api.list(&format!("/payments?applyId={id}"), "payments").await?;
+            let approved = payments.iter().filter(|p| p["payStatus"] == "APPROVED" && p["applyId"] == id).count();
+            Ok::<_, RushError>((id, approved))
+        });
+    }
+    let mut violations = Vec::new();
+    while let Some(asked) = asking.join_next().await {
+        let (id, approved) = asked.map_err(|e| RushError::Shape { what: format!("asking for a payment: {e}") })??;
+        if approved != 1 {
+            violations.push(format!("201 without exactly one approved payment: class {id} has {approved}"));
+        }
+    }
+    Ok(violations)
+}
+
+/// The read models, once caught up with the last seq the rush was answered,
+/// agree with the classes: `/courseSchedules` and `/mypages` per course,
+/// `/inquiryMypages` per enrollment.
+async fn check_read_models(
+    api: &Api,
+    tally: &Tally,
+    completed: &HashMap<u64, u64>,
+    classes: &HashMap<u64, Class>,
+) -> Result<Vec<String>, RushError> {
+    let mut violations = Vec::new();
+    let after = tally.max_seq;
+    for (path, embedded) in [("/courseSchedules", "courseSchedules"), ("/mypages", "mypages")] {
+        let mut seen = 0;
+        for item in api.list(&format!("{path}?after={after}"), embedded).await? {
+            let course = field_u64(&item, "courseId", path)?;
+            let Some(&count) = completed.get(&course) else { continue };
+            seen += 1;
+            let student_count = field_u64(&item, "studentCount", path)?;
+            if student_count != count {
+                violations.push(format!(
+                    "read model behind: {path} says course {course} has {student_count} students, its completed classes are {count}"
+                ));
+            }
+            if item["openYn"] != (count >= 1) {
+                violations.push(format!("read model behind: {path} has the wrong openYn for course {course}"));
+            }
+        }
+        if seen != completed.len() {
+            violations.push(format!("read model behind: {path} lists {seen} of the {} courses", completed.len()));
+        }
+    }
+
+    let mut listed = 0;
+    for item in api.list(&format!("/inquiryMypages?after={after}"), "inquiryMypages").await? {
+        let course = field_u64(&item, "courseId", "/inquiryMypages")?;
+        if !completed.contains_key(&course) {
+            continue;
+        }
+        let apply_id = field_u64(&item, "applyId", "/inquiryMypages")?;
+        let completed_here = item["applyStatus"] == "COMPLETED";
+        match classes.get(&apply_id) {
+            Some(class) if class.completed == completed_here && class.course == course => {}
+            _ => violations.push(format!(
+                "read model disagrees: /inquiryMypages has enrollment {apply_id} in course {course} as {}",
+                item["applyStatus"]
+            )),
+        }
+        if completed_here {
+            listed += 1;
+            if item["payStatus"] != "APPROVED" {
+                violations.push(format!(
+                    "read model disagrees: /inquiryMypages has completed enrollment {apply_id} with payStatus {}",
+                    item["payStatus"]
+                ));
+            }
+        }
+    }
+    let expected: u64 = completed.values().sum();
+    if listed != expected {
+        violations.push(format!(
+            "read model behind: /inquiryMypages lists {listed} completed enrollments of the rush's courses, the classes {expected}"
+        ));
+    }
+    Ok(violations)
+}
+
+fn field_u64(item: &Value, field: &str, what: &str) -> Result<u64, RushError> {
+    item[field].as_u64().ok_or_else(|| RushError::Shape { what: format!("{what} without a numeric {field}: {item}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_favours_the_first_ranks_and_uniform_does_not() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let skewed = Popularity::zipf(50, 1.0);
+        let mut hits = [0u32; 50];
+        for _ in 0..20_000 {
+            hits[skewed.pick(&mut rng, &[]).expect("a course")] += 1;
+        }
+        assert!(hits[0] > 4 * hits[10] && hits[49] > 0, "{hits:?}");
+        let uniform = Popularity::zipf(4, 0.0);
+        let mut hits = [0u32; 4];
+        for _ in 0..8_000 {
+            hits[uniform.pick(&mut rng, &[]).expect("a course")] += 1;
+        }
+        assert!(hits.iter().all(|&h| (1_700..2_300).contains(&h)), "{hits:?}");
+    }
+
+    #[test]
+    fn a_pick_skips_the_courses_tried() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let popularity = Popularity::zipf(3, 3.0);
+        for _ in 0..100 {
+            assert_eq!(popularity.pick(&mut rng, &[0, 1]), Some(2));
+        }
+        assert_eq!(popularity.pick(&mut rng, &[0, 1, 2]), None);
+    }
+}
