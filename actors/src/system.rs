@@ -32,7 +32,7 @@ use crate::mypage::{
 };
 use crate::notifier::{NOTIFICATIONS, NOTIFICATIONS_BY_RECIPIENT, Notification, NotifierProjection};
 use crate::payment::Payment;
-use crate::payment::actor::{PaymentActor, PaymentArgs, PaymentConfig, PaymentMsg, PaymentSnapshot};
+use crate::payment::actor::{BreakerGate, PaymentActor, PaymentArgs, PaymentConfig, PaymentMsg, PaymentSnapshot};
 use crate::payment::gateway::{GatewayFaults, PaymentGateway, SimulatedGateway};
 use crate::tables::{
     COUNTERS, COURSES, Counter, CourseRecord, ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, PAYMENTS,
@@ -248,6 +248,8 @@ struct Inner {
     faults: Arc<Faults>,
     root: ActorRef<RootMsg>,
     payment_restarts: Arc<AtomicU64>,
+    /// The breaker's published state: enrollments fail fast while it is open.
+    gate: Arc<BreakerGate>,
     next_course_id: AtomicU64,
     enrollment_ids: tokio::sync::Mutex<EnrollmentIds>,
     bus: Bus,
@@ -276,10 +278,12 @@ impl Sugang {
         let faults = Arc::new(Faults::default());
         let gateway = SimulatedGateway::with_faults(config.gateway_faults);
         let payment_restarts = Arc::new(AtomicU64::new(0));
+        let gate = Arc::new(BreakerGate::new());
         let payment_args = {
-            let (store, journal, config) = (store.clone(), journal.clone(), config.payment.clone());
+            let (store, journal, config, gate) = (store.clone(), journal.clone(), config.payment.clone(), gate.clone());
             let gateway: Arc<dyn PaymentGateway> = Arc::new(gateway.clone());
             move || PaymentArgs {
+                gate: gate.clone(),
                 store: store.clone(),
                 journal: journal.clone(),
                 gateway: gateway.clone(),
@@ -348,6 +352,7 @@ impl Sugang {
                 faults,
                 root,
                 payment_restarts,
+                gate,
                 next_course_id: AtomicU64::new(next_course_id),
                 enrollment_ids: tokio::sync::Mutex::new(EnrollmentIds { next: high_water + 1, limit: high_water }),
                 bus,
@@ -522,6 +527,15 @@ impl Sugang {
     #[tracing::instrument(skip_all, fields(course_id = request.course_id.get(), student = %request.student))]
     pub async fn enroll(&self, request: EnrollRequest) -> Result<Done<Enrollment>, CommandError> {
         self.course_exists(request.course_id)?;
+        // While the breaker is open the charge would be refused anyway:
+        // refuse before a seat is reserved and released for nothing.
+        if let Some(retry_after) = self.inner.gate.refusing_for() {
+            metrics::counter!("sugang_payment_rejected_total", "reason" => "breaker_open").increment(1);
+            return Err(CommandError::Unavailable {
+                reason: "payment unavailable: the payment gateway is failing; the circuit breaker is open".into(),
+                retry_after,
+            });
+        }
         let id = self.next_enrollment_id().await?;
         let timeout = self.inner.config.payment.timeout + self.inner.config.ask_timeout * 3;
         let reply = self

@@ -291,6 +291,7 @@ async fn the_breaker_opens_on_a_down_gateway_fails_fast_and_closes_after_heal() 
     }
     let snapshot = system.payment_snapshot().await.unwrap();
     assert_eq!(snapshot.state, "open", "{snapshot:?}");
+    let seq_when_open = system.last_seq();
 
     for i in 0..5 {
         let started = Instant::now();
@@ -301,6 +302,15 @@ async fn the_breaker_opens_on_a_down_gateway_fails_fast_and_closes_after_heal() 
         assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(2), "{retry_after:?}");
     }
     assert_eq!(student_count(&system, course), 0, "a refused enrollment holds no seat");
+    let reserved_while_open = system
+        .store()
+        .events()
+        .read::<sugang_actors::Event>(seq_when_open + 1, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.event, sugang_actors::Event::SeatReserved { .. }))
+        .count();
+    assert_eq!(reserved_while_open, 0, "while the breaker is open, no seat is even reserved");
     assert_eq!(system.payments(None, ALL).unwrap().total, 0, "no payment for a refused enrollment");
     assert_eq!(system.enrollments(&EnrollmentFilter::default(), ALL).unwrap().total, 0);
     assert_eq!(system.gateway().ledger().charged, 0);

@@ -168,7 +168,7 @@ impl Actor for EnrollmentActor {
             EnrollmentMsg::Enroll { request, reply } => {
                 let answer = state.enroll(request).await;
                 if let Err(failure) = &answer {
-                    tracing::info!(enrollment_id = state.id.get(), %failure, "enrollment refused");
+                    tracing::debug!(enrollment_id = state.id.get(), %failure, "enrollment refused");
                 }
                 let _ = reply.send(answer);
                 // The saga is over and everything it did is in storage: free

@@ -130,7 +130,38 @@ pub struct PaymentSnapshot {
     pub timeout_ms: u64,
 }
 
+/// The breaker's verdict, published for callers that want to fail fast
+/// before they start work that would only be undone: while the breaker is
+/// open, an enrollment is refused before it reserves a seat.
+#[derive(Debug)]
+pub(crate) struct BreakerGate {
+    epoch: std::time::Instant,
+    /// Milliseconds since `epoch` until which the breaker refuses calls; 0
+    /// when it admits them.
+    open_until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl BreakerGate {
+    pub(crate) fn new() -> Self {
+        BreakerGate { epoch: std::time::Instant::now(), open_until_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// How long the breaker still refuses calls, if it does.
+    pub(crate) fn refusing_for(&self) -> Option<Duration> {
+        let until = self.open_until_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    fn publish(&self, retry_after: Option<Duration>) {
+        let until = retry_after.map_or(0, |after| (self.epoch.elapsed() + after).as_millis() as u64);
+        self.open_until_ms.store(until, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub(crate) struct PaymentArgs {
+    /// Where the breaker's state is published for fail-fast callers.
+    pub(crate) gate: Arc<BreakerGate>,
     pub(crate) store: Store,
     pub(crate) journal: Journal,
     pub(crate) gateway: Arc<dyn PaymentGateway>,
@@ -217,7 +248,9 @@ impl PaymentActorState {
                 may_have_charged: false,
             });
         }
-        let permit = self.breaker.try_acquire(Instant::now()).map_err(|open| {
+        let acquired = self.breaker.try_acquire(Instant::now());
+        self.publish_gate();
+        let permit = acquired.map_err(|open| {
             metrics::counter!("sugang_payment_rejected_total", "reason" => "breaker_open").increment(1);
             PaymentFailure::Unavailable {
                 reason: "the payment gateway is failing; the circuit breaker is open".into(),
@@ -303,7 +336,19 @@ impl PaymentActorState {
         });
     }
 
+    /// Publishes whether the breaker refuses calls now, and for how long.
+    fn publish_gate(&self) {
+        let snapshot = self.breaker.snapshot(Instant::now());
+        let refusing = (snapshot.state == super::breaker::BreakerState::Open).then_some(snapshot.retry_after).flatten();
+        self.args.gate.publish(refusing);
+    }
+
     fn settle(&mut self, myself: &ActorRef<PaymentMsg>, permit: Permit, outcome: Settlement) {
+        self.settle_outcome(myself, permit, outcome);
+        self.publish_gate();
+    }
+
+    fn settle_outcome(&mut self, myself: &ActorRef<PaymentMsg>, permit: Permit, outcome: Settlement) {
         self.in_flight -= 1;
         metrics::gauge!("sugang_payment_in_flight").set(self.in_flight as f64);
         let now = Instant::now();
