@@ -620,9 +620,10 @@ impl Sugang {
                 ))),
                 (None, None) => Box::new(store.scan(&ENROLLMENTS).map(|item| item.map(|(_, e)| e))),
             };
-        let mut items: Vec<_> = items.filter(|e| e.as_ref().map_or(true, &matches)).collect::<Result<_, _>>()?;
-        items.sort_by_key(|e| e.id);
-        paginate(items.into_iter().map(Ok), page)
+        // Every source is in id order already (the table by its key, the
+        // indexes by (student|course, id)), so a page streams: nothing but
+        // the page is held in memory, however many enrollments there are.
+        paginate(items.filter(|e| e.as_ref().map_or(true, &matches)), page)
     }
 
     /// A payment (its id is its enrollment's).
