@@ -29,6 +29,17 @@ use ractor::{
 use serde::Serialize;
 use tokio::time::Instant;
 
+/// The tick that makes an idle entity actor consider passivating.
+pub(crate) struct IdleCheck;
+
+/// Sends `myself` an [`IdleCheck`] after `after`.
+pub(crate) fn schedule_idle_check<M>(myself: &ActorRef<M>, after: Duration)
+where
+    M: Message + From<IdleCheck>,
+{
+    myself.send_after(after, || M::from(IdleCheck));
+}
+
 /// A kind of entity actor the registry can activate.
 pub(crate) trait EntityKind: Send + Sync + 'static {
     /// The actor behaviour.
@@ -196,6 +207,21 @@ impl Registry {
             }
             _ => false,
         }
+    }
+
+    /// An entity actor's idle tick: true when it has been quiet for the idle
+    /// time, is not `busy`, and its slot is now `Passivating` (the actor then
+    /// sends itself its stop message); otherwise the next tick is scheduled.
+    pub(crate) fn idle_check<M>(&self, id: u64, myself: &ActorRef<M>, last_active: Instant, busy: bool) -> bool
+    where
+        M: Message + From<IdleCheck>,
+    {
+        let quiet = last_active.elapsed();
+        if !busy && quiet >= self.config.idle && self.begin_passivation(id, myself.get_id()) {
+            return true;
+        }
+        schedule_idle_check(myself, self.config.idle.saturating_sub(quiet).max(Duration::from_millis(10)));
+        false
     }
 
     pub(crate) fn snapshot(&self) -> SupervisorSnapshot {

@@ -13,7 +13,6 @@
 //! reverse, so asks cannot deadlock.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +22,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Course, CourseCommand, CourseRejection, CourseState, Seat, apply, decide};
-use crate::entity::{EntityArgs, EntityKind, Registry};
+use crate::entity::{EntityArgs, EntityKind, IdleCheck, Registry, schedule_idle_check};
 use crate::event::Event;
 use crate::faults::{Faults, now_ms};
 use crate::model::{CourseId, EnrollmentId};
@@ -202,13 +201,9 @@ impl Actor for CourseActor {
                 return Err(format!("a commit of course {} failed: {reason}", state.id).into());
             }
             CourseMsg::IdleCheck => {
-                let idle = state.registry.config.idle;
-                let quiet = state.last_active.elapsed();
                 let busy = state.in_flight.load(Ordering::SeqCst) > 0;
-                if !busy && quiet >= idle && state.registry.begin_passivation(state.id.get(), myself.get_id()) {
+                if state.registry.idle_check(state.id.get(), &myself, state.last_active, busy) {
                     myself.send_message(CourseMsg::Stop)?;
-                } else {
-                    schedule_idle_check(&myself, idle.saturating_sub(quiet).max(Duration::from_millis(10)));
                 }
             }
             CourseMsg::Stop => {
@@ -229,16 +224,6 @@ impl Actor for CourseActor {
         Ok(())
     }
 }
-
-pub(crate) fn schedule_idle_check<M>(myself: &ActorRef<M>, after: Duration)
-where
-    M: ractor::Message + From<IdleCheck>,
-{
-    myself.send_after(after, || M::from(IdleCheck));
-}
-
-/// The tick that makes an idle entity actor consider passivating.
-pub(crate) struct IdleCheck;
 
 impl From<IdleCheck> for CourseMsg {
     fn from(_: IdleCheck) -> Self {

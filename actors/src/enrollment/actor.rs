@@ -19,9 +19,9 @@ use sugang_storage::{Batch, EncodeError, Store};
 use tokio::time::Instant;
 
 use super::{CancelPlan, Enrollment, EnrollmentCommand, EnrollmentRejection, EnrollmentState, apply, decide};
-use crate::course::actor::{Also, CourseFailure, CourseKind, CourseMsg, CourseReply, IdleCheck, schedule_idle_check};
+use crate::course::actor::{Also, CourseFailure, CourseKind, CourseMsg, CourseReply};
 use crate::course::{Completion, CourseCommand, CourseRejection};
-use crate::entity::{AskError, Entities, EntityArgs, EntityKind, Redelivery, Registry};
+use crate::entity::{AskError, Entities, EntityArgs, EntityKind, IdleCheck, Redelivery, Registry, schedule_idle_check};
 use crate::event::{Event, RejectReason};
 use crate::faults::{Faults, SagaStep, now_ms};
 use crate::model::{CourseId, EnrollmentId, Fee, PayMethod, StudentName};
@@ -192,15 +192,9 @@ impl Actor for EnrollmentActor {
                 }
             }
             EnrollmentMsg::IdleCheck => {
-                let idle = state.registry.config.idle;
-                let quiet = state.last_active.elapsed();
-                if quiet >= idle
-                    && !state.unfinished
-                    && state.registry.begin_passivation(state.id.get(), myself.get_id())
-                {
+                // A saga holding a seat stays live until it is compensated.
+                if state.registry.idle_check(state.id.get(), &myself, state.last_active, state.unfinished) {
                     myself.send_message(EnrollmentMsg::Stop)?;
-                } else {
-                    schedule_idle_check(&myself, idle.saturating_sub(quiet).max(Duration::from_millis(10)));
                 }
             }
             EnrollmentMsg::Stop => myself.stop(Some("passivated".into())),
