@@ -168,6 +168,8 @@ impl Default for JournalOptions {
 pub struct DiskFaults {
     fail_writes: AtomicU32,
     fail_flushes: AtomicU32,
+    /// Milliseconds every flush waits before it starts: a slow disk.
+    slow_flushes_ms: AtomicU64,
 }
 
 impl DiskFaults {
@@ -179,6 +181,12 @@ impl DiskFaults {
     /// The next `n` groups are applied, then their flush fails.
     pub fn fail_next_flushes(&self, n: u32) {
         self.fail_flushes.store(n, Ordering::SeqCst);
+    }
+
+    /// Every flush waits `delay` before it starts (zero: none), as on a
+    /// slow disk: the window in which a group is applied but not durable.
+    pub fn slow_flushes(&self, delay: Duration) {
+        self.slow_flushes_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     fn take(counter: &AtomicU32) -> bool {
@@ -452,10 +460,19 @@ impl Writer {
             if DiskFaults::take(&faults.fail_writes) {
                 return Err(CommitError::Write("injected write fault".into()));
             }
+            let started = Instant::now();
             let undo = if fsync { Some(rollback(db, &group)?) } else { None };
+            let read = started.elapsed();
             db.apply_batch(group.into_batch()).map_err(|e| CommitError::Write(e.to_string()))?;
+            metrics::histogram!("sugang_journal_apply_seconds", "step" => "pre_images").record(read.as_secs_f64());
+            metrics::histogram!("sugang_journal_apply_seconds", "step" => "apply")
+                .record((started.elapsed() - read).as_secs_f64());
             if !fsync {
                 return Ok(());
+            }
+            match faults.slow_flushes_ms.load(Ordering::SeqCst) {
+                0 => {}
+                ms => std::thread::sleep(Duration::from_millis(ms)),
             }
             let flushed = if DiskFaults::take(&faults.fail_flushes) {
                 Err(CommitError::Flush("injected flush fault".into()))

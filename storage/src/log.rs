@@ -73,11 +73,19 @@ impl EventLog {
         }
     }
 
-    /// Up to `limit` events with seq `>= from`, in order.
+    /// Up to `limit` durable events with seq `>= from`, in order: never one
+    /// past [`EventLog::last_seq`], though the journal may have applied
+    /// later ones to sled while their flush runs (a failed flush removes them).
     pub fn read<E: Record>(&self, from: u64, limit: usize) -> Result<Vec<Committed<E>>, StorageError> {
-        let end = [EVENT_PREFIX[0] + 1];
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self.store.shared.db.range(event_key(from).to_vec()..end.to_vec()).take(limit) {
+        let last = self.last_seq();
+        if from > last {
+            return Ok(Vec::new());
+        }
+        // Sized to what is there, not to `limit`: a subscriber following the
+        // live log reads a few events per commit, thousands of times a second.
+        let available = usize::try_from(last - from + 1).unwrap_or(usize::MAX);
+        let mut out = Vec::with_capacity(limit.min(available).min(1024));
+        for item in self.store.shared.db.range(event_key(from)..=event_key(last)).take(limit) {
             let (raw_key, raw) = item?;
             let seq = seq_of(&raw_key);
             let fail = |kind| DecodeError { table: "events", key: render_key(&raw_key), kind };

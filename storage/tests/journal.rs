@@ -760,6 +760,36 @@ async fn a_failed_flush_rolls_its_group_back() {
     assert_eq!(seqs(&store.events().read::<Happened>(1, 10).unwrap()), [1, 2, 3]);
 }
 
+/// sled shows a group's writes as soon as they are applied, before the
+/// flush that makes them durable returns; the event log does not: a
+/// subscriber must never act on an event that a failed flush takes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_reads_only_durable_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_put(&journal, 1, &seat("kim", 1), &["a"]).await.unwrap();
+
+    journal.faults().slow_flushes(Duration::from_millis(300));
+    let mut batch = Batch::new();
+    batch.put(&SEATS, &2, &seat("lee", 1)).unwrap();
+    batch.append(2, &happened("b")).unwrap();
+    let pending = journal.submit(batch).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while store.get(&SEATS, &2).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the group was never applied");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.events().last_seq(), 1, "applied, not yet durable");
+    assert!(store.events().read::<Happened>(2, 10).unwrap().is_empty());
+    assert_eq!(seqs(&store.events().read::<Happened>(1, 10).unwrap()), [1]);
+
+    assert_eq!(pending.durable().await.unwrap(), Receipt { first_seq: Some(2), seq: 2 });
+    journal.faults().slow_flushes(Duration::ZERO);
+    assert_eq!(seqs(&store.events().read::<Happened>(1, 10).unwrap()), [1, 2]);
+    close(store, journal, task).await;
+}
+
 #[tokio::test]
 async fn each_injected_fault_fails_one_group() {
     let tmp = tempfile::tempdir().unwrap();
