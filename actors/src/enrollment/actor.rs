@@ -236,7 +236,9 @@ impl EnrollmentActorState {
             student: request.student.clone(),
             expected_fee: request.expected_fee,
         };
+        let step = Instant::now();
         let reserved = self.ask_course(course_id, reserve, || None).await?;
+        metrics::histogram!("sugang_saga_step_seconds", "step" => "reserve").record(step.elapsed().as_secs_f64());
         self.unfinished = true;
         self.ctx.faults.reached(SagaStep::SeatReserved, id.get());
         let fee = reserved
@@ -252,7 +254,9 @@ impl EnrollmentActorState {
             pay_method: request.pay_method.as_str().to_owned(),
             pay_account: request.pay_account.clone(),
         };
+        let step = Instant::now();
         let paid = self.charge(charge).await;
+        metrics::histogram!("sugang_saga_step_seconds", "step" => "charge").record(step.elapsed().as_secs_f64());
         let receipt = match paid {
             Ok(receipt) => receipt,
             Err(PaymentFailure::Declined { reason }) => {
@@ -278,6 +282,7 @@ impl EnrollmentActorState {
         let confirm = CourseCommand::ConfirmSeat { enrollment_id: id, completion };
         let pay_method = request.pay_method.clone();
         let student = request.student.clone();
+        let step = Instant::now();
         let confirmed = self
             .ask_course(course_id, confirm, || {
                 let (pay_method, student) = (pay_method.clone(), student.clone());
@@ -286,6 +291,7 @@ impl EnrollmentActorState {
                 }))
             })
             .await;
+        metrics::histogram!("sugang_saga_step_seconds", "step" => "confirm").record(step.elapsed().as_secs_f64());
         let confirmed = match confirmed {
             Ok(confirmed) => confirmed,
             Err(failure) => {
