@@ -103,6 +103,9 @@ pub(crate) struct ServeArgs {
     /// When a write is acknowledged.
     #[arg(long, env = "SUGANG_DURABILITY", value_enum, default_value = "fsync")]
     pub(crate) durability: DurabilityArg,
+    /// The storage engine's page cache, in MiB: the main lever on resident memory.
+    #[arg(long, env = "SUGANG_CACHE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub(crate) cache_mb: u64,
 }
 
 impl ServeArgs {
@@ -113,6 +116,7 @@ impl ServeArgs {
             DurabilityArg::Fsync => Durability::Fsync,
             DurabilityArg::Relaxed => Durability::Relaxed { flush_every_ms: 100 },
         };
+        config.cache_capacity = self.cache_mb * 1024 * 1024;
         config.payment.timeout = Duration::from_millis(self.payment_timeout_ms);
         config.payment.breaker.failure_threshold = self.breaker_failures;
         config.payment.breaker.reset_timeout = Duration::from_millis(self.breaker_reset_ms);
