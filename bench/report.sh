@@ -3,7 +3,7 @@
 # bench/README.md (between its `figures:begin` and `figures:end` markers)
 # from what they printed. Nothing in that table is typed by hand.
 #
-# Usage: bench/report.sh [NAME...]   NAME in: journal enroll fanout http load rush
+# Usage: bench/report.sh [NAME...]   NAME in: journal enroll fanout http load rush million
 #                                    (default: all of them)
 # Each NAME's rows are kept in bench/figures/NAME.md with the date and the
 # machine they came from; running some NAMEs refreshes those and keeps the
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(journal enroll fanout http load rush)
+ALL=(journal enroll fanout http load rush million)
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${ALL[@]}")
 mkdir -p bench/figures
@@ -96,11 +96,25 @@ run_rush() {
     } >bench/figures/rush.md
 }
 
+run_million() {
+    local log load
+    log=$(mktemp)
+    cargo build --release --quiet --bin sugang
+    load=$(load_now)
+    bench/million.sh 2>&1 | tee "$log" >&2
+    {
+        stamp "million.sh (${STUDENTS:-1000000} students, ${COURSES:-10000} courses x ${CAPACITY:-100} seats, ${CONCURRENCY:-128} in flight)" "$load"
+        awk -F= '/^[a-z_0-9]+=/ { print "| " $1 " | " $2 " |" }' "$log"
+    } >bench/figures/million.md
+    rm -f "$log"
+}
+
 for name in "${names[@]}"; do
     case "$name" in
         journal | enroll | fanout | http) run_criterion "$name" ;;
         load) run_load ;;
         rush) run_rush ;;
+        million) run_million ;;
         *) echo "report.sh: no benchmark named $name (one of: ${ALL[*]})" >&2; exit 2 ;;
     esac
 done
