@@ -57,6 +57,21 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics shows nothing");
             }
             declare_fault_series();
+            // A recorder built by hand has no upkeep task: histogram samples
+            // pile up until a scrape drains them, without bound if nobody
+            // scrapes (a sample per request and per saga step: tens of MB
+            // over a million enrollments). A thread of its own, so it
+            // outlives whichever runtime first asked for the handle.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(METRICS_UPKEEP);
+                    upkeep.run_upkeep();
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no metrics upkeep thread; histograms drain only when scraped");
+            }
             handle
         })
         .clone()
@@ -86,6 +101,9 @@ fn declare_fault_series() {
         metrics::counter!("sugang_actor_held_down_total", "kind" => kind).increment(0);
     }
 }
+
+/// How often histogram samples are drained into their buckets and summaries.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 /// Records every routed request's latency by route template and status.
 pub(crate) async fn track_latency(request: Request, next: Next) -> Response {
