@@ -9,10 +9,12 @@
 //!
 //! - `cli`: the flags and what they configure.
 //! - `demo`: `sugang demo <scenario>`, fault injection narrated and checked.
+//! - `memory`: glibc's arenas capped and freed memory trimmed, for `serve`.
 //! - `rush`: the registration-rush load generator and its invariant check.
 
 mod cli;
 mod demo;
+mod memory;
 mod rush;
 
 use std::process::ExitCode;
@@ -23,18 +25,28 @@ use cli::{Cli, Command, LogFormat, ServeArgs, TokenArgs};
 use sugang_actors::Sugang;
 use sugang_http::Auth;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Serve(args) => serve(*args).await,
-        Command::Token(args) => token(args),
-        Command::Demo { scenario } => demo::run(scenario).await,
-        Command::Rush(args) => rush::run(*args).await,
+fn main() -> ExitCode {
+    let command = Cli::parse().command;
+    if matches!(command, Command::Serve(_)) {
+        memory::cap_arenas();
     }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the tokio runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        match command {
+            Command::Serve(args) => serve(*args).await,
+            Command::Token(args) => token(args),
+            Command::Demo { scenario } => demo::run(scenario).await,
+            Command::Rush(args) => rush::run(*args).await,
+        }
+    })
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
     init_tracing(args.log_format);
+    memory::trim_periodically();
     let signal = shutdown_signal();
     let config = args.serve_config();
     if let Err(e) = config.check_listen(args.listen) {
