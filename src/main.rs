@@ -1,9 +1,10 @@
 //! The `sugang` binary: parse the command line, set up tracing, run.
 //!
-//! `serve` binds the listener, opens the data directory and starts the
-//! supervision tree (resuming or compensating any saga the last run left
-//! unfinished), serves the API until SIGINT or SIGTERM, then drains and
-//! flushes. `token` prints a bearer token for the configured secret.
+//! `serve` binds the listener and answers on it at once (readiness 503)
+//! while it opens the data directory and starts the supervision tree
+//! (resuming or compensating any saga the last run left unfinished), then
+//! serves the API until SIGINT or SIGTERM, drains and flushes. `token`
+//! prints a bearer token for the configured secret.
 //!
 //! # Layout
 //!
@@ -56,9 +57,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(format!("cannot listen on {}: {e}", args.listen)),
     };
-    let sugang = match Sugang::start(args.config()).await {
-        Ok(sugang) => sugang,
-        Err(e) => return fail(format!("cannot use data directory {}: {e}", args.data_dir.display())),
+    let started = sugang_http::answer_while_starting(&listener, Sugang::start(args.config())).await;
+    let sugang = match started {
+        Ok(Ok(sugang)) => sugang,
+        Ok(Err(e)) => return fail(format!("cannot use data directory {}: {e}", args.data_dir.display())),
+        Err(e) => return fail(e),
     };
     tracing::info!(last_seq = sugang.last_seq(), data_dir = %args.data_dir.display(), "sugang started");
     match sugang_http::serve(listener, sugang, config, signal).await {

@@ -127,7 +127,7 @@ pub(crate) struct Health {
 /// 200 while the process runs.
 #[utoipa::path(get, path = "/health/live", tag = "operations",
     responses((status = 200, description = "The process runs", body = Health)))]
-async fn live() -> JsonBody<Health> {
+pub(crate) async fn live() -> JsonBody<Health> {
     JsonBody(Health { status: "live" })
 }
 

@@ -106,6 +106,44 @@ pub async fn serve(
     served.map_err(ServeError::Io)
 }
 
+/// Answers on `listener` while `start` runs (the store opening, sagas being
+/// resumed): `GET /health/live` 200, `GET /health/ready` and everything else
+/// 503 with Retry-After, every connection closed after its answer. Returns
+/// what `start` returned once every such connection is done; the listener
+/// then goes to [`serve`], and clients that connected meanwhile wait in its
+/// backlog rather than being refused.
+pub async fn answer_while_starting<T>(listener: &TcpListener, start: impl Future<Output = T>) -> Result<T, ServeError> {
+    // A second handle on the same socket, so the caller keeps its own.
+    let starting = TcpListener::from_std(listener_clone(listener)?)?;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = axum::Router::new()
+        .route("/health/live", axum::routing::get(ops::live))
+        .fallback(|| async { ApiError::unavailable("not ready: starting", Duration::from_secs(1)) })
+        .layer(middleware::map_response(|mut response: Response| async move {
+            response.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }));
+    let answering = tokio::spawn(async move {
+        axum::serve(starting, app).with_graceful_shutdown(async move { drop(started_rx.await) }).await
+    });
+    let started = start.await;
+    drop(started_tx);
+    match answering.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "answering while starting failed"),
+        Err(e) => tracing::warn!(error = %e, "answering while starting failed"),
+    }
+    Ok(started)
+}
+
+/// A second handle (a duplicated descriptor) on the listening socket.
+fn listener_clone(listener: &TcpListener) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::AsFd;
+    let std_listener = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
+    std_listener.set_nonblocking(true)?;
+    Ok(std_listener)
+}
+
 /// The router with its tower stack. The concurrency limit wraps the whole
 /// router, not each route (`Router::layer` would give every route its own),
 /// so it is one global bound.

@@ -83,3 +83,49 @@ async fn overload_is_shed_with_503_and_retry_after() {
     assert_eq!(slow.await.unwrap().unwrap(), 201);
     assert_eq!(app.get("/courses").await.status, 200);
 }
+
+/// While the store opens and the tree starts, the port answers: liveness
+/// 200, readiness and everything else 503 with Retry-After, each connection
+/// closed after its answer. Once started, the same listener serves the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_503_while_starting_then_the_same_port_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let client = reqwest::Client::new();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let config = Config::new(dir.path().join("data"));
+    let starting = tokio::spawn(async move {
+        let start = async move {
+            // A start that takes as long as the test wants.
+            let _ = released.await;
+            Sugang::start(config).await
+        };
+        let started = sugang_http::answer_while_starting(&listener, start).await;
+        (listener, started)
+    });
+
+    let ready = client.get(format!("{base}/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.headers()["retry-after"], "1");
+    assert_eq!(ready.headers()["connection"], "close");
+    assert_eq!(ready.headers()["content-type"], "application/problem+json");
+    assert_eq!(client.get(format!("{base}/health/live")).send().await.unwrap().status(), 200);
+    let course = json!({"name": "korean", "teacher": "Hong", "fee": 1000});
+    assert_eq!(client.post(format!("{base}/courses")).json(&course).send().await.unwrap().status(), 503);
+
+    release.send(()).unwrap();
+    let (listener, started) = starting.await.unwrap();
+    let sugang = started.expect("the listener answered").expect("sugang starts");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(sugang_http::serve(
+        listener,
+        sugang,
+        sugang_http::ServeConfig::new(sugang_http::Auth::open()),
+        async move { drop(stopped.await) },
+    ));
+    assert_eq!(client.get(format!("{base}/health/ready")).send().await.unwrap().status(), 200);
+    assert_eq!(client.post(format!("{base}/courses")).json(&course).send().await.unwrap().status(), 201);
+    stop.send(()).unwrap();
+    serving.await.unwrap().expect("a clean stop");
+}
