@@ -21,12 +21,13 @@ machine() {
     cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     echo "$(nproc) cores (${cpu:-unknown cpu}), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
 }
+# The code the figures come from: the commit when this script started, not
+# when a run ended (a long run outlives commits made meanwhile).
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- . ':!bench/figures' ':!bench/README.md' 2>/dev/null || COMMIT="$COMMIT+uncommitted"
 stamp() { # NAME LOAD: the header of one figures file
-    local commit
-    commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    git diff --quiet 2>/dev/null || commit="$commit+uncommitted"
     echo "<!-- $1 -->"
-    echo "| **$1** | $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit, 1-min load average before the run: $2 |"
+    echo "| **$1** | $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT, 1-min load average before the run: $2 |"
 }
 
 # criterion's output: one row per benchmark id, its throughput when it has
