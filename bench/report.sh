@@ -62,17 +62,22 @@ run_criterion() { # NAME
     rm -f "$log"
 }
 
-run_load() {
+# A script that ends with `name=value` lines: those become its rows.
+run_script() { # NAME TITLE: runs bench/NAME.sh (built already) into figures/NAME.md
     local log load
     log=$(mktemp)
-    cargo build --release --quiet --bin sugang --bin sugang-echo
     load=$(load_now)
-    bench/load.sh 2>&1 | tee "$log" >&2
+    "bench/$1.sh" 2>&1 | tee "$log" >&2
     {
-        stamp "load.sh (wrk, 100 connections, 10 s per run)" "$load"
+        stamp "$2" "$load"
         awk -F= '/^[a-z_0-9]+=/ { print "| " $1 " | " $2 " |" }' "$log"
-    } >bench/figures/load.md
+    } >"bench/figures/$1.md"
     rm -f "$log"
+}
+
+run_load() {
+    cargo build --release --quiet --bin sugang --bin sugang-echo
+    run_script load "load.sh (wrk, 100 connections, 10 s per run)"
 }
 
 run_rush() {
@@ -98,16 +103,8 @@ run_rush() {
 }
 
 run_million() {
-    local log load
-    log=$(mktemp)
     cargo build --release --quiet --bin sugang
-    load=$(load_now)
-    bench/million.sh 2>&1 | tee "$log" >&2
-    {
-        stamp "million.sh (${STUDENTS:-1000000} students, ${COURSES:-10000} courses x ${CAPACITY:-100} seats, ${CONCURRENCY:-128} in flight)" "$load"
-        awk -F= '/^[a-z_0-9]+=/ { print "| " $1 " | " $2 " |" }' "$log"
-    } >bench/figures/million.md
-    rm -f "$log"
+    run_script million "million.sh (${STUDENTS:-1000000} students, ${COURSES:-10000} courses x ${CAPACITY:-100} seats, ${CONCURRENCY:-128} in flight)"
 }
 
 for name in "${names[@]}"; do
