@@ -17,6 +17,7 @@ use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::extract::{IdPath, Int, Json};
+use crate::openapi::shared::{BadId, NoValidToken};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -148,7 +149,7 @@ pub(crate) struct SubscriberModel {
 #[utoipa::path(get, path = "/admin/actors", tag = "admin",
     responses(
         (status = 200, description = "The tree", body = ActorsModel),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        NoValidToken,
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn actors(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<JsonBody<ActorsModel>, ApiError> {
@@ -162,7 +163,7 @@ async fn actors(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Re
 #[utoipa::path(get, path = "/admin/breaker", tag = "admin",
     responses(
         (status = 200, description = "The breaker and bulkhead", body = BreakerModel),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        NoValidToken,
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The payment actor did not answer", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),
@@ -179,7 +180,7 @@ async fn breaker(
 #[utoipa::path(get, path = "/admin/faults/payment", tag = "admin",
     responses(
         (status = 200, description = "The gateway's faults", body = PaymentFaultsModel),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        NoValidToken,
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn payment_faults(
@@ -195,7 +196,7 @@ async fn payment_faults(
     responses(
         (status = 200, description = "Set", body = PaymentFaultsModel),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        NoValidToken,
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -217,8 +218,7 @@ async fn set_payment_faults(
     params(("id" = u64, Path, minimum = 1, description = "Course id")),
     responses(
         (status = 204, description = "Armed: the course actor panics on its next message"),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        BadId, NoValidToken,
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown course", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -242,7 +242,7 @@ async fn panic_course(
     responses(
         (status = 200, description = "Changed", body = SubscriberModel),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        NoValidToken,
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown subscriber", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),

@@ -23,6 +23,7 @@ use crate::auth::{AuthUser, Caller, Role};
 use crate::error::{ApiError, Problem};
 use crate::extract::{IdPath, Int, Json, Params};
 use crate::hal::{Link, collection, command_response, map_page, rfc3339, self_href};
+use crate::openapi::shared::{BadId, BadQuery, NoValidToken, NotYours, Paging, Unknown};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/classes", get(list).post(enroll)).route("/classes/{id}", get(show).delete(cancel))
@@ -176,15 +177,13 @@ pub(crate) fn may_read(caller: &Caller, e: &Enrollment) -> Result<(), ApiError> 
         ("student" = Option<String>, Query, description = "Only this student's (a student's own by default)"),
         ("courseId" = Option<u64>, Query, minimum = 1, maximum = 9_223_372_036_854_775_807_u64, description = "Only this course's (its instructor may list them)"),
         ("status" = Option<ApplyStatus>, Query, description = "`COMPLETED` or `CANCELED`"),
-        ("page" = Option<u64>, Query, minimum = 0, maximum = 1_000_000_000, description = "0-based page"),
-        ("size" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
+        Paging,
     ),
     responses(
         (status = 200, description = "A page of classes", body = ClassCollection),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
+        NoValidToken, NotYours,
         (status = 404, description = "Unknown course (for an instructor)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        BadQuery,
     ))]
 async fn list(
     State(state): State<AppState>,
@@ -229,10 +228,7 @@ async fn list(
     params(("id" = u64, Path, minimum = 1, description = "Enrollment id")),
     responses(
         (status = 200, description = "The class", body = ClassModel),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown", body = Problem, content_type = "application/problem+json"),
+        BadId, NoValidToken, NotYours, Unknown,
     ))]
 #[tracing::instrument(skip_all, fields(enrollment_id = id))]
 async fn show(
@@ -252,7 +248,7 @@ async fn show(
             ("Location" = String, description = "The new class"),
             ("X-Sugang-Seq" = u64, description = "The event seq its events reached"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        NoValidToken,
         (status = 402, description = "Payment declined", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a student, or not as yourself", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown course", body = Problem, content_type = "application/problem+json"),
@@ -285,10 +281,7 @@ async fn enroll(
     responses(
         (status = 204, description = "Canceled (or already)", headers(
             ("X-Sugang-Seq" = u64, description = "The event seq its events reached"))),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown", body = Problem, content_type = "application/problem+json"),
+        BadId, NoValidToken, NotYours, Unknown,
         (status = 503, description = "Overloaded (see Retry-After)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),
     ))]

@@ -19,6 +19,7 @@ use crate::auth::{AuthUser, MaybeAuthUser, Role};
 use crate::error::{ApiError, Problem};
 use crate::extract::{IdPath, Int, Json, Params};
 use crate::hal::{SelfLinks, collection, command_response, map_page, self_href};
+use crate::openapi::shared::{BadId, BadQuery, NoValidToken, Paging};
 use crate::{AppState, nullable};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -176,13 +177,12 @@ fn find(state: &AppState, id: u64) -> Result<CourseRecord, ApiError> {
 #[utoipa::path(get, path = "/courses", tag = "courses",
     params(
         ("teacher" = Option<String>, Query, description = "Only this teacher's courses"),
-        ("page" = Option<u64>, Query, minimum = 0, maximum = 1_000_000_000, description = "0-based page"),
-        ("size" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
+        Paging,
     ),
     responses(
         (status = 200, description = "A page of courses", body = CourseCollection),
         (status = 401, description = "A token was sent and does not verify", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        BadQuery,
     ))]
 async fn list(
     State(state): State<AppState>,
@@ -201,7 +201,7 @@ async fn list(
     params(("id" = u64, Path, minimum = 1, description = "Course id")),
     responses(
         (status = 200, description = "The course", body = CourseModel),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        BadId,
         (status = 401, description = "A token was sent and does not verify", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown or deleted", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -221,7 +221,7 @@ async fn show(
             ("Location" = String, description = "The new course"),
             ("X-Sugang-Seq" = u64, description = "The event seq its events reached"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        NoValidToken,
         (status = 403, description = "Not an instructor, or not as yourself", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -249,7 +249,7 @@ async fn create(
         (status = 200, description = "Changed", body = CourseModel, headers(
             ("X-Sugang-Seq" = u64, description = "The event seq its events reached"))),
         (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        NoValidToken,
         (status = 403, description = "Not the course's teacher", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown course", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Capacity below studentCount", body = Problem, content_type = "application/problem+json"),
@@ -278,8 +278,7 @@ async fn modify(
     responses(
         (status = 204, description = "Deleted", headers(
             ("X-Sugang-Seq" = u64, description = "The event seq its events reached"))),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        BadId, NoValidToken,
         (status = 403, description = "Not the course's teacher", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown course", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The course has completed enrollments", body = Problem, content_type = "application/problem+json"),

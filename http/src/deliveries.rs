@@ -12,9 +12,10 @@ use sugang_actors::{Delivery, DeliveryStatus};
 use utoipa::ToSchema;
 
 use crate::auth::{AuthUser, Role};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::extract::{IdPath, Params};
 use crate::hal::{Link, collection, map_page, self_href};
+use crate::openapi::shared::{After, BadId, BadQuery, CatchUp, NoValidToken, NotYours, Paging, Unknown};
 use crate::{AppState, caught_up};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -89,18 +90,11 @@ collection!(DeliveryCollection, DeliveryEmbedded, deliveries, DeliveryModel);
     params(
         ("applyId" = Option<u64>, Query, minimum = 1, maximum = 9_223_372_036_854_775_807_u64, description = "Only this enrollment's"),
         ("student" = Option<String>, Query, description = "Only this student's (a student's own by default)"),
-        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
-        ("page" = Option<u64>, Query, minimum = 0, maximum = 1_000_000_000, description = "0-based page"),
-        ("size" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
+        After, Paging,
     ),
     responses(
         (status = 200, description = "A page of deliveries", body = DeliveryCollection),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        NoValidToken, NotYours, BadQuery, CatchUp,
     ))]
 async fn list(
     State(state): State<AppState>,
@@ -120,18 +114,11 @@ async fn list(
 #[utoipa::path(get, path = "/deliveries/{id}", tag = "deliveries",
     params(
         ("id" = u64, Path, minimum = 1, description = "Delivery id (= enrollment id)"),
-        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
+        After,
     ),
     responses(
         (status = 200, description = "The delivery", body = DeliveryModel),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        BadId, NoValidToken, NotYours, Unknown, BadQuery, CatchUp,
     ))]
 #[tracing::instrument(skip_all, fields(enrollment_id = id))]
 async fn show(

@@ -15,9 +15,10 @@ use utoipa::ToSchema;
 use crate::auth::{AuthUser, Role};
 use crate::classes::ApplyStatus;
 use crate::deliveries::DeliveryStatusModel;
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::extract::{IdPath, Params};
 use crate::hal::{Link, collection, map_page, self_href};
+use crate::openapi::shared::{After, BadId, BadQuery, CatchUp, NoValidToken, NotYours, Paging, Unknown};
 use crate::payments::PayStatusModel;
 use crate::schedules::CourseItemLinks;
 use crate::{AppState, caught_up};
@@ -126,18 +127,11 @@ collection!(InquiryMyPageCollection, InquiryMyPageEmbedded, inquiry_mypages, Inq
 #[utoipa::path(get, path = "/mypages", tag = "read models",
     params(
         ("teacher" = Option<String>, Query, description = "Only this teacher's courses"),
-        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
-        ("page" = Option<u64>, Query, minimum = 0, maximum = 1_000_000_000, description = "0-based page"),
-        ("size" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
+        After, Paging,
     ),
     responses(
         (status = 200, description = "A page of instructor views", body = MyPageCollection),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        NoValidToken, NotYours, BadQuery, CatchUp,
     ))]
 async fn list_instructor(
     State(state): State<AppState>,
@@ -156,18 +150,11 @@ async fn list_instructor(
 #[utoipa::path(get, path = "/mypages/{id}", tag = "read models",
     params(
         ("id" = u64, Path, minimum = 1, description = "View id (= course id)"),
-        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
+        After,
     ),
     responses(
         (status = 200, description = "The view", body = MyPageModel),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        BadId, NoValidToken, NotYours, Unknown, BadQuery, CatchUp,
     ))]
 async fn show_instructor(
     State(state): State<AppState>,
@@ -189,18 +176,11 @@ async fn show_instructor(
 #[utoipa::path(get, path = "/inquiryMypages", tag = "read models",
     params(
         ("student" = Option<String>, Query, description = "Only this student's enrollments"),
-        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
-        ("page" = Option<u64>, Query, minimum = 0, maximum = 1_000_000_000, description = "0-based page"),
-        ("size" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
+        After, Paging,
     ),
     responses(
         (status = 200, description = "A page of student views", body = InquiryMyPageCollection),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        NoValidToken, NotYours, BadQuery, CatchUp,
     ))]
 async fn list_student(
     State(state): State<AppState>,
@@ -219,18 +199,11 @@ async fn list_student(
 #[utoipa::path(get, path = "/inquiryMypages/{id}", tag = "read models",
     params(
         ("id" = u64, Path, minimum = 1, description = "View id (= enrollment id)"),
-        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
+        After,
     ),
     responses(
         (status = 200, description = "The view", body = InquiryMyPageModel),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        BadId, NoValidToken, NotYours, Unknown, BadQuery, CatchUp,
     ))]
 async fn show_student(
     State(state): State<AppState>,

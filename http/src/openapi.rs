@@ -70,3 +70,79 @@ impl Modify for BearerAuth {
         );
     }
 }
+
+/// What many routes' `utoipa::path` attributes share: query parameters
+/// (`params(Paging, After, ...)`) and problem responses (`responses(...,
+/// NoValidToken, NotYours, ...)`), each written once. The handlers parse
+/// the parameters with [`crate::extract::Params`]; these types only
+/// describe them, so their fields are never read.
+#[allow(dead_code, reason = "types that only describe the API to utoipa")]
+pub(crate) mod shared {
+    use utoipa::{IntoParams, IntoResponses};
+
+    use crate::error::Problem;
+
+    /// `page` and `size` of every collection.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub(crate) struct Paging {
+        /// 0-based page
+        #[param(minimum = 0, maximum = 1_000_000_000)]
+        page: Option<u64>,
+        /// Page size (default 20)
+        #[param(minimum = 1, maximum = 1000)]
+        size: Option<u64>,
+    }
+
+    /// `after` of every read model.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub(crate) struct After {
+        /// Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq
+        #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
+        after: Option<u64>,
+    }
+
+    /// 401 without a valid token.
+    #[derive(IntoResponses)]
+    #[response(status = 401, description = "No valid token", content_type = "application/problem+json")]
+    pub(crate) struct NoValidToken(Problem);
+
+    /// 403 for someone else's resource.
+    #[derive(IntoResponses)]
+    #[response(status = 403, description = "Not yours", content_type = "application/problem+json")]
+    pub(crate) struct NotYours(Problem);
+
+    /// 400 for an id path segment that is not a number.
+    #[derive(IntoResponses)]
+    #[response(status = 400, description = "The id is not a number", content_type = "application/problem+json")]
+    pub(crate) struct BadId(Problem);
+
+    /// 404 for an unknown id.
+    #[derive(IntoResponses)]
+    #[response(status = 404, description = "Unknown", content_type = "application/problem+json")]
+    pub(crate) struct Unknown(Problem);
+
+    /// 422 for a query parameter out of range or of the wrong type.
+    #[derive(IntoResponses)]
+    #[response(status = 422, description = "A bad query parameter", content_type = "application/problem+json")]
+    pub(crate) struct BadQuery(Problem);
+
+    /// What a read model answers when asked to wait with `after`.
+    #[derive(IntoResponses)]
+    pub(crate) enum CatchUp {
+        #[response(
+            status = 409,
+            description = "`after` is beyond the last event seq",
+            content_type = "application/problem+json"
+        )]
+        Beyond(Problem),
+        #[response(
+            status = 503,
+            description = "The read model did not catch up in time (see Retry-After)",
+            content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))
+        )]
+        Behind(Problem),
+    }
+}

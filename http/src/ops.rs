@@ -21,6 +21,7 @@ use utoipa::{OpenApi, ToSchema};
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
+use crate::openapi::shared::NoValidToken;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -152,7 +153,7 @@ async fn ready(State(state): State<AppState>) -> Result<JsonBody<Health>, ApiErr
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses(
         (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        NoValidToken,
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn metrics_text(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, ApiError> {

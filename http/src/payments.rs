@@ -14,9 +14,10 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::AuthUser;
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::extract::{IdPath, Params};
 use crate::hal::{Link, collection, map_page, self_href};
+use crate::openapi::shared::{After, BadId, BadQuery, NoValidToken, NotYours, Paging, Unknown};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/payments", get(list)).route("/payments/{id}", get(show))
@@ -89,15 +90,11 @@ collection!(PaymentCollection, PaymentEmbedded, payments, PaymentModel);
 #[utoipa::path(get, path = "/payments", tag = "payments",
     params(
         ("applyId" = Option<u64>, Query, minimum = 1, maximum = 9_223_372_036_854_775_807_u64, description = "Only this enrollment's"),
-        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
-        ("page" = Option<u64>, Query, minimum = 0, maximum = 1_000_000_000, description = "0-based page"),
-        ("size" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
+        After, Paging,
     ),
     responses(
         (status = 200, description = "A page of payments", body = PaymentCollection),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
+        NoValidToken, NotYours, BadQuery,
     ))]
 async fn list(
     State(state): State<AppState>,
@@ -123,10 +120,7 @@ async fn list(
     params(("id" = u64, Path, minimum = 1, description = "Payment id (= enrollment id)")),
     responses(
         (status = 200, description = "The payment", body = PaymentModel),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not yours", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown", body = Problem, content_type = "application/problem+json"),
+        BadId, NoValidToken, NotYours, Unknown,
     ))]
 #[tracing::instrument(skip_all, fields(enrollment_id = id))]
 async fn show(

@@ -16,6 +16,7 @@ use crate::auth::MaybeAuthUser;
 use crate::error::{ApiError, Problem};
 use crate::extract::{IdPath, Params};
 use crate::hal::{Link, collection, map_page, self_href};
+use crate::openapi::shared::{After, BadId, BadQuery, CatchUp, Paging, Unknown};
 use crate::{AppState, caught_up};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -70,17 +71,12 @@ collection!(ScheduleCollection, ScheduleEmbedded, course_schedules, ScheduleMode
 /// Lists course schedules.
 #[utoipa::path(get, path = "/courseSchedules", tag = "read models",
     params(
-        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
-        ("page" = Option<u64>, Query, minimum = 0, maximum = 1_000_000_000, description = "0-based page"),
-        ("size" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 20)"),
+        After, Paging,
     ),
     responses(
         (status = 200, description = "A page of schedules", body = ScheduleCollection),
         (status = 401, description = "A token was sent and does not verify", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        BadQuery, CatchUp,
     ))]
 async fn list(
     State(state): State<AppState>,
@@ -98,17 +94,13 @@ async fn list(
 #[utoipa::path(get, path = "/courseSchedules/{id}", tag = "read models",
     params(
         ("id" = u64, Path, minimum = 1, description = "Schedule id (= course id)"),
-        ("after" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64, description = "Answer once the events up to this seq (an `X-Sugang-Seq`) are applied; 409 beyond the log's last seq"),
+        After,
     ),
     responses(
         (status = 200, description = "The schedule", body = ScheduleModel),
-        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        BadId,
         (status = 401, description = "A token was sent and does not verify", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`after` is beyond the last event seq", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not catch up in time (see Retry-After)", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds"))),
+        Unknown, BadQuery, CatchUp,
     ))]
 async fn show(
     State(state): State<AppState>,
