@@ -10,7 +10,10 @@
 //! - `bad_input`: each class of bad input is a 4xx that changes nothing.
 //! - `auth`: the auth matrix and the loopback refusal.
 //! - `cli`: the binary refuses bad starts with a reason; `sugang token`.
-//! - `shutdown`: graceful shutdown under load loses no acknowledged request.
+//! - `shutdown`: graceful shutdown under load loses no acknowledged request;
+//!   readiness 503 while starting.
+//! - `rush`: `sugang rush` passes against a sound server and fails when a
+//!   read model never converges.
 //! - `openapi`: the OpenAPI document lists every route.
 //! - `demos`: every `sugang demo` scenario passes its own verdict.
 
@@ -20,6 +23,7 @@ mod bad_input;
 mod cli;
 mod demos;
 mod openapi;
+mod rush;
 mod scenario;
 mod shutdown;
 mod statuses;
