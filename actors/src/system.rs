@@ -416,12 +416,19 @@ impl Sugang {
         self.inner.root.stop_children_and_wait(Some("shutdown".into()), wait).await;
         let _ = self.inner.root.stop_and_wait(Some("shutdown".into()), wait).await;
         let task = self.inner.journal_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let closing = self.inner.store.closing();
         drop(self);
         if let Some(mut task) = task
             && tokio::time::timeout(Duration::from_secs(10), &mut task).await.is_err()
         {
             tracing::error!("the journal did not stop: a handle is still held somewhere");
             task.abort();
+        }
+        // Background tasks drop their store handles as they wind down after
+        // the cancel: return once the last is gone, so the directory can be
+        // opened again at once (its lock released) by whoever comes next.
+        if !closing.closed(Duration::from_secs(10)).await {
+            tracing::error!("the store is still open after shutdown: a handle is held somewhere");
         }
     }
 

@@ -521,3 +521,25 @@ async fn a_failed_commit_refuses_the_command_and_the_course_restarts_from_disk()
     }
     system.shutdown().await;
 }
+
+/// Once `shutdown` returns, the data directory is free: a next start opens
+/// it at once, even right after enrollments whose subscribers and
+/// background tasks were still winding down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_the_directory_opens_again_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..5 {
+        let system = Sugang::start(config(dir.path())).await.expect("starts on the directory just released");
+        let course = register(&system, &format!("course {round}"), 1_000, None).await;
+        let enrolled: Vec<_> = (0..20)
+            .map(|i| {
+                let system = system.clone();
+                tokio::spawn(async move { system.enroll(request(course, &format!("s{round}-{i}"))).await })
+            })
+            .collect();
+        for handle in enrolled {
+            handle.await.unwrap().expect("enrolled");
+        }
+        system.shutdown().await;
+    }
+}

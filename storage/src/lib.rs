@@ -35,4 +35,4 @@ pub use journal::{
     AlreadyStarted, Batch, CommitError, DiskFaults, Journal, JournalOptions, Pending, Receipt, StreamId, TrimError,
 };
 pub use log::{Committed, EventLog};
-pub use store::{Durability, OpenError, Records, StorageError, Store, StoreOptions};
+pub use store::{Closing, Durability, OpenError, Records, StorageError, Store, StoreOptions};

@@ -9,8 +9,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -116,7 +116,36 @@ pub(crate) struct Shared {
     _lock: File,
 }
 
+/// Tells when a store has closed: every handle dropped, sled closed and the
+/// directory's lock released, so that it can be opened again. Does not keep
+/// the store open itself.
+pub struct Closing(Weak<Shared>);
+
+impl Closing {
+    /// Whether every handle of the store is gone.
+    pub fn is_closed(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+
+    /// Waits until the store has closed, at most `within`; says whether it did.
+    pub async fn closed(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.is_closed() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
+    }
+}
+
 impl Store {
+    /// A way to wait for this store to close once its handles are dropped.
+    pub fn closing(&self) -> Closing {
+        Closing(Arc::downgrade(&self.shared))
+    }
+
     /// Opens (creating if missing) the data directory at `dir`.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store, OpenError> {
         let dir = dir.as_ref().to_path_buf();

@@ -983,3 +983,26 @@ async fn submitted_batches_commit_in_order_and_a_failed_stream_stops() {
     assert_eq!(journal.commit(other).await.unwrap().seq, 4);
     assert_eq!(store.events().read::<Happened>(1, 10).unwrap().len(), 4);
 }
+
+/// A store stays open, its directory locked, while any handle lives; its
+/// `Closing` says when the last one is gone and the directory can be
+/// opened again.
+#[tokio::test]
+async fn closing_tells_when_the_last_handle_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let closing = store.closing();
+    let lingering = store.clone();
+    drop(store);
+    assert!(!closing.is_closed(), "a handle still lives");
+    assert!(matches!(Store::open(tmp.path(), StoreOptions::default()), Err(OpenError::Locked { .. })));
+    assert!(!closing.closed(Duration::from_millis(50)).await, "the wait is bounded");
+
+    let holder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(lingering);
+    });
+    assert!(closing.closed(PATIENCE).await);
+    holder.await.unwrap();
+    Store::open(tmp.path(), StoreOptions::default()).expect("the directory opens again at once");
+}
