@@ -480,8 +480,11 @@ async fn a_crash_after_a_cancel_commits_still_refunds() {
     crash_and_recover(SagaStep::CancelCommitted).await;
 }
 
+/// Fail-stop: after a failed commit the state on disk is unknown, so the
+/// command is refused, the store says why it stopped, and every later write is
+/// refused too (the service then drains and exits to restart from disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_commit_refuses_the_command_and_the_course_restarts_from_disk() {
+async fn a_failed_commit_refuses_the_command_and_stops_every_later_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path());
     config.durability = Durability::Fsync;
@@ -490,36 +493,28 @@ async fn a_failed_commit_refuses_the_command_and_the_course_restarts_from_disk()
     for student in ["Kim", "Lee"] {
         system.enroll(request(course, student)).await.unwrap();
     }
-    let restarts_before = supervisor(&system, "courses").restarts_total;
-    // Nothing else may commit meanwhile, so the failing group is the enrollment's.
-    for subscriber in ["delivery", "mypage", "notifier"] {
-        assert!(system.set_subscriber_down(subscriber, true).await.unwrap());
-    }
+    let mut failure = system.store().failure();
+    assert!(failure.borrow_and_update().is_none());
 
-    // The next group fails on the disk: the reservation it carried is lost,
-    // and so is the course actor's in-memory state that rested on it.
     system.disk_faults().fail_next_writes(1);
     let refused = system.enroll(request(course, "Park")).await.unwrap_err();
     assert!(matches!(refused, CommandError::Internal(_) | CommandError::Unavailable { .. }), "{refused:?}");
-    wait_until("the poisoned course actor to restart", Duration::from_secs(10), || {
-        let system = system.clone();
-        async move { supervisor(&system, "courses").restarts_total > restarts_before }
-    })
-    .await;
+    let reason = failure.borrow_and_update().clone().expect("the store says why it stopped");
+    assert!(reason.contains("injected write fault"), "{reason}");
 
-    // What is on disk is all there is: two students, and room for three more.
-    assert_eq!(student_count(&system, course), 2);
-    for student in ["Park", "Choi", "Jung"] {
-        system.enroll(request(course, student)).await.unwrap();
+    // Nothing commits any more, on this course or another.
+    let other = system.enroll(request(course, "Choi")).await.unwrap_err();
+    assert!(matches!(other, CommandError::Internal(_) | CommandError::Unavailable { .. }), "{other:?}");
+    let mut failed_register = false;
+    for _ in 0..3 {
+        let teacher = TeacherName::parse("Hong").unwrap();
+        if system.register_course(teacher, details("math", 1_000, None)).await.is_err() {
+            failed_register = true;
+            break;
+        }
     }
-    let full = system.enroll(request(course, "Kang")).await.unwrap_err();
-    assert!(matches!(&full, CommandError::Conflict(reason) if reason.contains("full")), "{full:?}");
-    assert_eq!(student_count(&system, course), 5);
-    assert_eq!(completed_in(&system, course), 5);
-    for subscriber in ["delivery", "mypage", "notifier"] {
-        assert!(system.set_subscriber_down(subscriber, false).await.unwrap());
-    }
-    system.shutdown().await;
+    assert!(failed_register, "a new course was registered after the store stopped");
+    assert_eq!(completed_in(&system, course), 2);
 }
 
 /// Once `shutdown` returns, the data directory is free: a next start opens
