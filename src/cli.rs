@@ -33,6 +33,9 @@ pub(crate) enum Command {
     },
     /// The registration-rush load generator, with an invariant check.
     Rush(Box<crate::rush::RushArgs>),
+    /// Check or back up a store.
+    #[command(subcommand)]
+    Store(crate::store::StoreCommand),
 }
 
 /// How log lines are written.

@@ -17,6 +17,7 @@ mod cli;
 mod demo;
 mod memory;
 mod rush;
+mod store;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
             Command::Token(args) => token(args),
             Command::Demo { scenario } => demo::run(scenario).await,
             Command::Rush(args) => rush::run(*args).await,
+            Command::Store(command) => store::run(command).await,
         }
     })
 }

@@ -16,6 +16,7 @@
 //!   read model never converges.
 //! - `openapi`: the OpenAPI document lists every route.
 //! - `demos`: every `sugang demo` scenario passes its own verdict.
+//! - `store`: `sugang store verify|backup`, and a damaged store refused.
 
 mod app;
 mod auth;
@@ -27,3 +28,4 @@ mod rush;
 mod scenario;
 mod shutdown;
 mod statuses;
+mod store;
