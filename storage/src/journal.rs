@@ -436,6 +436,7 @@ impl Writer {
         if seq != self.next_seq {
             group.last_seq = Some(seq - 1);
         }
+        let keys = group.writes.len() + group.events.len() + group.trimmed.len();
         if let Some(reason) = encode_failure {
             // A programming error in one batch's encoding, caught before
             // anything was written: only this group's callers are told.
@@ -464,6 +465,7 @@ impl Writer {
                 // for the others (offset commits, mostly) would be spurious.
                 self.store.shared.last_seq.send_if_modified(|last| std::mem::replace(last, seq - 1) != seq - 1);
                 metrics::counter!("sugang_journal_batches_total", "outcome" => "committed").increment(size as u64);
+                metrics::counter!("sugang_journal_keys_total").increment(keys as u64);
                 metrics::gauge!("sugang_journal_last_seq").set((seq - 1) as f64);
                 for (submission, receipt) in pending.drain(..).zip(receipts) {
                     let _ = submission.reply.send(Ok(receipt));

@@ -374,7 +374,9 @@ impl EnrollmentActorState {
             CancelPlan::Nothing => {
                 // An idempotent repeat: nothing is written, but a refund still
                 // owed is nudged along.
-                if self.ctx.store.contains(&REFUNDS, &id.get()).unwrap_or(false) {
+                let owed =
+                    self.ctx.store.contains(&REFUNDS, &id.get()).map_err(|e| SagaFailure::Storage(e.to_string()))?;
+                if owed {
                     let _ = self.ctx.payment.get().send_message(PaymentMsg::Refund {
                         enrollment_id: id,
                         purpose: RefundPurpose::Cancel,
