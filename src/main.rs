@@ -48,6 +48,7 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> ExitCode {
     init_tracing(args.log_format);
+    sugang_http::install_metrics();
     memory::trim_periodically();
     let signal = shutdown_signal();
     let config = args.serve_config();
