@@ -2,7 +2,7 @@
 //! `SUGANG_*` variable, and how the flags become the actor system's
 //! [`Config`] and the front's [`ServeConfig`].
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,8 +58,9 @@ pub(crate) enum DurabilityArg {
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
-    /// The address to listen on. Without a JWT secret only loopback is accepted.
-    #[arg(long, env = "SUGANG_LISTEN", default_value = "127.0.0.1:8080")]
+    /// The address to listen on: PORT or :PORT (loopback), HOST:PORT, IPv4:PORT
+    /// or [IPv6]:PORT. Without a JWT secret only loopback is accepted.
+    #[arg(long, env = "SUGANG_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub(crate) listen: SocketAddr,
     /// The data directory (a sled store), created if missing.
     #[arg(long, env = "SUGANG_DATA_DIR", default_value = "./sugang-data")]
@@ -109,6 +110,45 @@ pub(crate) struct ServeArgs {
     /// The storage engine's page cache, in MiB: the main lever on resident memory.
     #[arg(long, env = "SUGANG_CACHE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub(crate) cache_mb: u64,
+}
+
+/// The forms `--listen` accepts, as its refusals name them.
+const LISTEN_FORMS: &str = "expected PORT, :PORT, HOST:PORT, IPv4:PORT or [IPv6]:PORT (e.g. 8080, :8080, localhost:8080, 0.0.0.0:8080, [::1]:8080)";
+
+/// `--listen`: a bare port or `:PORT` is loopback (127.0.0.1), an IP
+/// address with a port is taken as is, and a host name with a port is
+/// resolved (its first IPv4 address, else its first address).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let port_only = text.strip_prefix(':').unwrap_or(text);
+    if !port_only.is_empty() && port_only.bytes().all(|b| b.is_ascii_digit()) {
+        let port: u16 = port_only.parse().map_err(|_| format!("port {port_only} is beyond 65535; {LISTEN_FORMS}"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("no port in {text:?}; {LISTEN_FORMS}"));
+    };
+    let is_host_name = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+        });
+    if !is_host_name || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{text:?} is not an address; {LISTEN_FORMS}"));
+    }
+    let port: u16 = port.parse().map_err(|_| format!("port {port} is beyond 65535; {LISTEN_FORMS}"))?;
+    let resolved: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}; {LISTEN_FORMS}"))?.collect();
+    resolved
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or_else(|| resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{host} resolves to no address; {LISTEN_FORMS}"))
 }
 
 impl ServeArgs {
@@ -176,4 +216,30 @@ pub(crate) struct TokenArgs {
     /// The secret the server was started with.
     #[arg(long, env = "SUGANG_JWT_SECRET", hide_env_values = true)]
     pub(crate) jwt_secret: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_a_port_a_host_or_an_address() {
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(parse_listen("8080"), Ok(loopback(8080)));
+        assert_eq!(parse_listen(":8080"), Ok(loopback(8080)));
+        assert_eq!(parse_listen("0"), Ok(loopback(0)));
+        assert_eq!(parse_listen("0.0.0.0:8080"), Ok(SocketAddr::from(([0, 0, 0, 0], 8080))));
+        assert_eq!(parse_listen("[::1]:8080").map(|a| a.ip().is_loopback() && a.is_ipv6()), Ok(true));
+        assert_eq!(parse_listen("localhost:8080").map(|a| a.ip().is_loopback() && a.port() == 8080), Ok(true));
+    }
+
+    #[test]
+    fn listen_refuses_anything_else_naming_the_forms() {
+        for bad in ["", "nowhere", "localhost", ":", "8080:", "99999", ":65536", "localhost:99999", "a b:80", "1.2.3:x"]
+        {
+            let refused = parse_listen(bad).expect_err(bad);
+            assert!(refused.contains("expected PORT, :PORT, HOST:PORT"), "{bad:?}: {refused}");
+            assert!(!refused.contains('\n'), "{refused}");
+        }
+    }
 }

@@ -21,6 +21,8 @@
 //!   workers (offsets committed with effects, scale-out by key), retention.
 //! - `delivery`, `mypage`, `notifier`: the subscribers (projections).
 //! - `faults`: the fault-injection knobs.
+//! - `metrics`: the name, type and help text of every metric family recorded
+//!   here and in the store.
 //! - `system`: the supervision tree, start-up recovery, and the facade
 //!   ([`Sugang`]).
 
@@ -31,6 +33,7 @@ mod enrollment;
 mod entity;
 mod event;
 mod faults;
+mod metrics;
 mod model;
 mod mypage;
 mod notifier;
@@ -46,6 +49,7 @@ pub use enrollment::{EnrollStatus, Enrollment};
 pub use entity::{AskError, SupervisionConfig, SupervisorSnapshot};
 pub use event::{CourseDetails, Event, RejectReason};
 pub use faults::{Faults, SagaStep};
+pub use metrics::{METRIC_FAMILIES, MetricFamily, MetricKind, describe as describe_metrics};
 pub use model::{
     Capacity, CourseId, CourseName, EnrollmentId, Fee, FieldError, MinStudents, PayMethod, StudentName, TeacherName,
     TextBook, parse_optional,
