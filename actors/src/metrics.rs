@@ -118,14 +118,24 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
     family(
         "sugang_journal_apply_seconds",
         Histogram,
-        "Time applying one journal group to the store took, in seconds, by step: pre_images (read for rollback), apply",
+        "Time writing one journal group into the store (one atomic fjall batch) took, in seconds",
     ),
     family(
         "sugang_journal_flush_seconds",
         Histogram,
-        "Time one journal group's flush to disk (fsync) took, in seconds; durability fsync only",
+        "Time persisting one journal group (fjall's journal written out, fdatasync for fsync durability) took, in seconds",
     ),
     family("sugang_journal_last_seq", Gauge, "The seq of the last event the journal committed"),
+    family(
+        "sugang_journal_keys_total",
+        Counter,
+        "Keys the journal wrote (puts, deletes, offsets, events, trimmed events) in committed groups",
+    ),
+    family(
+        "sugang_storage_failed",
+        Gauge,
+        "1 once a journal write or persist failed: the store takes no more writes and the process must restart",
+    ),
     family(
         "sugang_events_trimmed_total",
         Counter,
