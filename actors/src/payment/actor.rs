@@ -238,8 +238,10 @@ impl Actor for PaymentActor {
 }
 
 impl PaymentActorState {
-    /// Admits a gateway call through the bulkhead and the breaker.
-    fn admit(&mut self) -> Result<Permit, PaymentFailure> {
+    /// Admits a gateway call for `enrollment_id` through the bulkhead and
+    /// the breaker (whose permit is tagged with the enrollment, so its calls
+    /// fail once between them: see the breaker's "What counts").
+    fn admit(&mut self, enrollment_id: EnrollmentId) -> Result<Permit, PaymentFailure> {
         if self.in_flight >= self.args.config.bulkhead {
             metrics::counter!("sugang_payment_rejected_total", "reason" => "bulkhead").increment(1);
             return Err(PaymentFailure::Unavailable {
@@ -250,7 +252,7 @@ impl PaymentActorState {
         }
         let acquired = self.breaker.try_acquire(Instant::now());
         self.publish_gate();
-        let permit = acquired.map_err(|open| {
+        let permit = acquired.map(|permit| permit.for_enrollment(enrollment_id.get())).map_err(|open| {
             metrics::counter!("sugang_payment_rejected_total", "reason" => "breaker_open").increment(1);
             PaymentFailure::Unavailable {
                 reason: "the payment gateway is failing; the circuit breaker is open".into(),
@@ -269,7 +271,7 @@ impl PaymentActorState {
         request: ChargeRequest,
         reply: RpcReplyPort<Result<ChargeReceipt, PaymentFailure>>,
     ) {
-        let permit = match self.admit() {
+        let permit = match self.admit(EnrollmentId::assigned(request.enrollment_id)) {
             Ok(permit) => permit,
             Err(failure) => {
                 let _ = reply.send(Err(failure));
@@ -301,7 +303,7 @@ impl PaymentActorState {
         attempt: u32,
         reply: Option<RpcReplyPort<Result<u64, PaymentFailure>>>,
     ) {
-        let permit = match self.admit() {
+        let permit = match self.admit(enrollment_id) {
             Ok(permit) => permit,
             Err(failure) => {
                 let retry_after = match &failure {
