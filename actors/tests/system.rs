@@ -137,9 +137,9 @@ async fn a_thousand_students_race_for_a_hundred_seats() {
 async fn a_panicking_course_restarts_and_one_that_keeps_panicking_is_held_down() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
-    config.courses.max_restarts = 3;
-    config.courses.within = Duration::from_secs(10);
-    config.courses.backoff = Duration::from_secs(1);
+    config.courses.restart.max_restarts = 3;
+    config.courses.restart.within = Duration::from_secs(10);
+    config.courses.restart.backoff = Duration::from_secs(1);
     let system = Sugang::start(config).await.unwrap();
 
     let a = register(&system, "panicky", 1_000, Some(50)).await;

@@ -166,6 +166,8 @@ pub(crate) struct PaymentArgs {
     pub(crate) journal: Journal,
     pub(crate) gateway: Arc<dyn PaymentGateway>,
     pub(crate) config: PaymentConfig,
+    /// Fault injection: the knob that makes this actor panic.
+    pub(crate) faults: Arc<crate::faults::Faults>,
 }
 
 pub(crate) struct PaymentActor;
@@ -200,6 +202,9 @@ impl Actor for PaymentActor {
         message: PaymentMsg,
         state: &mut PaymentActorState,
     ) -> Result<(), ActorProcessingErr> {
+        if state.args.faults.payment_must_panic() {
+            panic!("fault injected: the payment actor panics");
+        }
         match message {
             PaymentMsg::Approve { request, reply } => state.approve(&myself, request, reply),
             PaymentMsg::Refund { enrollment_id, purpose, reply } => {
