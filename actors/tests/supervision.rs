@@ -7,7 +7,9 @@
 //!    until when — and after the backoff it runs and serves again;
 //! 2. a subscriber worker crash-loops (its projection panics on its next
 //!    events): likewise held down while its read model lags, then it
-//!    catches up with every event exactly once.
+//!    catches up with every event exactly once;
+//! 3. a child that keeps failing after its hold-downs escalates, and the root
+//!    fail-stops the process (exit code 70): run in a child process.
 //!
 //! Every wait is a poll of a condition with a deadline; the polls during a
 //! hold-down check at each step that nothing moved.
@@ -232,4 +234,91 @@ async fn a_crash_looping_subscriber_is_held_down_lags_and_catches_up_exactly_onc
     assert_eq!(written.len(), lines, "notifications.log repeats a notification");
     assert_eq!(lines, stored.len(), "notifications.log holds every stored notification");
     system.shutdown().await;
+}
+
+const ESCALATE_DIR: &str = "SUGANG_TEST_ESCALATE_DIR";
+const ESCALATE_WHO: &str = "SUGANG_TEST_ESCALATE_WHO";
+
+/// The child half of the escalation tests: a no-op unless a parent set the
+/// environment. Makes the payment actor, a course or the notifier fail for
+/// good under a policy that escalates after one hold-down, and must not
+/// outlive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalation_child() {
+    let (Ok(dir), Ok(who)) = (std::env::var(ESCALATE_DIR), std::env::var(ESCALATE_WHO)) else { return };
+    let mut config = config(Path::new(&dir));
+    config.restart = RestartPolicy {
+        max_restarts: 2,
+        within: Duration::from_secs(10),
+        backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(200),
+        escalate_after: Some(1),
+    };
+    config.courses.restart = config.restart;
+    let system = Sugang::start(config).await.unwrap();
+    let course = register(&system, "doomed").await;
+    match who.as_str() {
+        "payment" => {
+            system.faults().panic_payment(u32::MAX);
+            let _ = system.payment_snapshot().await;
+        }
+        "course" => {
+            system.faults().panic_course_always(course.get());
+            // A held-down course restarts on the next ask after its hold-down.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let _ = system.enroll(request(course, &format!("victim{i}"))).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                i += 1;
+            }
+        }
+        name => {
+            system.faults().panic_subscriber(name, u32::MAX);
+            system.enroll(request(course, "trigger")).await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    panic!("the process outlived the escalation of {who}");
+}
+
+fn escalates(who: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["escalation_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(ESCALATE_DIR, dir.path())
+        .env(ESCALATE_WHO, who)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run the child");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the child's status") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(40) {
+            let _ = child.kill();
+            panic!("the child did not stop within 40 s after {who} kept failing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(70), "the root fail-stops the process when {who} escalates: {status:?}");
+    // 2 restarts, a 100 ms hold-down, 2 restarts more, then the escalation.
+    assert!(started.elapsed() < Duration::from_secs(15), "it escalated in {:?}", started.elapsed());
+}
+
+#[test]
+fn a_payment_actor_failing_after_its_hold_downs_stops_the_process() {
+    escalates("payment");
+}
+
+#[test]
+fn a_course_failing_after_its_hold_downs_stops_the_process() {
+    escalates("course");
+}
+
+#[test]
+fn a_subscriber_failing_after_its_hold_downs_stops_the_process() {
+    escalates("notifier");
 }
