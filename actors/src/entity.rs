@@ -165,6 +165,8 @@ pub struct SupervisorSnapshot {
 pub struct HeldDown {
     pub id: u64,
     pub retry_after_ms: u64,
+    /// Until when, in unix ms (as for the payment actor and subscribers).
+    pub held_down_until: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -222,7 +224,7 @@ impl Registry {
     }
 
     pub(crate) fn snapshot(&self) -> SupervisorSnapshot {
-        let now = Instant::now();
+        let (now, now_ms) = (Instant::now(), crate::faults::now_ms());
         let (mut live, mut passivating, mut held_down) = (0, 0, Vec::new());
         for shard in &self.shards {
             for (id, slot) in lock(shard).iter() {
@@ -230,7 +232,8 @@ impl Registry {
                     Slot::Live { .. } | Slot::Activating => live += 1,
                     Slot::Passivating { .. } => passivating += 1,
                     Slot::Down { until } if *until > now => {
-                        held_down.push(HeldDown { id: *id, retry_after_ms: (*until - now).as_millis() as u64 })
+                        let retry_after_ms = (*until - now).as_millis() as u64;
+                        held_down.push(HeldDown { id: *id, retry_after_ms, held_down_until: now_ms + retry_after_ms })
                     }
                     Slot::Down { .. } => {}
                 }
