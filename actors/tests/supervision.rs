@@ -29,10 +29,10 @@ use tokio::time::Instant;
 
 const ALL: PageRequest = PageRequest { number: 0, size: 100_000 };
 const MAX_RESTARTS: usize = 3;
-const BACKOFF: Duration = Duration::from_millis(1500);
+const BACKOFF: Duration = Duration::from_secs(2);
 
 /// Relaxed durability (these tests are about supervision) and a restart
-/// policy small enough to watch: 3 restarts in 10 s, then 1.5 s down.
+/// policy small enough to watch: 3 restarts in 10 s, then 2 s down.
 fn config(dir: &Path) -> Config {
     let mut config = Config::new(dir);
     config.durability = Durability::Relaxed { flush_every_ms: 100 };
