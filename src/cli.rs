@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sugang_actors::Config;
+use sugang_actors::{Config, RestartPolicy};
 use sugang_http::{Auth, Role, ServeConfig};
 use sugang_storage::Durability;
 
@@ -89,15 +89,24 @@ pub(crate) struct ServeArgs {
     /// An entity actor idle this long passivates, in milliseconds.
     #[arg(long, env = "SUGANG_PASSIVATE_AFTER_MS", default_value_t = 120_000)]
     pub(crate) passivate_after_ms: u64,
-    /// Restarts of one entity actor allowed within the window …
+    /// Restarts of one supervised actor (entity, payment, subscriber worker)
+    /// allowed within the window …
     #[arg(long, env = "SUGANG_MAX_RESTARTS", default_value_t = 5)]
     pub(crate) max_restarts: usize,
-    /// … of this many milliseconds; beyond it the entity is held down.
+    /// … of this many milliseconds; beyond it the actor is held down.
     #[arg(long, env = "SUGANG_RESTART_WINDOW_MS", default_value_t = 10_000)]
     pub(crate) restart_window_ms: u64,
-    /// How long a held-down entity stays down, in milliseconds.
+    /// How long the first hold-down lasts, in milliseconds (doubled by each
+    /// hold-down in a row) …
     #[arg(long, env = "SUGANG_RESTART_BACKOFF_MS", default_value_t = 5000)]
     pub(crate) restart_backoff_ms: u64,
+    /// … up to this many milliseconds.
+    #[arg(long, env = "SUGANG_RESTART_BACKOFF_MAX_MS", default_value_t = 60_000)]
+    pub(crate) restart_backoff_max_ms: u64,
+    /// Hold-downs in a row after which an actor that fails again stops the
+    /// process (exit code 70) instead; 0: never.
+    #[arg(long, env = "SUGANG_RESTART_ESCALATE_AFTER", default_value_t = 5)]
+    pub(crate) restart_escalate_after: u32,
     /// Asks one entity may have outstanding before new ones are shed.
     #[arg(long, env = "SUGANG_MAX_PENDING", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_pending: u64,
@@ -165,11 +174,16 @@ impl ServeArgs {
         config.payment.breaker.reset_timeout = Duration::from_millis(self.breaker_reset_ms);
         config.payment.breaker.max_reset_timeout = Duration::from_millis(self.breaker_max_reset_ms);
         config.payment.bulkhead = self.bulkhead as usize;
+        config.restart = RestartPolicy {
+            max_restarts: self.max_restarts,
+            within: Duration::from_millis(self.restart_window_ms),
+            backoff: Duration::from_millis(self.restart_backoff_ms),
+            max_backoff: Duration::from_millis(self.restart_backoff_max_ms),
+            escalate_after: (self.restart_escalate_after > 0).then_some(self.restart_escalate_after),
+        };
         for supervision in [&mut config.courses, &mut config.enrollments] {
             supervision.idle = Duration::from_millis(self.passivate_after_ms);
-            supervision.max_restarts = self.max_restarts;
-            supervision.within = Duration::from_millis(self.restart_window_ms);
-            supervision.backoff = Duration::from_millis(self.restart_backoff_ms);
+            supervision.restart = config.restart;
             supervision.max_pending = self.max_pending as usize;
         }
         config

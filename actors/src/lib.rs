@@ -14,8 +14,10 @@
 //! - `enrollment`: the Enrollment aggregate and its actor, which runs the saga.
 //! - `payment`: the Payment aggregate, the gateway port and the simulated
 //!   gateway, the breaker, and the payment actor.
-//! - `entity`: activation on demand, passivation, restart intensity and load
+//! - `entity`: activation on demand, passivation, restarts and load
 //!   shedding for entity actors of any kind.
+//! - `supervision`: the one restart policy of every supervised child
+//!   (intensity, hold-down with backoff, escalation), counted and logged alike.
 //! - `tables`: the tables the actors own and the records in them.
 //! - `bus`: durable pub/sub over the event log: the publisher, subscriber
 //!   workers (offsets committed with effects, scale-out by key), retention.
@@ -38,6 +40,7 @@ mod model;
 mod mypage;
 mod notifier;
 mod payment;
+mod supervision;
 mod system;
 mod tables;
 
@@ -60,6 +63,7 @@ pub use payment::actor::{PaymentConfig, PaymentFailure, PaymentSnapshot};
 pub use payment::breaker::{BreakerConfig, BreakerState};
 pub use payment::gateway::{GatewayFaults, InvalidFaults, LedgerSummary, SimulatedGateway};
 pub use payment::{PayStatus, Payment};
+pub use supervision::RestartPolicy;
 pub use system::{
     CommandError, Config, Done, EnrollmentFilter, PageRequest, Paged, StartError, Sugang, TreeNode, TreeSnapshot,
 };

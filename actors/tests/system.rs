@@ -137,9 +137,9 @@ async fn a_thousand_students_race_for_a_hundred_seats() {
 async fn a_panicking_course_restarts_and_one_that_keeps_panicking_is_held_down() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
-    config.courses.max_restarts = 3;
-    config.courses.within = Duration::from_secs(10);
-    config.courses.backoff = Duration::from_secs(1);
+    config.courses.restart.max_restarts = 3;
+    config.courses.restart.within = Duration::from_secs(10);
+    config.courses.restart.backoff = Duration::from_secs(1);
     let system = Sugang::start(config).await.unwrap();
 
     let a = register(&system, "panicky", 1_000, Some(50)).await;
@@ -326,6 +326,52 @@ async fn the_breaker_opens_on_a_down_gateway_fails_fast_and_closes_after_heal() 
     assert_eq!(system.payment_snapshot().await.unwrap().state, "closed");
     assert_eq!(student_count(&system, course), 1);
     assert_eq!(system.gateway().ledger().charged, 1);
+    system.shutdown().await;
+}
+
+/// A failed charge and the void that compensates it are one failure of one
+/// enrollment: with a threshold of 5, four failed enrollments (whose voids
+/// fail and are retried meanwhile) leave the breaker closed, the fifth opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_counts_each_failed_enrollment_once_not_its_void() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.payment.breaker = BreakerConfig {
+        failure_threshold: 5,
+        reset_timeout: Duration::from_secs(30),
+        max_reset_timeout: Duration::from_secs(60),
+    };
+    config.payment.refund_backoff = Duration::from_millis(20);
+    config.payment.refund_backoff_max = Duration::from_millis(50);
+    let system = Sugang::start(config).await.unwrap();
+    let course = register(&system, "statistics", 3_000, None).await;
+
+    system.set_gateway_faults(GatewayFaults { latency_ms: 0, failure_rate: 0.0, down: true });
+    for i in 0..4 {
+        let e = system.enroll(request(course, &format!("failed{i}"))).await.unwrap_err();
+        assert!(
+            matches!(&e, CommandError::Unavailable { reason, .. } if !reason.contains("circuit breaker is open")),
+            "enrollment {i} reached the gateway: {e:?}"
+        );
+    }
+    // Every void is owed and being retried against the down gateway; for a
+    // while (several retry rounds), the breaker stays closed at 4 failures.
+    wait_until("the four voids to be owed", Duration::from_secs(5), || {
+        let system = system.clone();
+        async move { system.payment_snapshot().await.is_ok_and(|s| s.refunds_owed == 4) }
+    })
+    .await;
+    let watch_until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < watch_until {
+        let snapshot = system.payment_snapshot().await.unwrap();
+        assert_eq!((snapshot.state, snapshot.failures), ("closed", 4), "{snapshot:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let e = system.enroll(request(course, "fifth")).await.unwrap_err();
+    assert!(matches!(e, CommandError::Unavailable { .. }), "{e:?}");
+    let snapshot = system.payment_snapshot().await.unwrap();
+    assert_eq!((snapshot.state, snapshot.failures), ("open", 5), "the fifth failed enrollment opens it: {snapshot:?}");
     system.shutdown().await;
 }
 

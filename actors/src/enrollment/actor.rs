@@ -313,6 +313,14 @@ impl EnrollmentActorState {
     }
 
     async fn charge(&self, request: ChargeRequest) -> Result<ChargeReceipt, PaymentFailure> {
+        if let Some(retry_after) = self.ctx.payment.held_down_for() {
+            // Nothing was sent, so nothing can have been charged.
+            return Err(PaymentFailure::Unavailable {
+                reason: "the payment actor is held down after repeated failures".into(),
+                retry_after: Some(retry_after),
+                may_have_charged: false,
+            });
+        }
         let asked = ractor::call_t!(
             self.ctx.payment.get(),
             |reply| PaymentMsg::Approve { request, reply },
