@@ -104,7 +104,7 @@ impl From<GatewayFaults> for PaymentFaultsModel {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PaymentFaultsChange {
     /// How long every answer takes, in milliseconds.
-    #[schema(schema_with = integers::latency_ms)]
+    #[schema(schema_with = integers::latency_ms_or_null)]
     latency_ms: Option<Int>,
     /// The share of calls, 0.0 to 1.0, that fail as unavailable.
     #[schema(minimum = 0.0, maximum = 1.0)]

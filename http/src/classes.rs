@@ -129,7 +129,7 @@ pub(crate) struct NewClass {
     #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", example = "010-1234-5678")]
     telephone_info: Option<String>,
     /// The fee the client saw: 409 if the course's fee is now different.
-    #[schema(schema_with = integers::fee)]
+    #[schema(schema_with = integers::fee_or_null)]
     fee: Option<Int>,
     /// Legacy, and ignored (the course's textbook is shipped); if sent, a
     /// string.
@@ -207,7 +207,7 @@ async fn list(
     uri: Uri,
 ) -> Result<JsonBody<ClassCollection>, ApiError> {
     let course_id = params.id("courseId")?;
-    let status = match params.text("status")?.as_deref() {
+    let status = match params.keyword("status") {
         None => None,
         Some("COMPLETED") => Some(EnrollStatus::Completed),
         Some("CANCELED") => Some(EnrollStatus::Canceled),

@@ -90,11 +90,11 @@ pub(crate) struct NewCourse {
     fee: Option<Int>,
     #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", example = "kor_book")]
     text_book: Option<String>,
-    /// Absent: unlimited.
-    #[schema(schema_with = integers::count)]
+    /// Absent or `null`: unlimited.
+    #[schema(schema_with = integers::count_or_null)]
     capacity: Option<Int>,
-    /// Default 1.
-    #[schema(schema_with = integers::count)]
+    /// Absent or `null`: 1.
+    #[schema(schema_with = integers::count_or_null)]
     min_students: Option<Int>,
 }
 

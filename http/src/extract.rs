@@ -190,6 +190,12 @@ impl Params {
         Ok(self.raw(name).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned))
     }
 
+    /// An enumerated filter (a status, a role): present but empty is a bad
+    /// value, not "no filter", since no value of the enumeration is empty.
+    pub(crate) fn keyword(&self, name: &str) -> Option<&str> {
+        self.raw(name)
+    }
+
     /// A non-negative integer that JSON and OpenAPI's `int64` carry (at
     /// most `i64::MAX`).
     pub(crate) fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {

@@ -93,7 +93,7 @@ collection!(NotificationCollection, NotificationEmbedded, notifications, Notific
 
 /// `?recipientRole=`: `student` or `instructor`.
 fn recipient_role(params: &Params) -> Result<Option<RecipientRole>, ApiError> {
-    match params.text("recipientRole")?.as_deref() {
+    match params.keyword("recipientRole") {
         None => Ok(None),
         Some("student") => Ok(Some(RecipientRole::Student)),
         Some("instructor") => Ok(Some(RecipientRole::Instructor)),

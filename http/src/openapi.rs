@@ -144,12 +144,17 @@ pub(crate) mod integers {
         integer(0, 1_000_000_000_000, r"^0*([0-9]{1,12}|1000000000000)$", false)
     }
 
+    /// A fee, or `null` (absent).
+    pub(crate) fn fee_or_null() -> RefOr<Schema> {
+        integer(0, 1_000_000_000_000, r"^0*([0-9]{1,12}|1000000000000)$", true)
+    }
+
     /// A count of seats or students: 1 to 10^6.
     pub(crate) fn count() -> RefOr<Schema> {
         integer(1, 1_000_000, r"^0*([1-9][0-9]{0,5}|1000000)$", false)
     }
 
-    /// A count of seats, or `null` for none (unlimited).
+    /// A count, or `null` (absent, or for seats: unlimited).
     pub(crate) fn count_or_null() -> RefOr<Schema> {
         integer(1, 1_000_000, r"^0*([1-9][0-9]{0,5}|1000000)$", true)
     }
@@ -159,9 +164,9 @@ pub(crate) mod integers {
         integer(1, i64::MAX, r"^0*[1-9][0-9]{0,17}$", false)
     }
 
-    /// A simulated latency: 0 to 60000 ms.
-    pub(crate) fn latency_ms() -> RefOr<Schema> {
-        integer(0, 60_000, r"^0*([0-9]{1,4}|[1-5][0-9]{4}|60000)$", false)
+    /// A simulated latency: 0 to 60000 ms, or `null` (absent: 0).
+    pub(crate) fn latency_ms_or_null() -> RefOr<Schema> {
+        integer(0, 60_000, r"^0*([0-9]{1,4}|[1-5][0-9]{4}|60000)$", true)
     }
 }
 
