@@ -228,7 +228,9 @@ async fn connection<A>(
         })
     };
     let mut conn = http.serve_connection(TokioIo::new(stream), service);
-    let draining = async move {
+    // Borrowed, not moved: the receiver lives as long as the connection, so
+    // the server's drain waits for this request to finish.
+    let draining = async {
         // An error means the server is gone: drain as well.
         let _ = closing.wait_for(|closing| *closing).await;
     };
@@ -248,14 +250,15 @@ async fn connection<A>(
             let parts = conn.into_parts();
             if !parts.read_buf.is_empty() || !answered.load(Ordering::Relaxed) {
                 let mut stream = parts.io.into_inner();
-                let written = async {
+                let answer = async {
                     stream.write_all(header_timeout_response().as_bytes()).await?;
                     stream.shutdown().await
                 };
-                if let Err(error) = tokio::time::timeout(Duration::from_secs(1), written).await.unwrap_or_else(|_| {
-                    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "writing the 408 timed out"))
-                }) {
-                    tracing::debug!(%error, "cannot answer a client whose headers timed out");
+                // A client that does not read either gets a second, not more.
+                match tokio::time::timeout(Duration::from_secs(1), answer).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::debug!(%error, "cannot answer a client whose headers timed out"),
+                    Err(_) => tracing::debug!("a client whose headers timed out does not read its 408"),
                 }
             }
         }
