@@ -1,20 +1,18 @@
 //! Journal commit throughput at 1, 16 and 256 concurrent committers.
 //!
 //! One group, "journal", counting committed batches per second:
-//! - `durable/N`: the journal with `Durability::Fsync` (group commit: one sled
-//!   batch and one blocking flush per group).
-//! - `relaxed/N`: the journal with `Durability::Relaxed` (sled's background flush).
-//! - `naive/N`: the way without a journal: each committer inserts into sled
-//!   and makes it durable itself, once per write, on a blocking thread: the
-//!   blocking `flush()` plus an fdatasync of sled's data file, exactly what
-//!   the journal does once per group (sled's flush alone stops at
-//!   sync_file_range, which does not reach the disk). All N committers share
-//!   one sled database, as the services of one process would.
+//! - `durable/N`: the journal with `Durability::Fsync` (group commit: one fjall
+//!   batch and one fdatasync per group).
+//! - `relaxed/N`: the journal with `Durability::Relaxed` (fdatasync at most
+//!   every 500 ms).
+//! - `naive/N`: the way without a journal: each committer inserts into fjall
+//!   and persists it itself (fdatasync), once per write, on a blocking
+//!   thread: exactly what the journal does once per group. All N committers
+//!   share one fjall database, as the services of one process would.
 //!
 //! Each committed batch is one put of a ~100-byte record plus one event (the
 //! naive way writes just the record). Run with `cargo bench --bench journal`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -79,19 +77,18 @@ async fn through_journal(journal: &Journal, n: u64, iters: u64) -> Duration {
     started.elapsed()
 }
 
-/// `iters` writes by `n` concurrent committers, each inserting and flushing itself.
-async fn naive(db: &sled::Db, file: &Arc<std::fs::File>, n: u64, iters: u64) -> Duration {
+/// `iters` writes by `n` concurrent committers, each inserting and persisting itself.
+async fn naive(db: &fjall::Database, keyspace: &fjall::Keyspace, n: u64, iters: u64) -> Duration {
     let started = Instant::now();
     let committers: Vec<_> = (0..n)
         .map(|who| {
-            let (db, file) = (db.clone(), file.clone());
+            let (db, keyspace) = (db.clone(), keyspace.clone());
             tokio::spawn(async move {
                 for _ in 0..share(iters, n, who) {
-                    let (db, file) = (db.clone(), file.clone());
+                    let (db, keyspace) = (db.clone(), keyspace.clone());
                     tokio::task::spawn_blocking(move || {
-                        db.insert(next_id().to_be_bytes(), vec![7; PAYLOAD_BYTES]).expect("sled inserts");
-                        db.flush().expect("sled flushes");
-                        file.sync_data().expect("the data file syncs");
+                        keyspace.insert(next_id().to_be_bytes(), vec![7; PAYLOAD_BYTES]).expect("fjall inserts");
+                        db.persist(fjall::PersistMode::SyncData).expect("fjall persists");
                     })
                     .await
                     .expect("a write finishes");
@@ -125,17 +122,15 @@ fn bench_journal(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime
 fn bench_naive(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>) {
     for n in COMMITTERS {
         let tmp = tempfile::tempdir().expect("a temporary directory");
-        let db = sled::Config::new()
-            .path(tmp.path().join("db"))
-            .cache_capacity(StoreOptions::default().cache_capacity)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
+        let db = fjall::Database::builder(tmp.path())
+            .cache_size(StoreOptions::default().cache_capacity)
+            .manual_journal_persist(true)
             .open()
-            .expect("sled opens");
-        let file = Arc::new(std::fs::File::open(tmp.path().join("db").join("db")).expect("sled's data file"));
+            .expect("fjall opens");
+        let keyspace = db.keyspace("naive", fjall::KeyspaceCreateOptions::default).expect("a keyspace");
         let runtime = runtime();
         group.bench_function(BenchmarkId::new("naive", n), |b| {
-            b.iter_custom(|iters| runtime.block_on(naive(&db, &file, n, iters)))
+            b.iter_custom(|iters| runtime.block_on(naive(&db, &keyspace, n, iters)))
         });
     }
 }

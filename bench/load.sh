@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # bench/load.sh: sugang's HTTP enrollment throughput against a bare axum
-# echo server's, measured in one run, and enrollment latency with the
-# payment gateway down once the breaker is open.
+# echo server's and against the PostgreSQL yardstick (bench/pg.sh: the same
+# enrollment as two durable PostgreSQL transactions through pgbench, at the
+# same concurrency), measured in one run, and enrollment latency with the
+# payment gateway down once the breaker is open. PG=0 skips PostgreSQL.
 #
 # Builds release, starts sugang (auth off, durable journal: the default
 # fsync, a fresh temporary data directory, a loopback port) and sugang-echo
@@ -97,6 +99,10 @@ done
 
 drive echo "$echo_url"
 drive sugang "$sugang_url"
+pg_tps=""
+if [ "${PG:-1}" != 0 ]; then
+    pg_tps=$(DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS bench/pg.sh | awk -F= '/^pg_tps=/ { print $2 }')
+fi
 
 # The breaker: gateway down, enroll until it opens, then measure.
 curl -sf -o /dev/null -X PUT "$sugang_url/admin/faults/payment" -H 'content-type: application/json' \
@@ -127,7 +133,8 @@ cat <<REPORT
 load.sh figures ($(nproc) cores, load average before: $load_before, $DURATION per run, $CONNECTIONS connections, $THREADS wrk threads)
   echo:    $echo_rps req/s, p99 $(p99_ms "$work/echo.wrk") ms, non-2xx $(non2xx "$work/echo.wrk"), socket errors: $(errors "$work/echo.wrk")
   sugang:  $sugang_rps req/s, p99 $(p99_ms "$work/sugang.wrk") ms, non-2xx $(non2xx "$work/sugang.wrk"), socket errors: $(errors "$work/sugang.wrk")
-  ratio (sugang / echo): $ratio   (target >= 0.5; sugang p99 target <= 10 ms)
+  ratio (sugang / echo): $ratio   (target >= 0.5; sugang p99 target <= 2 x the echo's)
+  PostgreSQL (pgbench, pg-enroll.sql, $CONNECTIONS clients): ${pg_tps:-skipped} enrollments/s; sugang / PostgreSQL: $( [ -n "$pg_tps" ] && awk -v a="$sugang_rps" -v b="$pg_tps" 'BEGIN { printf "%.2f", a / b }' || echo -)   (target >= 5)
   breaker open: $(rps "$work/breaker.wrk") req/s, p99 $(p99_ms "$work/breaker.wrk") ms, non-2xx (503) $breaker_503   (target p99 < 5 ms)
   at $LOW_CONNECTIONS connections: breaker open $(rps "$work/breaker_low.wrk") req/s, p99 $(p99_ms "$work/breaker_low.wrk") ms (non-2xx $(non2xx "$work/breaker_low.wrk")); echo $(rps "$work/echo_low.wrk") req/s, p99 $(p99_ms "$work/echo_low.wrk") ms
 
@@ -138,6 +145,7 @@ sugang_rps=$sugang_rps
 sugang_p99_ms=$(p99_ms "$work/sugang.wrk")
 sugang_non2xx=$(non2xx "$work/sugang.wrk")
 ratio=$ratio
+pg_tps=${pg_tps:-}
 breaker_rps=$(rps "$work/breaker.wrk")
 breaker_p99_ms=$(p99_ms "$work/breaker.wrk")
 breaker_non2xx=$breaker_503

@@ -2,12 +2,12 @@
 //! `SUGANG_*` variable, and how the flags become the actor system's
 //! [`Config`] and the front's [`ServeConfig`].
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sugang_actors::Config;
+use sugang_actors::{Config, RestartPolicy};
 use sugang_http::{Auth, Role, SecretError, ServeConfig};
 use sugang_storage::Durability;
 
@@ -33,6 +33,9 @@ pub(crate) enum Command {
     },
     /// The registration-rush load generator, with an invariant check.
     Rush(Box<crate::rush::RushArgs>),
+    /// Check or back up a store.
+    #[command(subcommand)]
+    Store(crate::store::StoreCommand),
 }
 
 /// How log lines are written.
@@ -55,8 +58,9 @@ pub(crate) enum DurabilityArg {
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
-    /// The address to listen on. Without a JWT secret only loopback is accepted.
-    #[arg(long, env = "SUGANG_LISTEN", default_value = "127.0.0.1:8080")]
+    /// The address to listen on: PORT or :PORT (loopback), HOST:PORT, IPv4:PORT
+    /// or [IPv6]:PORT. Without a JWT secret only loopback is accepted.
+    #[arg(long, env = "SUGANG_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub(crate) listen: SocketAddr,
     /// The data directory (a sled store), created if missing.
     #[arg(long, env = "SUGANG_DATA_DIR", default_value = "./sugang-data")]
@@ -85,15 +89,24 @@ pub(crate) struct ServeArgs {
     /// An entity actor idle this long passivates, in milliseconds.
     #[arg(long, env = "SUGANG_PASSIVATE_AFTER_MS", default_value_t = 120_000)]
     pub(crate) passivate_after_ms: u64,
-    /// Restarts of one entity actor allowed within the window …
+    /// Restarts of one supervised actor (entity, payment, subscriber worker)
+    /// allowed within the window …
     #[arg(long, env = "SUGANG_MAX_RESTARTS", default_value_t = 5)]
     pub(crate) max_restarts: usize,
-    /// … of this many milliseconds; beyond it the entity is held down.
+    /// … of this many milliseconds; beyond it the actor is held down.
     #[arg(long, env = "SUGANG_RESTART_WINDOW_MS", default_value_t = 10_000)]
     pub(crate) restart_window_ms: u64,
-    /// How long a held-down entity stays down, in milliseconds.
+    /// How long the first hold-down lasts, in milliseconds (doubled by each
+    /// hold-down in a row) …
     #[arg(long, env = "SUGANG_RESTART_BACKOFF_MS", default_value_t = 5000)]
     pub(crate) restart_backoff_ms: u64,
+    /// … up to this many milliseconds.
+    #[arg(long, env = "SUGANG_RESTART_BACKOFF_MAX_MS", default_value_t = 60_000)]
+    pub(crate) restart_backoff_max_ms: u64,
+    /// Hold-downs in a row after which an actor that fails again stops the
+    /// process (exit code 70) instead; 0: never.
+    #[arg(long, env = "SUGANG_RESTART_ESCALATE_AFTER", default_value_t = 5)]
+    pub(crate) restart_escalate_after: u32,
     /// Asks one entity may have outstanding before new ones are shed.
     #[arg(long, env = "SUGANG_MAX_PENDING", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) max_pending: u64,
@@ -106,6 +119,45 @@ pub(crate) struct ServeArgs {
     /// The storage engine's page cache, in MiB: the main lever on resident memory.
     #[arg(long, env = "SUGANG_CACHE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub(crate) cache_mb: u64,
+}
+
+/// The forms `--listen` accepts, as its refusals name them.
+const LISTEN_FORMS: &str = "expected PORT, :PORT, HOST:PORT, IPv4:PORT or [IPv6]:PORT (e.g. 8080, :8080, localhost:8080, 0.0.0.0:8080, [::1]:8080)";
+
+/// `--listen`: a bare port or `:PORT` is loopback (127.0.0.1), an IP
+/// address with a port is taken as is, and a host name with a port is
+/// resolved (its first IPv4 address, else its first address).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let port_only = text.strip_prefix(':').unwrap_or(text);
+    if !port_only.is_empty() && port_only.bytes().all(|b| b.is_ascii_digit()) {
+        let port: u16 = port_only.parse().map_err(|_| format!("port {port_only} is beyond 65535; {LISTEN_FORMS}"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("no port in {text:?}; {LISTEN_FORMS}"));
+    };
+    let is_host_name = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+        });
+    if !is_host_name || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{text:?} is not an address; {LISTEN_FORMS}"));
+    }
+    let port: u16 = port.parse().map_err(|_| format!("port {port} is beyond 65535; {LISTEN_FORMS}"))?;
+    let resolved: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve {host}: {e}; {LISTEN_FORMS}"))?.collect();
+    resolved
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or_else(|| resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{host} resolves to no address; {LISTEN_FORMS}"))
 }
 
 impl ServeArgs {
@@ -122,11 +174,16 @@ impl ServeArgs {
         config.payment.breaker.reset_timeout = Duration::from_millis(self.breaker_reset_ms);
         config.payment.breaker.max_reset_timeout = Duration::from_millis(self.breaker_max_reset_ms);
         config.payment.bulkhead = self.bulkhead as usize;
+        config.restart = RestartPolicy {
+            max_restarts: self.max_restarts,
+            within: Duration::from_millis(self.restart_window_ms),
+            backoff: Duration::from_millis(self.restart_backoff_ms),
+            max_backoff: Duration::from_millis(self.restart_backoff_max_ms),
+            escalate_after: (self.restart_escalate_after > 0).then_some(self.restart_escalate_after),
+        };
         for supervision in [&mut config.courses, &mut config.enrollments] {
             supervision.idle = Duration::from_millis(self.passivate_after_ms);
-            supervision.max_restarts = self.max_restarts;
-            supervision.within = Duration::from_millis(self.restart_window_ms);
-            supervision.backoff = Duration::from_millis(self.restart_backoff_ms);
+            supervision.restart = config.restart;
             supervision.max_pending = self.max_pending as usize;
         }
         config
@@ -176,4 +233,30 @@ pub(crate) struct TokenArgs {
     /// The secret the server was started with (at least 32 bytes).
     #[arg(long, env = "SUGANG_JWT_SECRET", hide_env_values = true)]
     pub(crate) jwt_secret: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_a_port_a_host_or_an_address() {
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(parse_listen("8080"), Ok(loopback(8080)));
+        assert_eq!(parse_listen(":8080"), Ok(loopback(8080)));
+        assert_eq!(parse_listen("0"), Ok(loopback(0)));
+        assert_eq!(parse_listen("0.0.0.0:8080"), Ok(SocketAddr::from(([0, 0, 0, 0], 8080))));
+        assert_eq!(parse_listen("[::1]:8080").map(|a| a.ip().is_loopback() && a.is_ipv6()), Ok(true));
+        assert_eq!(parse_listen("localhost:8080").map(|a| a.ip().is_loopback() && a.port() == 8080), Ok(true));
+    }
+
+    #[test]
+    fn listen_refuses_anything_else_naming_the_forms() {
+        for bad in ["", "nowhere", "localhost", ":", "8080:", "99999", ":65536", "localhost:99999", "a b:80", "1.2.3:x"]
+        {
+            let refused = parse_listen(bad).expect_err(bad);
+            assert!(refused.contains("expected PORT, :PORT, HOST:PORT"), "{bad:?}: {refused}");
+            assert!(!refused.contains('\n'), "{refused}");
+        }
+    }
 }

@@ -17,7 +17,9 @@ mod cli;
 mod demo;
 mod memory;
 mod rush;
+mod store;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,12 +43,14 @@ fn main() -> ExitCode {
             Command::Token(args) => token(args),
             Command::Demo { scenario } => demo::run(scenario).await,
             Command::Rush(args) => rush::run(*args).await,
+            Command::Store(command) => store::run(command).await,
         }
     })
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
     init_tracing(args.log_format);
+    sugang_http::install_metrics();
     memory::trim_periodically();
     let signal = shutdown_signal();
     let config = match args.serve_config() {
@@ -90,21 +94,37 @@ fn token(args: TokenArgs) -> ExitCode {
     }
 }
 
-/// One line on stderr, and a failing exit code.
+/// One line on stderr, and a failing exit code: through the log once it is
+/// set up (so a JSON log stays JSON), else plainly. Never both: stdout and
+/// stderr often end up on the same terminal or in the same journal.
 fn fail(reason: impl std::fmt::Display) -> ExitCode {
     let line = reason.to_string().replace('\n', " ");
-    eprintln!("sugang: {line}");
-    tracing::error!(reason = %line, "sugang could not run");
+    if tracing::dispatcher::has_been_set() && tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!(reason = %line, "sugang could not run");
+    } else {
+        eprintln!("sugang: {line}");
+    }
     ExitCode::FAILURE
 }
 
+/// Log lines go to stderr (stdout is for what a command prints, like
+/// `token`), coloured only for a person at a terminal who has not set
+/// `NO_COLOR`.
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour_wanted());
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
     }
+}
+
+/// Colour when stderr is a terminal and `NO_COLOR` (https://no-color.org)
+/// is unset or empty.
+fn colour_wanted() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 /// SIGTERM or SIGINT. The handlers are installed now, before anything

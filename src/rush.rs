@@ -15,13 +15,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::io::ErrorKind;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -94,6 +95,8 @@ pub(crate) async fn run(args: RushArgs) -> ExitCode {
 /// Why the rush could not run or check (not an invariant violation).
 #[derive(Debug)]
 enum RushError {
+    /// No connection to the server at all: the likeliest mistake, said plainly.
+    Unreachable { url: String, cause: String, refused: bool },
     /// No answer at all.
     Http { what: String, source: reqwest::Error },
     /// An answer other than the one the step needs.
@@ -105,6 +108,10 @@ enum RushError {
 impl fmt::Display for RushError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            RushError::Unreachable { url, cause, refused: true } => {
+                write!(f, "cannot reach {url}: {cause} — is `sugang serve` running?")
+            }
+            RushError::Unreachable { url, cause, refused: false } => write!(f, "cannot reach {url}: {cause}"),
             RushError::Http { what, source } => write!(f, "{what}: {source}"),
             RushError::Status { what, status, body } => write!(f, "{what}: {status}: {body}"),
             RushError::Shape { what } => write!(f, "unexpected answer: {what}"),
@@ -143,11 +150,27 @@ impl Api {
 
     /// Sends and reads the whole answer: status, `X-Sugang-Seq`, body.
     async fn send(&self, request: RequestBuilder, what: &str) -> Result<Answer, RushError> {
-        let response = request.send().await.map_err(|source| RushError::Http { what: what.into(), source })?;
+        let response = request.send().await.map_err(|source| self.no_answer(what, source))?;
         let status = response.status();
         let seq = response.headers().get("x-sugang-seq").and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok());
         let body = response.bytes().await.map_err(|source| RushError::Http { what: what.into(), source })?;
         Ok(Answer { status, seq, body: body.to_vec() })
+    }
+
+    /// A failed send: `Unreachable` when no connection could be made.
+    fn no_answer(&self, what: &str, source: reqwest::Error) -> RushError {
+        if !source.is_connect() {
+            return RushError::Http { what: what.into(), source };
+        }
+        // The innermost cause says why ("connection refused", a name that
+        // does not resolve); reqwest's own text only names the URL.
+        let mut cause: &dyn std::error::Error = &source;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        let refused = cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == ErrorKind::ConnectionRefused);
+        let cause = if refused { "connection refused".to_owned() } else { cause.to_string() };
+        RushError::Unreachable { url: self.base.to_string(), cause, refused }
     }
 
     /// A JSON answer with status 200.
@@ -252,6 +275,30 @@ struct Enrolled {
     student: String,
 }
 
+/// Why a student ended the rush without a seat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum NoSeat {
+    /// Every course they tried was full (`--tries` of them, or every course).
+    Full,
+    /// The server answered 503 through every retry.
+    Unavailable,
+    /// A request got no answer (connection refused or reset, timeout).
+    NoAnswer,
+    /// Another refusal (a status other than 201, 409 and 503).
+    Refused,
+}
+
+impl NoSeat {
+    fn describe(self, n: u64) -> String {
+        match self {
+            NoSeat::Full => format!("{n} found every course they tried full"),
+            NoSeat::Unavailable => format!("{n} got 503 through every retry"),
+            NoSeat::NoAnswer => format!("{n} got no answer"),
+            NoSeat::Refused => format!("{n} were refused otherwise"),
+        }
+    }
+}
+
 /// What the enrollment requests of one worker (or all of them) saw.
 #[derive(Default)]
 struct Tally {
@@ -265,6 +312,8 @@ struct Tally {
     completed: u64,
     /// The highest `X-Sugang-Seq` answered: the read models must reach it.
     max_seq: u64,
+    /// The students who got no seat, by why.
+    no_seat: BTreeMap<NoSeat, u64>,
 }
 
 impl Tally {
@@ -277,6 +326,9 @@ impl Tally {
         self.enrolled.extend(other.enrolled);
         self.completed += other.completed;
         self.max_seq = self.max_seq.max(other.max_seq);
+        for (why, n) in other.no_seat {
+            *self.no_seat.entry(why).or_default() += n;
+        }
     }
 }
 
@@ -293,11 +345,7 @@ async fn rush(args: &RushArgs) -> Result<bool, RushError> {
     let (courses, course_seq) = create_courses(&api, args, &tag).await?;
     let popularity = Arc::new(Popularity::zipf(courses.len(), args.zipf));
 
-    let progress = ProgressBar::with_draw_target(Some(args.students as u64), ProgressDrawTarget::stderr());
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} students  {per_sec}  {elapsed_precise}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let progress = progress_bar(args.students as u64, ProgressDrawTarget::stderr());
     let next = Arc::new(AtomicUsize::new(0));
     let courses = Arc::new(courses);
     let rush_started = Instant::now();
@@ -346,6 +394,25 @@ async fn rush(args: &RushArgs) -> Result<bool, RushError> {
     }
     println!("wall time: {:.2} s", started.elapsed().as_secs_f64());
     Ok(violations.is_empty())
+}
+
+/// The rush's progress: students done, their rate (a whole number), and
+/// the time since the rush began. Redrawn on a steady tick, so the clock
+/// runs even while no student finishes (a slow server, a long retry).
+fn progress_bar(students: u64, target: ProgressDrawTarget) -> ProgressBar {
+    let progress = ProgressBar::with_draw_target(Some(students), target);
+    let style = ProgressStyle::with_template("{bar:40} {pos}/{len} students  {rate} students/s  {elapsed_precise}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |state: &ProgressState, w: &mut dyn fmt::Write| {
+            // The average since the rush began: steadier than indicatif's
+            // own estimate, and not shown before a second has passed (ten
+            // students in a millisecond is not a rate).
+            let secs = state.elapsed().as_secs_f64();
+            let _ = if secs < 1.0 { write!(w, "-") } else { write!(w, "{:.0}", state.pos() as f64 / secs) };
+        });
+    progress.set_style(style);
+    progress.enable_steady_tick(Duration::from_millis(250));
+    progress
 }
 
 /// Creates the rush's courses; returns their ids by popularity rank, and
@@ -413,13 +480,15 @@ impl Worker {
             let student = format!("rush-{}-{n}", self.tag);
             tried.clear();
             let first = self.spread.then(|| n % self.courses.len());
-            self.enroll(&student, first, &mut rng, &mut tried, &mut tally).await;
+            if let Err(why) = self.enroll(&student, first, &mut rng, &mut tried, &mut tally).await {
+                *tally.no_seat.entry(why).or_default() += 1;
+            }
             self.progress.inc(1);
         }
     }
 
     /// One student: up to `tries` courses (the first `first` when given),
-    /// until one enrolls them.
+    /// until one enrolls them; or why none did.
     async fn enroll(
         &self,
         student: &str,
@@ -427,9 +496,9 @@ impl Worker {
         rng: &mut fastrand::Rng,
         tried: &mut Vec<usize>,
         tally: &mut Tally,
-    ) {
+    ) -> Result<(), NoSeat> {
         let mut unavailable = 0;
-        let Some(mut rank) = first.or_else(|| self.popularity.pick(rng, tried)) else { return };
+        let Some(mut rank) = first.or_else(|| self.popularity.pick(rng, tried)) else { return Err(NoSeat::Full) };
         loop {
             let course = self.courses[rank];
             let body = json!({"courseId": course, "student": student, "payAccount": APPROVED_CARD, "addr": "Seoul"});
@@ -438,7 +507,7 @@ impl Worker {
             tally.latencies_us.push(sent.elapsed().as_micros() as u64);
             let Ok(answer) = answer else {
                 tally.transport_errors += 1;
-                return;
+                return Err(NoSeat::NoAnswer);
             };
             *tally.statuses.entry(answer.status.as_u16()).or_default() += 1;
             tally.max_seq = tally.max_seq.max(answer.seq.unwrap_or(0));
@@ -449,7 +518,7 @@ impl Worker {
                         let id = answer.json("POST /classes").ok().and_then(|v| v["id"].as_u64()).unwrap_or(0);
                         tally.enrolled.push(Enrolled { id, course, student: student.to_owned() });
                     }
-                    return;
+                    return Ok(());
                 }
                 StatusCode::SERVICE_UNAVAILABLE if unavailable < MAX_UNAVAILABLE_RETRIES => {
                     unavailable += 1;
@@ -458,14 +527,15 @@ impl Worker {
                 StatusCode::CONFLICT => {
                     tried.push(rank);
                     if tried.len() >= self.tries {
-                        return;
+                        return Err(NoSeat::Full);
                     }
                     match self.popularity.pick(rng, tried) {
                         Some(next) => rank = next,
-                        None => return,
+                        None => return Err(NoSeat::Full),
                     }
                 }
-                _ => return,
+                StatusCode::SERVICE_UNAVAILABLE => return Err(NoSeat::Unavailable),
+                _ => return Err(NoSeat::Refused),
             }
         }
     }
@@ -475,10 +545,14 @@ fn summarize(args: &RushArgs, tally: &Tally, elapsed: Duration) {
     let requests = tally.latencies_us.len();
     let secs = elapsed.as_secs_f64().max(1e-9);
     let seats = args.courses * args.capacity;
+    let no_seat: u64 = tally.no_seat.values().sum();
+    let why: Vec<String> = tally.no_seat.iter().map(|(why, &n)| why.describe(n)).collect();
+    let why = if why.is_empty() { String::new() } else { format!(" ({})", why.join(", ")) };
     println!(
-        "enroll: {requests} requests in {secs:.2} s = {:.0} req/s; {} students enrolled, {} of {seats} seats sold",
+        "enroll: {requests} requests in {secs:.2} s = {:.0} req/s; {} of {} students enrolled, {no_seat} got no seat{why}; {} of {seats} seats sold",
         requests as f64 / secs,
         tally.completed,
+        args.students,
         tally.completed,
     );
     let mut sorted = tally.latencies_us.clone();
@@ -689,7 +763,75 @@ fn field_u64(item: &Value, field: &str, what: &str) -> Result<u64, RushError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use indicatif::TermLike;
+
     use super::*;
+
+    /// A terminal that keeps every line drawn on it.
+    #[derive(Debug, Default, Clone)]
+    struct Screen(Arc<Mutex<Vec<String>>>);
+
+    impl Screen {
+        fn lines(&self) -> Vec<String> {
+            self.0.lock().map(|lines| lines.clone()).unwrap_or_default()
+        }
+    }
+
+    impl TermLike for Screen {
+        fn width(&self) -> u16 {
+            120
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write_str(s)
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            if !s.trim().is_empty()
+                && let Ok(mut lines) = self.0.lock()
+            {
+                lines.push(s.to_owned());
+            }
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_progress_clock_runs_while_no_student_finishes_and_the_rate_is_whole() {
+        let screen = Screen::default();
+        let progress = progress_bar(100, ProgressDrawTarget::term_like(Box::new(screen.clone())));
+        progress.inc(10);
+        // No further progress: only a steady tick can move the clock.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !screen.lines().iter().any(|line| line.contains("00:00:01")) {
+            assert!(Instant::now() < deadline, "the clock never reached 00:00:01: {:?}", screen.lines());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        progress.finish_and_clear();
+        let last = screen.lines().into_iter().rfind(|line| line.contains("students/s")).expect("a drawn bar");
+        let rate = last.split_whitespace().take_while(|word| *word != "students/s").last().expect("a rate");
+        let rate: u64 = rate.parse().unwrap_or_else(|_| panic!("a whole number of students per second: {last:?}"));
+        assert!(rate <= 10, "10 students in a second or more: {last:?}");
+        assert!(last.contains("10/100 students"), "{last:?}");
+    }
 
     #[test]
     fn zipf_favours_the_first_ranks_and_uniform_does_not() {

@@ -13,11 +13,14 @@
 //! first. A message that still lands on a stopped actor was never handled, and
 //! an idempotent ask is sent again to the next activation.
 //!
-//! Restart intensity is OTP's: at most `max_restarts` in `within` per entity;
-//! beyond that the entity is held down for `backoff` and asks for it are
-//! answered [`AskError::HeldDown`] (a 503 with Retry-After at the edge).
+//! Restarts follow the one policy of [`crate::supervision`], per entity: at
+//! most `max_restarts` in `within`; beyond that the entity is held down (with
+//! a growing, capped backoff) and asks for it are answered
+//! [`AskError::HeldDown`] (a 503 with Retry-After at the edge); an entity that
+//! keeps failing after its hold-downs fails this supervisor, which escalates
+//! to the root.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,6 +31,8 @@ use ractor::{
 };
 use serde::Serialize;
 use tokio::time::Instant;
+
+use crate::supervision::{self, Decision, RestartHistory, RestartPolicy};
 
 /// The tick that makes an idle entity actor consider passivating.
 pub(crate) struct IdleCheck;
@@ -68,25 +73,15 @@ pub(crate) struct EntityArgs<C> {
 pub struct SupervisionConfig {
     /// An actor with no message for this long passivates.
     pub idle: Duration,
-    /// At most this many restarts of one entity …
-    pub max_restarts: usize,
-    /// … within this window; beyond it the entity is held down.
-    pub within: Duration,
-    /// How long a held-down entity stays down.
-    pub backoff: Duration,
+    /// How often one entity may fail before it is held down, and for how long.
+    pub restart: RestartPolicy,
     /// Asks an entity may have outstanding before new ones are shed.
     pub max_pending: usize,
 }
 
 impl Default for SupervisionConfig {
     fn default() -> Self {
-        SupervisionConfig {
-            idle: Duration::from_secs(120),
-            max_restarts: 5,
-            within: Duration::from_secs(10),
-            backoff: Duration::from_secs(5),
-            max_pending: 1024,
-        }
+        SupervisionConfig { idle: Duration::from_secs(120), restart: RestartPolicy::default(), max_pending: 1024 }
     }
 }
 
@@ -135,8 +130,9 @@ pub(crate) struct Registry {
     restarts_total: AtomicU64,
     activations_total: AtomicU64,
     passivations_total: AtomicU64,
-    /// Restart times per entity, for the intensity check and the admin tree.
-    history: Mutex<HashMap<u64, VecDeque<Instant>>>,
+    /// The failures of each entity that failed lately, for the restart
+    /// policy and the admin tree; forgotten once the entity is quiet.
+    history: Mutex<HashMap<u64, RestartHistory>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -159,6 +155,7 @@ pub struct SupervisorSnapshot {
     pub max_restarts: usize,
     pub within_ms: u64,
     pub backoff_ms: u64,
+    pub max_backoff_ms: u64,
     pub idle_ms: u64,
     pub max_pending: usize,
 }
@@ -168,6 +165,8 @@ pub struct SupervisorSnapshot {
 pub struct HeldDown {
     pub id: u64,
     pub retry_after_ms: u64,
+    /// Until when, in unix ms (as for the payment actor and subscribers).
+    pub held_down_until: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -225,7 +224,7 @@ impl Registry {
     }
 
     pub(crate) fn snapshot(&self) -> SupervisorSnapshot {
-        let now = Instant::now();
+        let (now, now_ms) = (Instant::now(), crate::faults::now_ms());
         let (mut live, mut passivating, mut held_down) = (0, 0, Vec::new());
         for shard in &self.shards {
             for (id, slot) in lock(shard).iter() {
@@ -233,20 +232,18 @@ impl Registry {
                     Slot::Live { .. } | Slot::Activating => live += 1,
                     Slot::Passivating { .. } => passivating += 1,
                     Slot::Down { until } if *until > now => {
-                        held_down.push(HeldDown { id: *id, retry_after_ms: (*until - now).as_millis() as u64 })
+                        let retry_after_ms = (*until - now).as_millis() as u64;
+                        held_down.push(HeldDown { id: *id, retry_after_ms, held_down_until: now_ms + retry_after_ms })
                     }
                     Slot::Down { .. } => {}
                 }
             }
         }
         held_down.sort_by_key(|h| h.id);
-        let window = self.config.within;
+        let policy = &self.config.restart;
         let mut recent_restarts: Vec<_> = lock(&self.history)
             .iter()
-            .map(|(id, times)| RecentRestarts {
-                id: *id,
-                restarts: times.iter().filter(|t| now - **t <= window).count(),
-            })
+            .map(|(id, history)| RecentRestarts { id: *id, restarts: history.recent_restarts(policy, now) })
             .filter(|r| r.restarts > 0)
             .collect();
         recent_restarts.sort_by_key(|r| r.id);
@@ -259,12 +256,19 @@ impl Registry {
             activations_total: self.activations_total.load(Ordering::Relaxed),
             passivations_total: self.passivations_total.load(Ordering::Relaxed),
             recent_restarts,
-            max_restarts: self.config.max_restarts,
-            within_ms: window.as_millis() as u64,
-            backoff_ms: self.config.backoff.as_millis() as u64,
+            max_restarts: policy.max_restarts,
+            within_ms: policy.within.as_millis() as u64,
+            backoff_ms: policy.backoff.as_millis() as u64,
+            max_backoff_ms: policy.max_backoff.as_millis() as u64,
             idle_ms: self.config.idle.as_millis() as u64,
             max_pending: self.config.max_pending,
         }
+    }
+
+    /// Counts a restart of one of this kind's entities.
+    fn count_restart(&self) {
+        self.restarts_total.fetch_add(1, Ordering::Relaxed);
+        supervision::count_restart(self.kind);
     }
 
     fn live_gauge(&self) {
@@ -362,6 +366,7 @@ impl<K: EntityKind> Entities<K> {
         let deadline = Instant::now() + WAIT_LIMIT;
         loop {
             let now = Instant::now();
+            let mut restart = false;
             let activate = {
                 let mut shard = self.registry.shard(id);
                 match shard.get(&id) {
@@ -376,14 +381,23 @@ impl<K: EntityKind> Entities<K> {
                         return Err(AskError::HeldDown { kind: K::KIND, id, retry_after: *until - now });
                     }
                     Some(Slot::Activating | Slot::Passivating { .. }) => false,
-                    Some(Slot::Down { .. }) | None => {
+                    Some(Slot::Down { .. }) => {
+                        // Its hold-down is over: this start is its restart.
+                        shard.insert(id, Slot::Activating);
+                        restart = true;
+                        true
+                    }
+                    None => {
                         shard.insert(id, Slot::Activating);
                         true
                     }
                 }
             };
             if activate {
-                self.activate(id, false).await?;
+                if restart {
+                    self.registry.count_restart();
+                }
+                self.activate(id, restart).await?;
                 continue;
             }
             if now >= deadline {
@@ -429,7 +443,7 @@ async fn spawn_entity<K: EntityKind>(
             Ok(())
         }
         Err(e) => {
-            let until = Instant::now() + registry.config.backoff;
+            let until = Instant::now() + registry.config.restart.backoff;
             registry.shard(id).insert(id, Slot::Down { until });
             tracing::error!(kind = K::KIND, id, error = %e, "entity actor failed to start; held down");
             Err(format!("it failed to start: {e}"))
@@ -480,7 +494,7 @@ impl<K: EntityKind> Actor for EntitySupervisor<K> {
             }
             SupervisionEvent::ActorFailed(cell, error) => {
                 let Some(id) = lock(&self.registry.actors).remove(&cell.get_id()) else { return Ok(()) };
-                self.restart(myself.get_cell(), id, cell.get_id(), &error.to_string()).await;
+                self.restart(myself.get_cell(), id, cell.get_id(), &error.to_string()).await?;
             }
             SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
         }
@@ -489,45 +503,52 @@ impl<K: EntityKind> Actor for EntitySupervisor<K> {
 }
 
 impl<K: EntityKind> EntitySupervisor<K> {
-    /// Restarts a failed entity from its state in sled, unless it exceeded
-    /// its restart intensity, in which case it is held down for the backoff.
-    async fn restart(&self, myself: ActorCell, id: u64, failed: ActorId, error: &str) {
-        let config = &self.registry.config;
+    /// Carries out the restart policy for a failed entity: restarts it from
+    /// its state in sled, holds it down, or (it kept failing after its
+    /// hold-downs) fails this supervisor so the root escalates.
+    async fn restart(
+        &self,
+        myself: ActorCell,
+        id: u64,
+        failed: ActorId,
+        error: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        let policy = &self.registry.config.restart;
         let now = Instant::now();
-        let recent = {
-            let mut history = lock(&self.registry.history);
-            let times = history.entry(id).or_default();
-            while times.front().is_some_and(|t| now - *t > config.within) {
-                times.pop_front();
-            }
-            times.push_back(now);
-            times.len()
-        };
-        self.registry.restarts_total.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("sugang_actor_restarts_total", "kind" => K::KIND).increment(1);
-        {
+        let decision = {
             let mut shard = self.registry.shard(id);
             let mine = matches!(shard.get(&id), Some(Slot::Live { actor, .. }) if actor.get_id() == failed)
                 || matches!(shard.get(&id), Some(Slot::Passivating { actor }) if *actor == failed);
             if !mine {
-                return;
+                return Ok(());
             }
-            if recent > config.max_restarts {
-                shard.insert(id, Slot::Down { until: now + config.backoff });
-                drop(shard);
-                lock(&self.registry.history).remove(&id);
-                metrics::counter!("sugang_actor_held_down_total", "kind" => K::KIND).increment(1);
-                tracing::error!(
-                    kind = K::KIND, id, %error, restarts = recent - 1, within_ms = config.within.as_millis() as u64,
-                    backoff_ms = config.backoff.as_millis() as u64,
-                    "entity actor exceeded its restart intensity; held down"
-                );
-                return;
+            let decision = {
+                let mut history = lock(&self.registry.history);
+                history.retain(|other, h| *other == id || !h.is_quiet(policy, now));
+                let history = history.entry(id).or_default();
+                let decision = history.on_failure(policy, now);
+                supervision::report(K::KIND, Some(id), error, history, decision);
+                decision
+            };
+            match decision {
+                Decision::Restart => shard.insert(id, Slot::Activating),
+                Decision::HoldDown { until, .. } => shard.insert(id, Slot::Down { until }),
+                Decision::Escalate => shard.insert(id, Slot::Down { until: now + policy.max_backoff }),
+            };
+            decision
+        };
+        match decision {
+            Decision::Restart => {
+                self.registry.count_restart();
+                // A spawn failure is logged and held down inside.
+                let _ = spawn_entity::<K>(&self.registry, &self.ctx, myself, id, true).await;
+                Ok(())
             }
-            shard.insert(id, Slot::Activating);
+            Decision::HoldDown { .. } => {
+                self.registry.live_gauge();
+                Ok(())
+            }
+            Decision::Escalate => Err(format!("{} {id} kept failing after its hold-downs: {error}", K::KIND).into()),
         }
-        tracing::warn!(kind = K::KIND, id, %error, restarts_in_window = recent, "entity actor failed; restarting from storage");
-        // A spawn failure is logged and held down inside.
-        let _ = spawn_entity::<K>(&self.registry, &self.ctx, myself, id, true).await;
     }
 }

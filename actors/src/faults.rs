@@ -4,8 +4,9 @@
 //! Owns only flags; the actors check them at the points they name. The
 //! payment gateway's knobs live with the simulated gateway.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,11 @@ pub struct Faults {
     always_panic_courses: Mutex<HashSet<u64>>,
     /// The saga step after which the process aborts, as if killed.
     crash_after: Mutex<Option<SagaStep>>,
+    /// Messages on which the payment actor still panics (to crash-loop it).
+    payment_panics: AtomicU32,
+    /// Events on which each subscriber's projection still panics, by
+    /// subscriber name (to crash-loop its workers).
+    subscriber_panics: Mutex<HashMap<String, u32>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -75,6 +81,42 @@ impl Faults {
     /// Whether the course's actor must panic now (consumes a one-shot fault).
     pub(crate) fn course_must_panic(&self, course_id: u64) -> bool {
         lock(&self.panic_courses).remove(&course_id) || lock(&self.always_panic_courses).contains(&course_id)
+    }
+
+    /// The payment actor panics on each of its next `times` messages (its own
+    /// start-up message included, so a restarted actor fails again at once
+    /// while any are left). 0 heals it.
+    pub fn panic_payment(&self, times: u32) {
+        tracing::warn!(times, "fault injected: payment actor panics on its next messages");
+        metrics::counter!("sugang_faults_injected_total", "fault" => "payment_panic").increment(1);
+        self.payment_panics.store(times, Ordering::SeqCst);
+    }
+
+    /// Whether the payment actor must panic now (consumes one).
+    pub(crate) fn payment_must_panic(&self) -> bool {
+        self.payment_panics.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1)).is_ok()
+    }
+
+    /// Subscriber `name`'s projection panics on each of its next `times`
+    /// events (a restarted worker meets the same event again, so each
+    /// restart consumes one). 0 heals it.
+    pub fn panic_subscriber(&self, name: &str, times: u32) {
+        tracing::warn!(subscriber = name, times, "fault injected: subscriber panics on its next events");
+        metrics::counter!("sugang_faults_injected_total", "fault" => "subscriber_panic").increment(1);
+        lock(&self.subscriber_panics).insert(name.to_owned(), times);
+    }
+
+    /// Whether subscriber `name` must panic on the event it is applying
+    /// (consumes one).
+    pub(crate) fn subscriber_must_panic(&self, name: &str) -> bool {
+        let mut panics = lock(&self.subscriber_panics);
+        match panics.get_mut(name) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Abort the process right after `step` (crash tests and the crash demo).

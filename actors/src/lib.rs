@@ -14,13 +14,17 @@
 //! - `enrollment`: the Enrollment aggregate and its actor, which runs the saga.
 //! - `payment`: the Payment aggregate, the gateway port and the simulated
 //!   gateway, the breaker, and the payment actor.
-//! - `entity`: activation on demand, passivation, restart intensity and load
+//! - `entity`: activation on demand, passivation, restarts and load
 //!   shedding for entity actors of any kind.
+//! - `supervision`: the one restart policy of every supervised child
+//!   (intensity, hold-down with backoff, escalation), counted and logged alike.
 //! - `tables`: the tables the actors own and the records in them.
 //! - `bus`: durable pub/sub over the event log: the publisher, subscriber
 //!   workers (offsets committed with effects, scale-out by key), retention.
 //! - `delivery`, `mypage`, `notifier`: the subscribers (projections).
 //! - `faults`: the fault-injection knobs.
+//! - `metrics`: the name, type and help text of every metric family recorded
+//!   here and in the store.
 //! - `system`: the supervision tree, start-up recovery, and the facade
 //!   ([`Sugang`]).
 
@@ -31,10 +35,12 @@ mod enrollment;
 mod entity;
 mod event;
 mod faults;
+mod metrics;
 mod model;
 mod mypage;
 mod notifier;
 mod payment;
+mod supervision;
 mod system;
 mod tables;
 
@@ -46,6 +52,7 @@ pub use enrollment::{EnrollStatus, Enrollment};
 pub use entity::{AskError, SupervisionConfig, SupervisorSnapshot};
 pub use event::{CourseDetails, Event, RejectReason};
 pub use faults::{Faults, SagaStep};
+pub use metrics::{METRIC_FAMILIES, MetricFamily, MetricKind, describe as describe_metrics};
 pub use model::{
     Capacity, CourseId, CourseName, EnrollmentId, Fee, FieldError, MinStudents, PayMethod, StudentName, TeacherName,
     TextBook, parse_optional,
@@ -56,6 +63,7 @@ pub use payment::actor::{PaymentConfig, PaymentFailure, PaymentSnapshot};
 pub use payment::breaker::{BreakerConfig, BreakerState};
 pub use payment::gateway::{GatewayFaults, InvalidFaults, LedgerSummary, SimulatedGateway};
 pub use payment::{PayStatus, Payment};
+pub use supervision::RestartPolicy;
 pub use system::{
     CommandError, Config, Done, EnrollmentFilter, PageRequest, Paged, StartError, Sugang, TreeNode, TreeSnapshot,
 };

@@ -24,7 +24,7 @@ use crate::enrollment::actor::{EnrollRequest, EnrollmentCtx, EnrollmentKind, Enr
 use crate::enrollment::{EnrollStatus, Enrollment};
 use crate::entity::{AskError, Entities, Redelivery, SupervisionConfig, SupervisorSnapshot};
 use crate::event::CourseDetails;
-use crate::faults::Faults;
+use crate::faults::{Faults, now_ms};
 use crate::model::{CourseId, EnrollmentId, TeacherName};
 use crate::mypage::{
     INSTRUCTOR_VIEWS, INSTRUCTOR_VIEWS_BY_TEACHER, InstructorView, MyPageProjection, SCHEDULES, STUDENT_VIEWS,
@@ -34,6 +34,7 @@ use crate::notifier::{NOTIFICATIONS, NOTIFICATIONS_BY_RECIPIENT, Notification, N
 use crate::payment::Payment;
 use crate::payment::actor::{BreakerGate, PaymentActor, PaymentArgs, PaymentConfig, PaymentMsg, PaymentSnapshot};
 use crate::payment::gateway::{GatewayFaults, PaymentGateway, SimulatedGateway};
+use crate::supervision::{self, Decision, RestartHistory, RestartPolicy};
 use crate::tables::{
     COUNTERS, COURSES, Counter, CourseRecord, ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, PAYMENTS,
     PENDING, REFUNDS,
@@ -49,6 +50,9 @@ pub struct Config {
     pub cache_capacity: u64,
     pub courses: SupervisionConfig,
     pub enrollments: SupervisionConfig,
+    /// The restart policy of the root's payment actor and of the bus's
+    /// subscriber workers (entities have theirs in `courses`/`enrollments`).
+    pub restart: RestartPolicy,
     pub payment: PaymentConfig,
     /// The simulated gateway's behaviour at start.
     pub gateway_faults: GatewayFaults,
@@ -67,6 +71,7 @@ impl Config {
             cache_capacity: StoreOptions::default().cache_capacity,
             courses: SupervisionConfig::default(),
             enrollments: SupervisionConfig::default(),
+            restart: RestartPolicy::default(),
             payment: PaymentConfig::default(),
             gateway_faults: GatewayFaults::default(),
             ask_timeout: Duration::from_secs(5),
@@ -224,8 +229,22 @@ pub struct TreeNode {
     pub name: &'static str,
     pub alive: bool,
     pub restarts: u64,
+    /// While the child is held down by its restart policy: until when, in
+    /// unix ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_down_until: Option<u64>,
+    /// While the child is held down: how long until it is started again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub supervisor: Option<SupervisorSnapshot>,
+}
+
+impl TreeNode {
+    /// A child with no restarts, not held down, not a supervisor.
+    fn plain(name: &'static str, alive: bool) -> Self {
+        TreeNode { name, alive, restarts: 0, held_down_until: None, retry_after_ms: None, supervisor: None }
+    }
 }
 
 const ENROLLMENT_ID_BLOCK: u64 = 1024;
@@ -247,7 +266,6 @@ struct Inner {
     gateway: SimulatedGateway,
     faults: Arc<Faults>,
     root: ActorRef<RootMsg>,
-    payment_restarts: Arc<AtomicU64>,
     /// The breaker's published state: enrollments fail fast while it is open.
     gate: Arc<BreakerGate>,
     next_course_id: AtomicU64,
@@ -277,28 +295,30 @@ impl Sugang {
             Journal::start(&store, JournalOptions::default()).map_err(|e| StartError::Spawn(e.to_string()))?;
         let faults = Arc::new(Faults::default());
         let gateway = SimulatedGateway::with_faults(config.gateway_faults);
-        let payment_restarts = Arc::new(AtomicU64::new(0));
         let gate = Arc::new(BreakerGate::new());
         let payment_args = {
             let (store, journal, config, gate) = (store.clone(), journal.clone(), config.payment.clone(), gate.clone());
             let gateway: Arc<dyn PaymentGateway> = Arc::new(gateway.clone());
+            let faults = faults.clone();
             move || PaymentArgs {
                 gate: gate.clone(),
                 store: store.clone(),
                 journal: journal.clone(),
                 gateway: gateway.clone(),
                 config: config.clone(),
+                faults: faults.clone(),
             }
         };
         let spawn_err = |e: ractor::SpawnErr| StartError::Spawn(e.to_string());
         let (root, _) = Actor::spawn(None, RootSupervisor, ()).await.map_err(spawn_err)?;
         let (payment_ref, _) =
             Actor::spawn_linked(None, PaymentActor, payment_args(), root.get_cell()).await.map_err(spawn_err)?;
-        let payment = PaymentHandle(Arc::new(std::sync::RwLock::new(payment_ref)));
+        let payment = PaymentHandle::new(payment_ref);
         root.send_message(RootMsg::Adopt(RootChild::Payment {
             handle: payment.clone(),
             args: Box::new(payment_args),
-            restarts: payment_restarts.clone(),
+            policy: config.restart,
+            history: RestartHistory::default(),
         }))
         .map_err(|e| StartError::Spawn(e.to_string()))?;
         let course_ctx = Arc::new(CourseCtx { store: store.clone(), journal: journal.clone(), faults: faults.clone() });
@@ -324,10 +344,18 @@ impl Sugang {
             Arc::new(MyPageProjection),
             Arc::new(NotifierProjection::new(&config.data_dir)),
         ];
-        let bus =
-            Bus::start(store.clone(), journal.clone(), projections, config.bus.clone(), root.get_cell(), stop.clone())
-                .await
-                .map_err(spawn_err)?;
+        let bus = Bus::start(
+            store.clone(),
+            journal.clone(),
+            projections,
+            config.bus.clone(),
+            config.restart,
+            faults.clone(),
+            root.get_cell(),
+            stop.clone(),
+        )
+        .await
+        .map_err(spawn_err)?;
 
         let next_course_id = store.scan(&COURSES).keys().next_back().transpose()?.unwrap_or(0) + 1;
         let high_water = [
@@ -351,7 +379,6 @@ impl Sugang {
                 gateway,
                 faults,
                 root,
-                payment_restarts,
                 gate,
                 next_course_id: AtomicU64::new(next_course_id),
                 enrollment_ids: tokio::sync::Mutex::new(EnrollmentIds { next: high_water + 1, limit: high_water }),
@@ -536,6 +563,13 @@ impl Sugang {
         self.course_exists(request.course_id)?;
         // While the breaker is open the charge would be refused anyway:
         // refuse before a seat is reserved and released for nothing.
+        if let Some(retry_after) = self.inner.payment.held_down_for() {
+            metrics::counter!("sugang_payment_rejected_total", "reason" => "held_down").increment(1);
+            return Err(CommandError::Unavailable {
+                reason: "payment unavailable: the payment actor is held down after repeated failures".into(),
+                retry_after,
+            });
+        }
         if let Some(retry_after) = self.inner.gate.refusing_for() {
             metrics::counter!("sugang_payment_rejected_total", "reason" => "breaker_open").increment(1);
             return Err(CommandError::Unavailable {
@@ -817,30 +851,21 @@ impl Sugang {
         TreeSnapshot {
             root: "root",
             children: vec![
-                TreeNode { name: "journal", alive: journal_alive, restarts: 0, supervisor: None },
+                TreeNode::plain("journal", journal_alive),
                 TreeNode {
-                    name: "courses",
-                    alive: running(self.inner.courses.supervisor_cell()),
-                    restarts: 0,
                     supervisor: Some(self.inner.courses.registry().snapshot()),
+                    ..TreeNode::plain("courses", running(self.inner.courses.supervisor_cell()))
                 },
                 TreeNode {
-                    name: "classes",
-                    alive: running(self.inner.classes.supervisor_cell()),
-                    restarts: 0,
                     supervisor: Some(self.inner.classes.registry().snapshot()),
+                    ..TreeNode::plain("classes", running(self.inner.classes.supervisor_cell()))
                 },
+                TreeNode::plain("bus", running(self.inner.bus.supervisor_cell())),
                 TreeNode {
-                    name: "bus",
-                    alive: running(self.inner.bus.supervisor_cell()),
-                    restarts: 0,
-                    supervisor: None,
-                },
-                TreeNode {
-                    name: "payment",
-                    alive: running(self.inner.payment.get().get_cell()),
-                    restarts: self.inner.payment_restarts.load(Ordering::Relaxed),
-                    supervisor: None,
+                    restarts: self.inner.payment.restarts(),
+                    held_down_until: self.inner.payment.held_down_until_ms(),
+                    retry_after_ms: self.inner.payment.held_down_for().map(|d| d.as_millis() as u64),
+                    ..TreeNode::plain("payment", running(self.inner.payment.get().get_cell()))
                 },
             ],
         }
@@ -867,35 +892,113 @@ fn internal(e: impl std::fmt::Display) -> CommandError {
 
 // ---- the root supervisor ------------------------------------------------
 
-/// The payment actor's current incarnation: the root supervisor swaps it on
-/// a restart, and every caller reads it per call.
+/// The payment actor's current incarnation and its supervision state: the
+/// root supervisor swaps the actor on a restart and marks it held down, and
+/// every caller reads both per call.
 #[derive(Clone)]
-pub(crate) struct PaymentHandle(Arc<std::sync::RwLock<ActorRef<PaymentMsg>>>);
+pub(crate) struct PaymentHandle(Arc<PaymentSlot>);
+
+struct PaymentSlot {
+    actor: std::sync::RwLock<ActorRef<PaymentMsg>>,
+    /// While held down: until when (and the same in unix ms, for the admin
+    /// tree). Callers are refused at once until then.
+    held_until: std::sync::Mutex<Option<(tokio::time::Instant, u64)>>,
+    /// Restarts so far (the admin tree's `restarts`).
+    restarts: AtomicU64,
+}
 
 impl PaymentHandle {
-    pub(crate) fn get(&self) -> ActorRef<PaymentMsg> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    fn new(actor: ActorRef<PaymentMsg>) -> Self {
+        PaymentHandle(Arc::new(PaymentSlot {
+            actor: std::sync::RwLock::new(actor),
+            held_until: std::sync::Mutex::new(None),
+            restarts: AtomicU64::new(0),
+        }))
     }
 
+    pub(crate) fn get(&self) -> ActorRef<PaymentMsg> {
+        self.0.actor.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A new incarnation is running: callers use it, and it is not held down.
     fn set(&self, actor: ActorRef<PaymentMsg>) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = actor;
+        *self.0.actor.write().unwrap_or_else(|e| e.into_inner()) = actor;
+        *self.0.held_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn hold_down(&self, until: tokio::time::Instant, retry_after: Duration) {
+        let until_ms = now_ms() + retry_after.as_millis() as u64;
+        *self.0.held_until.lock().unwrap_or_else(|e| e.into_inner()) = Some((until, until_ms));
+    }
+
+    /// How long the payment actor is still held down, if it is: callers
+    /// answer "unavailable, retry after" instead of asking a stopped actor.
+    pub(crate) fn held_down_for(&self) -> Option<Duration> {
+        let held = *self.0.held_until.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        // Past its end but not restarted yet: the restart is imminent.
+        held.map(|(until, _)| until.saturating_duration_since(now).max(Duration::from_millis(1)))
+    }
+
+    fn held_down_until_ms(&self) -> Option<u64> {
+        self.0.held_until.lock().unwrap_or_else(|e| e.into_inner()).map(|(_, ms)| ms)
+    }
+
+    fn restarts(&self) -> u64 {
+        self.0.restarts.load(Ordering::Relaxed)
     }
 }
 
 pub(crate) enum RootChild {
-    /// The payment actor, and how to start it again.
-    Payment { handle: PaymentHandle, args: Box<dyn Fn() -> PaymentArgs + Send + Sync>, restarts: Arc<AtomicU64> },
+    /// The payment actor, how to start it again, and its restart policy.
+    Payment {
+        handle: PaymentHandle,
+        args: Box<dyn Fn() -> PaymentArgs + Send + Sync>,
+        policy: RestartPolicy,
+        history: RestartHistory,
+    },
 }
 
 pub(crate) enum RootMsg {
     Adopt(RootChild),
+    /// The payment actor's hold-down is over: start it again.
+    ReleasePayment,
 }
 
+/// The root of the tree. Restarts the payment actor under the one restart
+/// policy ([`crate::supervision`]); holds it down when it exceeds its
+/// intensity (enrollments are refused with a retry-after meanwhile). A
+/// failure that reaches the root — the payment actor escalated after its
+/// hold-downs, or a child supervisor failed (which is how the entity and
+/// bus supervisors escalate) — fail-stops the process: one ERROR line with
+/// the reason, then exit code 70, so the service manager restarts sugang
+/// from disk (every acknowledged write is durable) and the crash loop is
+/// visible from outside instead of hidden inside.
 struct RootSupervisor;
 
 #[derive(Default)]
 struct RootState {
     payment: Option<RootChild>,
+}
+
+/// The root's last word: the process stops.
+fn fail_stop(reason: &str) -> ! {
+    tracing::error!(reason, decision = "fail-stop", "the root supervisor stops the process");
+    std::process::exit(70)
+}
+
+impl RootSupervisor {
+    /// Starts the payment actor again (after a failure or its hold-down):
+    /// a restart, counted.
+    async fn start_payment(myself: &ActorRef<RootMsg>, child: &RootChild) {
+        let RootChild::Payment { handle, args, .. } = child;
+        handle.0.restarts.fetch_add(1, Ordering::Relaxed);
+        supervision::count_restart("payment");
+        match Actor::spawn_linked(None, PaymentActor, args(), myself.get_cell()).await {
+            Ok((actor, _)) => handle.set(actor),
+            Err(e) => fail_stop(&format!("the payment actor could not be started again: {e}")),
+        }
+    }
 }
 
 impl Actor for RootSupervisor {
@@ -909,12 +1012,20 @@ impl Actor for RootSupervisor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<RootMsg>,
+        myself: ActorRef<RootMsg>,
         message: RootMsg,
         state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RootMsg::Adopt(child @ RootChild::Payment { .. }) => state.payment = Some(child),
+            RootMsg::ReleasePayment => {
+                if let Some(child @ RootChild::Payment { handle, .. }) = &state.payment
+                    && handle.held_down_for().is_some()
+                {
+                    tracing::warn!(kind = "payment", "payment actor's hold-down is over; starting it again");
+                    Self::start_payment(&myself, child).await;
+                }
+            }
         }
         Ok(())
     }
@@ -926,19 +1037,28 @@ impl Actor for RootSupervisor {
         state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
         let SupervisionEvent::ActorFailed(cell, error) = event else { return Ok(()) };
-        match &state.payment {
-            Some(RootChild::Payment { handle, args, restarts }) if handle.get().get_id() == cell.get_id() => {
-                tracing::error!(%error, "payment actor failed; restarting it (owed refunds resume from storage)");
-                metrics::counter!("sugang_actor_restarts_total", "kind" => "payment").increment(1);
-                restarts.fetch_add(1, Ordering::Relaxed);
-                let (actor, _) = Actor::spawn_linked(None, PaymentActor, args(), myself.get_cell()).await?;
-                handle.set(actor);
+        match &mut state.payment {
+            Some(RootChild::Payment { handle, policy, history, .. }) if handle.get().get_id() == cell.get_id() => {
+                let error = format!("{error}; owed refunds resume from storage on restart");
+                let decision = history.on_failure(policy, tokio::time::Instant::now());
+                supervision::report("payment", None, &error, history, decision);
+                match decision {
+                    Decision::Restart => {
+                        if let Some(child) = &state.payment {
+                            Self::start_payment(&myself, child).await;
+                        }
+                    }
+                    Decision::HoldDown { until, retry_after } => {
+                        handle.hold_down(until, retry_after);
+                        myself.send_after(retry_after, || RootMsg::ReleasePayment);
+                    }
+                    Decision::Escalate => {
+                        fail_stop(&format!("the payment actor kept failing after its hold-downs: {error}"))
+                    }
+                }
                 Ok(())
             }
-            _ => {
-                tracing::error!(actor = %cell.get_id(), %error, "a supervisor failed; escalating");
-                Err(format!("supervisor {} failed: {error}", cell.get_id()).into())
-            }
+            _ => fail_stop(&format!("supervisor {} failed: {error}", cell.get_id())),
         }
     }
 }

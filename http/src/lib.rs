@@ -52,6 +52,7 @@ use sugang_actors::Sugang;
 
 pub use auth::{Auth, MIN_SECRET_BYTES, Role, SecretError, TokenError};
 pub use error::ApiError;
+pub use ops::install_metrics;
 pub use server::{ServeConfig, ServeError, answer_while_starting, serve};
 
 /// What every handler shares: actor handles, never storage.

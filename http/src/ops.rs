@@ -36,6 +36,13 @@ const HTTP_LATENCY: &str = "sugang_http_request_duration_seconds";
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Installs the Prometheus recorder now: before the actor system starts, so
+/// the series it records while starting (the breaker's state among them)
+/// are not lost to a process without a recorder yet.
+pub fn install_metrics() {
+    drop(prometheus());
+}
+
 /// The process's Prometheus recorder, installed once (several servers in one
 /// test process share it). If another recorder was installed first, the
 /// handle renders an empty page.
@@ -57,6 +64,8 @@ pub(crate) fn prometheus() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics shows nothing");
             }
+            sugang_actors::describe_metrics();
+            metrics::describe_histogram!(HTTP_LATENCY, "HTTP request latency in seconds, by method, route and status");
             declare_fault_series();
             // A recorder built by hand has no upkeep task: histogram samples
             // pile up until a scrape drains them, without bound if nobody
@@ -78,20 +87,13 @@ pub(crate) fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// Describes the fault and restart counters and shows each at 0 from the
-/// first scrape: a series that only appears on its first increment hides
-/// that increment from `rate()` and `increase()`. The label values are the
+/// Shows the fault and restart counters at 0 from the first scrape: a
+/// series that only appears on its first increment hides that increment
+/// from `rate()` and `increase()`. The label values are the
 /// ones the actors crate records (`actors/src/entity.rs`, `bus/`,
 /// `system.rs`, `faults.rs`); a value missing here still appears on its
 /// first increment.
 fn declare_fault_series() {
-    metrics::describe_counter!("sugang_faults_injected_total", "Faults injected through /admin/faults, by fault");
-    metrics::describe_counter!("sugang_actor_restarts_total", "Actors restarted by their supervisor, by kind");
-    metrics::describe_counter!(
-        "sugang_actor_held_down_total",
-        "Entities held down after exceeding their restart intensity, by kind"
-    );
-    metrics::describe_counter!("sugang_breaker_transitions_total", "Payment breaker state changes, by from and to");
     for fault in ["course_panic", "course_panic_always", "payment_gateway", "subscriber"] {
         metrics::counter!("sugang_faults_injected_total", "fault" => fault).increment(0);
     }

@@ -3,21 +3,25 @@
 //! Ours, not a library's, because it is the product: every acknowledgement
 //! sugang gives rests on it. Callers submit a [`Batch`] (puts and deletes
 //! across tables, events, subscriber offsets) and await a [`Receipt`]. The
-//! journal task takes whatever batches are waiting, applies them as one
-//! atomic sled batch, calls the blocking `flush()` once inside
-//! `spawn_blocking` (never `flush_async`, which deadlocks when called
-//! concurrently in sled 0.34, sled #1308), and only then answers every caller
-//! of the group. Events get gap-free, strictly increasing seqs in commit order.
+//! journal task takes whatever batches are waiting, writes them as one atomic
+//! fjall batch across the store's keyspaces, persists fjall's journal once
+//! (fdatasync, on a blocking thread), and only then answers every caller of
+//! the group. Events get gap-free, strictly increasing seqs in commit order.
 //!
-//! A failed write or flush fails every caller of its group with a typed
-//! [`CommitError`]; a flush failure also rolls the group back (the journal
-//! captured each key's prior value), so nothing unacknowledged stays visible,
-//! and the journal goes on serving later groups.
+//! # Fail-stop
+//!
+//! After a failed write or persist the state on disk is unknown (a failed
+//! fsync may have dropped pages the kernel said it held: PostgreSQL's
+//! "fsyncgate"), so there is no rollback and no retry. The journal answers
+//! every caller of the failed group, and every later one, with a typed
+//! [`CommitError`], and sets the store's failure ([`Store::failure`]) so the
+//! service turns unready, drains and exits for its supervisor to restart it
+//! from disk. The store is then never closed cleanly (see `store`), so nothing
+//! unacknowledged is persisted on the way out.
 //!
 //! Must not know what the tables mean; must not be bypassed: nothing else in
-//! sugang writes to sled.
+//! sugang writes to fjall.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,7 +31,9 @@ use tokio::task::JoinHandle;
 
 use crate::codec::{EncodeError, Key, Record, Table, encode_value};
 use crate::log::{Envelope, event_key};
-use crate::store::{Durability, META_LAST_SEQ, StorageError, Store, offset_key};
+use crate::store::{
+    Durability, META_LAST_SEQ, StorageError, Store, WATERMARK_EVERY, lock, offset_key, write_watermark,
+};
 
 /// A set of writes that commit together or not at all.
 #[derive(Default, Debug)]
@@ -35,14 +41,9 @@ pub struct Batch {
     writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// (partition key, encoded event), in the order they were appended.
     events: Vec<(u64, Vec<u8>)>,
-    /// The writer's stream, for writers that submit before earlier batches
-    /// are durable: once one batch of a stream fails, every later one fails.
-    stream: Option<StreamId>,
+    /// Event seqs that retention removes.
+    trimmed: Vec<u64>,
 }
-
-/// A writer's stream of dependent batches (see [`Journal::submit`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct StreamId(u64);
 
 impl Batch {
     /// An empty batch.
@@ -88,23 +89,22 @@ impl Batch {
         self
     }
 
-    /// Puts the batch in `stream`: it fails if an earlier batch of the
-    /// stream failed, since it may rest on that batch's state.
-    pub fn in_stream(&mut self, stream: StreamId) -> &mut Self {
-        self.stream = Some(stream);
-        self
-    }
-
     /// Moves everything of `other` into this batch, after what it holds.
     pub fn extend(&mut self, other: Batch) -> &mut Self {
         self.writes.extend(other.writes);
         self.events.extend(other.events);
+        self.trimmed.extend(other.trimmed);
         self
     }
 
     /// Whether the batch would write nothing.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.events.is_empty()
+        self.writes.is_empty() && self.events.is_empty() && self.trimmed.is_empty()
+    }
+
+    /// How many keys it writes (puts and deletes, offsets, events).
+    pub fn key_count(&self) -> usize {
+        self.writes.len() + self.events.len() + self.trimmed.len()
     }
 
     /// How many events it appends.
@@ -130,27 +130,29 @@ pub struct Receipt {
     pub seq: u64,
 }
 
-/// A batch did not commit; none of it is visible.
+/// A batch was not acknowledged. After `Write` or `Flush` its state on disk
+/// is unknown, and the store takes no more writes (fail-stop).
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum CommitError {
-    /// sled refused the write.
+    /// fjall refused the group's write.
     #[error("journal write failed: {0}")]
     Write(String),
-    /// The flush to disk failed; the group was rolled back.
-    #[error("journal flush failed: {0}")]
+    /// Persisting the group to disk failed.
+    #[error("journal persist failed: {0}")]
     Flush(String),
     /// The journal has stopped (shutdown, or its task died).
     #[error("journal is closed")]
     Closed,
-    /// An earlier batch of the same stream failed; this one rests on it.
-    #[error("an earlier batch of this writer failed")]
-    Poisoned,
+    /// An earlier group failed: the store takes no more writes until the
+    /// process restarts from disk.
+    #[error("the store stopped taking writes after a storage fault: {0}")]
+    Stopped(Arc<str>),
 }
 
 /// Tuning for the journal task.
 #[derive(Clone, Debug)]
 pub struct JournalOptions {
-    /// The most batches taken into one group (one sled batch, one flush).
+    /// The most batches taken into one group (one fjall batch, one persist).
     pub max_group: usize,
     /// How many submitted batches may wait; beyond it `commit` waits for room.
     pub queue: usize,
@@ -205,7 +207,6 @@ struct Submission {
 pub struct Journal {
     tx: mpsc::Sender<Submission>,
     faults: Arc<DiskFaults>,
-    streams: Arc<AtomicU64>,
 }
 
 /// A batch the journal has taken in order, not yet durable.
@@ -238,10 +239,12 @@ impl Journal {
             store: store.clone(),
             faults: faults.clone(),
             next_seq: store.events().last_seq() + 1,
-            poisoned: HashSet::new(),
+            failed: None,
+            last_sync: Instant::now(),
+            last_watermark: None,
         };
         let task = tokio::spawn(writer.run(rx, options.max_group.max(1)));
-        Ok((Journal { tx, faults, streams: Arc::new(AtomicU64::new(1)) }, task))
+        Ok((Journal { tx, faults }, task))
     }
 
     /// Commits `batch`, answering only once it is durable (per the store's
@@ -253,19 +256,14 @@ impl Journal {
 
     /// Hands `batch` to the journal and returns once it is queued, before it
     /// is durable: batches are committed in the order they are submitted, so
-    /// a writer can go on deciding while earlier batches are being flushed
-    /// and acknowledge each once [`Pending::durable`] returns. Such a writer
-    /// puts its batches in one [`StreamId`] so that a failure stops the
-    /// batches that rest on the failed one.
+    /// a writer can go on deciding while earlier batches are being persisted
+    /// and acknowledge each once [`Pending::durable`] returns. A failure stops
+    /// every later batch (fail-stop), so none that rests on a failed one
+    /// commits.
     pub async fn submit(&self, batch: Batch) -> Result<Pending, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Submission { batch, reply }).await.map_err(|_| CommitError::Closed)?;
         Ok(Pending(answer))
-    }
-
-    /// A fresh stream for a writer that pipelines its batches.
-    pub fn stream(&self) -> StreamId {
-        StreamId(self.streams.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The disk-fault knobs of this journal.
@@ -296,7 +294,7 @@ impl Journal {
                 break;
             }
             let mut batch = Batch::new();
-            batch.writes.extend(keys.iter().map(|k| (k.to_vec(), None)));
+            batch.trimmed = keys.clone();
             self.commit(batch).await?;
             removed += keys.len() as u64;
         }
@@ -329,42 +327,61 @@ struct Writer {
     faults: Arc<DiskFaults>,
     /// The seq the next committed event gets.
     next_seq: u64,
-    /// Streams one of whose batches failed.
-    poisoned: HashSet<StreamId>,
+    /// Why the store stopped taking writes, once a group failed.
+    failed: Option<Arc<str>>,
+    /// When fjall's journal was last fdatasynced (for relaxed durability).
+    last_sync: Instant,
+    /// When the watermark was last rewritten; `None` before the first time.
+    last_watermark: Option<Instant>,
 }
 
 /// One group, ready for the blocking thread.
 struct Group {
     /// The table and offset writes, in submission order (the last write to
-    /// a key wins). Kept as they came, not as a sled batch, so the rollback
-    /// reads their keys' pre-images without copying every key first.
+    /// a key wins).
     writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// The events it appends, encoded: new keys, removed by a rollback.
-    events: Vec<([u8; 9], Vec<u8>)>,
-    /// The last seq before the group, restored by a rollback.
-    last_seq_before: u64,
+    /// The events it appends: (seq, encoded envelope).
+    events: Vec<(u64, Vec<u8>)>,
+    /// The event seqs retention removes.
+    trimmed: Vec<u64>,
     /// The last seq after it, when it appends events.
     last_seq: Option<u64>,
 }
 
 impl Group {
-    /// The one atomic sled batch that applies the group.
-    fn into_batch(self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
+    /// The one atomic fjall batch that applies the group.
+    fn into_batch(self, store: &Store) -> fjall::OwnedWriteBatch {
+        let shared = &store.shared;
+        let mut batch = fjall::OwnedWriteBatch::with_capacity(
+            shared.db().clone(),
+            self.writes.len() + self.events.len() + self.trimmed.len() + 1,
+        );
         for (key, value) in self.writes {
             match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
+                Some(value) => batch.insert(&shared.records, key, value),
+                None => batch.remove(&shared.records, key),
             }
         }
-        for (key, value) in self.events {
-            batch.insert(&key[..], value);
+        for (seq, value) in self.events {
+            batch.insert(&shared.events, event_key(seq), value);
+        }
+        for seq in self.trimmed {
+            batch.remove(&shared.events, event_key(seq));
         }
         if let Some(seq) = self.last_seq {
-            batch.insert(META_LAST_SEQ, &seq.to_be_bytes());
+            batch.insert(&shared.records, META_LAST_SEQ, seq.to_be_bytes());
         }
         batch
     }
+}
+
+/// What the blocking thread asks of one group.
+#[derive(Clone, Copy)]
+struct Persist {
+    /// fdatasync fjall's journal before answering.
+    sync: bool,
+    /// Also rewrite the watermark with this seq.
+    watermark: Option<u64>,
 }
 
 impl Writer {
@@ -373,34 +390,32 @@ impl Writer {
         while rx.recv_many(&mut pending, max_group).await > 0 {
             self.commit_group(&mut pending).await;
         }
-        // Every handle is gone: make whatever was applied durable, then stop.
-        let db = self.store.shared.db.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || db.flush()).await {
-            tracing::error!(error = %e, "final journal flush failed");
+        // Every handle is gone: make what was written durable, then stop.
+        if self.failed.is_none() {
+            let store = self.store.clone();
+            let last = self.next_seq - 1;
+            let persisted = tokio::task::spawn_blocking(move || {
+                store.shared.db().persist(fjall::PersistMode::SyncAll).map_err(|e| e.to_string())?;
+                write_watermark(&mut lock(&store.shared.watermark), last).map_err(|e| e.to_string())
+            })
+            .await;
+            if let Ok(Err(e)) = persisted {
+                tracing::error!(error = %e, "final journal persist failed");
+            }
         }
         tracing::info!(last_seq = self.next_seq - 1, "journal stopped");
     }
 
     async fn commit_group(&mut self, pending: &mut Vec<Submission>) {
-        if !self.poisoned.is_empty() {
-            pending.retain_mut(|submission| match submission.batch.stream {
-                Some(stream) if self.poisoned.contains(&stream) => {
-                    let (reply, _) = oneshot::channel();
-                    let _ = std::mem::replace(&mut submission.reply, reply).send(Err(CommitError::Poisoned));
-                    false
-                }
-                _ => true,
-            });
-            if pending.is_empty() {
-                return;
+        if let Some(reason) = &self.failed {
+            for submission in pending.drain(..) {
+                let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
             }
+            return;
         }
-        let streams: Vec<StreamId> = pending.iter().filter_map(|s| s.batch.stream).collect();
         let started = Instant::now();
         let at_ms = now_ms();
-        let fsync = self.store.shared.options.durability == Durability::Fsync;
-        let mut group =
-            Group { writes: Vec::new(), events: Vec::new(), last_seq_before: self.next_seq - 1, last_seq: None };
+        let mut group = Group { writes: Vec::new(), events: Vec::new(), trimmed: Vec::new(), last_seq: None };
         let mut receipts = Vec::with_capacity(pending.len());
         let mut seq = self.next_seq;
         let mut encode_failure = None;
@@ -408,9 +423,10 @@ impl Writer {
             let batch = std::mem::take(&mut submission.batch);
             let first_seq = (!batch.events.is_empty()).then_some(seq);
             group.writes.extend(batch.writes);
+            group.trimmed.extend(batch.trimmed);
             for (partition_key, payload) in batch.events {
                 match encode_value("events", &Envelope { at_ms, key: partition_key, payload }) {
-                    Ok(value) => group.events.push((event_key(seq), value)),
+                    Ok(value) => group.events.push((seq, value)),
                     Err(e) => encode_failure = Some(e.to_string()),
                 }
                 seq += 1;
@@ -420,30 +436,52 @@ impl Writer {
         if seq != self.next_seq {
             group.last_seq = Some(seq - 1);
         }
+        let keys = group.writes.len() + group.events.len() + group.trimmed.len();
+        if let Some(reason) = encode_failure {
+            // A programming error in one batch's encoding, caught before
+            // anything was written: only this group's callers are told.
+            tracing::error!(%reason, batches = pending.len(), "journal group could not be encoded");
+            for submission in pending.drain(..) {
+                let _ = submission.reply.send(Err(CommitError::Write(reason.clone())));
+            }
+            return;
+        }
 
-        let outcome = match encode_failure {
-            Some(reason) => Err(CommitError::Write(reason)),
-            None => self.write(group, fsync).await,
-        };
+        let persist = self.persist_for(seq - 1);
+        let outcome = self.write(group, persist).await;
         let size = pending.len();
         metrics::histogram!("sugang_journal_group_size").record(size as f64);
         metrics::histogram!("sugang_journal_commit_seconds").record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(()) => {
                 self.next_seq = seq;
+                if persist.sync {
+                    self.last_sync = started;
+                }
+                if persist.watermark.is_some() {
+                    self.last_watermark = Some(started);
+                }
                 // Only a group with events moves the log; waking subscribers
                 // for the others (offset commits, mostly) would be spurious.
                 self.store.shared.last_seq.send_if_modified(|last| std::mem::replace(last, seq - 1) != seq - 1);
                 metrics::counter!("sugang_journal_batches_total", "outcome" => "committed").increment(size as u64);
+                metrics::counter!("sugang_journal_keys_total").increment(keys as u64);
                 metrics::gauge!("sugang_journal_last_seq").set((seq - 1) as f64);
                 for (submission, receipt) in pending.drain(..).zip(receipts) {
                     let _ = submission.reply.send(Ok(receipt));
                 }
             }
             Err(error) => {
-                self.poisoned.extend(streams);
+                let reason: Arc<str> = error.to_string().into();
+                self.failed = Some(reason.clone());
+                self.store.shared.failure.send_replace(Some(reason));
                 metrics::counter!("sugang_journal_batches_total", "outcome" => "failed").increment(size as u64);
-                tracing::error!(%error, batches = size, "journal group failed; its callers are told");
+                metrics::gauge!("sugang_storage_failed").set(1.0);
+                tracing::error!(
+                    %error,
+                    batches = size,
+                    "journal group failed: the store takes no more writes; the process must restart from disk"
+                );
                 for submission in pending.drain(..) {
                     let _ = submission.reply.send(Err(error.clone()));
                 }
@@ -451,74 +489,45 @@ impl Writer {
         }
     }
 
-    /// Applies and (for fsync) flushes one group on a blocking thread.
-    async fn write(&self, group: Group, fsync: bool) -> Result<(), CommitError> {
+    /// Whether this group fdatasyncs, and whether it rewrites the watermark.
+    fn persist_for(&self, last_seq: u64) -> Persist {
+        let sync = match self.store.shared.options.durability {
+            Durability::Fsync => true,
+            Durability::Relaxed { flush_every_ms } => self.last_sync.elapsed() >= Duration::from_millis(flush_every_ms),
+        };
+        let due = self.last_watermark.is_none_or(|at| at.elapsed() >= WATERMARK_EVERY);
+        Persist { sync, watermark: (sync && due && last_seq >= self.next_seq).then_some(last_seq) }
+    }
+
+    /// Writes and persists one group on a blocking thread.
+    async fn write(&self, group: Group, persist: Persist) -> Result<(), CommitError> {
         let store = self.store.clone();
         let faults = self.faults.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let db = &store.shared.db;
             if DiskFaults::take(&faults.fail_writes) {
                 return Err(CommitError::Write("injected write fault".into()));
             }
             let started = Instant::now();
-            let undo = if fsync { Some(rollback(db, &group)?) } else { None };
-            let read = started.elapsed();
-            db.apply_batch(group.into_batch()).map_err(|e| CommitError::Write(e.to_string()))?;
-            metrics::histogram!("sugang_journal_apply_seconds", "step" => "pre_images").record(read.as_secs_f64());
-            metrics::histogram!("sugang_journal_apply_seconds", "step" => "apply")
-                .record((started.elapsed() - read).as_secs_f64());
-            if !fsync {
-                return Ok(());
-            }
+            group.into_batch(&store).commit().map_err(|e| CommitError::Write(e.to_string()))?;
+            metrics::histogram!("sugang_journal_apply_seconds").record(started.elapsed().as_secs_f64());
             match faults.slow_flushes_ms.load(Ordering::SeqCst) {
                 0 => {}
                 ms => std::thread::sleep(Duration::from_millis(ms)),
             }
-            let flushed = if DiskFaults::take(&faults.fail_flushes) {
-                Err(CommitError::Flush("injected flush fault".into()))
-            } else {
-                let started = Instant::now();
-                let result = db.flush().map(drop).map_err(|e| CommitError::Flush(e.to_string())).and_then(|()| {
-                    // sled's flush writes with sync_file_range, which does not
-                    // reach the disk's cache or the file's metadata: fdatasync.
-                    store.shared.data_file.sync_data().map_err(|e| CommitError::Flush(e.to_string()))
-                });
-                metrics::histogram!("sugang_journal_flush_seconds").record(started.elapsed().as_secs_f64());
-                result
-            };
-            if flushed.is_err()
-                && let Some(undo) = undo
-                && let Err(e) = db.apply_batch(undo)
-            {
-                tracing::error!(error = %e, "rolling back a failed group failed");
+            if DiskFaults::take(&faults.fail_flushes) {
+                return Err(CommitError::Flush("injected persist fault".into()));
             }
-            flushed
+            let started = Instant::now();
+            let mode = if persist.sync { fjall::PersistMode::SyncData } else { fjall::PersistMode::Buffer };
+            store.shared.db().persist(mode).map_err(|e| CommitError::Flush(e.to_string()))?;
+            if let Some(seq) = persist.watermark {
+                write_watermark(&mut lock(&store.shared.watermark), seq)
+                    .map_err(|e| CommitError::Flush(format!("watermark: {e}")))?;
+            }
+            metrics::histogram!("sugang_journal_flush_seconds").record(started.elapsed().as_secs_f64());
+            Ok(())
         })
         .await;
         joined.unwrap_or_else(|e| Err(CommitError::Write(format!("journal writer thread failed: {e}"))))
     }
-}
-
-/// The batch that restores every key of a group to what it was before: the
-/// prior values of the keys it writes (read now, once per key), no events it
-/// added, and the last seq it had.
-fn rollback(db: &sled::Db, group: &Group) -> Result<sled::Batch, CommitError> {
-    let mut keys: Vec<&[u8]> = group.writes.iter().map(|(key, _)| key.as_slice()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    let mut undo = sled::Batch::default();
-    for key in keys {
-        match db.get(key).map_err(|e| CommitError::Write(e.to_string()))? {
-            Some(before) => undo.insert(key, before),
-            None => undo.remove(key),
-        }
-    }
-    for (key, _) in &group.events {
-        undo.remove(&key[..]);
-    }
-    match group.last_seq_before {
-        0 => undo.remove(META_LAST_SEQ),
-        seq => undo.insert(META_LAST_SEQ, &seq.to_be_bytes()),
-    }
-    Ok(undo)
 }

@@ -1,7 +1,7 @@
 //! The durable event log: reading committed events in sequence order and
 //! being told when new ones commit.
 //!
-//! Owns the event key space (`e` + big-endian seq) and the envelope each
+//! Owns the event keyspace (keys are big-endian seqs) and the envelope each
 //! event is stored in. Appending is the journal's job (events commit in the
 //! same batch as the state that emitted them); trimming is too. This module
 //! must not write.
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::codec::{DecodeError, DecodeErrorKind, Record, decode_value, render_key};
-use crate::store::{EVENT_PREFIX, StorageError, Store};
+use crate::store::{StorageError, Store};
 
 /// How an event is stored: the caller's record, plus what the journal knows.
 #[derive(Serialize, Deserialize)]
@@ -26,11 +26,18 @@ pub(crate) struct Envelope {
 
 impl Record for Envelope {}
 
-pub(crate) fn event_key(seq: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = EVENT_PREFIX[0];
-    key[1..].copy_from_slice(&seq.to_be_bytes());
-    key
+pub(crate) fn event_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// The seq of an event key; `None` if the key is not 8 bytes.
+pub(crate) fn seq_of(raw_key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(raw_key.try_into().ok()?))
+}
+
+/// Decodes a stored envelope, naming the event's key if it is malformed.
+pub(crate) fn decode_envelope(raw_key: &[u8], raw: &[u8]) -> Result<Envelope, DecodeError> {
+    decode_value(raw).map_err(|kind| DecodeError { table: "events", key: render_key(raw_key), kind })
 }
 
 /// One committed event.
@@ -67,15 +74,15 @@ impl EventLog {
     /// The lowest seq still in the log (retention removes older ones), or
     /// `None` when the log is empty.
     pub fn first_seq(&self) -> Result<Option<u64>, StorageError> {
-        match self.store.shared.db.scan_prefix(EVENT_PREFIX).keys().next() {
-            Some(key) => Ok(Some(seq_of(&key?))),
+        match self.store.shared.events.first_key_value() {
+            Some(item) => Ok(seq_of(&item.key()?)),
             None => Ok(None),
         }
     }
 
     /// Up to `limit` durable events with seq `>= from`, in order: never one
     /// past [`EventLog::last_seq`], though the journal may have applied
-    /// later ones to sled while their flush runs (a failed flush removes them).
+    /// later ones to fjall while their persist runs.
     pub fn read<E: Record>(&self, from: u64, limit: usize) -> Result<Vec<Committed<E>>, StorageError> {
         let last = self.last_seq();
         if from > last {
@@ -85,11 +92,11 @@ impl EventLog {
         // live log reads a few events per commit, thousands of times a second.
         let available = usize::try_from(last - from + 1).unwrap_or(usize::MAX);
         let mut out = Vec::with_capacity(limit.min(available).min(1024));
-        for item in self.store.shared.db.range(event_key(from)..=event_key(last)).take(limit) {
-            let (raw_key, raw) = item?;
-            let seq = seq_of(&raw_key);
+        for item in self.store.shared.events.range(event_key(from)..=event_key(last)).take(limit) {
+            let (raw_key, raw) = item.into_inner()?;
             let fail = |kind| DecodeError { table: "events", key: render_key(&raw_key), kind };
-            let envelope: Envelope = decode_value(&raw).map_err(fail)?;
+            let seq = seq_of(&raw_key).ok_or_else(|| fail(DecodeErrorKind::MalformedKey))?;
+            let envelope = decode_envelope(&raw_key, &raw)?;
             let event = decode_value(&envelope.payload).map_err(fail)?;
             out.push(Committed { seq, at_ms: envelope.at_ms, key: envelope.key, event });
         }
@@ -98,28 +105,21 @@ impl EventLog {
 
     /// The keys of events with seq `< below` and commit time `< older_than_ms`,
     /// at most `limit` of them: what retention may remove.
-    pub(crate) fn expired(&self, below: u64, older_than_ms: u64, limit: usize) -> Result<Vec<[u8; 9]>, StorageError> {
+    pub(crate) fn expired(&self, below: u64, older_than_ms: u64, limit: usize) -> Result<Vec<u64>, StorageError> {
         let mut out = Vec::new();
-        for item in self.store.shared.db.range(event_key(0)..event_key(below)).take(limit) {
-            let (raw_key, raw) = item?;
-            let envelope: Envelope = decode_value(&raw).map_err(|kind: DecodeErrorKind| DecodeError {
-                table: "events",
-                key: render_key(&raw_key),
-                kind,
-            })?;
+        for item in self.store.shared.events.range(event_key(0)..event_key(below)).take(limit) {
+            let (raw_key, raw) = item.into_inner()?;
+            let envelope = decode_envelope(&raw_key, &raw)?;
             if envelope.at_ms >= older_than_ms {
                 break;
             }
-            out.push(event_key(seq_of(&raw_key)));
+            let seq = seq_of(&raw_key).ok_or_else(|| DecodeError {
+                table: "events",
+                key: render_key(&raw_key),
+                kind: DecodeErrorKind::MalformedKey,
+            })?;
+            out.push(seq);
         }
         Ok(out)
     }
-}
-
-fn seq_of(raw_key: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    if let Some(tail) = raw_key.get(1..9) {
-        bytes.copy_from_slice(tail);
-    }
-    u64::from_be_bytes(bytes)
 }

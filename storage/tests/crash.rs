@@ -6,6 +6,10 @@
 //! no batch is partly there, and that the event seqs are exactly 1..last_seq.
 //! It does this many times on the same directory, so the checks cover every
 //! earlier run's batches too.
+//!
+//! A second child injects a persist fault in the middle of its run and exits
+//! as the service does after a storage fault (fail-stop, no clean close): the
+//! reopened store has every acknowledged batch and none that was refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -21,6 +25,8 @@ use sugang_storage::{Batch, Journal, JournalOptions, Receipt, Record, Store, Sto
 const DIR_VAR: &str = "SUGANG_CRASH_DIR";
 /// Which run the child is, so batch ids stay unique across runs.
 const RUN_VAR: &str = "SUGANG_CRASH_RUN";
+/// Set: the child injects a persist fault after this many acknowledgements.
+const FAULT_VAR: &str = "SUGANG_CRASH_FAULT_AFTER";
 const RUNS: u64 = 24;
 const COMMITTERS: u64 = 32;
 /// How long a child may live if no parent kills it (the parent died).
@@ -70,26 +76,45 @@ fn batch_of(id: u64) -> Batch {
 fn crash_child() {
     let Some(dir) = std::env::var_os(DIR_VAR) else { return };
     let run: u64 = std::env::var(RUN_VAR).unwrap().parse().unwrap();
+    let fault_after: Option<u64> = std::env::var(FAULT_VAR).ok().map(|n| n.parse().unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
         let store = Store::open(&dir, StoreOptions::default()).unwrap();
         let (journal, _task) = Journal::start(&store, JournalOptions::default()).unwrap();
+        let acks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         for committer in 0..COMMITTERS {
             let journal = journal.clone();
+            let acks = acks.clone();
             tokio::spawn(async move {
                 for i in 0.. {
                     let id = run << 40 | committer << 24 | i;
-                    let receipt = journal.commit(batch_of(id)).await.unwrap();
-                    let line = format!("ack:{id}:{}:{}\n", receipt.first_seq.unwrap(), receipt.seq);
+                    let line = match journal.commit(batch_of(id)).await {
+                        Ok(receipt) => format!("ack:{id}:{}:{}\n", receipt.first_seq.unwrap(), receipt.seq),
+                        Err(_) if fault_after.is_some() => format!("refused:{id}\n"),
+                        Err(e) => panic!("batch {id}: {e}"),
+                    };
+                    if fault_after.is_some_and(|n| acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == n) {
+                        journal.faults().fail_next_flushes(1);
+                    }
                     // Not println!: the test harness would capture it.
                     let mut out = std::io::stdout().lock();
                     if out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_err() {
                         std::process::exit(1);
                     }
+                    if line.starts_with("refused:") {
+                        break;
+                    }
                 }
             });
         }
-        tokio::time::sleep(CHILD_LIFETIME).await;
+        // After a fault the service drains and exits, never closing the
+        // store cleanly: so does the child, once every committer is refused.
+        let mut failure = store.failure();
+        let waited = tokio::time::timeout(CHILD_LIFETIME, failure.wait_for(|f| f.is_some())).await;
+        if waited.is_ok() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            std::process::exit(3);
+        }
     });
     std::process::exit(2);
 }
@@ -134,6 +159,9 @@ fn run_child(dir: &Path, run: u64) -> BTreeMap<u64, Receipt> {
 
     let mut receipts = BTreeMap::new();
     for line in acks {
+        if line.contains("refused:") {
+            continue;
+        }
         let Some((_, ack)) = line.trim_end().split_once("ack:") else { continue };
         let fields: Vec<u64> = ack.split(':').map(|f| f.parse().unwrap()).collect();
         let [id, first_seq, seq] = fields[..] else { panic!("a malformed ack line: {line:?}") };
@@ -205,4 +233,39 @@ fn acknowledged_batches_survive_sigkill() {
         drop(journal);
         task.await.unwrap();
     });
+}
+
+/// A persist fault in the middle of a run, then the exit the service makes
+/// after one: on reopen, every acknowledged batch is there and no batch that
+/// was refused is (none of its rows, none of its events).
+#[test]
+fn after_a_persist_fault_the_store_holds_exactly_what_was_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(DIR_VAR, tmp.path())
+        .env(RUN_VAR, "1")
+        .env(FAULT_VAR, "200")
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "the child exits after the fault");
+    let mut acked = BTreeMap::new();
+    let mut refused = BTreeSet::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        if let Some((_, id)) = line.split_once("refused:") {
+            refused.insert(id.parse::<u64>().unwrap());
+        } else if let Some((_, ack)) = line.split_once("ack:") {
+            let fields: Vec<u64> = ack.split(':').map(|f| f.parse().unwrap()).collect();
+            acked.insert(fields[0], Receipt { first_seq: Some(fields[1]), seq: fields[2] });
+        }
+    }
+    assert!(acked.len() >= 200, "only {} acknowledged", acked.len());
+    assert!(refused.len() >= COMMITTERS as usize, "every committer was refused in the end: {}", refused.len());
+
+    let store = check(tmp.path(), &acked);
+    let present: BTreeSet<u64> = store.scan(&ROWS).map(|row| row.unwrap().0.0).collect();
+    let visible: Vec<&u64> = refused.iter().filter(|id| present.contains(id)).collect();
+    assert!(visible.is_empty(), "refused batches are visible after the reopen: {visible:?}");
+    assert_eq!(store.events().last_seq(), acked.values().map(|r| r.seq).max().unwrap());
 }

@@ -78,7 +78,7 @@ async fn commit_put(journal: &Journal, key: u64, value: &Seat, events: &[&str]) 
     journal.commit(batch).await
 }
 
-/// The raw sled key of `key` in the table called `table`, as the codec lays it out.
+/// The raw key of `key` in the table called `table`, as the codec lays it out.
 fn raw_key(table: &str, key: u64) -> Vec<u8> {
     let mut out = vec![b't'];
     out.extend_from_slice(table.as_bytes());
@@ -91,11 +91,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes `value` under `key` straight into the sled database of a closed store.
-fn poke_raw(dir: &Path, key: &[u8], value: &[u8]) {
-    let db = sled::open(dir.join("db")).unwrap();
-    db.insert(key, value).unwrap();
-    db.flush().unwrap();
+/// Writes `value` under `key` straight into a keyspace (`records` or
+/// `events`) of the fjall database of a closed store.
+fn poke_raw(dir: &Path, keyspace: &str, key: &[u8], value: &[u8]) {
+    let db = fjall::Database::builder(dir.join("fjall")).open().unwrap();
+    let keyspace = db.keyspace(keyspace, fjall::KeyspaceCreateOptions::default).unwrap();
+    keyspace.insert(key, value).unwrap();
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
 }
 
 fn seqs<E>(events: &[sugang_storage::Committed<E>]) -> Vec<u64> {
@@ -176,7 +178,7 @@ async fn a_reopened_store_has_what_was_committed() {
     assert_eq!(store.events().last_seq(), 1);
 }
 
-/// sled lets go of its own lock a moment after its last handle drops; a
+/// The engine lets go of its own lock only once its last handle drops; a
 /// store closed and at once reopened in the same process must not trip on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_store_reopens_at_once_again_and_again() {
@@ -194,7 +196,7 @@ async fn a_closed_store_reopens_at_once_again_and_again() {
 fn open_refuses_a_store_of_another_format() {
     let tmp = tempfile::tempdir().unwrap();
     drop(open(tmp.path()));
-    poke_raw(tmp.path(), b"mformat", &[9]);
+    poke_raw(tmp.path(), "records", b"mformat", &[9]);
     match Store::open(tmp.path(), StoreOptions::default()) {
         Err(error @ OpenError::IncompatibleFormat { found: 9, .. }) => {
             assert!(error.to_string().contains("format 9"), "{error}")
@@ -202,25 +204,43 @@ fn open_refuses_a_store_of_another_format() {
         other => panic!("expected IncompatibleFormat, got {:?}", other.err()),
     }
 
-    // A sled database that is not empty but has no marker is not ours.
+    // A fjall database that has no marker is not ours, or lost its records.
     let foreign = tempfile::tempdir().unwrap();
-    poke_raw(foreign.path(), b"someone else's", b"data");
-    assert!(matches!(
-        Store::open(foreign.path(), StoreOptions::default()),
-        Err(OpenError::IncompatibleFormat { found: 0, .. })
-    ));
+    poke_raw(foreign.path(), "records", b"someone else's", b"data");
+    match Store::open(foreign.path(), StoreOptions::default()) {
+        Err(error @ OpenError::Damaged { .. }) => assert!(error.to_string().contains("format marker"), "{error}"),
+        other => panic!("expected Damaged, got {:?}", other.err()),
+    }
+}
+
+/// A data directory of the sled release is recognised and refused, with a
+/// message that says so, and left as it was.
+#[test]
+fn open_refuses_a_store_of_the_sled_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sled_dir = tmp.path().join("db");
+    std::fs::create_dir_all(&sled_dir).unwrap();
+    std::fs::write(sled_dir.join("conf"), b"segment_size: 524288\n").unwrap();
+    std::fs::write(sled_dir.join("db"), vec![0u8; 4096]).unwrap();
+    match Store::open(tmp.path(), StoreOptions::default()) {
+        Err(error @ OpenError::SledStore { .. }) => {
+            assert!(error.to_string().contains("sled release"), "{error}")
+        }
+        other => panic!("expected SledStore, got {:?}", other.err()),
+    }
+    assert!(!tmp.path().join("fjall").exists(), "nothing was created beside the sled files");
 }
 
 #[test]
 fn open_reports_files_the_engine_cannot_read() {
     let tmp = tempfile::tempdir().unwrap();
     drop(open(tmp.path()));
-    std::fs::write(tmp.path().join("db/conf"), b"garbage that is not sled's config").unwrap();
+    std::fs::write(tmp.path().join("fjall/version"), b"garbage that is not fjall's version marker").unwrap();
     match Store::open(tmp.path(), StoreOptions::default()) {
-        Err(error @ OpenError::Engine { .. }) => {
-            assert!(error.to_string().contains("cannot open the store"), "{error}")
+        Err(error @ OpenError::Damaged { .. }) => {
+            assert!(error.to_string().contains("damaged"), "{error}")
         }
-        other => panic!("expected Engine, got {:?}", other.err()),
+        other => panic!("expected Damaged, got {:?}", other.err()),
     }
 }
 
@@ -259,7 +279,7 @@ async fn a_malformed_record_is_a_decode_error_naming_table_and_key() {
     close(store, journal, task).await;
 
     let key = raw_key("seats", 2);
-    poke_raw(tmp.path(), &key, &[1, 0xff, 0xff, 0xff]);
+    poke_raw(tmp.path(), "records", &key, &[1, 0xff, 0xff, 0xff]);
     let store = open(tmp.path());
     assert_eq!(store.get(&SEATS, &1).unwrap(), Some(seat("kim", 1)));
     match store.get(&SEATS, &2) {
@@ -294,8 +314,8 @@ async fn an_unknown_version_and_an_empty_value_are_typed_decode_errors() {
     }
     close(store, journal, task).await;
 
-    poke_raw(tmp.path(), &raw_key("seats", 6), &[9, 0]);
-    poke_raw(tmp.path(), &raw_key("seats", 7), &[]);
+    poke_raw(tmp.path(), "records", &raw_key("seats", 6), &[9, 0]);
+    poke_raw(tmp.path(), "records", &raw_key("seats", 7), &[]);
     let store = open(tmp.path());
     assert!(matches!(
         store.get(&SEATS, &6),
@@ -313,7 +333,7 @@ fn a_key_that_does_not_decode_is_a_malformed_key_error() {
     drop(open(tmp.path()));
     let mut short = raw_key("seats", 0);
     short.truncate(short.len() - 3);
-    poke_raw(tmp.path(), &short, &[1]);
+    poke_raw(tmp.path(), "records", &short, &[1]);
     let store = open(tmp.path());
     match store.scan(&SEATS).next() {
         Some(Err(StorageError::Decode(DecodeError { table: "seats", kind: DecodeErrorKind::MalformedKey, key }))) => {
@@ -679,13 +699,15 @@ async fn seqs_continue_after_a_reopen() {
 // ---- a failing disk ----
 
 #[tokio::test]
-async fn a_failed_write_fails_its_batch_and_the_journal_goes_on() {
+async fn a_failed_write_fails_its_group_and_stops_the_store() {
     let tmp = tempfile::tempdir().unwrap();
     let store = open(tmp.path());
-    let (journal, task) = start(&store);
+    let (journal, _task) = start(&store);
     commit_put(&journal, 1, &seat("kim", 1), &["a"]).await.unwrap();
     let mut seen = store.events().watch();
     seen.borrow_and_update();
+    let mut failure = store.failure();
+    assert!(failure.borrow_and_update().is_none());
 
     journal.faults().fail_next_writes(1);
     let mut batch = Batch::new();
@@ -704,65 +726,51 @@ async fn a_failed_write_fails_its_batch_and_the_journal_goes_on() {
     assert_eq!(seqs(&store.events().read::<Happened>(1, 10).unwrap()), [1]);
     assert!(!seen.has_changed().unwrap());
 
-    let next = commit_put(&journal, 3, &seat("park", 1), &["b"]).await.unwrap();
-    assert_eq!(next, Receipt { first_seq: Some(2), seq: 2 });
-    let events = store.events().read::<Happened>(1, 10).unwrap();
-    assert_eq!(seqs(&events), [1, 2]);
-    assert_eq!(events[1].event, happened("b"));
-    close(store, journal, task).await;
+    // Fail-stop: the store says why, and every later batch is refused.
+    assert!(failure.has_changed().unwrap());
+    let reason = failure.borrow_and_update().clone().expect("the store says why it stopped");
+    assert!(reason.contains("injected write fault"), "{reason}");
+    match commit_put(&journal, 3, &seat("park", 1), &["b"]).await {
+        Err(error @ CommitError::Stopped(_)) => assert!(error.to_string().contains("stopped taking writes"), "{error}"),
+        other => panic!("expected Stopped, got {other:?}"),
+    }
+    assert_eq!(store.get(&SEATS, &3).unwrap(), None);
+    assert_eq!(store.events().last_seq(), 1);
 }
 
-#[tokio::test]
-async fn a_failed_flush_rolls_its_group_back() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_persist_fails_every_caller_of_its_group_and_every_later_one() {
     let tmp = tempfile::tempdir().unwrap();
     let store = open(tmp.path());
-    let (journal, task) = start(&store);
-    let mut batch = Batch::new();
-    batch.put(&SEATS, &1, &seat("kim", 1)).unwrap();
-    batch.put(&SEATS, &2, &seat("lee", 1)).unwrap();
-    batch.set_offset("mypage", 1);
-    batch.append(1, &happened("a")).unwrap();
-    journal.commit(batch).await.unwrap();
+    let (journal, _task) = start(&store);
+    commit_put(&journal, 1, &seat("kim", 1), &["a"]).await.unwrap();
 
+    // A slow disk gathers the committers into groups; the first one's
+    // persist fails, and no caller of it or of a later group is acknowledged.
+    journal.faults().slow_flushes(Duration::from_millis(100));
     journal.faults().fail_next_flushes(1);
-    let mut batch = Batch::new();
-    batch.put(&SEATS, &1, &seat("kim", 2)).unwrap();
-    batch.delete(&SEATS, &2);
-    batch.put(&SEATS, &3, &seat("park", 1)).unwrap();
-    batch.put(&SEATS, &3, &seat("park", 2)).unwrap();
-    batch.set_offset("mypage", 2).set_offset("delivery", 2);
-    batch.append(1, &happened("lost 1")).unwrap().append(3, &happened("lost 2")).unwrap();
-    match journal.commit(batch).await {
-        Err(error @ CommitError::Flush(_)) => assert!(error.to_string().contains("flush failed"), "{error}"),
-        other => panic!("expected a flush error, got {other:?}"),
+    let mut committers = Vec::new();
+    for key in 10..20u64 {
+        let journal = journal.clone();
+        committers.push(tokio::spawn(async move { commit_put(&journal, key, &seat("lee", 1), &["x"]).await }));
     }
-
-    let check_rolled_back = |store: &Store| {
-        assert_eq!(store.get(&SEATS, &1).unwrap(), Some(seat("kim", 1)), "an overwritten value is restored");
-        assert_eq!(store.get(&SEATS, &2).unwrap(), Some(seat("lee", 1)), "a deleted key comes back");
-        assert_eq!(store.get(&SEATS, &3).unwrap(), None, "a new key is gone");
-        assert_eq!(store.offsets().unwrap(), vec![("mypage".to_owned(), 1)]);
-    };
-    check_rolled_back(&store);
-    assert_eq!(store.events().last_seq(), 1);
-    assert_eq!(seqs(&store.events().read::<Happened>(1, 10).unwrap()), [1]);
-
-    let next = commit_put(&journal, 4, &seat("choi", 1), &["b", "c"]).await.unwrap();
-    assert_eq!(next, Receipt { first_seq: Some(2), seq: 3 });
-    let events = store.events().read::<Happened>(1, 10).unwrap();
-    assert_eq!(events.iter().map(|e| e.event.what.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
-    check_rolled_back(&store);
-    close(store, journal, task).await;
-
-    let store = open(tmp.path());
-    check_rolled_back(&store);
-    assert_eq!(store.events().last_seq(), 3);
-    assert_eq!(seqs(&store.events().read::<Happened>(1, 10).unwrap()), [1, 2, 3]);
+    let mut persist_failures = 0;
+    for committer in committers {
+        match committer.await.unwrap() {
+            Err(CommitError::Flush(_)) => persist_failures += 1,
+            Err(CommitError::Stopped(_)) => {}
+            other => panic!("a caller of the failed group or a later one was answered {other:?}"),
+        }
+    }
+    assert!(persist_failures >= 1);
+    assert_eq!(store.events().last_seq(), 1, "the log never moved past the last durable seq");
+    assert!(store.failure().borrow().as_deref().is_some_and(|r| r.contains("persist")));
+    assert!(matches!(commit_put(&journal, 30, &seat("choi", 1), &["y"]).await, Err(CommitError::Stopped(_))));
 }
 
-/// sled shows a group's writes as soon as they are applied, before the
-/// flush that makes them durable returns; the event log does not: a
-/// subscriber must never act on an event that a failed flush takes back.
+/// fjall shows a group's writes as soon as they are applied, before the
+/// persist that makes them durable returns; the event log does not: a
+/// subscriber must never act on an event that a failed persist leaves unknown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_reads_only_durable_events() {
     let tmp = tempfile::tempdir().unwrap();
@@ -787,24 +795,6 @@ async fn the_log_reads_only_durable_events() {
     assert_eq!(pending.durable().await.unwrap(), Receipt { first_seq: Some(2), seq: 2 });
     journal.faults().slow_flushes(Duration::ZERO);
     assert_eq!(seqs(&store.events().read::<Happened>(1, 10).unwrap()), [1, 2]);
-    close(store, journal, task).await;
-}
-
-#[tokio::test]
-async fn each_injected_fault_fails_one_group() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = open(tmp.path());
-    let (journal, task) = start(&store);
-    journal.faults().fail_next_writes(2);
-    for key in 0..2 {
-        assert!(matches!(commit_put(&journal, key, &seat("kim", 1), &["x"]).await, Err(CommitError::Write(_))));
-    }
-    journal.faults().fail_next_flushes(2);
-    for key in 0..2 {
-        assert!(matches!(commit_put(&journal, key, &seat("kim", 1), &["x"]).await, Err(CommitError::Flush(_))));
-    }
-    assert_eq!(commit_put(&journal, 9, &seat("kim", 1), &["x"]).await.unwrap(), Receipt { first_seq: Some(1), seq: 1 });
-    assert_eq!(store.scan(&SEATS).count(), 1);
     close(store, journal, task).await;
 }
 
@@ -900,24 +890,26 @@ async fn trim_reports_a_failed_removal_and_an_unreadable_log() {
     let store = open(tmp.path());
     let (journal, task) = start(&store);
     commit_events(&journal, &store, 3).await;
-    journal.faults().fail_next_writes(1);
-    assert!(matches!(journal.trim(&store, Duration::ZERO).await, Err(TrimError::Commit(CommitError::Write(_)))));
-    assert_eq!(store.events().first_seq().unwrap(), Some(1));
     close(store, journal, task).await;
 
     // Event 1's envelope no longer decodes.
-    let mut key = vec![b'e'];
-    key.extend_from_slice(&1u64.to_be_bytes());
-    poke_raw(tmp.path(), &key, &[7]);
+    poke_raw(tmp.path(), "events", &1u64.to_be_bytes(), &[7]);
     let store = open(tmp.path());
-    let (journal, task) = start(&store);
+    let (journal, _task) = start(&store);
     match journal.trim(&store, Duration::ZERO).await {
         Err(error @ TrimError::Read(StorageError::Decode(_))) => {
             assert!(error.to_string().contains("events"), "{error}")
         }
         other => panic!("expected a read error, got {other:?}"),
     }
-    close(store, journal, task).await;
+
+    let failing = tempfile::tempdir().unwrap();
+    let store = open(failing.path());
+    let (journal, _task) = start(&store);
+    commit_events(&journal, &store, 3).await;
+    journal.faults().fail_next_writes(1);
+    assert!(matches!(journal.trim(&store, Duration::ZERO).await, Err(TrimError::Commit(CommitError::Write(_)))));
+    assert_eq!(store.events().first_seq().unwrap(), Some(1));
 }
 
 // ---- relaxed durability ----
@@ -939,10 +931,6 @@ async fn relaxed_durability_commits_and_survives_a_clean_close() {
         committer.await.unwrap().unwrap();
     }
     assert_eq!(store.events().last_seq(), 32);
-
-    journal.faults().fail_next_writes(1);
-    assert!(matches!(commit_put(&journal, 99, &seat("kim", 1), &["x"]).await, Err(CommitError::Write(_))));
-    assert_eq!(store.get(&SEATS, &99).unwrap(), None);
     close(store, journal, task).await;
 
     let store = Store::open(tmp.path(), options).unwrap();
@@ -951,17 +939,16 @@ async fn relaxed_durability_commits_and_survives_a_clean_close() {
 }
 
 #[tokio::test]
-async fn submitted_batches_commit_in_order_and_a_failed_stream_stops() {
+async fn submitted_batches_commit_in_order_and_none_after_a_failure() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let (journal, _task) = Journal::start(&store, JournalOptions::default()).unwrap();
 
     // Pipelined: three batches handed over before any is durable.
-    let stream = journal.stream();
     let mut pending = Vec::new();
     for n in 0..3u64 {
         let mut batch = Batch::new();
-        batch.append(n, &happened(&format!("step {}", n))).unwrap().in_stream(stream);
+        batch.append(n, &happened(&format!("step {}", n))).unwrap();
         pending.push(journal.submit(batch).await.unwrap());
     }
     let mut seqs = Vec::new();
@@ -970,18 +957,17 @@ async fn submitted_batches_commit_in_order_and_a_failed_stream_stops() {
     }
     assert_eq!(seqs, vec![1, 2, 3]);
 
-    // A failure poisons its stream, and only its stream.
+    // A batch submitted behind a failing one never commits: it may rest on it.
     journal.faults().fail_next_writes(1);
     let mut failing = Batch::new();
-    failing.append(9, &happened(&format!("step {}", 9))).unwrap().in_stream(stream);
-    assert!(matches!(journal.commit(failing).await, Err(CommitError::Write(_))));
+    failing.append(9, &happened("step 9")).unwrap();
+    let failing = journal.submit(failing).await.unwrap();
     let mut after = Batch::new();
-    after.append(10, &happened(&format!("step {}", 10))).unwrap().in_stream(stream);
-    assert!(matches!(journal.commit(after).await, Err(CommitError::Poisoned)));
-    let mut other = Batch::new();
-    other.append(11, &happened(&format!("step {}", 11))).unwrap().in_stream(journal.stream());
-    assert_eq!(journal.commit(other).await.unwrap().seq, 4);
-    assert_eq!(store.events().read::<Happened>(1, 10).unwrap().len(), 4);
+    after.append(10, &happened("step 10")).unwrap();
+    let after = journal.submit(after).await.unwrap();
+    assert!(matches!(failing.durable().await, Err(CommitError::Write(_))));
+    assert!(matches!(after.durable().await, Err(CommitError::Write(_) | CommitError::Stopped(_))));
+    assert_eq!(store.events().read::<Happened>(1, 10).unwrap().len(), 3);
 }
 
 /// A store stays open, its directory locked, while any handle lives; its

@@ -17,7 +17,10 @@
 //! - `rush`: `sugang rush` passes against a sound server and fails when a
 //!   read model never converges.
 //! - `openapi`: the OpenAPI document lists every route.
+//! - `metrics`: every `/metrics` family has HELP and TYPE; the dashboard's
+//!   queries name exposed series.
 //! - `demos`: every `sugang demo` scenario passes its own verdict.
+//! - `store`: `sugang store verify|backup`, and a damaged store refused.
 
 mod app;
 mod auth;
@@ -25,8 +28,10 @@ mod bad_input;
 mod cli;
 mod demos;
 mod edge;
+mod metrics;
 mod openapi;
 mod rush;
 mod scenario;
 mod shutdown;
 mod statuses;
+mod store;

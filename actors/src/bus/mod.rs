@@ -15,6 +15,11 @@
 //! views) is `i` modulo K, and every worker reads every event, so order per
 //! key is kept and nothing is handled twice.
 //!
+//! A failing worker is restarted from its stored offset under the one restart
+//! policy ([`crate::supervision`]), per worker: held down when it fails too
+//! often (its read model lags meanwhile and catches up once it runs again),
+//! escalated to the root when it keeps failing after its hold-downs.
+//!
 //! Owns the publisher, the subscriber supervisor, progress for
 //! read-your-writes, and retention. Must not know what a projection does.
 
@@ -32,6 +37,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
+use crate::faults::{Faults, now_ms};
+use crate::supervision::{self, Decision, RestartHistory, RestartPolicy};
 use subscriber::{SubscriberActor, SubscriberArgs, SubscriberMsg};
 
 /// Which share of the work a worker has: `index` of `of`.
@@ -124,6 +131,13 @@ pub struct SubscriberStatus {
     /// How many events it is behind the log.
     pub lag: u64,
     pub restarts: u64,
+    /// While a worker of it is held down by its restart policy: until when
+    /// (the latest of its held-down workers), in unix ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_down_until: Option<u64>,
+    /// While a worker of it is held down: how long until it runs again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 static SCOPES: AtomicU64 = AtomicU64::new(0);
@@ -156,13 +170,17 @@ pub(crate) struct Bus {
 }
 
 impl Bus {
-    /// Starts the subscriber supervisor under `parent`, its workers, the
-    /// publisher, and retention. Everything stops when `stop` is cancelled.
+    /// Starts the subscriber supervisor under `parent`, its workers (each
+    /// restarted under `policy`), the publisher, and retention. Everything
+    /// stops when `stop` is cancelled.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start(
         store: Store,
         journal: Journal,
         projections: Vec<Arc<dyn Projection>>,
         config: BusConfig,
+        policy: RestartPolicy,
+        faults: Arc<Faults>,
         parent: ActorCell,
         stop: CancellationToken,
     ) -> Result<Bus, ractor::SpawnErr> {
@@ -187,10 +205,14 @@ impl Bus {
             store: store.clone(),
             journal: journal.clone(),
             scope: scope.clone(),
+            histories: vec![RestartHistory::default(); workers.len()],
             workers,
             live: HashMap::new(),
             down: HashMap::new(),
             restarts: HashMap::new(),
+            held: HashMap::new(),
+            policy,
+            faults,
         };
         let (supervisor, _) = Actor::spawn_linked(None, BusSupervisor, state, parent).await?;
         tokio::spawn(publish(store.clone(), scope, stop.clone()));
@@ -330,8 +352,8 @@ pub(crate) enum BusMsg {
     Status {
         reply: RpcReplyPort<Vec<SubscriberStatus>>,
     },
-    /// Start a worker again after a failure's pause.
-    Restart {
+    /// A worker's hold-down is over: start it again.
+    Release {
         worker: usize,
     },
 }
@@ -346,7 +368,15 @@ struct BusState {
     /// Live worker actors, by actor id: which worker they are.
     live: HashMap<ractor::ActorId, usize>,
     down: HashMap<&'static str, bool>,
+    /// Restarts per subscriber (all its workers).
     restarts: HashMap<&'static str, u64>,
+    /// The failures of each worker, by index, for the restart policy.
+    histories: Vec<RestartHistory>,
+    /// Held-down workers, by index: until when (and the same in unix ms).
+    held: HashMap<usize, (tokio::time::Instant, u64)>,
+    policy: RestartPolicy,
+    /// Fault injection, handed to every worker.
+    faults: Arc<Faults>,
 }
 
 impl BusState {
@@ -366,10 +396,59 @@ impl BusState {
             scope: self.scope.clone(),
             group: GROUP.to_owned(),
             progress: worker.progress.clone(),
+            faults: self.faults.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, SubscriberActor, args, myself.get_cell()).await?;
         self.live.insert(actor.get_id(), index);
         Ok(())
+    }
+
+    /// Counts a restart of one of subscriber `name`'s workers.
+    fn count_restart(&mut self, name: &'static str) {
+        *self.restarts.entry(name).or_default() += 1;
+        supervision::count_restart(name);
+    }
+
+    /// Carries out the restart policy for worker `index`, which failed with
+    /// `error`: restarts it from its offset, holds it down, or escalates (an
+    /// `Err`, which fails the bus supervisor and so reaches the root). A
+    /// restart that fails to start counts as the next failure.
+    async fn failed(
+        &mut self,
+        myself: &ActorRef<BusMsg>,
+        index: usize,
+        error: String,
+    ) -> Result<(), ActorProcessingErr> {
+        let name = self.workers[index].projection.name();
+        let part = self.workers[index].part.index;
+        let mut error = error;
+        loop {
+            let history = &mut self.histories[index];
+            let decision = history.on_failure(&self.policy, tokio::time::Instant::now());
+            supervision::report(name, Some(part), &error, history, decision);
+            match decision {
+                Decision::Restart => {
+                    if self.down.get(name).copied().unwrap_or(false) || self.is_live(index) {
+                        return Ok(());
+                    }
+                    self.count_restart(name);
+                    match self.spawn(myself, index).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => error = format!("restarting it failed: {e}"),
+                    }
+                }
+                Decision::HoldDown { until, retry_after } => {
+                    self.held.insert(index, (until, now_ms() + retry_after.as_millis() as u64));
+                    myself.send_after(retry_after, move || BusMsg::Release { worker: index });
+                    return Ok(());
+                }
+                Decision::Escalate => {
+                    return Err(
+                        format!("subscriber {name} part {part} kept failing after its hold-downs: {error}").into()
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -412,7 +491,11 @@ impl Actor for BusSupervisor {
                     }
                 } else if !down && was {
                     for index in 0..state.workers.len() {
-                        if state.workers[index].projection.name() == known && !state.is_live(index) {
+                        // A held-down worker starts when its hold-down ends.
+                        if state.workers[index].projection.name() == known
+                            && !state.is_live(index)
+                            && !state.held.contains_key(&index)
+                        {
                             state.spawn(&myself, index).await?;
                         }
                     }
@@ -421,27 +504,52 @@ impl Actor for BusSupervisor {
             }
             BusMsg::Status { reply } => {
                 let mut by_name: Vec<SubscriberStatus> = Vec::new();
-                for worker in &state.workers {
+                let now = tokio::time::Instant::now();
+                for (index, worker) in state.workers.iter().enumerate() {
                     let name = worker.projection.name();
                     let offset = *worker.progress.borrow();
-                    match by_name.iter_mut().find(|s| s.name == name) {
-                        Some(s) => s.offset = s.offset.min(offset),
-                        None => by_name.push(SubscriberStatus {
-                            name,
-                            down: state.down.get(name).copied().unwrap_or(false),
-                            workers: worker.part.of,
-                            offset,
-                            lag: 0,
-                            restarts: state.restarts.get(name).copied().unwrap_or(0),
-                        }),
+                    let status = match by_name.iter().position(|s| s.name == name) {
+                        Some(at) => {
+                            by_name[at].offset = by_name[at].offset.min(offset);
+                            &mut by_name[at]
+                        }
+                        None => {
+                            by_name.push(SubscriberStatus {
+                                name,
+                                down: state.down.get(name).copied().unwrap_or(false),
+                                workers: worker.part.of,
+                                offset,
+                                lag: 0,
+                                restarts: state.restarts.get(name).copied().unwrap_or(0),
+                                held_down_until: None,
+                                retry_after_ms: None,
+                            });
+                            by_name.last_mut().expect("just pushed")
+                        }
+                    };
+                    if let Some((until, until_ms)) = state.held.get(&index) {
+                        let left = until.saturating_duration_since(now).as_millis() as u64;
+                        status.held_down_until = status.held_down_until.max(Some(*until_ms));
+                        status.retry_after_ms = status.retry_after_ms.max(Some(left));
                     }
                 }
                 let _ = reply.send(by_name);
             }
-            BusMsg::Restart { worker } => {
+            BusMsg::Release { worker } => {
+                if state.held.remove(&worker).is_none() {
+                    return Ok(());
+                }
                 let name = state.workers[worker].projection.name();
+                tracing::warn!(
+                    kind = name,
+                    id = state.workers[worker].part.index,
+                    "subscriber worker's hold-down is over; starting it again"
+                );
                 if !state.down.get(name).copied().unwrap_or(false) && !state.is_live(worker) {
-                    state.spawn(&myself, worker).await?;
+                    state.count_restart(name);
+                    if let Err(e) = state.spawn(&myself, worker).await {
+                        state.failed(&myself, worker, format!("starting it after its hold-down failed: {e}")).await?;
+                    }
                 }
             }
         }
@@ -460,13 +568,7 @@ impl Actor for BusSupervisor {
             }
             SupervisionEvent::ActorFailed(cell, error) => {
                 let Some(index) = state.live.remove(&cell.get_id()) else { return Ok(()) };
-                let worker = &state.workers[index];
-                let name = worker.projection.name();
-                *state.restarts.entry(name).or_default() += 1;
-                metrics::counter!("sugang_actor_restarts_total", "kind" => name).increment(1);
-                tracing::error!(subscriber = name, part = worker.part.index, %error, "subscriber failed; restarting from its offset");
-                // A short pause, so a worker that fails at once does not spin.
-                myself.send_after(Duration::from_millis(200), move || BusMsg::Restart { worker: index });
+                state.failed(&myself, index, format!("{error}; it restarts from its offset")).await?;
             }
             _ => {}
         }

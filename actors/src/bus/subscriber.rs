@@ -30,6 +30,8 @@ pub(crate) struct SubscriberArgs {
     pub(crate) group: String,
     /// Where it publishes its offset, for read-your-writes waits.
     pub(crate) progress: watch::Sender<u64>,
+    /// Fault injection: the knob that makes its projection panic.
+    pub(crate) faults: Arc<crate::faults::Faults>,
 }
 
 pub(crate) enum SubscriberMsg {
@@ -137,6 +139,9 @@ impl SubscriberState {
         let mut batch = Batch::new();
         let mut effects = 0;
         for event in events {
+            if self.args.faults.subscriber_must_panic(name) {
+                panic!("fault injected: subscriber {} panics on event {}", self.args.offset_name, event.seq);
+            }
             effects += self.args.projection.apply(&self.args.store, event, self.args.part, &mut batch).map_err(|e| {
                 tracing::error!(subscriber = %self.args.offset_name, seq = event.seq, event = event.event.name(), error = %e, "projection failed");
                 e

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sugang_storage::{Batch, EncodeError, Journal, Pending, Store, StreamId};
+use sugang_storage::{Batch, EncodeError, Journal, Pending, Store};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -91,8 +91,6 @@ pub(crate) struct CourseActorState {
     ctx: Arc<CourseCtx>,
     registry: Arc<Registry>,
     last_active: Instant,
-    /// This incarnation's journal stream.
-    stream: StreamId,
     /// Batches submitted and not yet durable.
     in_flight: Arc<AtomicUsize>,
     /// Woken when `in_flight` drops to zero.
@@ -159,7 +157,6 @@ impl Actor for CourseActor {
         Ok(CourseActorState {
             id,
             course,
-            stream: args.ctx.journal.stream(),
             ctx: args.ctx,
             registry: args.registry,
             last_active: Instant::now(),
@@ -275,7 +272,6 @@ impl CourseActorState {
                 Err(e) => return Decided::AheadOfDisk(e.to_string()),
             };
         }
-        batch.in_stream(self.stream);
         match self.ctx.journal.submit(batch).await {
             Ok(pending) => Decided::Submitted { pending, seat: self.seat(enrollment), events },
             Err(e) => Decided::AheadOfDisk(e.to_string()),

@@ -313,6 +313,14 @@ impl EnrollmentActorState {
     }
 
     async fn charge(&self, request: ChargeRequest) -> Result<ChargeReceipt, PaymentFailure> {
+        if let Some(retry_after) = self.ctx.payment.held_down_for() {
+            // Nothing was sent, so nothing can have been charged.
+            return Err(PaymentFailure::Unavailable {
+                reason: "the payment actor is held down after repeated failures".into(),
+                retry_after: Some(retry_after),
+                may_have_charged: false,
+            });
+        }
         let asked = ractor::call_t!(
             self.ctx.payment.get(),
             |reply| PaymentMsg::Approve { request, reply },
@@ -374,7 +382,9 @@ impl EnrollmentActorState {
             CancelPlan::Nothing => {
                 // An idempotent repeat: nothing is written, but a refund still
                 // owed is nudged along.
-                if self.ctx.store.contains(&REFUNDS, &id.get()).unwrap_or(false) {
+                let owed =
+                    self.ctx.store.contains(&REFUNDS, &id.get()).map_err(|e| SagaFailure::Storage(e.to_string()))?;
+                if owed {
                     let _ = self.ctx.payment.get().send_message(PaymentMsg::Refund {
                         enrollment_id: id,
                         purpose: RefundPurpose::Cancel,

@@ -166,6 +166,8 @@ pub(crate) struct PaymentArgs {
     pub(crate) journal: Journal,
     pub(crate) gateway: Arc<dyn PaymentGateway>,
     pub(crate) config: PaymentConfig,
+    /// Fault injection: the knob that makes this actor panic.
+    pub(crate) faults: Arc<crate::faults::Faults>,
 }
 
 pub(crate) struct PaymentActor;
@@ -200,6 +202,9 @@ impl Actor for PaymentActor {
         message: PaymentMsg,
         state: &mut PaymentActorState,
     ) -> Result<(), ActorProcessingErr> {
+        if state.args.faults.payment_must_panic() {
+            panic!("fault injected: the payment actor panics");
+        }
         match message {
             PaymentMsg::Approve { request, reply } => state.approve(&myself, request, reply),
             PaymentMsg::Refund { enrollment_id, purpose, reply } => {
@@ -238,8 +243,10 @@ impl Actor for PaymentActor {
 }
 
 impl PaymentActorState {
-    /// Admits a gateway call through the bulkhead and the breaker.
-    fn admit(&mut self) -> Result<Permit, PaymentFailure> {
+    /// Admits a gateway call for `enrollment_id` through the bulkhead and
+    /// the breaker (whose permit is tagged with the enrollment, so its calls
+    /// fail once between them: see the breaker's "What counts").
+    fn admit(&mut self, enrollment_id: EnrollmentId) -> Result<Permit, PaymentFailure> {
         if self.in_flight >= self.args.config.bulkhead {
             metrics::counter!("sugang_payment_rejected_total", "reason" => "bulkhead").increment(1);
             return Err(PaymentFailure::Unavailable {
@@ -250,7 +257,7 @@ impl PaymentActorState {
         }
         let acquired = self.breaker.try_acquire(Instant::now());
         self.publish_gate();
-        let permit = acquired.map_err(|open| {
+        let permit = acquired.map(|permit| permit.for_enrollment(enrollment_id.get())).map_err(|open| {
             metrics::counter!("sugang_payment_rejected_total", "reason" => "breaker_open").increment(1);
             PaymentFailure::Unavailable {
                 reason: "the payment gateway is failing; the circuit breaker is open".into(),
@@ -269,7 +276,7 @@ impl PaymentActorState {
         request: ChargeRequest,
         reply: RpcReplyPort<Result<ChargeReceipt, PaymentFailure>>,
     ) {
-        let permit = match self.admit() {
+        let permit = match self.admit(EnrollmentId::assigned(request.enrollment_id)) {
             Ok(permit) => permit,
             Err(failure) => {
                 let _ = reply.send(Err(failure));
@@ -301,7 +308,7 @@ impl PaymentActorState {
         attempt: u32,
         reply: Option<RpcReplyPort<Result<u64, PaymentFailure>>>,
     ) {
-        let permit = match self.admit() {
+        let permit = match self.admit(enrollment_id) {
             Ok(permit) => permit,
             Err(failure) => {
                 let retry_after = match &failure {

@@ -14,10 +14,32 @@
 //! [`Breaker::on_failure`]. Faults and timeouts are failures; a business
 //! answer such as a declined card is a success (the gateway is healthy).
 //!
+//! # What counts
+//!
+//! Each admitted gateway call is reported once, as a success or a failure:
+//!
+//! - A **failure** is a fault of the gateway: it was down, answered with an
+//!   error that is not a business answer, or gave no answer within the
+//!   payment timeout. Approves and refunds (a cancellation's refund, and the
+//!   void that takes back a charge that may have happened) alike.
+//! - A **success** is any answer of a healthy gateway: a charge approved or
+//!   declined, a refund made or refused as a business answer, and a refund
+//!   the gateway made whose recording failed (our disk, not the gateway).
+//! - Failures count **once per enrollment**: the payment actor tags each
+//!   permit with its enrollment id ([`Permit::for_enrollment`]), and while
+//!   closed a failure of an enrollment that already counted in the current
+//!   run of failures is not counted again. So a failed charge and the void
+//!   that compensates it are one failure, and so are the retries of one
+//!   refund; `failure_threshold` failed *enrollments* in a row open the
+//!   breaker. A failure of an untagged permit always counts. The run (and
+//!   the enrollments it counted) ends with a success or a transition; a
+//!   half-open probe's failure always reopens the breaker.
+//!
 //! # Rules
 //!
 //! - **Closed**: every call is admitted. `failure_threshold` consecutive
-//!   failures open the breaker; a success resets the count.
+//!   failures (counted as above) open the breaker; a success resets the
+//!   count.
 //! - **Open**: calls fail fast with [`BreakerOpen`], whose `retry_after` is the
 //!   time left until `opened_at + reset timeout`. The state stays `Open` (in
 //!   [`Breaker::state`], the snapshot and the gauge) after that time has
@@ -127,6 +149,18 @@ pub struct Permit {
     /// The breaker generation that admitted the call: the outcome counts only
     /// if the breaker is still in it.
     generation: u64,
+    /// The enrollment the call is for, if tagged: its failures count once
+    /// per run of failures.
+    enrollment: Option<u64>,
+}
+
+impl Permit {
+    /// Tags the permit with the enrollment its call is for, so that call's
+    /// failure and the failures of that enrollment's other calls (its void,
+    /// a refund's retries) count once.
+    pub fn for_enrollment(self, enrollment_id: u64) -> Permit {
+        Permit { enrollment: Some(enrollment_id), ..self }
+    }
 }
 
 /// What the breaker looks like at one instant, for the admin API and tests.
@@ -170,6 +204,9 @@ pub struct Breaker {
     /// Failures in a row since the last success; opens the breaker at the
     /// threshold.
     consecutive_failures: u32,
+    /// The enrollments whose failure counted in the current run (at most
+    /// the threshold of them), so each counts once.
+    counted: Vec<u64>,
     /// The reset timeout in force: the base, doubled by each failed probe.
     reset_timeout: Duration,
     /// Stamped on every permit; bumped on every transition (and probe
@@ -192,6 +229,7 @@ impl Breaker {
             config,
             phase: Phase::Closed,
             consecutive_failures: 0,
+            counted: Vec::new(),
             reset_timeout: config.reset_timeout,
             generation: 0,
             transitions: 0,
@@ -223,7 +261,7 @@ impl Breaker {
                 self.phase = Phase::HalfOpen { opened_at, probe_admitted_at: now };
             }
         }
-        Ok(Permit { generation: self.generation })
+        Ok(Permit { generation: self.generation, enrollment: None })
     }
 
     /// Reports that the call behind `permit` succeeded. Closes a half-open
@@ -234,6 +272,7 @@ impl Breaker {
             return;
         }
         self.consecutive_failures = 0;
+        self.counted.clear();
         match self.phase {
             Phase::Closed => {}
             Phase::HalfOpen { .. } => {
@@ -248,10 +287,21 @@ impl Breaker {
 
     /// Reports that the call behind `permit` failed or timed out. Opens a
     /// closed breaker at the threshold; reopens a half-open one with the reset
-    /// timeout doubled. Ignored if the permit is stale.
+    /// timeout doubled. Ignored if the permit is stale, and while closed if
+    /// its enrollment already counted a failure in this run.
     pub fn on_failure(&mut self, permit: Permit, now: Instant) {
         if !self.is_current(&permit, "failure") {
             return;
+        }
+        if let (Phase::Closed, Some(enrollment)) = (self.phase, permit.enrollment) {
+            if self.counted.contains(&enrollment) {
+                tracing::debug!(
+                    enrollment_id = enrollment,
+                    "payment breaker: this enrollment's failure counted already"
+                );
+                return;
+            }
+            self.counted.push(enrollment);
         }
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         match self.phase {
@@ -337,6 +387,7 @@ impl Breaker {
         self.phase = to;
         self.generation += 1;
         self.transitions += 1;
+        self.counted.clear();
         let to = self.state();
         metrics::counter!(
             "sugang_breaker_transitions_total",
@@ -484,6 +535,24 @@ mod tests {
                 transitions: 1,
             }
         );
+    }
+
+    #[test]
+    fn an_enrollment_fails_once_however_many_of_its_calls_fail() {
+        let t0 = Instant::now();
+        let mut breaker = breaker();
+        for enrollment in 1..=4 {
+            // Its charge, its void, and two retries of the void.
+            for _ in 0..4 {
+                let permit = admit(&mut breaker, t0).for_enrollment(enrollment);
+                breaker.on_failure(permit, t0);
+            }
+        }
+        let snapshot = breaker.snapshot(t0);
+        assert_eq!((snapshot.state, snapshot.consecutive_failures), (BreakerState::Closed, 4));
+        let permit = admit(&mut breaker, t0).for_enrollment(5);
+        breaker.on_failure(permit, t0);
+        assert_eq!(breaker.state(), BreakerState::Open);
     }
 
     #[test]

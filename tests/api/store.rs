@@ -1,0 +1,75 @@
+//! `sugang store verify` and `sugang store backup` on a store the real
+//! server wrote, and a damaged store refused by both `verify` and `serve`.
+
+use std::process::{Command, Output};
+
+use crate::app::{Options, spawn_app_with};
+
+fn sugang(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sugang"))
+        .args(args)
+        .env_remove("SUGANG_JWT_SECRET")
+        .env_remove("SUGANG_DATA_DIR")
+        .env_remove("SUGANG_URL")
+        .output()
+        .expect("the binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_backup_a_stopped_store_and_refuse_a_damaged_one() {
+    let mut app = spawn_app_with(Options { durability: sugang_storage::Durability::Fsync, ..Options::default() }).await;
+    let course = app.course("korean", "Hong", 10_000, Some(40)).await;
+    for n in 0..12 {
+        assert_eq!(app.enroll(course, &format!("Student-{n}")).await.status, 201);
+    }
+    let canceled = app.get("/classes?student=Student-3").await.body["_embedded"]["classes"][0]["id"].as_u64().unwrap();
+    assert_eq!(app.delete(&format!("/classes/{canceled}")).await.status, 204);
+    app.stop().await.expect("a clean stop");
+    let data = app.dir.path().join("data");
+    let data = data.to_str().unwrap();
+
+    let verified = sugang(&["store", "verify", "--data-dir", data]);
+    assert!(verified.status.success(), "{verified:?}");
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert!(said.contains("healthy") && said.contains("events"), "{said}");
+
+    // A backup of the stopped store is a store of its own, with everything.
+    let copy = app.dir.path().join("copy");
+    let backed_up = sugang(&["store", "backup", "--data-dir", data, "--to", copy.to_str().unwrap()]);
+    assert!(backed_up.status.success(), "{backed_up:?}");
+    let again = sugang(&["store", "backup", "--data-dir", data, "--to", copy.to_str().unwrap()]);
+    assert!(!again.status.success(), "a backup never writes over a directory that holds files");
+    let verified_copy = sugang(&["store", "verify", "--data-dir", copy.to_str().unwrap()]);
+    assert!(verified_copy.status.success(), "{verified_copy:?}");
+    {
+        let restored = sugang_actors::Sugang::start(sugang_actors::Config::new(&copy)).await.expect("the copy starts");
+        let all = sugang_actors::EnrollmentFilter::default();
+        let page = sugang_actors::PageRequest { number: 0, size: 100 };
+        let enrollments = restored.enrollments(&all, page).unwrap();
+        assert_eq!(enrollments.total, 12, "every enrollment is in the copy");
+        let canceled_in_copy = enrollments.items.iter().filter(|e| e.id.get() == canceled).count();
+        assert_eq!(canceled_in_copy, 1);
+        restored.shutdown().await;
+    }
+
+    // A watermark zeroed: verify and serve both refuse, with one line.
+    std::fs::write(app.dir.path().join("data/sugang.watermark"), [0u8; 16]).unwrap();
+    let damaged = sugang(&["store", "verify", "--data-dir", data]);
+    assert!(!damaged.status.success(), "{damaged:?}");
+    let stderr = String::from_utf8_lossy(&damaged.stderr);
+    assert!(stderr.contains("damaged") && stderr.contains("sugang.watermark"), "{stderr}");
+    let serve = sugang(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data]);
+    assert!(!serve.status.success(), "{serve:?}");
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("damaged"), "{serve:?}");
+}
+
+#[test]
+fn backup_of_a_store_in_use_asks_for_the_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sugang_storage::Store::open(dir.path(), sugang_storage::StoreOptions::default()).unwrap();
+    let to = dir.path().join("copy");
+    let output = sugang(&["store", "backup", "--data-dir", dir.path().to_str().unwrap(), "--to", to.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--url"), "{output:?}");
+    drop(store);
+}
