@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sugang_actors::{Config, RestartPolicy};
-use sugang_http::{Auth, Role, ServeConfig};
+use sugang_http::{Auth, Role, SecretError, ServeConfig};
 use sugang_storage::Durability;
 
 #[derive(Parser)]
@@ -65,7 +65,7 @@ pub(crate) struct ServeArgs {
     /// The data directory (a sled store), created if missing.
     #[arg(long, env = "SUGANG_DATA_DIR", default_value = "./sugang-data")]
     pub(crate) data_dir: PathBuf,
-    /// The HS256 secret of bearer tokens. Without it the API is open (loopback only).
+    /// The HS256 secret of bearer tokens, at least 32 bytes. Without it the API is open (loopback only).
     #[arg(long, env = "SUGANG_JWT_SECRET", hide_env_values = true)]
     pub(crate) jwt_secret: Option<String>,
     /// How long a payment gateway call may take, in milliseconds.
@@ -189,12 +189,15 @@ impl ServeArgs {
         config
     }
 
-    /// The front's configuration.
-    pub(crate) fn serve_config(&self) -> ServeConfig {
-        let auth = self.jwt_secret.as_deref().map_or_else(Auth::open, Auth::with_secret);
+    /// The front's configuration; an empty or short JWT secret is refused.
+    pub(crate) fn serve_config(&self) -> Result<ServeConfig, SecretError> {
+        let auth = match self.jwt_secret.as_deref() {
+            None => Auth::open(),
+            Some(secret) => Auth::with_secret(secret)?,
+        };
         let mut config = ServeConfig::new(auth);
         config.max_in_flight = self.max_in_flight as usize;
-        config
+        Ok(config)
     }
 }
 
@@ -227,7 +230,7 @@ pub(crate) struct TokenArgs {
     /// How long the token is valid, in seconds.
     #[arg(long, default_value_t = 24 * 3600)]
     pub(crate) ttl_secs: u64,
-    /// The secret the server was started with.
+    /// The secret the server was started with (at least 32 bytes).
     #[arg(long, env = "SUGANG_JWT_SECRET", hide_env_values = true)]
     pub(crate) jwt_secret: String,
 }

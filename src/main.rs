@@ -53,7 +53,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
     sugang_http::install_metrics();
     memory::trim_periodically();
     let signal = shutdown_signal();
-    let config = args.serve_config();
+    let config = match args.serve_config() {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
     if let Err(e) = config.check_listen(args.listen) {
         return fail(e);
     }
@@ -78,7 +81,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
 }
 
 fn token(args: TokenArgs) -> ExitCode {
-    let auth = Auth::with_secret(&args.jwt_secret);
+    let auth = match Auth::with_secret(&args.jwt_secret) {
+        Ok(auth) => auth,
+        Err(e) => return fail(e),
+    };
     match auth.issue(args.role.into(), &args.sub, Duration::from_secs(args.ttl_secs)) {
         Ok(token) => {
             println!("{token}");

@@ -106,14 +106,15 @@ async fn backup_running(url: &str, secret: Option<&str>, to: &Path) -> ExitCode 
         .post(format!("{}/admin/backup", url.trim_end_matches('/')))
         .json(&serde_json::json!({ "to": to }));
     if let Some(secret) = secret {
-        let token = match sugang_http::Auth::with_secret(secret).issue(
-            sugang_http::Role::Admin,
-            "sugang-store-backup",
-            std::time::Duration::from_secs(60),
-        ) {
-            Ok(token) => token,
+        let auth = match sugang_http::Auth::with_secret(secret) {
+            Ok(auth) => auth,
             Err(e) => return crate::fail(e),
         };
+        let token =
+            match auth.issue(sugang_http::Role::Admin, "sugang-store-backup", std::time::Duration::from_secs(60)) {
+                Ok(token) => token,
+                Err(e) => return crate::fail(e),
+            };
         request = request.bearer_auth(token);
     }
     match request.send().await {

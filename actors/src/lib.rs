@@ -58,7 +58,7 @@ pub use model::{
     TextBook, parse_optional,
 };
 pub use mypage::{InstructorView, Schedule, StudentView};
-pub use notifier::Notification;
+pub use notifier::{Notification, RecipientRole};
 pub use payment::actor::{PaymentConfig, PaymentFailure, PaymentSnapshot};
 pub use payment::breaker::{BreakerConfig, BreakerState};
 pub use payment::gateway::{GatewayFaults, InvalidFaults, LedgerSummary, SimulatedGateway};

@@ -1,8 +1,9 @@
 //! Domain newtypes, parsed once at the edge ("parse, don't validate").
 //!
-//! Owns the value rules every aggregate relies on: non-empty names of at most
-//! 200 characters without control characters, fees in whole won, capacities
-//! and minimum enrolments of at least one. Must not know about HTTP or
+//! Owns the value rules every aggregate relies on: names of at most 200
+//! characters, at least one of them visible, none of them control
+//! characters; fees in whole won; capacities and minimum enrolments of at
+//! least one. Must not know about HTTP or
 //! storage; the edge turns a [`FieldError`] into a 422 naming the field.
 
 use std::fmt;
@@ -28,10 +29,24 @@ impl FieldError {
 /// The most characters a name or a free-text field may have.
 pub const MAX_TEXT_CHARS: usize = 200;
 
+/// Whether `c` shows nothing: whitespace, or a default-ignorable code point
+/// (Unicode's DerivedCoreProperties: zero-width spaces and joiners, word
+/// joiner, byte-order mark, bidi controls, variation selectors, the Hangul
+/// fillers, tags).
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}')
+}
+
 fn parse_text(field: &'static str, raw: &str) -> Result<String, FieldError> {
-    let trimmed = raw.trim();
+    let trimmed = raw.trim_matches(is_invisible);
     if trimmed.is_empty() {
-        return Err(FieldError::new(field, "must not be empty"));
+        return Err(FieldError::new(field, "must hold at least one visible character"));
     }
     if trimmed.chars().count() > MAX_TEXT_CHARS {
         return Err(FieldError::new(field, format!("must be at most {MAX_TEXT_CHARS} characters")));
@@ -214,6 +229,12 @@ mod tests {
         assert!(CourseName::parse(&"x".repeat(200)).is_ok());
         assert_eq!(CourseName::parse(&"x".repeat(201)).unwrap_err().field, "name");
         assert!(TeacherName::parse("a\nb").is_err());
+        for invisible in
+            ["", " ", "\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}", "\u{3164}", " \u{200B}\t"]
+        {
+            assert_eq!(TeacherName::parse(invisible).unwrap_err().field, "teacher", "{invisible:?}");
+        }
+        assert_eq!(TeacherName::parse("\u{200B}Hong\u{FEFF}").unwrap().as_str(), "Hong");
     }
 
     #[test]

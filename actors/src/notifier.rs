@@ -1,5 +1,6 @@
 //! The notifier: one notification per status change, to the student or the
-//! instructor concerned, stored and appended as a JSON line to
+//! instructor concerned — addressed to a (role, name), since a student and an
+//! instructor may share a name — stored and appended as a JSON line to
 //! `notifications.log` in the data directory.
 //!
 //! A notification's id is derived from the event that caused it
@@ -21,12 +22,23 @@ use crate::bus::{Part, Projection, ProjectionError};
 use crate::event::Event;
 use crate::tables::Indexed;
 
+/// Whom a notification is for: the recipient's role, which with the
+/// recipient's name makes the person.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientRole {
+    Student,
+    Instructor,
+}
+
 /// A notification as stored and as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: u64,
     pub recipient: String,
+    /// With `recipient`, the person it is for.
+    pub recipient_role: RecipientRole,
     pub kind: String,
     pub apply_id: Option<u64>,
     pub course_id: Option<u64>,
@@ -34,7 +46,42 @@ pub struct Notification {
     pub created_at_ms: u64,
 }
 
-impl Record for Notification {}
+/// A notification as version 1 stored it, before `recipient_role`.
+#[derive(Deserialize)]
+struct NotificationV1 {
+    id: u64,
+    recipient: String,
+    kind: String,
+    apply_id: Option<u64>,
+    course_id: Option<u64>,
+    message: String,
+    created_at_ms: u64,
+}
+
+impl Record for Notification {
+    /// 2: `recipient_role` added.
+    const VERSION: u8 = 2;
+
+    /// Version 1 had no role: the kinds that went to instructors say it.
+    fn upgrade(version: u8, body: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| {
+            postcard::from_bytes::<NotificationV1>(body).map(|v1| Notification {
+                recipient_role: if matches!(v1.kind.as_str(), "COURSE_OPENED" | "COURSE_CLOSED") {
+                    RecipientRole::Instructor
+                } else {
+                    RecipientRole::Student
+                },
+                id: v1.id,
+                recipient: v1.recipient,
+                kind: v1.kind,
+                apply_id: v1.apply_id,
+                course_id: v1.course_id,
+                message: v1.message,
+                created_at_ms: v1.created_at_ms,
+            })
+        })
+    }
+}
 
 pub(crate) const NOTIFICATIONS: Table<u64, Notification> = Table::new("notifications");
 /// (recipient, notification id).
@@ -97,12 +144,18 @@ fn last_id_in(path: &std::path::Path) -> Result<u64, std::io::Error> {
         }
     };
     let last_line = whole.rsplit(|&b| b == b'\n').next().unwrap_or(&[]);
-    Ok(serde_json::from_slice::<Notification>(last_line).map(|n| n.id).unwrap_or(0))
+    // Only the id: lines written before a field was added still count.
+    #[derive(Deserialize)]
+    struct Line {
+        id: u64,
+    }
+    Ok(serde_json::from_slice::<Line>(last_line).map(|n| n.id).unwrap_or(0))
 }
 
 /// A notification before it has an id.
 struct Notice {
     recipient: String,
+    recipient_role: RecipientRole,
     kind: &'static str,
     apply_id: Option<u64>,
     course_id: Option<u64>,
@@ -110,48 +163,48 @@ struct Notice {
 }
 
 fn notice(
-    recipient: &str,
+    (recipient_role, recipient): (RecipientRole, &str),
     kind: &'static str,
     apply_id: Option<u64>,
     course_id: Option<u64>,
     message: String,
 ) -> Notice {
-    Notice { recipient: recipient.to_owned(), kind, apply_id, course_id, message }
+    Notice { recipient: recipient.to_owned(), recipient_role, kind, apply_id, course_id, message }
 }
 
 /// The notifications an event causes.
 fn notices(event: &Event) -> Vec<Notice> {
     match event {
         Event::EnrollmentCompleted { enrollment_id, course_id, course_name, student, fee, .. } => vec![notice(
-            student.as_str(),
+            (RecipientRole::Student, student.as_str()),
             "ENROLLMENT_COMPLETED",
             Some(enrollment_id.get()),
             Some(course_id.get()),
             format!("Your enrollment {enrollment_id} in {course_name} is completed ({fee} won paid)."),
         )],
         Event::EnrollmentCanceled { enrollment_id, course_id, course_name, student, .. } => vec![notice(
-            student.as_str(),
+            (RecipientRole::Student, student.as_str()),
             "ENROLLMENT_CANCELED",
             Some(enrollment_id.get()),
             Some(course_id.get()),
             format!("Your enrollment {enrollment_id} in {course_name} is canceled."),
         )],
         Event::PaymentApproved { enrollment_id, course_id, student, amount, .. } => vec![notice(
-            student.as_str(),
+            (RecipientRole::Student, student.as_str()),
             "PAYMENT_APPROVED",
             Some(enrollment_id.get()),
             Some(course_id.get()),
             format!("Your payment of {amount} won for enrollment {enrollment_id} is approved."),
         )],
         Event::PaymentCanceled { enrollment_id, student, amount, .. } => vec![notice(
-            student.as_str(),
+            (RecipientRole::Student, student.as_str()),
             "PAYMENT_CANCELED",
             Some(enrollment_id.get()),
             None,
             format!("Your payment of {amount} won for enrollment {enrollment_id} is refunded."),
         )],
         Event::DeliveryStarted { enrollment_id, course_id, student, text_book, .. } => vec![notice(
-            student.as_str(),
+            (RecipientRole::Student, student.as_str()),
             "DELIVERY_STARTED",
             Some(enrollment_id.get()),
             Some(course_id.get()),
@@ -161,21 +214,21 @@ fn notices(event: &Event) -> Vec<Notice> {
             },
         )],
         Event::DeliveryCanceled { enrollment_id, course_id, student, .. } => vec![notice(
-            student.as_str(),
+            (RecipientRole::Student, student.as_str()),
             "DELIVERY_CANCELED",
             Some(enrollment_id.get()),
             Some(course_id.get()),
             format!("The shipment for enrollment {enrollment_id} is canceled."),
         )],
         Event::CourseOpened { course_id, teacher, name, student_count, .. } => vec![notice(
-            teacher.as_str(),
+            (RecipientRole::Instructor, teacher.as_str()),
             "COURSE_OPENED",
             None,
             Some(course_id.get()),
             format!("Your course {name} opens: {student_count} students enrolled."),
         )],
         Event::CourseClosed { course_id, teacher, name, student_count, .. } => vec![notice(
-            teacher.as_str(),
+            (RecipientRole::Instructor, teacher.as_str()),
             "COURSE_CLOSED",
             None,
             Some(course_id.get()),
@@ -213,6 +266,7 @@ impl Projection for NotifierProjection {
             let notification = Notification {
                 id,
                 recipient: notice.recipient.clone(),
+                recipient_role: notice.recipient_role,
                 kind: notice.kind.to_owned(),
                 apply_id: notice.apply_id,
                 course_id: notice.course_id,
@@ -233,5 +287,38 @@ impl Projection for NotifierProjection {
 
     fn committed(&self, store: &Store, _part: Part, _through_seq: u64) -> Result<(), ProjectionError> {
         self.append_missing(store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_1_records_take_their_role_from_their_kind() {
+        // Version 1's fields, in order, as postcard wrote them.
+        let v1 = |kind: &str| {
+            postcard::to_allocvec(&(7_u64, "Hong", kind, None::<u64>, Some(1_u64), "hello", 1000_u64)).unwrap()
+        };
+        let role = |kind: &str| Notification::upgrade(1, &v1(kind)).unwrap().unwrap().recipient_role;
+        assert_eq!(role("COURSE_OPENED"), RecipientRole::Instructor);
+        assert_eq!(role("COURSE_CLOSED"), RecipientRole::Instructor);
+        assert_eq!(role("ENROLLMENT_COMPLETED"), RecipientRole::Student);
+        let upgraded = Notification::upgrade(1, &v1("PAYMENT_APPROVED")).unwrap().unwrap();
+        assert_eq!((upgraded.id, upgraded.recipient.as_str(), upgraded.course_id), (7, "Hong", Some(1)));
+        assert!(Notification::upgrade(3, &[]).is_none());
+    }
+
+    #[test]
+    fn the_notice_of_a_course_goes_to_its_instructor() {
+        let notices = notices(&Event::CourseOpened {
+            course_id: crate::model::CourseId::parse(1).unwrap(),
+            teacher: crate::model::TeacherName::parse("Hong").unwrap(),
+            name: crate::model::CourseName::parse("korean").unwrap(),
+            student_count: 1,
+            at_ms: 0,
+        });
+        assert_eq!(notices.len(), 1);
+        assert_eq!((notices[0].recipient_role, notices[0].recipient.as_str()), (RecipientRole::Instructor, "Hong"));
     }
 }

@@ -30,7 +30,7 @@ use crate::mypage::{
     INSTRUCTOR_VIEWS, INSTRUCTOR_VIEWS_BY_TEACHER, InstructorView, MyPageProjection, SCHEDULES, STUDENT_VIEWS,
     STUDENT_VIEWS_BY_STUDENT, Schedule, StudentView,
 };
-use crate::notifier::{NOTIFICATIONS, NOTIFICATIONS_BY_RECIPIENT, Notification, NotifierProjection};
+use crate::notifier::{NOTIFICATIONS, NOTIFICATIONS_BY_RECIPIENT, Notification, NotifierProjection, RecipientRole};
 use crate::payment::Payment;
 use crate::payment::actor::{BreakerGate, PaymentActor, PaymentArgs, PaymentConfig, PaymentMsg, PaymentSnapshot};
 use crate::payment::gateway::{GatewayFaults, PaymentGateway, SimulatedGateway};
@@ -763,13 +763,18 @@ impl Sugang {
         paginate(self.inner.store.scan(&SCHEDULES).map(|i| i.map(|(_, v)| v)), page)
     }
 
-    /// Notifications, optionally of one recipient.
+    /// Notifications, optionally of one recipient name and/or role.
     pub fn notifications(
         &self,
         recipient: Option<&str>,
+        role: Option<RecipientRole>,
         page: PageRequest,
     ) -> Result<Paged<Notification>, StorageError> {
         let store = &self.inner.store;
+        let of_role = |n: &Result<Notification, StorageError>| match (n, role) {
+            (Ok(n), Some(role)) => n.recipient_role == role,
+            _ => true,
+        };
         match recipient {
             Some(recipient) => paginate(
                 lookup(
@@ -779,10 +784,11 @@ impl Sugang {
                         .scan_prefix(&NOTIFICATIONS_BY_RECIPIENT, &recipient.to_owned())
                         .keys()
                         .map(|k| k.map(|(_, id)| id)),
-                ),
+                )
+                .filter(of_role),
                 page,
             ),
-            None => paginate(store.scan(&NOTIFICATIONS).map(|i| i.map(|(_, v)| v)), page),
+            None => paginate(store.scan(&NOTIFICATIONS).map(|i| i.map(|(_, v)| v)).filter(of_role), page),
         }
     }
 

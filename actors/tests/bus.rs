@@ -348,7 +348,7 @@ fn kinds(notifications: &[Notification]) -> BTreeMap<&str, usize> {
 /// Every notification the log implies exists exactly once in the table, and
 /// `notifications.log` holds exactly the table's notifications, once each.
 fn check_notifications(system: &Sugang, dir: &Path) -> Vec<Notification> {
-    let stored = system.notifications(None, ALL).unwrap().items;
+    let stored = system.notifications(None, None, ALL).unwrap().items;
     let events = all_events(system.store());
     assert_eq!(events.first().map(|e| e.seq), Some(1), "the whole log is kept (no retention here)");
     let implied = tally(events.iter().filter_map(|e| implied_notice(&e.event)));
@@ -895,7 +895,7 @@ async fn retention_trims_below_every_offset_and_a_stopped_subscriber_holds_the_l
         async move { first.is_none_or(|f| f > last) }
     })
     .await;
-    assert_eq!(system.notifications(None, ALL).unwrap().total, 20 * 3 + 2, "no event missed while it was down");
+    assert_eq!(system.notifications(None, None, ALL).unwrap().total, 20 * 3 + 2, "no event missed while it was down");
 
     // Stopped again at offset O: events above O stay while the others move on.
     assert_eq!(system.set_subscriber_down("notifier", true).await, Ok(true));
@@ -909,7 +909,7 @@ async fn retention_trims_below_every_offset_and_a_stopped_subscriber_holds_the_l
     assert_eq!(system.set_subscriber_down("notifier", false).await, Ok(true));
     caught_up(&system, Duration::from_secs(30)).await;
     assert_eq!(
-        system.notifications(None, ALL).unwrap().total,
+        system.notifications(None, None, ALL).unwrap().total,
         40 * 3 + 2 + 5 * 3,
         "the notifier applied every held event"
     );

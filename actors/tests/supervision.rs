@@ -218,7 +218,7 @@ async fn a_crash_looping_subscriber_is_held_down_lags_and_catches_up_exactly_onc
         .map(|e| e.id.get())
         .collect();
     assert_eq!(completed.len(), 3 + 1 + 5);
-    let stored = system.notifications(None, ALL).unwrap().items;
+    let stored = system.notifications(None, None, ALL).unwrap().items;
     let mut per_enrollment: HashMap<u64, usize> = HashMap::new();
     for n in stored.iter().filter(|n| n.kind == "ENROLLMENT_COMPLETED") {
         *per_enrollment.entry(n.apply_id.expect("an enrollment's notification")).or_default() += 1;

@@ -17,6 +17,7 @@ use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, Problem};
 use crate::extract::{IdPath, Int, Json};
+use crate::openapi::integers;
 use crate::openapi::shared::{BadId, NoValidToken};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -103,7 +104,7 @@ impl From<GatewayFaults> for PaymentFaultsModel {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PaymentFaultsChange {
     /// How long every answer takes, in milliseconds.
-    #[schema(value_type = Option<u64>, minimum = 0, maximum = 60000)]
+    #[schema(schema_with = integers::latency_ms_or_null)]
     latency_ms: Option<Int>,
     /// The share of calls, 0.0 to 1.0, that fail as unavailable.
     #[schema(minimum = 0.0, maximum = 1.0)]
@@ -198,8 +199,6 @@ async fn payment_faults(
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         NoValidToken,
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn set_payment_faults(
@@ -245,8 +244,6 @@ async fn panic_course(
         NoValidToken,
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown subscriber", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The bus did not answer", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),

@@ -23,6 +23,7 @@ use crate::auth::{AuthUser, Caller, Role};
 use crate::error::{ApiError, Problem};
 use crate::extract::{IdPath, Int, Json, Params};
 use crate::hal::{Link, collection, command_response, map_page, rfc3339, self_href};
+use crate::openapi::integers;
 use crate::openapi::shared::{BadId, BadQuery, NoValidToken, NotYours, Paging, Unknown};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -105,12 +106,13 @@ impl From<Enrollment> for ClassModel {
 
 collection!(ClassCollection, ClassEmbedded, classes, ClassModel);
 
-/// `POST /classes`. Legacy `fee` (409 if stale) and `textBook` (ignored: it
-/// is the course's) may be sent.
+/// `POST /classes`. Legacy `fee` (409 if stale) and `textBook` (a string,
+/// ignored: it is the course's) may be sent.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct NewClass {
-    #[schema(required = true, value_type = u64, minimum = 1, example = 1)]
+    /// An integer, or a string of digits (`"1"`).
+    #[schema(required = true, schema_with = integers::id)]
     course_id: Option<Int>,
     /// Required in open mode; with tokens, a student's own name (the
     /// default).
@@ -127,8 +129,19 @@ pub(crate) struct NewClass {
     #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", example = "010-1234-5678")]
     telephone_info: Option<String>,
     /// The fee the client saw: 409 if the course's fee is now different.
-    #[schema(value_type = Option<u64>, minimum = 0, maximum = 1_000_000_000_000_u64)]
+    #[schema(schema_with = integers::fee_or_null)]
     fee: Option<Int>,
+    /// Legacy, and ignored (the course's textbook is shipped); if sent, a
+    /// string.
+    #[serde(rename = "textBook", default, deserialize_with = "legacy_text")]
+    #[schema(value_type = Option<String>)]
+    _text_book: (),
+}
+
+/// A legacy text field that is read only to check its type: a string or
+/// `null`; anything else is refused with the field's name.
+fn legacy_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<(), D::Error> {
+    Option::<String>::deserialize(deserializer).map(drop)
 }
 
 impl NewClass {
@@ -165,10 +178,12 @@ fn find(state: &AppState, id: u64) -> Result<Enrollment, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("class {id} not found")))
 }
 
-/// 403 unless the caller is the enrollment's student, its course's teacher,
-/// or an admin.
-pub(crate) fn may_read(caller: &Caller, e: &Enrollment) -> Result<(), ApiError> {
-    caller.require_owner(e.student.as_str()).or_else(|_| caller.require_owner(e.teacher.as_str()))
+/// 403 unless the caller is the enrollment's student (as a student), its
+/// course's teacher (as an instructor), or an admin.
+fn may_read(caller: &Caller, e: &Enrollment) -> Result<(), ApiError> {
+    caller
+        .require_person(Role::Student, e.student.as_str())
+        .or_else(|_| caller.require_person(Role::Instructor, e.teacher.as_str()))
 }
 
 /// Lists enrollments.
@@ -192,7 +207,7 @@ async fn list(
     uri: Uri,
 ) -> Result<JsonBody<ClassCollection>, ApiError> {
     let course_id = params.id("courseId")?;
-    let status = match params.text("status")?.as_deref() {
+    let status = match params.keyword("status") {
         None => None,
         Some("COMPLETED") => Some(EnrollStatus::Completed),
         Some("CANCELED") => Some(EnrollStatus::Canceled),
@@ -213,7 +228,7 @@ async fn list(
                 .course(CourseId::parse(course)?)
                 .map_err(ApiError::internal)?
                 .ok_or_else(|| ApiError::NotFound(format!("course {course} not found")))?;
-            caller.require_owner(record.teacher.as_str())?;
+            caller.require_person(Role::Instructor, record.teacher.as_str())?;
             requested
         }
         Role::Student => caller.as_self(Role::Student, requested)?,
@@ -253,8 +268,6 @@ async fn show(
         (status = 403, description = "Not a student, or not as yourself", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown course", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Course full, already enrolled, or a stale fee", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Payment unavailable or overloaded (see Retry-After)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),
@@ -267,7 +280,7 @@ async fn enroll(
 ) -> Result<Response, ApiError> {
     caller.require_role(Role::Student)?;
     let request = body.parse(caller.name())?;
-    caller.require_owner(request.student.as_str())?;
+    caller.require_person(Role::Student, request.student.as_str())?;
     let done = state.sugang.enroll(request).await?;
     let model = ClassModel::from(done.value);
     tracing::info!(enrollment_id = model.id, course_id = model.course_id, "enrolled");
@@ -292,7 +305,7 @@ async fn cancel(
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     let enrollment = find(&state, id)?;
-    caller.require_owner(enrollment.student.as_str())?;
+    caller.require_person(Role::Student, enrollment.student.as_str())?;
     let done = state.sugang.cancel(enrollment.id).await?;
     Ok(command_response::<()>(StatusCode::NO_CONTENT, done.seq, None, None))
 }

@@ -19,6 +19,7 @@ use crate::auth::{AuthUser, MaybeAuthUser, Role};
 use crate::error::{ApiError, Problem};
 use crate::extract::{IdPath, Int, Json, Params};
 use crate::hal::{SelfLinks, collection, command_response, map_page, self_href};
+use crate::openapi::integers;
 use crate::openapi::shared::{BadId, BadQuery, NoValidToken, Paging};
 use crate::{AppState, nullable};
 
@@ -84,13 +85,16 @@ pub(crate) struct NewCourse {
     /// default).
     #[schema(required = true, value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", example = "Hong-Gil-dong")]
     teacher: Option<String>,
-    #[schema(required = true, value_type = u64, minimum = 0, maximum = 1_000_000_000_000_u64, example = 10000)]
+    /// In won: an integer, or a string of digits (`"10000"`).
+    #[schema(required = true, schema_with = integers::fee)]
     fee: Option<Int>,
     #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$", example = "kor_book")]
     text_book: Option<String>,
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000, example = 40)]
+    /// Absent or `null`: unlimited.
+    #[schema(schema_with = integers::count_or_null)]
     capacity: Option<Int>,
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000, example = 1)]
+    /// Absent or `null`: 1.
+    #[schema(schema_with = integers::count_or_null)]
     min_students: Option<Int>,
 }
 
@@ -129,16 +133,17 @@ pub(crate) struct CourseChange {
     #[schema(value_type = String, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = u64, minimum = 0, maximum = 1_000_000_000_000_u64)]
+    #[schema(schema_with = integers::fee)]
     fee: Option<Option<Int>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     text_book: Option<Option<String>>,
+    /// `null`: unlimited.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    #[schema(schema_with = integers::count_or_null)]
     capacity: Option<Option<Int>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = u32, minimum = 1, maximum = 1_000_000)]
+    #[schema(schema_with = integers::count)]
     min_students: Option<Option<Int>>,
 }
 
@@ -223,8 +228,6 @@ async fn show(
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         NoValidToken,
         (status = 403, description = "Not an instructor, or not as yourself", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Overloaded", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -236,7 +239,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     caller.require_role(Role::Instructor)?;
     let (teacher, details) = body.parse(caller.name())?;
-    caller.require_owner(teacher.as_str())?;
+    caller.require_person(Role::Instructor, teacher.as_str())?;
     let done = state.sugang.register_course(teacher, details).await?;
     let model = CourseModel::from(done.value);
     Ok(command_response(StatusCode::CREATED, done.seq, Some(format!("/courses/{}", model.id)), Some(model)))
@@ -253,8 +256,6 @@ async fn create(
         (status = 403, description = "Not the course's teacher", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown course", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Capacity below studentCount", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Overloaded", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -266,7 +267,7 @@ async fn modify(
     Json(body): Json<CourseChange>,
 ) -> Result<Response, ApiError> {
     let course = find(&state, id)?;
-    caller.require_owner(course.teacher.as_str())?;
+    caller.require_person(Role::Instructor, course.teacher.as_str())?;
     let patch = CoursePatch::try_from(body)?;
     let done = state.sugang.modify_course(course.id, patch).await?;
     Ok(command_response(StatusCode::OK, done.seq, None, Some(CourseModel::from(done.value))))
@@ -291,7 +292,7 @@ async fn remove(
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     let course = find(&state, id)?;
-    caller.require_owner(course.teacher.as_str())?;
+    caller.require_person(Role::Instructor, course.teacher.as_str())?;
     let done = state.sugang.delete_course(course.id).await?;
     Ok(command_response::<()>(StatusCode::NO_CONTENT, done.seq, None, None))
 }

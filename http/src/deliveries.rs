@@ -133,6 +133,6 @@ async fn show(
         .delivery(id)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("delivery {id} not found")))?;
-    caller.require_owner(delivery.student.as_str())?;
+    caller.require_person(Role::Student, delivery.student.as_str())?;
     Ok(JsonBody(delivery.into()))
 }

@@ -58,7 +58,10 @@ pub enum ApiError {
     /// 402.
     #[error("{0}")]
     PaymentDeclined(String),
-    /// 413.
+    /// 408: the body did not arrive in time. The connection is closed.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
+    /// 413. The connection is closed (the rest of the body is not read).
     #[error("the request body is larger than the limit")]
     PayloadTooLarge,
     /// 415.
@@ -106,6 +109,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::ConflictOn { .. } => StatusCode::CONFLICT,
             ApiError::PaymentDeclined(_) => StatusCode::PAYMENT_REQUIRED,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -150,6 +154,11 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RequestTimeout | ApiError::PayloadTooLarge => {
+                // The body was not read to its end: the connection cannot
+                // carry another request.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -9,9 +9,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use serde::Deserialize;
-use serde::de::{DeserializeOwned, Deserializer, Error as _, Unexpected, Visitor};
+use serde::de::{DeserializeOwned, Deserializer, Visitor};
 use sugang_actors::PageRequest;
 
 use crate::error::ApiError;
@@ -23,9 +23,27 @@ pub(crate) const MAX_PAGE_SIZE: usize = 1000;
 /// The largest page number a client may ask for (far beyond any data).
 pub(crate) const MAX_PAGE: u64 = 1_000_000_000;
 
-/// An integer in a JSON body. JSON (and JSON Schema) counts `78.0` as the
-/// integer 78, so integral floats are accepted; anything else is refused
-/// with the field's name.
+/// The one integer parser of the edge, for query parameters, path ids and
+/// integers sent as strings in JSON bodies: a string of ASCII decimal digits
+/// (leading zeros allowed, as Spring's binding allowed them), at most
+/// `i64::MAX` (what JSON and OpenAPI's `int64` carry). No sign, no spaces, no
+/// fraction or exponent, no other digits (`"１２"`), nothing empty. The error
+/// says what was wrong, for a problem's `detail`.
+pub(crate) fn parse_digits(raw: &str) -> Result<u64, String> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("must be an integer written with the digits 0-9 only, got {raw:?}"));
+    }
+    raw.parse::<u64>()
+        .ok()
+        .filter(|&n| i64::try_from(n).is_ok())
+        .ok_or_else(|| format!("must be at most {}, got {raw}", i64::MAX))
+}
+
+/// An integer in a JSON body: a JSON integer, or a string of decimal digits
+/// (`"10000"`, as httpie's `fee=10000` sends it) read by [`parse_digits`].
+/// A number with a fraction or an exponent (`1e3`, `1.0`, `-0.0`), a
+/// boolean or any other string is refused, and the extractor names the
+/// field. Whether the value is in range is the domain newtype's business.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Int(pub(crate) i64);
 
@@ -37,7 +55,7 @@ impl<'de> Deserialize<'de> for Int {
             type Value = Int;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an integer")
+                f.write_str("an integer, or a string of decimal digits")
             }
 
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Int, E> {
@@ -45,27 +63,43 @@ impl<'de> Deserialize<'de> for Int {
             }
 
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Int, E> {
-                i64::try_from(v).map(Int).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &"a smaller integer"))
+                i64::try_from(v).map(Int).map_err(|_| E::custom(format!("must be at most {}, got {v}", i64::MAX)))
             }
 
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Int, E> {
-                // 2^63 as f64: integral floats below it convert exactly.
-                const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-                if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
-                    Ok(Int(v as i64))
-                } else {
-                    Err(E::invalid_type(Unexpected::Float(v), &self))
-                }
+                Err(E::custom(format!(
+                    "must be an integer: a number with a fraction or an exponent ({v:?}) is not one"
+                )))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Int, E> {
+                parse_digits(v).map(|n| Int(n as i64)).map_err(E::custom)
             }
         }
 
-        deserializer.deserialize_any(IntVisitor).map_err(D::Error::custom)
+        deserializer.deserialize_any(IntVisitor)
     }
+}
+
+/// When the body of a request must have arrived: set by the server as the
+/// request's head arrives, enforced by [`Json`] as it reads the body (408).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyDeadline(pub(crate) tokio::time::Instant);
+
+/// Whether a request says its body is JSON: `application/json` or any
+/// `application/…+json`, parameters (`charset`) allowed.
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).and_then(|ct| ct.to_str().ok()).and_then(|ct| ct.split(';').next()).is_some_and(|mime| {
+        let mime = mime.trim().to_ascii_lowercase();
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    })
 }
 
 /// A JSON body. Malformed JSON is 400; a field of the wrong type is 422
 /// naming the field (found with `serde_path_to_error`); a body over the limit
-/// is 413; a content type that is not JSON is 415. Unknown fields are ignored.
+/// is 413; a missing content type, or one that is not JSON, is 415; a body
+/// that has not arrived by its [`BodyDeadline`] is 408. Unknown fields are
+/// ignored.
 pub(crate) struct Json<T>(pub(crate) T);
 
 impl<S, T> FromRequest<S> for Json<T>
@@ -76,16 +110,18 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        if let Some(content_type) = req.headers().get(CONTENT_TYPE) {
-            let is_json = content_type.to_str().ok().and_then(|ct| ct.split(';').next()).is_some_and(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-            });
-            if !is_json {
-                return Err(ApiError::UnsupportedMediaType("the body must be application/json".into()));
-            }
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "the body must be JSON: send Content-Type: application/json".into(),
+            ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let deadline = req.extensions().get::<BodyDeadline>().copied();
+        let read = Bytes::from_request(req, state);
+        let read = match deadline {
+            Some(BodyDeadline(at)) => tokio::time::timeout_at(at, read).await.map_err(|_| ApiError::RequestTimeout)?,
+            None => read.await,
+        };
+        let bytes = read.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
             } else {
@@ -116,10 +152,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::bad_field("id", format!("bad path: {e}")))?;
-        match raw.parse::<u64>() {
+        match parse_digits(&raw) {
             Ok(0) => Err(ApiError::NotFound("nothing has id 0: ids start at 1".into())),
             Ok(id) => Ok(IdPath(id)),
-            Err(_) => Err(ApiError::bad_field("id", format!("must be a positive integer, got {raw:?}"))),
+            Err(detail) => Err(ApiError::bad_field("id", detail)),
         }
     }
 }
@@ -154,16 +190,16 @@ impl Params {
         Ok(self.raw(name).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned))
     }
 
+    /// An enumerated filter (a status, a role): present but empty is a bad
+    /// value, not "no filter", since no value of the enumeration is empty.
+    pub(crate) fn keyword(&self, name: &str) -> Option<&str> {
+        self.raw(name)
+    }
+
     /// A non-negative integer that JSON and OpenAPI's `int64` carry (at
     /// most `i64::MAX`).
     pub(crate) fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
-        self.raw(name)
-            .map(|v| {
-                v.parse::<i64>().ok().and_then(|n| u64::try_from(n).ok()).ok_or_else(|| {
-                    ApiError::invalid(name, format!("must be an integer from 0 to {}, got {v:?}", i64::MAX))
-                })
-            })
-            .transpose()
+        self.raw(name).map(|v| parse_digits(v).map_err(|detail| ApiError::invalid(name, detail))).transpose()
     }
 
     /// An id filter: a positive integer.
@@ -218,15 +254,49 @@ mod tests {
     }
 
     #[test]
-    fn integers_may_be_written_as_integral_floats() {
+    fn integers_are_json_integers_or_digit_strings() {
         let int = |json: &str| serde_json::from_str::<Int>(json).map(|i| i.0).map_err(|e| e.to_string());
         assert_eq!(int("78"), Ok(78));
-        assert_eq!(int("-3"), Ok(-3));
-        assert_eq!(int("78.0"), Ok(78));
-        assert!(int("78.5").is_err());
-        assert!(int("1e300").is_err());
-        assert!(int("18446744073709551615").is_err());
-        assert!(int("\"7\"").is_err());
+        assert_eq!(int("-3"), Ok(-3), "the domain decides whether a negative is allowed");
+        assert_eq!(int("\"10000\""), Ok(10000));
+        assert_eq!(int("\"007\""), Ok(7));
+        assert_eq!(int("\"9223372036854775807\""), Ok(i64::MAX));
+        for refused in [
+            "78.0",
+            "78.5",
+            "1e3",
+            "1E3",
+            "-0.0",
+            "-0",
+            "1e300",
+            "18446744073709551615",
+            "9223372036854775808",
+            "true",
+            "null",
+            "[1]",
+            "\"\"",
+            "\" 1\"",
+            "\"1 \"",
+            "\"+1\"",
+            "\"-1\"",
+            "\"0x10\"",
+            "\"1e3\"",
+            "\"1.0\"",
+            "\"１２\"",
+            "\"٣\"",
+            "\"9223372036854775808\"",
+        ] {
+            assert!(int(refused).is_err(), "{refused} was accepted as {:?}", int(refused));
+        }
+    }
+
+    #[test]
+    fn the_digit_parser_is_strict() {
+        assert_eq!(parse_digits("0"), Ok(0));
+        assert_eq!(parse_digits("0042"), Ok(42));
+        for refused in ["", " 1", "1 ", "+1", "-1", "0x10", "1_000", "１２", "1.0", "99999999999999999999"] {
+            assert!(parse_digits(refused).is_err(), "{refused:?}");
+        }
     }
 
     #[test]
@@ -237,6 +307,8 @@ mod tests {
         assert_eq!(p.text("empty").unwrap(), None);
         assert!(p.id("zero").is_err());
         assert!(params("n=9223372036854775808").number("n").is_err());
+        assert!(params("n=%2B1").number("n").is_err(), "+1");
+        assert!(params("n=-0").number("n").is_err());
         assert_eq!(params("n=9223372036854775807").number("n").unwrap(), Some(i64::MAX as u64));
         assert_eq!(p.text("absent").unwrap(), None);
     }

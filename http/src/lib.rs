@@ -9,13 +9,15 @@
 //!
 //! # Layout
 //!
-//! - `server`: [`serve`], [`ServeConfig`]: the tower stack (request ids,
-//!   tracing, body limit, concurrency limit with load shedding), readiness
-//!   and graceful shutdown.
+//! - `server`: [`serve`], [`ServeConfig`]: HTTP/1 connections with the
+//!   edge's limits (header size and time, body size, type and time), the
+//!   tower stack (request ids, tracing, concurrency limit with load
+//!   shedding), readiness and graceful shutdown.
 //! - `error`: [`ApiError`], the one error of the edge, as problem+json.
 //! - `extract`: extractors whose rejections are `ApiError`s: JSON bodies,
-//!   query parameters, path ids.
-//! - `auth`: [`Auth`], tokens, and the `AuthUser`/`MaybeAuthUser` extractors.
+//!   query parameters, path ids; and the edge's one integer parser.
+//! - `auth`: [`Auth`], tokens, a person as (role, name), and the
+//!   `AuthUser`/`MaybeAuthUser` extractors.
 //! - `hal`: links, pages, collections, command responses, RFC 3339 times.
 //! - `courses`, `classes`, `payments`, `deliveries`, `schedules`, `mypages`,
 //!   `notifications`: one module per resource, each with its `router()`.
@@ -48,7 +50,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Deserializer};
 use sugang_actors::Sugang;
 
-pub use auth::{Auth, Role, TokenError};
+pub use auth::{Auth, MIN_SECRET_BYTES, Role, SecretError, TokenError};
 pub use error::ApiError;
 pub use ops::install_metrics;
 pub use server::{ServeConfig, ServeError, answer_while_starting, serve};

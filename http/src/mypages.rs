@@ -168,7 +168,7 @@ async fn show_instructor(
         .instructor_view(id)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("mypage {id} not found")))?;
-    caller.require_owner(view.teacher.as_str())?;
+    caller.require_person(Role::Instructor, view.teacher.as_str())?;
     Ok(JsonBody(view.into()))
 }
 
@@ -217,6 +217,6 @@ async fn show_student(
         .student_view(id)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("inquiryMypage {id} not found")))?;
-    caller.require_owner(view.student.as_str())?;
+    caller.require_person(Role::Student, view.student.as_str())?;
     Ok(JsonBody(view.into()))
 }

@@ -1,5 +1,8 @@
 //! `/notifications`: one per status change, kept by the `notifier`
-//! subscriber (`?after=` waits for it). Each person reads only their own.
+//! subscriber (`?after=` waits for it). A notification is addressed to a
+//! person, (`recipientRole`, `recipient`), and only that person (or an
+//! admin) reads it: a student and an instructor of the same name read
+//! different notifications.
 //!
 //! Owns the notification representation.
 
@@ -8,10 +11,10 @@ use axum::http::Uri;
 use axum::routing::get;
 use axum::{Json as JsonBody, Router};
 use serde::Serialize;
-use sugang_actors::Notification;
+use sugang_actors::{Notification, RecipientRole};
 use utoipa::ToSchema;
 
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Caller, Role};
 use crate::error::ApiError;
 use crate::extract::{IdPath, Params};
 use crate::hal::{SelfLinks, collection, map_page, rfc3339, self_href};
@@ -25,13 +28,40 @@ pub(crate) fn router() -> Router<AppState> {
 /// The read model these endpoints wait for.
 const SUBSCRIBER: &str = "notifier";
 
+/// Whom a notification is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RecipientRoleModel {
+    Student,
+    Instructor,
+}
+
+impl From<RecipientRole> for RecipientRoleModel {
+    fn from(role: RecipientRole) -> Self {
+        match role {
+            RecipientRole::Student => RecipientRoleModel::Student,
+            RecipientRole::Instructor => RecipientRoleModel::Instructor,
+        }
+    }
+}
+
+/// The token role of a notification's recipient.
+fn role_of(role: RecipientRole) -> Role {
+    match role {
+        RecipientRole::Student => Role::Student,
+        RecipientRole::Instructor => Role::Instructor,
+    }
+}
+
 /// A notification.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct NotificationModel {
     id: u64,
-    /// The student or instructor it is for.
+    /// The name of the student or instructor it is for.
     recipient: String,
+    /// With `recipient`, the person it is for.
+    recipient_role: RecipientRoleModel,
     #[schema(example = "EnrollmentCompleted")]
     kind: String,
     apply_id: Option<u64>,
@@ -49,6 +79,7 @@ impl From<Notification> for NotificationModel {
             id: n.id,
             links: SelfLinks::to(format!("/notifications/{}", n.id)),
             recipient: n.recipient,
+            recipient_role: n.recipient_role.into(),
             kind: n.kind,
             apply_id: n.apply_id,
             course_id: n.course_id,
@@ -60,10 +91,40 @@ impl From<Notification> for NotificationModel {
 
 collection!(NotificationCollection, NotificationEmbedded, notifications, NotificationModel);
 
+/// `?recipientRole=`: `student` or `instructor`.
+fn recipient_role(params: &Params) -> Result<Option<RecipientRole>, ApiError> {
+    match params.keyword("recipientRole") {
+        None => Ok(None),
+        Some("student") => Ok(Some(RecipientRole::Student)),
+        Some("instructor") => Ok(Some(RecipientRole::Instructor)),
+        Some(other) => Err(ApiError::invalid("recipientRole", format!("must be student or instructor, got {other:?}"))),
+    }
+}
+
+/// Whose notifications a caller lists: an admin, whatever the filters say;
+/// anyone else, their own (role, name), and naming another person or role
+/// is 403.
+fn addressee(
+    caller: &Caller,
+    name: Option<String>,
+    role: Option<RecipientRole>,
+) -> Result<(Option<String>, Option<RecipientRole>), ApiError> {
+    let own_role = match caller.role() {
+        Role::Admin => return Ok((name, role)),
+        Role::Student => RecipientRole::Student,
+        Role::Instructor => RecipientRole::Instructor,
+    };
+    if role.is_some_and(|role| role != own_role) {
+        return Err(ApiError::Forbidden("you may read only your own notifications".into()));
+    }
+    Ok((caller.as_self(caller.role(), name)?, Some(own_role)))
+}
+
 /// Lists notifications (a person's own by default).
 #[utoipa::path(get, path = "/notifications", tag = "read models",
     params(
-        ("recipient" = Option<String>, Query, description = "Only this person's"),
+        ("recipient" = Option<String>, Query, description = "Only this name's (a caller's own by default)"),
+        ("recipientRole" = Option<RecipientRoleModel>, Query, description = "Only this role's (a caller's own by default)"),
         After, Paging,
     ),
     responses(
@@ -76,10 +137,10 @@ async fn list(
     params: Params,
     uri: Uri,
 ) -> Result<JsonBody<NotificationCollection>, ApiError> {
-    let recipient = caller.myself(params.text("recipient")?)?;
+    let (recipient, role) = addressee(&caller, params.text("recipient")?, recipient_role(&params)?)?;
     let page = params.page()?;
     caught_up(&state, SUBSCRIBER, &params).await?;
-    let paged = state.sugang.notifications(recipient.as_deref(), page).map_err(ApiError::internal)?;
+    let paged = state.sugang.notifications(recipient.as_deref(), role, page).map_err(ApiError::internal)?;
     Ok(JsonBody(NotificationCollection::new(map_page(paged, NotificationModel::from), page, self_href(&uri))))
 }
 
@@ -105,6 +166,6 @@ async fn show(
         .notification(id)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("notification {id} not found")))?;
-    caller.require_owner(&notification.recipient)?;
+    caller.require_person(role_of(notification.recipient_role), &notification.recipient)?;
     Ok(JsonBody(notification.into()))
 }

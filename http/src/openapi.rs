@@ -1,8 +1,12 @@
 //! The OpenAPI 3.1 document, generated from the handlers' `utoipa::path`
-//! attributes and the representations' `ToSchema` derives: nothing here is
-//! written by hand but the list of what to include.
+//! attributes and the representations' `ToSchema` derives. Written by hand
+//! here, once each: what to include, the answers of the edge itself (408,
+//! 413, 415, 431) that every operation can give, and the schema of an
+//! integer field (a JSON integer or a string of digits).
 
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -45,7 +49,7 @@ use utoipa::{Modify, OpenApi};
         crate::admin::panic_course,
         crate::admin::set_subscriber,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &EdgeResponses),
     tags(
         (name = "courses", description = "The catalog"),
         (name = "classes", description = "Enrollments: enroll and pay, cancel and refund"),
@@ -68,6 +72,101 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
+    }
+}
+
+/// The answers the edge gives before a handler runs, on every operation:
+/// 408 and 431 for any request, 413 and 415 for those with a body.
+struct EdgeResponses;
+
+impl Modify for EdgeResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                )
+                .build()
+        };
+        let add = |operation: &mut Operation| {
+            let responses = &mut operation.responses.responses;
+            responses.entry("408".into()).or_insert_with(|| {
+                problem("The headers or the body took over 10 s to arrive; the connection is closed").into()
+            });
+            responses.entry("431".into()).or_insert_with(|| {
+                ResponseBuilder::new().description("The request line and headers are over 16 KiB").build().into()
+            });
+            if operation.request_body.is_some() {
+                responses.entry("413".into()).or_insert_with(|| {
+                    problem("The body is over 64 KiB (answered at once from Content-Length)").into()
+                });
+                responses.entry("415".into()).or_insert_with(|| problem("The body is not said to be JSON").into());
+            }
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch] {
+                if let Some(operation) = operation.as_mut() {
+                    add(operation);
+                }
+            }
+        }
+    }
+}
+
+/// The schema of an integer field of a request body: a JSON integer in
+/// `[min, max]`, or a string of decimal digits (leading zeros allowed) that
+/// `pattern` matches exactly when its value is in the same range — what
+/// [`crate::extract::Int`] accepts.
+pub(crate) mod integers {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    use utoipa::openapi::{RefOr, Schema};
+
+    fn integer(min: i64, max: i64, pattern: &str, nullable: bool) -> RefOr<Schema> {
+        let mut one_of = OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                    .minimum(Some(min))
+                    .maximum(Some(max)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern)));
+        if nullable {
+            one_of = one_of.item(ObjectBuilder::new().schema_type(Type::Null));
+        }
+        RefOr::T(Schema::OneOf(one_of.build()))
+    }
+
+    /// A fee in won: 0 to 10^12.
+    pub(crate) fn fee() -> RefOr<Schema> {
+        integer(0, 1_000_000_000_000, r"^0*([0-9]{1,12}|1000000000000)$", false)
+    }
+
+    /// A fee, or `null` (absent).
+    pub(crate) fn fee_or_null() -> RefOr<Schema> {
+        integer(0, 1_000_000_000_000, r"^0*([0-9]{1,12}|1000000000000)$", true)
+    }
+
+    /// A count of seats or students: 1 to 10^6.
+    pub(crate) fn count() -> RefOr<Schema> {
+        integer(1, 1_000_000, r"^0*([1-9][0-9]{0,5}|1000000)$", false)
+    }
+
+    /// A count, or `null` (absent, or for seats: unlimited).
+    pub(crate) fn count_or_null() -> RefOr<Schema> {
+        integer(1, 1_000_000, r"^0*([1-9][0-9]{0,5}|1000000)$", true)
+    }
+
+    /// An id: from 1 (as a string, up to 18 digits).
+    pub(crate) fn id() -> RefOr<Schema> {
+        integer(1, i64::MAX, r"^0*[1-9][0-9]{0,17}$", false)
+    }
+
+    /// A simulated latency: 0 to 60000 ms, or `null` (absent: 0).
+    pub(crate) fn latency_ms_or_null() -> RefOr<Schema> {
+        integer(0, 60_000, r"^0*([0-9]{1,4}|[1-5][0-9]{4}|60000)$", true)
     }
 }
 

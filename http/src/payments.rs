@@ -13,7 +13,7 @@ use sugang_actors::{EnrollmentId, PayStatus, Payment};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Role};
 use crate::error::ApiError;
 use crate::extract::{IdPath, Params};
 use crate::hal::{Link, collection, map_page, self_href};
@@ -110,7 +110,7 @@ async fn list(
     }
     let paged = state.sugang.payments(apply_id, page).map_err(ApiError::internal)?;
     for payment in &paged.items {
-        caller.require_owner(payment.student.as_str())?;
+        caller.require_person(Role::Student, payment.student.as_str())?;
     }
     Ok(JsonBody(PaymentCollection::new(map_page(paged, PaymentModel::from), page, self_href(&uri))))
 }
@@ -133,6 +133,6 @@ async fn show(
         .payment(EnrollmentId::parse(id)?)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("payment {id} not found")))?;
-    caller.require_owner(payment.student.as_str())?;
+    caller.require_person(Role::Student, payment.student.as_str())?;
     Ok(JsonBody(payment.into()))
 }

@@ -1,11 +1,16 @@
-//! Running the router: the tower stack around it, readiness, and graceful
-//! shutdown.
+//! Running the router: the connections, the tower stack around the router,
+//! readiness, and graceful shutdown.
 //!
-//! Owns what happens between the socket and a handler: request ids, the
-//! request span, the 64 KiB body limit, the global concurrency limit that
-//! sheds load (503 + Retry-After, never an unbounded queue), the latency
-//! histogram, and the drain on shutdown (readiness 503, in-flight requests
-//! finish, then the actor system stops and flushes).
+//! Owns what happens between the socket and a handler: HTTP/1 connections
+//! with the edge's limits (request line and headers over 16 KiB are 431; a
+//! client that takes over 10 s to send its headers gets 408 and is
+//! disconnected, and one that takes over 10 s more for its body gets 408
+//! from the JSON extractor, against the [`BodyDeadline`] set here), request
+//! ids, the request span, the 64 KiB body limit (413 at once when
+//! `Content-Length` says so), the rule that a body is JSON (415), the global
+//! concurrency limit that sheds load (503 + Retry-After, never an unbounded
+//! queue), the latency histogram, and the drain on shutdown (readiness 503,
+//! in-flight requests finish, then the actor system stops and flushes).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,19 +22,26 @@ use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use axum::http::{HeaderValue, Request};
-use axum::middleware;
-use axum::response::Response;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use sugang_actors::Sugang;
-use tokio::net::TcpListener;
-use tower::make::Shared;
-use tower::{BoxError, Service, ServiceBuilder};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Auth;
 use crate::error::ApiError;
+use crate::extract::{BodyDeadline, is_json};
 use crate::{AppState, ops, router};
 
 /// How the front runs.
@@ -41,12 +53,30 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     /// The largest request body, in bytes (413 beyond).
     pub body_limit: usize,
+    /// The most bytes a request line and its headers may take together
+    /// (431 beyond).
+    pub max_header_bytes: usize,
+    /// How long a client may take to send a request's line and headers,
+    /// counted from the connection's start or the previous answer (408 and
+    /// disconnected beyond; an idle kept-alive connection is just closed).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body, counted from
+    /// its headers (408 and disconnected beyond).
+    pub body_timeout: Duration,
 }
 
 impl ServeConfig {
-    /// The defaults: 1024 requests in flight, 64 KiB bodies.
+    /// The contract's defaults: 1024 requests in flight, 64 KiB bodies,
+    /// 16 KiB of headers, 10 s for the headers and 10 s for the body.
     pub fn new(auth: Auth) -> Self {
-        ServeConfig { auth, max_in_flight: 1024, body_limit: 64 * 1024 }
+        ServeConfig {
+            auth,
+            max_in_flight: 1024,
+            body_limit: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+        }
     }
 
     /// Refuses an open (token-less) server on anything but loopback.
@@ -100,10 +130,150 @@ pub async fn serve(
         ready.store(false, Ordering::SeqCst);
         tracing::info!("draining: no new connections; finishing requests in flight");
     };
-    let served = axum::serve(listener, Shared::new(app)).with_graceful_shutdown(drain).await;
+    let served = accept(listener, app, &config, drain).await;
     tracing::info!("stopping the actor system");
     sugang.shutdown().await;
     served.map_err(ServeError::Io)
+}
+
+/// Accepts connections until `drain` completes, then stops accepting, lets
+/// every connection finish the request it is serving, and returns once all
+/// are closed.
+async fn accept<A>(
+    listener: TcpListener,
+    app: A,
+    config: &ServeConfig,
+    drain: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    A: Service<Request<Body>, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static,
+{
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_header_size(config.max_header_bytes)
+        // Room for a head a little over the limit, so that it is measured
+        // exactly; a longer one is refused when the buffer fills.
+        .max_buf_size((4 * config.max_header_bytes).max(MIN_BUF_SIZE));
+    let http = Arc::new(http);
+    // Each connection holds a receiver: `closed()` below waits for the last.
+    let (closing, watching) = watch::channel(false);
+    let mut drain = std::pin::pin!(drain);
+    loop {
+        let stream = tokio::select! {
+            () = &mut drain => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        let limits = ConnectionLimits { body_timeout: config.body_timeout };
+        tokio::spawn(connection(stream, http.clone(), app.clone(), watching.clone(), limits));
+    }
+    drop(listener);
+    drop(watching);
+    // No receiver left is fine: every connection is already gone.
+    let _ = closing.send(true);
+    closing.closed().await;
+    Ok(())
+}
+
+/// hyper's smallest allowed read buffer.
+const MIN_BUF_SIZE: usize = 8192;
+
+/// What a connection enforces itself (the rest is in the http1 builder).
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    /// From a request's head to the end of its body.
+    body_timeout: Duration,
+}
+
+/// A failed `accept`: a connection reset before it was accepted is nothing;
+/// anything else (out of descriptors) is logged, and accepting pauses for a
+/// second rather than spinning.
+async fn accept_failed(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(%error, "accepting a connection failed; pausing for 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Serves one HTTP/1 connection until the client closes it, a limit closes
+/// it, or `closing` turns true (then the request in flight finishes first).
+async fn connection<A>(
+    stream: TcpStream,
+    http: Arc<http1::Builder>,
+    app: A,
+    mut closing: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+) where
+    A: Service<Request<Body>, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static,
+{
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+    let answered = Arc::new(AtomicBool::new(false));
+    let service = {
+        let answered = answered.clone();
+        service_fn(move |mut request: hyper::Request<Incoming>| {
+            answered.store(true, Ordering::Relaxed);
+            let deadline = tokio::time::Instant::now() + limits.body_timeout;
+            request.extensions_mut().insert(BodyDeadline(deadline));
+            app.clone().oneshot(request.map(Body::new))
+        })
+    };
+    let mut conn = http.serve_connection(TokioIo::new(stream), service);
+    // Borrowed, not moved: the receiver lives as long as the connection, so
+    // the server's drain waits for this request to finish.
+    let draining = async {
+        // An error means the server is gone: drain as well.
+        let _ = closing.wait_for(|closing| *closing).await;
+    };
+    let served = tokio::select! {
+        served = &mut conn => served,
+        () = draining => {
+            std::pin::Pin::new(&mut conn).graceful_shutdown();
+            (&mut conn).await
+        }
+    };
+    match served {
+        Ok(()) => {}
+        Err(error) if error.is_timeout() => {
+            // Headers that did not come in time. A kept-alive connection
+            // that simply stayed idle is closed without a word; a client
+            // that started a request, or never sent one, hears why.
+            let parts = conn.into_parts();
+            if !parts.read_buf.is_empty() || !answered.load(Ordering::Relaxed) {
+                let mut stream = parts.io.into_inner();
+                let answer = async {
+                    stream.write_all(header_timeout_response().as_bytes()).await?;
+                    stream.shutdown().await
+                };
+                // A client that does not read either gets a second, not more.
+                match tokio::time::timeout(Duration::from_secs(1), answer).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::debug!(%error, "cannot answer a client whose headers timed out"),
+                    Err(_) => tracing::debug!("a client whose headers timed out does not read its 408"),
+                }
+            }
+        }
+        Err(error) => tracing::debug!(%error, "connection closed with an error"),
+    }
+}
+
+/// The answer to a client whose headers took too long: 408, problem+json,
+/// and the connection closes.
+fn header_timeout_response() -> String {
+    let body = r#"{"type":"about:blank","title":"Request Timeout","status":408,"detail":"the request headers did not arrive in time"}"#;
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// Answers on `listener` while `start` runs (the store opening, sagas being
@@ -156,6 +326,7 @@ fn app(
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .with_state(state)
         .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(middleware::from_fn_with_state(config.body_limit, check_body_headers))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
@@ -173,6 +344,25 @@ fn app(
         .load_shed()
         .concurrency_limit(config.max_in_flight.max(1))
         .service(router)
+}
+
+/// What the headers say about the body, checked before anyone reads it: a
+/// `Content-Length` over `limit` is 413 at once (the body is never read),
+/// and a body that is not said to be JSON is 415.
+async fn check_body_headers(State(limit): State<usize>, request: Request<Body>, next: Next) -> Response {
+    let headers = request.headers();
+    let length = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if length.is_some_and(|length| length > limit as u64) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    let has_body = length.is_some_and(|length| length > 0) || headers.contains_key(TRANSFER_ENCODING);
+    if has_body && !is_json(headers) {
+        return ApiError::UnsupportedMediaType(
+            "a request body must be JSON: send Content-Type: application/json".into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// The span every request runs in, with its id.
@@ -200,5 +390,29 @@ impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         HeaderValue::from_str(&id.to_string()).ok().map(RequestId::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_contracts_limits() {
+        let config = ServeConfig::new(Auth::open());
+        assert_eq!(config.body_limit, 64 * 1024);
+        assert_eq!(config.max_header_bytes, 16 * 1024);
+        assert_eq!(config.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.body_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_header_timeout_answer_is_well_formed() {
+        let response = header_timeout_response();
+        let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(head.starts_with("HTTP/1.1 408 "));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let problem: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        assert_eq!(problem["status"], 408);
     }
 }

@@ -1,5 +1,6 @@
-//! `spawn_app`: the real server over a temporary data directory, and small
-//! request helpers that return status, headers and JSON together.
+//! `spawn_app`: the real server over a temporary data directory, small
+//! request helpers that return status, headers and JSON together, and a raw
+//! TCP client for what reqwest will not send (slow, huge or lying requests).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -24,6 +25,10 @@ pub struct Options {
     /// How long a read-your-writes query waits for a read model.
     pub max_wait: Duration,
     pub max_in_flight: usize,
+    /// How long a client may take over its headers; None: the contract's 10 s.
+    pub header_timeout: Option<Duration>,
+    /// How long a client may take over its body; None: the contract's 10 s.
+    pub body_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -33,6 +38,8 @@ impl Default for Options {
             durability: Durability::Relaxed { flush_every_ms: 50 },
             max_wait: Duration::from_secs(5),
             max_in_flight: 1024,
+            header_timeout: None,
+            body_timeout: None,
         }
     }
 }
@@ -102,9 +109,15 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     config.durability = options.durability;
     config.bus.max_wait = options.max_wait;
     let sugang = Sugang::start(config).await.expect("sugang starts");
-    let auth = options.secret.map_or_else(Auth::open, Auth::with_secret);
+    let auth = options.secret.map_or_else(Auth::open, |secret| Auth::with_secret(secret).expect("a strong secret"));
     let mut serve_config = ServeConfig::new(auth.clone());
     serve_config.max_in_flight = options.max_in_flight;
+    if let Some(timeout) = options.header_timeout {
+        serve_config.header_timeout = timeout;
+    }
+    if let Some(timeout) = options.body_timeout {
+        serve_config.body_timeout = timeout;
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
     let (stop, stopped) = oneshot::channel::<()>();
@@ -145,6 +158,20 @@ impl TestApp {
             request = request.bearer_auth(token);
         }
         reply(request.send().await.expect("the server answers")).await
+    }
+
+    /// Sends a body with no `Content-Type` at all.
+    pub async fn send_untyped(&self, method: Method, path: &str, body: Vec<u8>) -> Reply {
+        let mut request = self.client.request(method, self.url(path)).body(body);
+        if let Some(token) = &self.admin_token {
+            request = request.bearer_auth(token);
+        }
+        reply(request.send().await.expect("the server answers")).await
+    }
+
+    /// A raw TCP connection to the server.
+    pub async fn raw(&self) -> RawClient {
+        RawClient { stream: tokio::net::TcpStream::connect(self.addr).await.expect("the server accepts") }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -205,6 +232,53 @@ async fn reply(response: reqwest::Response) -> Reply {
         serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
     Reply { status, headers, body }
+}
+
+/// A client that writes bytes as it likes and reads what comes back.
+pub struct RawClient {
+    stream: tokio::net::TcpStream,
+}
+
+/// What a raw client heard: the status (None if the server said nothing),
+/// the whole response text, and whether the server then closed the
+/// connection.
+#[derive(Debug)]
+pub struct Heard {
+    pub status: Option<u16>,
+    pub text: String,
+    pub closed: bool,
+}
+
+impl RawClient {
+    /// Writes `bytes`; an error (the server already closed) is returned, not
+    /// a panic: an attacker keeps writing regardless.
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await
+    }
+
+    /// Reads for at most `within`: the first response, and whether the
+    /// connection was closed after it.
+    pub async fn hear(&mut self, within: Duration) -> Heard {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + within;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut closed = false;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed = true;
+                    break;
+                }
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text.strip_prefix("HTTP/1.1 ").and_then(|rest| rest.get(..3)).and_then(|code| code.parse().ok());
+        Heard { status, text, closed }
+    }
 }
 
 /// Polls `check` until it returns true, for at most five seconds.

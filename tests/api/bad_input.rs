@@ -1,12 +1,13 @@
 //! Each class of bad input — malformed JSON, wrong types, missing fields,
-//! out-of-range numbers, empty and over-long strings, unknown and
-//! non-numeric ids, bad query parameters — is a 4xx problem naming the
-//! field, and changes nothing.
+//! out-of-range numbers, every bad form of an integer, empty, invisible and
+//! over-long strings, unknown and non-numeric ids, bad query parameters — is
+//! a 4xx problem naming the field, and changes nothing. And what the seed's
+//! httpie client sends (numbers as digit strings) is accepted.
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::app::spawn_app;
+use crate::app::{TestApp, spawn_app};
 
 fn long() -> String {
     "x".repeat(201)
@@ -45,7 +46,6 @@ async fn bad_course_bodies_are_refused_and_change_nothing() {
         (with("name", json!(5)), "name"),
         (with("teacher", json!(["Hong"])), "teacher"),
         (with("fee", json!(-1)), "fee"),
-        (with("fee", json!("10")), "fee"),
         (with("fee", json!(1.5)), "fee"),
         (with("fee", json!(null)), "fee"),
         (with("fee", json!(1e20)), "fee"),
@@ -138,6 +138,17 @@ async fn bad_query_parameters_name_the_parameter() {
         ("/deliveries?after=x", "after"),
         ("/mypages?size=100000", "size"),
         ("/notifications?after=-1", "after"),
+        ("/classes?status=", "status"),
+        ("/notifications?recipientRole=", "recipientRole"),
+        ("/notifications?recipientRole=admin", "recipientRole"),
+        ("/courses?page=1e0", "page"),
+        ("/courses?page=%2B1", "page"),
+        ("/courses?size=%2010", "size"),
+        ("/courses?size=0x10", "size"),
+        ("/classes?courseId=%EF%BC%91", "courseId"),
+        ("/classes?courseId=1.0", "courseId"),
+        ("/payments?applyId=-0", "applyId"),
+        ("/deliveries?after=1e3", "after"),
     ] {
         app.get(path).await.assert_problem(422, Some(field));
     }
@@ -147,4 +158,139 @@ async fn bad_query_parameters_name_the_parameter() {
     assert_eq!(app.get("/courses?page=1000000000&size=1000").await.status, 200);
     assert_eq!(app.get("/courses?teacher=").await.status, 200, "an empty filter is no filter");
     assert_eq!(app.get("/courses?unknown=1").await.status, 200);
+    assert_eq!(app.get("/courses?page=0&size=007").await.body["page"]["size"], 7, "digits are digits");
+    for path in ["/courses/+1", "/courses/%EF%BC%91", "/courses/1e0", "/courses/%201"] {
+        app.get(path).await.assert_problem(400, Some("id"));
+    }
+}
+
+/// Integers as an attacker writes them, as raw JSON: every one is refused.
+const BAD_INTEGERS: &[&str] = &[
+    "1e3",
+    "1E3",
+    "1e0",
+    "-0.0",
+    "1.0",
+    "0.5",
+    "true",
+    "false",
+    r#""""#,
+    r#"" 1""#,
+    r#""1 ""#,
+    r#""+1""#,
+    r#""-1""#,
+    r#""0x10""#,
+    r#""1e3""#,
+    r#""1.0""#,
+    r#""１２""#,
+    r#""١""#,
+    r#""1_000""#,
+    r#""one""#,
+    "18446744073709551616",
+    r#""99999999999999999999""#,
+    "[1]",
+    "{}",
+];
+
+/// POSTs `body` as it is written, JSON-typed, as the admin.
+async fn post_raw(app: &TestApp, path: &str, body: String) -> crate::app::Reply {
+    app.send_raw(Method::POST, path, "application/json", body.into_bytes()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_form_of_an_integer_is_422_naming_the_field() {
+    let app = spawn_app().await;
+    let course = app.course("korean", "Hong", 10000, Some(5)).await;
+    let before = app.get(&format!("/courses/{course}")).await.body;
+    for bad in BAD_INTEGERS {
+        for field in ["fee", "capacity", "minStudents"] {
+            let body = format!(r#"{{"name": "a", "teacher": "Hong", "fee": 1, "{field}": {bad}}}"#);
+            let reply = post_raw(&app, "/courses", body.clone()).await;
+            assert_eq!(reply.status, 422, "{body} → {reply:?}");
+            reply.assert_problem(422, Some(field));
+            let patch = format!(r#"{{"{field}": {bad}}}"#);
+            let reply = app
+                .send_raw(Method::PATCH, &format!("/courses/{course}"), "application/json", patch.clone().into_bytes())
+                .await;
+            assert_eq!(reply.status, 422, "PATCH {patch} → {reply:?}");
+            reply.assert_problem(422, Some(field));
+        }
+        for field in ["courseId", "fee"] {
+            let body = format!(r#"{{"courseId": {course}, "student": "Kim", "{field}": {bad}}}"#);
+            let reply = post_raw(&app, "/classes", body.clone()).await;
+            assert_eq!(reply.status, 422, "{body} → {reply:?}");
+            reply.assert_problem(422, Some(field));
+        }
+        let reply = app
+            .send_raw(
+                Method::PUT,
+                "/admin/faults/payment",
+                "application/json",
+                format!(r#"{{"latencyMs": {bad}}}"#).into_bytes(),
+            )
+            .await;
+        reply.assert_problem(422, Some("latencyMs"));
+    }
+    // Negative where not allowed, as a string or a number.
+    for body in [r#"{"name": "a", "teacher": "Hong", "fee": -1}"#, r#"{"name": "a", "teacher": "Hong", "fee": "-1"}"#] {
+        post_raw(&app, "/courses", body.to_owned()).await.assert_problem(422, Some("fee"));
+    }
+    assert_eq!(app.get(&format!("/courses/{course}")).await.body, before);
+    assert_eq!(app.get("/courses").await.body["page"]["totalElements"], 1);
+    assert_eq!(app.get("/classes").await.body["page"]["totalElements"], 0);
+    assert_eq!(app.get("/admin/faults/payment").await.body["latencyMs"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_text_needs_a_visible_character() {
+    let app = spawn_app().await;
+    let course = app.course("korean", "Hong", 10000, None).await;
+    for invisible in ["\u{200B}", "\u{200C}", "\u{200D}", "\u{2060}", "\u{FEFF}", " \u{200B} ", "\u{3164}", "\t\n"] {
+        for field in ["name", "teacher"] {
+            let mut body = json!({"name": "a", "teacher": "Hong", "fee": 1});
+            body[field] = json!(invisible);
+            app.post("/courses", body).await.assert_problem(422, Some(field));
+        }
+        app.post("/classes", json!({"courseId": course, "student": invisible}))
+            .await
+            .assert_problem(422, Some("student"));
+        app.patch(&format!("/courses/{course}"), json!({"name": invisible})).await.assert_problem(422, Some("name"));
+    }
+    assert_eq!(app.get("/courses").await.body["page"]["totalElements"], 1);
+    assert_eq!(app.get(&format!("/courses/{course}")).await.body["name"], "korean");
+    assert_eq!(app.get("/classes").await.body["page"]["totalElements"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_text_book_on_an_enrollment_must_be_a_string() {
+    let app = spawn_app().await;
+    let course = app.course("korean", "Hong", 10000, None).await;
+    for bad in [json!(5), json!(true), json!(["kor_book"]), json!({"title": "x"})] {
+        app.post("/classes", json!({"courseId": course, "student": "Kim", "textBook": bad}))
+            .await
+            .assert_problem(422, Some("textBook"));
+    }
+    assert_eq!(app.get("/classes").await.body["page"]["totalElements"], 0);
+    let sent = app.post("/classes", json!({"courseId": course, "student": "Kim", "textBook": "whatever"})).await;
+    assert_eq!(sent.status, 201, "{sent:?}");
+    assert_eq!(sent.body["textBook"], "book", "the course's textbook, not the one sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_clients_digit_strings_are_integers() {
+    let app = spawn_app().await;
+    // `http POST :8080/courses name=korean teacher=Hong fee=10000`
+    let created = app.post("/courses", json!({"name": "korean", "teacher": "Hong", "fee": "10000"})).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    assert_eq!(created.body["fee"], 10000);
+    let patched = app.patch("/courses/1", json!({"capacity": "40", "minStudents": "001", "fee": "12000"})).await;
+    assert_eq!(patched.status, 200, "{patched:?}");
+    assert_eq!((patched.body["capacity"].as_u64(), patched.body["minStudents"].as_u64()), (Some(40), Some(1)));
+    // `http POST :8080/classes courseId=1 student=Kim fee=12000 …`
+    let enrolled =
+        app.post("/classes", json!({"courseId": "1", "student": "Kim", "fee": "12000", "addr": "Seoul"})).await;
+    assert_eq!(enrolled.status, 201, "{enrolled:?}");
+    assert_eq!(enrolled.body["courseId"], 1);
+    let set = app.put("/admin/faults/payment", json!({"latencyMs": "0"})).await;
+    assert_eq!(set.status, 200, "{set:?}");
 }

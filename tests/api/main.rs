@@ -8,7 +8,9 @@
 //! - `scenario`: the whole course-enrollment scenario.
 //! - `statuses`: every status code of the contract.
 //! - `bad_input`: each class of bad input is a 4xx that changes nothing.
-//! - `auth`: the auth matrix and the loopback refusal.
+//! - `auth`: the auth matrix, a person as (role, name), token lifetimes, and
+//!   the loopback refusal.
+//! - `edge`: what the edge does to slow, huge and mislabelled requests.
 //! - `cli`: the binary refuses bad starts with a reason; `sugang token`.
 //! - `shutdown`: graceful shutdown under load loses no acknowledged request;
 //!   readiness 503 while starting.
@@ -25,6 +27,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod demos;
+mod edge;
 mod metrics;
 mod openapi;
 mod rush;
