@@ -464,7 +464,7 @@ impl Sugang {
     }
 
     /// The journal's injected disk faults (tests and demos).
-    pub fn disk_faults(&self) -> &sugang_storage::DiskFaults {
+    pub fn disk_faults(&self) -> &Arc<sugang_storage::DiskFaults> {
         self.inner.journal.faults()
     }
 

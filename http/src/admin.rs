@@ -27,6 +27,63 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/admin/faults/payment", get(payment_faults).put(set_payment_faults))
         .route("/admin/faults/courses/{id}/panic", post(panic_course))
         .route("/admin/faults/subscribers/{name}", put(set_subscriber))
+        .route("/admin/backup", post(backup))
+}
+
+/// `{"to": "/var/backups/sugang-2026-12-01"}`: where a backup goes, on the
+/// server's disk: an absolute path to a new or empty directory.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct BackupRequest {
+    #[schema(required = true, value_type = String, example = "/var/backups/sugang")]
+    to: Option<String>,
+}
+
+/// What a backup copied.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BackupModel {
+    to: String,
+    records: u64,
+    events: u64,
+    last_seq: u64,
+}
+
+/// Writes a consistent copy of the running store (one snapshot) into a new
+/// directory on the server, as a store `sugang serve --data-dir` opens.
+/// `sugang store backup --url` calls it.
+#[utoipa::path(post, path = "/admin/backup", tag = "admin", request_body = BackupRequest,
+    responses(
+        (status = 200, description = "Copied", body = BackupModel),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        NoValidToken,
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The target holds files already", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn backup(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    Json(body): Json<BackupRequest>,
+) -> Result<JsonBody<BackupModel>, ApiError> {
+    caller.require_admin()?;
+    let to = body.to.ok_or_else(|| ApiError::invalid("to", "is required"))?;
+    let path = std::path::PathBuf::from(&to);
+    if !path.is_absolute() {
+        return Err(ApiError::invalid("to", "must be an absolute path on the server"));
+    }
+    let store = state.sugang.store().clone();
+    let copied = tokio::task::spawn_blocking(move || store.backup(&path)).await.map_err(ApiError::internal)?;
+    match copied {
+        Ok(found) => {
+            tracing::info!(to, records = found.records, events = found.events, "backup written");
+            Ok(JsonBody(BackupModel { to, records: found.records, events: found.events, last_seq: found.last_seq }))
+        }
+        Err(e @ sugang_storage::BackupError::NotEmpty(_)) => {
+            Err(ApiError::ConflictOn { field: "to", detail: e.to_string() })
+        }
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }
 
 /// The supervision tree and the subscribers.

@@ -283,7 +283,7 @@ async fn enroll(
     caller.require_person(Role::Student, request.student.as_str())?;
     let done = state.sugang.enroll(request).await?;
     let model = ClassModel::from(done.value);
-    tracing::info!(enrollment_id = model.id, course_id = model.course_id, "enrolled");
+    tracing::debug!(enrollment_id = model.id, course_id = model.course_id, "enrolled");
     Ok(command_response(StatusCode::CREATED, done.seq, Some(format!("/classes/{}", model.id)), Some(model)))
 }
 

@@ -48,6 +48,7 @@ use utoipa::{Modify, OpenApi};
         crate::admin::set_payment_faults,
         crate::admin::panic_course,
         crate::admin::set_subscriber,
+        crate::admin::backup,
     ),
     modifiers(&BearerAuth, &EdgeResponses),
     tags(

@@ -97,6 +97,10 @@ pub enum ServeError {
     OpenBeyondLoopback(SocketAddr),
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
+    /// A journal write or persist failed: the state on disk is unknown, so
+    /// the process exits for its supervisor to restart it from disk.
+    #[error("stopped after a storage fault, to restart from disk: {0}")]
+    StorageFailed(String),
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then drains:
@@ -125,15 +129,29 @@ pub async fn serve(
     };
     let app = app(state, &config);
     tracing::info!(%addr, open = config.auth.is_open(), "sugang is listening");
+    // Fail-stop: a storage fault drains the server like a signal does, and
+    // `serve` then says why, for the process to exit non-zero.
+    let mut failure = sugang.store().failure();
     let drain = async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            Ok(failed) = failure.wait_for(Option::is_some) => {
+                let reason = failed.as_deref().unwrap_or_default().to_owned();
+                tracing::error!(%reason, "storage failed: unready, draining, then exiting to restart from disk");
+            }
+        }
         ready.store(false, Ordering::SeqCst);
         tracing::info!("draining: no new connections; finishing requests in flight");
     };
     let served = accept(listener, app, &config, drain).await;
     tracing::info!("stopping the actor system");
+    let failed = sugang.store().failure().borrow().clone();
     sugang.shutdown().await;
-    served.map_err(ServeError::Io)
+    served.map_err(ServeError::Io)?;
+    match failed {
+        Some(reason) => Err(ServeError::StorageFailed(reason.to_string())),
+        None => Ok(()),
+    }
 }
 
 /// Accepts connections until `drain` completes, then stops accepting, lets
@@ -335,7 +353,11 @@ fn app(
                     // under a sick gateway is one line per fail-fast 503 (and 15 % of
                     // the CPU). Handlers log their failures, with the ids, where the
                     // cause is known: 500s at ERROR, domain 503s at DEBUG.
-                    TraceLayer::new_for_http().make_span_with(request_span).on_failure(()),
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_request(())
+                        .on_response(access_log)
+                        .on_failure(()),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id()),
         );
@@ -369,6 +391,20 @@ async fn check_body_headers(State(limit): State<usize>, request: Request<Body>, 
 fn request_span<B>(request: &Request<B>) -> tracing::Span {
     let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
     tracing::info_span!("request", request_id, method = %request.method(), uri = %request.uri())
+}
+
+/// The access log, one line per answer inside the request's span (its id,
+/// method and path): successes at DEBUG, refusals (4xx) at INFO so a
+/// refused client leaves a trace without a line per enrollment; 5xx are
+/// logged by the handlers that know the cause.
+fn access_log<B>(response: &Response<B>, latency: Duration, _span: &tracing::Span) {
+    let status = response.status().as_u16();
+    let ms = latency.as_secs_f64() * 1e3;
+    if response.status().is_client_error() {
+        tracing::info!(status, ms, "refused");
+    } else if !response.status().is_server_error() {
+        tracing::debug!(status, ms, "answered");
+    }
 }
 
 /// Shed or failed in the tower stack: 503 with Retry-After.

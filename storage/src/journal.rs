@@ -266,8 +266,9 @@ impl Journal {
         Ok(Pending(answer))
     }
 
-    /// The disk-fault knobs of this journal.
-    pub fn faults(&self) -> &DiskFaults {
+    /// The disk-fault knobs of this journal (a handle that does not keep
+    /// the journal or the store alive).
+    pub fn faults(&self) -> &Arc<DiskFaults> {
         &self.faults
     }
 

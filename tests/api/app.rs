@@ -3,6 +3,7 @@
 //! TCP client for what reqwest will not send (slow, huge or lying requests).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -10,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sugang_actors::{Config, Sugang};
 use sugang_http::{Auth, Role, ServeConfig, ServeError};
-use sugang_storage::Durability;
+use sugang_storage::{DiskFaults, Durability};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -53,6 +54,8 @@ pub struct TestApp {
     admin_token: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), ServeError>>>,
+    /// The journal's injected disk faults, which no route reaches.
+    pub disk_faults: Arc<DiskFaults>,
     pub dir: TempDir,
 }
 
@@ -109,6 +112,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     config.durability = options.durability;
     config.bus.max_wait = options.max_wait;
     let sugang = Sugang::start(config).await.expect("sugang starts");
+    let disk_faults = sugang.disk_faults().clone();
     let auth = options.secret.map_or_else(Auth::open, |secret| Auth::with_secret(secret).expect("a strong secret"));
     let mut serve_config = ServeConfig::new(auth.clone());
     serve_config.max_in_flight = options.max_in_flight;
@@ -126,7 +130,16 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     }));
     let admin_token =
         options.secret.map(|_| auth.issue(Role::Admin, "root", Duration::from_secs(3600)).expect("a token"));
-    TestApp { addr, client: reqwest::Client::new(), auth, admin_token, shutdown: Some(stop), server: Some(server), dir }
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        auth,
+        admin_token,
+        shutdown: Some(stop),
+        server: Some(server),
+        disk_faults,
+        dir,
+    }
 }
 
 impl TestApp {
@@ -208,6 +221,14 @@ impl TestApp {
     /// Enrolls `student` in `course`.
     pub async fn enroll(&self, course: u64, student: &str) -> Reply {
         self.post("/classes", serde_json::json!({"courseId": course, "student": student, "addr": "Seoul"})).await
+    }
+
+    /// Waits for the server to stop by itself (after a storage fault).
+    pub async fn stopped(&mut self) -> Result<(), ServeError> {
+        match self.server.take() {
+            Some(server) => server.await.expect("the server task does not panic"),
+            None => Ok(()),
+        }
     }
 
     /// Stops the server (as SIGTERM would) and waits for it to drain.

@@ -73,3 +73,62 @@ fn backup_of_a_store_in_use_asks_for_the_running_server() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--url"), "{output:?}");
     drop(store);
 }
+
+/// Fail-stop at the service: a failed journal write refuses the request,
+/// turns readiness 503, drains, and `serve` ends with the reason, so that the
+/// process exits non-zero for its supervisor to restart it from disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_fault_drains_the_server_and_says_why() {
+    let mut app = spawn_app_with(Options { durability: sugang_storage::Durability::Fsync, ..Options::default() }).await;
+    let course = app.course("korean", "Hong", 10_000, Some(40)).await;
+    assert_eq!(app.enroll(course, "Kim").await.status, 201);
+    assert_eq!(app.get("/health/ready").await.status, 200);
+
+    app.disk_faults.fail_next_writes(1);
+    let refused = app.enroll(course, "Lee").await;
+    assert!(refused.status.is_server_error(), "{refused:?}");
+    match tokio::time::timeout(std::time::Duration::from_secs(20), app.stopped()).await {
+        Ok(Err(error @ sugang_http::ServeError::StorageFailed(_))) => {
+            assert!(error.to_string().contains("injected write fault"), "{error}")
+        }
+        other => panic!("expected the server to stop with the storage fault, got {other:?}"),
+    }
+}
+
+/// A running store is backed up by the server that holds it: `sugang store
+/// backup --url` asks it (POST /admin/backup), and the copy opens with every
+/// acknowledged enrollment while the original keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_of_a_running_store_through_the_server() {
+    let app = spawn_app_with(Options { durability: sugang_storage::Durability::Fsync, ..Options::default() }).await;
+    let course = app.course("korean", "Hong", 10_000, Some(40)).await;
+    for n in 0..7 {
+        assert_eq!(app.enroll(course, &format!("Student-{n}")).await.status, 201);
+    }
+    let data = app.dir.path().join("data");
+    let copy = app.dir.path().join("running-copy");
+    let url = app.url("");
+    let output = sugang(&[
+        "store",
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--to",
+        copy.to_str().unwrap(),
+        "--url",
+        &url,
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(app.enroll(course, "After-the-backup").await.status, 201, "the original keeps serving");
+
+    let relative = app.post("/admin/backup", serde_json::json!({"to": "relative/dir"})).await;
+    relative.assert_problem(422, Some("to"));
+    let taken = app.post("/admin/backup", serde_json::json!({"to": copy.to_str().unwrap()})).await;
+    taken.assert_problem(409, Some("to"));
+
+    let restored = sugang_actors::Sugang::start(sugang_actors::Config::new(&copy)).await.expect("the copy starts");
+    let page = sugang_actors::PageRequest { number: 0, size: 100 };
+    let enrollments = restored.enrollments(&sugang_actors::EnrollmentFilter::default(), page).unwrap();
+    assert_eq!(enrollments.total, 7, "the copy holds what was acknowledged before it");
+    restored.shutdown().await;
+}
