@@ -79,7 +79,7 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
     family(
         "sugang_actor_held_down_total",
         Counter,
-        "Entities held down after exceeding their restart intensity, by kind (asks answer 503 until the backoff ends)",
+        "Supervised actors (entities, payment, subscriber workers) held down after exceeding their restart intensity, by kind (asks answer 503 until the backoff ends)",
     ),
     family(
         "sugang_asks_shed_total",

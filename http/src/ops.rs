@@ -99,8 +99,6 @@ fn declare_fault_series() {
     }
     for kind in ["course", "enrollment", "payment", "delivery", "mypage", "notifier"] {
         metrics::counter!("sugang_actor_restarts_total", "kind" => kind).increment(0);
-    }
-    for kind in ["course", "enrollment"] {
         metrics::counter!("sugang_actor_held_down_total", "kind" => kind).increment(0);
     }
 }
