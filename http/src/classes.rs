@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::auth::{AuthUser, Caller, Role};
 use crate::error::{ApiError, Problem};
 use crate::extract::{IdPath, Int, Json, Params};
-use crate::hal::{Link, collection, command_response, map_page, rfc3339, self_href};
+use crate::hal::{ItemLinks, collection, command_response, map_page, rfc3339, self_href};
 use crate::openapi::integers;
 use crate::openapi::shared::{BadId, BadQuery, NoValidToken, NotYours, Paging, Unknown};
 
@@ -45,15 +45,6 @@ impl From<EnrollStatus> for ApplyStatus {
             EnrollStatus::Canceled => ApplyStatus::Canceled,
         }
     }
-}
-
-/// `_links` of a class.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ClassLinks {
-    #[serde(rename = "self")]
-    this: Link,
-    course: Link,
-    payment: Link,
 }
 
 /// An enrollment ("class").
@@ -79,7 +70,7 @@ pub(crate) struct ClassModel {
     #[schema(example = "2026-11-22T10:00:00Z")]
     created_at: String,
     #[serde(rename = "_links")]
-    links: ClassLinks,
+    links: ItemLinks,
 }
 
 impl From<Enrollment> for ClassModel {
@@ -95,11 +86,9 @@ impl From<Enrollment> for ClassModel {
             status: e.status.into(),
             payment_id: id,
             created_at: rfc3339(e.created_at_ms),
-            links: ClassLinks {
-                this: Link::to(format!("/classes/{id}")),
-                course: Link::to(format!("/courses/{course_id}")),
-                payment: Link::to(format!("/payments/{id}")),
-            },
+            links: ItemLinks::item("class", format!("/classes/{id}"))
+                .with("course", format!("/courses/{course_id}"))
+                .with("payment", format!("/payments/{id}")),
         }
     }
 }

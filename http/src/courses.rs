@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use crate::auth::{AuthUser, MaybeAuthUser, Role};
 use crate::error::{ApiError, Problem};
 use crate::extract::{IdPath, Int, Json, Params};
-use crate::hal::{SelfLinks, collection, command_response, map_page, self_href};
+use crate::hal::{ItemLinks, collection, command_response, map_page, self_href};
 use crate::openapi::integers;
 use crate::openapi::shared::{BadId, BadQuery, NoValidToken, Paging};
 use crate::{AppState, nullable};
@@ -52,7 +52,7 @@ pub(crate) struct CourseModel {
     /// Derived: `studentCount >= minStudents`.
     open_yn: bool,
     #[serde(rename = "_links")]
-    links: SelfLinks,
+    links: ItemLinks,
 }
 
 impl From<CourseRecord> for CourseModel {
@@ -68,7 +68,7 @@ impl From<CourseRecord> for CourseModel {
             min_students: c.details.min_students.get(),
             student_count: c.student_count,
             open_yn: c.student_count >= c.details.min_students.get(),
-            links: SelfLinks::to(format!("/courses/{id}")),
+            links: ItemLinks::item("course", format!("/courses/{id}")),
         }
     }
 }

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::auth::{AuthUser, Role};
 use crate::error::ApiError;
 use crate::extract::{IdPath, Params};
-use crate::hal::{Link, collection, map_page, self_href};
+use crate::hal::{ItemLinks, collection, map_page, self_href};
 use crate::openapi::shared::{After, BadId, BadQuery, CatchUp, NoValidToken, NotYours, Paging, Unknown};
 use crate::{AppState, caught_up};
 
@@ -42,14 +42,6 @@ impl From<DeliveryStatus> for DeliveryStatusModel {
     }
 }
 
-/// `_links` of a delivery.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct DeliveryLinks {
-    #[serde(rename = "self")]
-    this: Link,
-    class: Link,
-}
-
 /// A textbook shipment.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -62,7 +54,7 @@ pub(crate) struct DeliveryModel {
     text_book: Option<String>,
     delivery_status: DeliveryStatusModel,
     #[serde(rename = "_links")]
-    links: DeliveryLinks,
+    links: ItemLinks,
 }
 
 impl From<Delivery> for DeliveryModel {
@@ -75,10 +67,8 @@ impl From<Delivery> for DeliveryModel {
             addr: d.addr,
             text_book: d.text_book.map(|t| t.as_str().to_owned()),
             delivery_status: d.status.into(),
-            links: DeliveryLinks {
-                this: Link::to(format!("/deliveries/{}", d.id)),
-                class: Link::to(format!("/classes/{apply_id}")),
-            },
+            links: ItemLinks::item("delivery", format!("/deliveries/{}", d.id))
+                .with("class", format!("/classes/{apply_id}")),
         }
     }
 }

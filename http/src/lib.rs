@@ -74,9 +74,10 @@ impl AppState {
     }
 }
 
-/// Every route of the contract.
+/// Every route of the contract: the resources served as HAL, then the
+/// operator's and the operations' routes.
 fn router() -> Router<AppState> {
-    Router::new()
+    let resources = Router::new()
         .merge(courses::router())
         .merge(classes::router())
         .merge(payments::router())
@@ -84,8 +85,8 @@ fn router() -> Router<AppState> {
         .merge(schedules::router())
         .merge(mypages::router())
         .merge(notifications::router())
-        .merge(admin::router())
-        .merge(ops::router())
+        .layer(axum::middleware::from_fn(hal::content_type));
+    Router::new().merge(resources).merge(admin::router()).merge(ops::router())
 }
 
 /// Waits (bounded) until `subscriber`'s read model has applied the events up

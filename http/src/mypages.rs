@@ -17,10 +17,9 @@ use crate::classes::ApplyStatus;
 use crate::deliveries::DeliveryStatusModel;
 use crate::error::ApiError;
 use crate::extract::{IdPath, Params};
-use crate::hal::{Link, collection, map_page, self_href};
+use crate::hal::{ItemLinks, collection, map_page, self_href};
 use crate::openapi::shared::{After, BadId, BadQuery, CatchUp, NoValidToken, NotYours, Paging, Unknown};
 use crate::payments::PayStatusModel;
-use crate::schedules::CourseItemLinks;
 use crate::{AppState, caught_up};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -48,7 +47,7 @@ pub(crate) struct MyPageModel {
     open_yn: bool,
     student_count: u32,
     #[serde(rename = "_links")]
-    links: CourseItemLinks,
+    links: ItemLinks,
 }
 
 impl From<InstructorView> for MyPageModel {
@@ -63,24 +62,13 @@ impl From<InstructorView> for MyPageModel {
             text_book: v.text_book.map(|t| t.as_str().to_owned()),
             open_yn: v.open,
             student_count: v.student_count,
-            links: CourseItemLinks {
-                this: Link::to(format!("/mypages/{}", v.id)),
-                course: Link::to(format!("/courses/{course_id}")),
-            },
+            links: ItemLinks::item("mypage", format!("/mypages/{}", v.id))
+                .with("course", format!("/courses/{course_id}")),
         }
     }
 }
 
 collection!(MyPageCollection, MyPageEmbedded, mypages, MyPageModel);
-
-/// `_links` of a student's view.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct InquiryLinks {
-    #[serde(rename = "self")]
-    this: Link,
-    class: Link,
-    course: Link,
-}
 
 /// A student's view of one of their enrollments.
 #[derive(Debug, Serialize, ToSchema)]
@@ -97,7 +85,7 @@ pub(crate) struct InquiryMyPageModel {
     /// Absent until the shipment starts.
     delivery_status: Option<DeliveryStatusModel>,
     #[serde(rename = "_links")]
-    links: InquiryLinks,
+    links: ItemLinks,
 }
 
 impl From<StudentView> for InquiryMyPageModel {
@@ -112,11 +100,9 @@ impl From<StudentView> for InquiryMyPageModel {
             apply_status: v.apply_status.into(),
             pay_status: v.pay_status.map(Into::into),
             delivery_status: v.delivery_status.map(Into::into),
-            links: InquiryLinks {
-                this: Link::to(format!("/inquiryMypages/{}", v.id)),
-                class: Link::to(format!("/classes/{apply_id}")),
-                course: Link::to(format!("/courses/{course_id}")),
-            },
+            links: ItemLinks::item("inquiryMypage", format!("/inquiryMypages/{}", v.id))
+                .with("class", format!("/classes/{apply_id}"))
+                .with("course", format!("/courses/{course_id}")),
         }
     }
 }

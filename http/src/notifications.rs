@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use crate::auth::{AuthUser, Caller, Role};
 use crate::error::ApiError;
 use crate::extract::{IdPath, Params};
-use crate::hal::{SelfLinks, collection, map_page, rfc3339, self_href};
+use crate::hal::{ItemLinks, collection, map_page, rfc3339, self_href};
 use crate::openapi::shared::{After, BadId, BadQuery, CatchUp, NoValidToken, NotYours, Paging, Unknown};
 use crate::{AppState, caught_up};
 
@@ -70,14 +70,14 @@ pub(crate) struct NotificationModel {
     /// RFC 3339, UTC.
     created_at: String,
     #[serde(rename = "_links")]
-    links: SelfLinks,
+    links: ItemLinks,
 }
 
 impl From<Notification> for NotificationModel {
     fn from(n: Notification) -> Self {
         NotificationModel {
             id: n.id,
-            links: SelfLinks::to(format!("/notifications/{}", n.id)),
+            links: ItemLinks::item("notification", format!("/notifications/{}", n.id)),
             recipient: n.recipient,
             recipient_role: n.recipient_role.into(),
             kind: n.kind,

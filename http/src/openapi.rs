@@ -50,7 +50,7 @@ use utoipa::{Modify, OpenApi};
         crate::admin::set_subscriber,
         crate::admin::backup,
     ),
-    modifiers(&BearerAuth, &EdgeResponses),
+    modifiers(&BearerAuth, &EdgeResponses, &HalResponses),
     tags(
         (name = "courses", description = "The catalog"),
         (name = "classes", description = "Enrollments: enroll and pay, cancel and refund"),
@@ -110,6 +110,32 @@ impl Modify for EdgeResponses {
             for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch] {
                 if let Some(operation) = operation.as_mut() {
                     add(operation);
+                }
+            }
+        }
+    }
+}
+
+/// The resources answer `application/hal+json` (`application/json` to a
+/// client that asks for it): every JSON answer of a resource's operation is
+/// declared under both types. Operations, admin and health stay JSON.
+struct HalResponses;
+
+impl Modify for HalResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let plain = ["/admin", "/health", "/metrics", "/openapi.json"];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if plain.iter().any(|prefix| path.starts_with(prefix)) {
+                continue;
+            }
+            for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch] {
+                let Some(operation) = operation.as_mut() else { continue };
+                for response in operation.responses.responses.values_mut() {
+                    if let utoipa::openapi::RefOr::T(response) = response
+                        && let Some(json) = response.content.get("application/json").cloned()
+                    {
+                        response.content.insert("application/hal+json".into(), json);
+                    }
                 }
             }
         }

@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::auth::{AuthUser, Role};
 use crate::error::ApiError;
 use crate::extract::{IdPath, Params};
-use crate::hal::{Link, collection, map_page, self_href};
+use crate::hal::{ItemLinks, collection, map_page, self_href};
 use crate::openapi::shared::{After, BadId, BadQuery, NoValidToken, NotYours, Paging, Unknown};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -43,14 +43,6 @@ impl From<PayStatus> for PayStatusModel {
     }
 }
 
-/// `_links` of a payment.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct PaymentLinks {
-    #[serde(rename = "self")]
-    this: Link,
-    class: Link,
-}
-
 /// A payment.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -64,7 +56,7 @@ pub(crate) struct PaymentModel {
     pay_method: String,
     pay_status: PayStatusModel,
     #[serde(rename = "_links")]
-    links: PaymentLinks,
+    links: ItemLinks,
 }
 
 impl From<Payment> for PaymentModel {
@@ -76,10 +68,7 @@ impl From<Payment> for PaymentModel {
             amount: p.amount.won(),
             pay_method: p.pay_method.as_str().to_owned(),
             pay_status: p.status.into(),
-            links: PaymentLinks {
-                this: Link::to(format!("/payments/{id}")),
-                class: Link::to(format!("/classes/{id}")),
-            },
+            links: ItemLinks::item("payment", format!("/payments/{id}")).with("class", format!("/classes/{id}")),
         }
     }
 }

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::auth::MaybeAuthUser;
 use crate::error::{ApiError, Problem};
 use crate::extract::{IdPath, Params};
-use crate::hal::{Link, collection, map_page, self_href};
+use crate::hal::{ItemLinks, collection, map_page, self_href};
 use crate::openapi::shared::{After, BadId, BadQuery, CatchUp, Paging, Unknown};
 use crate::{AppState, caught_up};
 
@@ -25,14 +25,6 @@ pub(crate) fn router() -> Router<AppState> {
 
 /// The read model these endpoints wait for.
 const SUBSCRIBER: &str = "mypage";
-
-/// `_links` of an item about a course.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct CourseItemLinks {
-    #[serde(rename = "self")]
-    pub(crate) this: Link,
-    pub(crate) course: Link,
-}
 
 /// A course's schedule.
 #[derive(Debug, Serialize, ToSchema)]
@@ -45,7 +37,7 @@ pub(crate) struct ScheduleModel {
     open_yn: bool,
     student_count: u32,
     #[serde(rename = "_links")]
-    links: CourseItemLinks,
+    links: ItemLinks,
 }
 
 impl From<Schedule> for ScheduleModel {
@@ -58,10 +50,8 @@ impl From<Schedule> for ScheduleModel {
             teacher: s.teacher.as_str().to_owned(),
             open_yn: s.open,
             student_count: s.student_count,
-            links: CourseItemLinks {
-                this: Link::to(format!("/courseSchedules/{}", s.id)),
-                course: Link::to(format!("/courses/{course_id}")),
-            },
+            links: ItemLinks::item("courseSchedule", format!("/courseSchedules/{}", s.id))
+                .with("course", format!("/courses/{course_id}")),
         }
     }
 }

@@ -16,6 +16,7 @@
 //!   readiness 503 while starting.
 //! - `rush`: `sugang rush` passes against a sound server and fails when a
 //!   read model never converges.
+//! - `hal`: `application/hal+json`, item links named after their resource, page links.
 //! - `openapi`: the OpenAPI document lists every route.
 //! - `metrics`: every `/metrics` family has HELP and TYPE; the dashboard's
 //!   queries name exposed series.
@@ -28,6 +29,7 @@ mod bad_input;
 mod cli;
 mod demos;
 mod edge;
+mod hal;
 mod metrics;
 mod openapi;
 mod rush;
