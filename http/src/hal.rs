@@ -185,7 +185,7 @@ pub(crate) fn command_response<T: Serialize>(
 /// did, unless the client asked for `application/json` and not for HAL: it
 /// then gets the same body as `application/json`. Problems keep their type.
 pub(crate) async fn content_type(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let plain = request
+    let (json, hal) = request
         .headers()
         .get_all(header::ACCEPT)
         .iter()
@@ -198,7 +198,9 @@ pub(crate) async fn content_type(request: axum::extract::Request, next: axum::mi
     let mut response = next.run(request).await;
     let is_json =
         response.headers().get(header::CONTENT_TYPE).is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
-    if is_json && !(plain.0 && !plain.1) {
+    // Only a client that asked for plain JSON and not for HAL gets it.
+    let wants_plain = json && !hal;
+    if is_json && !wants_plain {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/hal+json"));
     }
     response
