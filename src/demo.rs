@@ -196,9 +196,17 @@ impl Timeline {
     /// Prints every buffered line, in time order (lines of the same time in
     /// the order they came).
     pub(crate) fn flush(&self) {
-        let mut pending = std::mem::take(&mut *lock(&self.pending));
+        self.flush_until(Duration::MAX);
+    }
+
+    /// Prints, in time order, the buffered lines of up to `until`; later
+    /// ones wait for the next flush, so a log line the server stamped
+    /// before them but wrote late still comes first.
+    fn flush_until(&self, until: Duration) {
+        let mut pending = lock(&self.pending);
         pending.sort_by_key(|(at, n, _)| (*at, *n));
-        for (_, _, line) in pending {
+        let ready = pending.partition_point(|(at, ..)| *at <= until);
+        for (_, _, line) in pending.drain(..ready) {
             println!("{line}");
         }
     }
@@ -367,7 +375,9 @@ impl Server {
         }
         match tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await {
             Ok(Ok(status)) => {
-                self.narrate_log(t);
+                // The process is gone: its log is complete.
+                self.read_log_into(t);
+                t.flush();
                 Ok(status)
             }
             Ok(Err(e)) => Err(Aborted(format!("waiting for pid {}: {e}", self.pid))),
@@ -379,7 +389,9 @@ impl Server {
     /// narrates what it logged until it died.
     pub(crate) async fn kill(mut self, t: &Timeline) -> Result<(), Aborted> {
         self.child.kill().await.map_err(|e| Aborted(format!("cannot SIGKILL pid {}: {e}", self.pid)))?;
-        self.narrate_log(t);
+        // `kill` waits for the process to be gone: its log is complete.
+        self.read_log_into(t);
+        t.flush();
         Ok(())
     }
 
@@ -408,9 +420,19 @@ impl Server {
 
     /// Reads the server's log and puts what it logged since the last call
     /// on the timeline, each at the time it happened, then prints the
-    /// timeline up to now. Nothing is left out: lines that differ only in
-    /// numbers are folded into one, with every number (or their range).
+    /// timeline up to a moment ago (a line the server stamped just before
+    /// it read may not be written yet; it comes with the next call).
+    /// Nothing is left out: lines that differ only in numbers are folded
+    /// into one, with every number (or their range).
     pub(crate) fn narrate_log(&mut self, t: &Timeline) {
+        let read_at = t.elapsed();
+        self.read_log_into(t);
+        t.flush_until(read_at.saturating_sub(LATE_LOG_LINE));
+    }
+
+    /// Reads what the server logged since the last call onto the timeline
+    /// (see [`Server::narrate_log`]).
+    fn read_log_into(&mut self, t: &Timeline) {
         let new = self.read_log(t);
         let mut folded: Vec<(String, Vec<LogEntry>)> = Vec::new();
         for entry in new {
@@ -428,7 +450,6 @@ impl Server {
             }
             t.event_at(first.at, line);
         }
-        t.flush();
     }
 
     fn log_tail(&self) -> String {
@@ -441,6 +462,11 @@ impl Server {
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// How late a log line may be written after the time it is stamped with
+/// (the server's thread preempted in between on a loaded machine): the
+/// timeline holds back its last moments this long before printing them.
+const LATE_LOG_LINE: Duration = Duration::from_millis(250);
 
 /// A notable line of the server's JSON log.
 #[derive(Clone, Debug)]

@@ -154,3 +154,21 @@ fn demo_crash_keeps_every_acknowledged_enrollment_through_three_sigkills() {
     assert_eq!(compensated.len(), 3, "each restart finds interrupted sagas\n{out}");
     assert!(compensated.iter().all(|n| *n >= 1), "each kill caught sagas mid-flight {compensated:?}\n{out}");
 }
+
+#[test]
+#[should_panic(expected = "a ✓ next to a false comparison")]
+fn a_check_mark_next_to_a_false_comparison_is_caught() {
+    comparisons_hold("           ✓ it stayed open for its reset timeout (1999 ms ≥ 2000 ms)\n");
+}
+
+#[test]
+#[should_panic(expected = "printed out of time order")]
+fn a_line_printed_after_a_later_one_is_caught() {
+    in_time_order("[  4.000s] the gateway is healthy again\n[  2.711s] breaker: closed → open\n");
+}
+
+#[test]
+fn true_comparisons_and_ordered_lines_pass_the_checks() {
+    comparisons_hold("           ✓ it stayed open (2004 ms ≥ 2000 ms); 6 ms < 200 ms; (14 = 14)\n");
+    in_time_order("[  2.711s] breaker: closed → open\n           a note\n[  4.000s] healed\n");
+}
