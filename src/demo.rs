@@ -14,7 +14,7 @@
 //!
 //! # Layout
 //!
-//! - `supervision`: a panicking course actor is restarted from sled; one that
+//! - `supervision`: a panicking course actor is restarted from storage; one that
 //!   keeps panicking is held down, then recovers.
 //! - `breaker`: a slow gateway opens the breaker; a half-open probe closes it.
 //! - `replay`: a stopped subscriber catches up after a whole-process restart.
@@ -104,17 +104,41 @@ impl From<reqwest::Error> for Aborted {
 }
 
 /// The narration and the expectations checked so far.
+///
+/// Lines are not printed at once: they wait in a buffer, with the time they
+/// refer to, until [`Timeline::flush`] prints them sorted by that time. So a
+/// server event read from the log later (a breaker transition, a restart)
+/// is printed where it happened among the demo's own actions, never after
+/// something that came later.
 pub(crate) struct Timeline {
     start: Instant,
+    /// The wall clock at `start`, in µs since the Unix epoch: maps the
+    /// server log's timestamps onto the timeline.
+    start_unix_us: i128,
     /// Every expectation that did not hold, in the order checked.
     broken: Mutex<Vec<String>>,
     /// How many expectations were checked.
     checked: Mutex<usize>,
+    /// Lines not printed yet: the time they refer to, their order of
+    /// arrival, the text.
+    pending: Mutex<Vec<(Duration, u64, String)>>,
+    /// The time of the last `say`, which its notes share; the arrival count.
+    cursor: Mutex<(Duration, u64)>,
 }
 
 impl Timeline {
     fn new() -> Self {
-        Timeline { start: Instant::now(), broken: Mutex::new(Vec::new()), checked: Mutex::new(0) }
+        let start = Instant::now();
+        let start_unix_us =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i128);
+        Timeline {
+            start,
+            start_unix_us,
+            broken: Mutex::new(Vec::new()),
+            checked: Mutex::new(0),
+            pending: Mutex::new(Vec::new()),
+            cursor: Mutex::new((Duration::ZERO, 0)),
+        }
     }
 
     /// Time since the demo started.
@@ -122,31 +146,74 @@ impl Timeline {
         self.start.elapsed()
     }
 
-    /// A timeline entry: something done or something that happened.
+    /// Where a wall-clock instant (µs since the Unix epoch) falls on the
+    /// timeline (zero if before the start).
+    fn at_unix_us(&self, unix_us: i128) -> Duration {
+        Duration::from_micros(u64::try_from(unix_us - self.start_unix_us).unwrap_or(0))
+    }
+
+    fn push(&self, at: Option<Duration>, text: String) {
+        let mut cursor = lock(&self.cursor);
+        cursor.1 += 1;
+        let at = match at {
+            Some(at) => at,
+            None => cursor.0,
+        };
+        lock(&self.pending).push((at, cursor.1, text));
+    }
+
+    /// A timeline entry: something done or something that happened now.
     pub(crate) fn say(&self, line: impl Display) {
-        println!("[{:>7.3}s] {line}", self.elapsed().as_secs_f64());
+        let now = self.elapsed();
+        lock(&self.cursor).0 = now;
+        self.push(Some(now), format!("[{:>7.3}s] {line}", now.as_secs_f64()));
     }
 
-    /// A detail of the entry before: what the system answered.
+    /// A timeline entry for something that happened at `at` (read later,
+    /// from the server's log): printed in its place by time.
+    pub(crate) fn event_at(&self, at: Duration, line: impl Display) {
+        self.push(Some(at), format!("[{:>7.3}s] {line}", at.as_secs_f64()));
+    }
+
+    /// A detail of the last `say`: what the system answered.
     pub(crate) fn note(&self, line: impl Display) {
-        println!("           {line}");
+        self.push(None, format!("           {line}"));
     }
 
-    /// Checks an expectation, prints it with its outcome, and remembers a
+    /// Checks an expectation, notes it with its outcome, and remembers a
     /// broken one for the verdict. Returns whether it held.
     pub(crate) fn expect(&self, held: bool, what: impl Display) -> bool {
         *lock(&self.checked) += 1;
         if held {
-            println!("           ✓ {what}");
+            self.note(format!("✓ {what}"));
         } else {
-            println!("           ✗ {what}");
+            self.note(format!("✗ {what}"));
             lock(&self.broken).push(what.to_string());
         }
         held
     }
 
+    /// Prints every buffered line, in time order (lines of the same time in
+    /// the order they came).
+    pub(crate) fn flush(&self) {
+        self.flush_until(Duration::MAX);
+    }
+
+    /// Prints, in time order, the buffered lines of up to `until`; later
+    /// ones wait for the next flush, so a log line the server stamped
+    /// before them but wrote late still comes first.
+    fn flush_until(&self, until: Duration) {
+        let mut pending = lock(&self.pending);
+        pending.sort_by_key(|(at, n, _)| (*at, *n));
+        let ready = pending.partition_point(|(at, ..)| *at <= until);
+        for (_, _, line) in pending.drain(..ready) {
+            println!("{line}");
+        }
+    }
+
     /// Prints the one verdict line; the exit code follows it.
     fn verdict(&self, outcome: Result<String, Aborted>) -> ExitCode {
+        self.flush();
         let broken = lock(&self.broken).clone();
         let checked = *lock(&self.checked);
         let line = match (outcome, broken.split_first()) {
@@ -166,9 +233,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Milliseconds, for narration.
+/// Whole milliseconds (truncated), for narration: a check that prints a
+/// duration with this compares [`whole_ms`], the very number printed.
 pub(crate) fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+    format!("{} ms", whole_ms(d))
+}
+
+/// Whole milliseconds (truncated), as [`ms`] prints them.
+pub(crate) fn whole_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The demo's temporary directory: removed after a passing run, kept after a
@@ -202,6 +275,8 @@ pub(crate) struct Server {
     log: PathBuf,
     /// How far the narration has read the log.
     log_read: u64,
+    /// The notable lines read so far.
+    entries: Vec<LogEntry>,
 }
 
 impl Server {
@@ -245,7 +320,8 @@ impl Server {
             let started = Instant::now();
             let child = command.spawn().map_err(|e| Aborted(format!("cannot start {}: {e}", exe.display())))?;
             let pid = child.id().unwrap_or(0);
-            let mut server = Server { child, pid, api: Api::new(&listen), log: log.clone(), log_read };
+            let mut server =
+                Server { child, pid, api: Api::new(&listen), log: log.clone(), log_read, entries: Vec::new() };
             match server.wait_ready().await {
                 Ok(()) => {
                     t.say(format!(
@@ -287,8 +363,9 @@ impl Server {
         }
     }
 
-    /// SIGTERM, then waits (at most 20 s) for the process to exit.
-    pub(crate) async fn terminate(mut self) -> Result<std::process::ExitStatus, Aborted> {
+    /// SIGTERM, then waits (at most 20 s) for the process to exit, and
+    /// narrates what it logged until then.
+    pub(crate) async fn terminate(mut self, t: &Timeline) -> Result<std::process::ExitStatus, Aborted> {
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status()
@@ -297,22 +374,32 @@ impl Server {
             return Err(Aborted(format!("kill -TERM {} failed", self.pid)));
         }
         match tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await {
-            Ok(Ok(status)) => Ok(status),
+            Ok(Ok(status)) => {
+                // The process is gone: its log is complete.
+                self.read_log_into(t);
+                t.flush();
+                Ok(status)
+            }
             Ok(Err(e)) => Err(Aborted(format!("waiting for pid {}: {e}", self.pid))),
             Err(_) => Err(Aborted(format!("pid {} did not exit within 20 s of SIGTERM", self.pid))),
         }
     }
 
-    /// SIGKILL: no drain, no flush; whatever was not durable is gone.
-    pub(crate) async fn kill(mut self) -> Result<(), Aborted> {
-        self.child.kill().await.map_err(|e| Aborted(format!("cannot SIGKILL pid {}: {e}", self.pid)))
+    /// SIGKILL: no drain, no flush; whatever was not durable is gone. Then
+    /// narrates what it logged until it died.
+    pub(crate) async fn kill(mut self, t: &Timeline) -> Result<(), Aborted> {
+        self.child.kill().await.map_err(|e| Aborted(format!("cannot SIGKILL pid {}: {e}", self.pid)))?;
+        // `kill` waits for the process to be gone: its log is complete.
+        self.read_log_into(t);
+        t.flush();
+        Ok(())
     }
 
-    /// The warnings and errors the server logged since the last call, and
-    /// its few notable infos (restarts, breaker changes, start and stop),
-    /// one line each; lines that differ only in numbers (ids, counts) are
-    /// folded into the first.
-    pub(crate) fn log_events(&mut self) -> Vec<String> {
+    /// Reads what the server logged since the last call: its warnings and
+    /// errors and its few notable infos (restarts, breaker changes, start
+    /// and stop), kept in [`Server::log`] with the time each happened.
+    /// Returns the new ones.
+    fn read_log(&mut self, t: &Timeline) -> Vec<LogEntry> {
         let Ok(mut file) = std::fs::File::open(&self.log) else { return Vec::new() };
         let mut text = String::new();
         if file.seek(SeekFrom::Start(self.log_read)).is_err() || file.read_to_string(&mut text).is_err() {
@@ -321,29 +408,47 @@ impl Server {
         // Only whole lines; a partial last line is read next time.
         let whole = text.rfind('\n').map_or(0, |i| i + 1);
         self.log_read += whole as u64;
-        let mut folded: Vec<(String, String, usize)> = Vec::new();
-        for line in text[..whole].lines() {
-            let Some((key, event)) = notable(line) else { continue };
-            match folded.iter_mut().find(|(seen, ..)| *seen == key) {
-                Some((.., count)) => *count += 1,
-                None => folded.push((key, event, 1)),
-            }
-        }
-        folded
-            .into_iter()
-            .map(|(_, line, count)| if count > 1 { format!("{line}  (×{count})") } else { line })
-            .collect()
+        let new: Vec<LogEntry> = text[..whole].lines().filter_map(|line| LogEntry::parse(t, line)).collect();
+        self.entries.extend(new.iter().cloned());
+        new
     }
 
-    /// Narrates what the server logged since the last call, at most `max`
-    /// lines.
-    pub(crate) fn narrate_log(&mut self, t: &Timeline, max: usize) {
-        let events = self.log_events();
-        for event in events.iter().take(max) {
-            t.note(format!("log: {event}"));
+    /// Every notable line the server logged so far (as far as read).
+    pub(crate) fn log(&self) -> &[LogEntry] {
+        &self.entries
+    }
+
+    /// Reads the server's log and puts what it logged since the last call
+    /// on the timeline, each at the time it happened, then prints the
+    /// timeline up to a moment ago (a line the server stamped just before
+    /// it read may not be written yet; it comes with the next call).
+    /// Nothing is left out: lines that differ only in numbers are folded
+    /// into one, with every number (or their range).
+    pub(crate) fn narrate_log(&mut self, t: &Timeline) {
+        let read_at = t.elapsed();
+        self.read_log_into(t);
+        t.flush_until(read_at.saturating_sub(LATE_LOG_LINE));
+    }
+
+    /// Reads what the server logged since the last call onto the timeline
+    /// (see [`Server::narrate_log`]).
+    fn read_log_into(&mut self, t: &Timeline) {
+        let new = self.read_log(t);
+        let mut folded: Vec<(String, Vec<LogEntry>)> = Vec::new();
+        for entry in new {
+            let key = entry.fold_key();
+            match folded.iter_mut().find(|(seen, _)| key.is_some() && Some(seen) == key.as_ref()) {
+                Some((_, group)) => group.push(entry),
+                None => folded.push((key.unwrap_or_default(), vec![entry])),
+            }
         }
-        if events.len() > max {
-            t.note(format!("log: … and {} more kinds of warning", events.len() - max));
+        for (_, group) in folded {
+            let first = &group[0];
+            let mut line = format!("server log: {}", first.describe(&group));
+            if let Some(last) = group.last().filter(|_| group.len() > 1) {
+                line.push_str(&format!("  (×{}, the last at {:.3}s)", group.len(), last.at.as_secs_f64()));
+            }
+            t.event_at(first.at, line);
         }
     }
 
@@ -358,38 +463,133 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A JSON log line worth narrating, as `LEVEL message {field=value …}`,
-/// with the key it folds by: its level, message and text fields.
-fn notable(line: &str) -> Option<(String, String)> {
-    const NOTABLE_INFO: [&str; 5] =
-        ["restarted from storage", "breaker changed state", "subscriber started", "sugang started", "stopped cleanly"];
-    // Every refused request is logged by the HTTP layer; the demo narrates
-    // the answers themselves.
-    const SKIPPED: [&str; 1] = ["response failed"];
-    let value: Value = serde_json::from_str(line).ok()?;
-    let level = value["level"].as_str()?;
-    let fields = value["fields"].as_object()?;
-    let message = fields.get("message").and_then(Value::as_str).unwrap_or("");
-    let wanted = match level {
-        "WARN" | "ERROR" => !SKIPPED.contains(&message),
-        "INFO" => NOTABLE_INFO.iter().any(|n| message.contains(n)),
-        _ => false,
-    };
-    if !wanted {
-        return None;
-    }
-    let mut key = format!("{level} {message}");
-    let mut details = Vec::new();
-    for (name, value) in fields.iter().filter(|(name, _)| name.as_str() != "message") {
-        match value {
-            Value::String(s) => {
-                key.push_str(&format!(" {name}={s}"));
-                details.push(format!("{name}={}", shorten(s, 90)));
-            }
-            other => details.push(format!("{name}={other}")),
+/// How late a log line may be written after the time it is stamped with
+/// (the server's thread preempted in between on a loaded machine): the
+/// timeline holds back its last moments this long before printing them.
+const LATE_LOG_LINE: Duration = Duration::from_millis(250);
+
+/// A notable line of the server's JSON log.
+#[derive(Clone, Debug)]
+pub(crate) struct LogEntry {
+    /// When it was logged, on the demo's timeline.
+    pub(crate) at: Duration,
+    pub(crate) level: String,
+    pub(crate) message: String,
+    /// Its fields, `message` excluded.
+    pub(crate) fields: serde_json::Map<String, Value>,
+}
+
+impl LogEntry {
+    /// A JSON log line worth narrating: a warning or error, or one of the
+    /// few notable infos.
+    fn parse(t: &Timeline, line: &str) -> Option<LogEntry> {
+        const NOTABLE_INFO: [&str; 7] = [
+            "restarted from storage",
+            "breaker changed state",
+            "subscriber started",
+            "sugang started",
+            "stopped cleanly",
+            "resuming owed refunds",
+            "subscriber stopped",
+        ];
+        // Every refused request is logged by the HTTP layer; the demo narrates
+        // the answers themselves.
+        const SKIPPED: [&str; 1] = ["response failed"];
+        let value: Value = serde_json::from_str(line).ok()?;
+        let level = value["level"].as_str()?;
+        let mut fields = value["fields"].as_object()?.clone();
+        let message = fields.remove("message").and_then(|m| m.as_str().map(str::to_owned)).unwrap_or_default();
+        let wanted = match level {
+            "WARN" | "ERROR" => !SKIPPED.contains(&message.as_str()),
+            "INFO" => NOTABLE_INFO.iter().any(|n| message.contains(n)),
+            _ => false,
+        };
+        if !wanted {
+            return None;
         }
+        let at = value["timestamp"].as_str().and_then(unix_us).map_or_else(|| t.elapsed(), |us| t.at_unix_us(us));
+        Some(LogEntry { at, level: level.to_owned(), message, fields })
     }
-    Some((key, format!("{level:<5} {message} {{{}}}", details.join(" "))))
+
+    /// A string field.
+    pub(crate) fn text(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).and_then(Value::as_str)
+    }
+
+    /// A number field.
+    pub(crate) fn number(&self, name: &str) -> Option<u64> {
+        self.fields.get(name).and_then(Value::as_u64)
+    }
+
+    /// What lines fold into this one: same level, message and fields but
+    /// for numbers;
+    /// `None` for the lines never folded (each is a step of the story).
+    fn fold_key(&self) -> Option<String> {
+        const NEVER_FOLDED: [&str; 4] = ["breaker", "sugang started", "interrupted", "held down"];
+        if NEVER_FOLDED.iter().any(|n| self.message.contains(n)) {
+            return None;
+        }
+        let mut key = format!("{} {}", self.level, self.message);
+        for (name, value) in &self.fields {
+            match value {
+                Value::Number(_) => {}
+                Value::String(s) => key.push_str(&format!(" {name}={s}")),
+                other => key.push_str(&format!(" {name}={other}")),
+            }
+        }
+        Some(key)
+    }
+
+    /// `LEVEL message {field=value …}`; a number field that differs across
+    /// `group` (the lines folded into this one) shows every value, or their
+    /// range when there are many.
+    fn describe(&self, group: &[LogEntry]) -> String {
+        let mut details = Vec::new();
+        for (name, value) in &self.fields {
+            match value {
+                Value::String(s) => details.push(format!("{name}={}", shorten(s, 90))),
+                Value::Number(_) => {
+                    let mut values: Vec<String> = Vec::new();
+                    for entry in group {
+                        let v = entry.fields.get(name).map_or_else(|| "-".to_owned(), Value::to_string);
+                        if !values.contains(&v) {
+                            values.push(v);
+                        }
+                    }
+                    let numbers: Vec<u64> = group.iter().filter_map(|e| e.number(name)).collect();
+                    let shown = match (values.len(), numbers.iter().min(), numbers.iter().max()) {
+                        (n, Some(lo), Some(hi)) if n > 6 && numbers.len() == group.len() => format!("{lo}..{hi}"),
+                        _ => values.join(","),
+                    };
+                    details.push(format!("{name}={shown}"));
+                }
+                other => details.push(format!("{name}={other}")),
+            }
+        }
+        format!("{:<5} {} {{{}}}", self.level, self.message, details.join(" "))
+    }
+}
+
+/// An RFC 3339 UTC timestamp (`2026-12-01T23:36:12.345678Z`, as the JSON log
+/// writes it) in µs since the Unix epoch.
+fn unix_us(stamp: &str) -> Option<i128> {
+    let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+    let mut date = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (date.next()??, date.next()??, date.next()??);
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut hms = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (hms.next()??, hms.next()??, hms.next()??);
+    let digits: String = fraction.chars().take(6).collect();
+    let micros = digits.parse::<i64>().ok()? * 10i64.pow(6 - digits.len() as u32);
+    // Days from the civil date (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(i128::from(seconds) * 1_000_000 + i128::from(micros))
 }
 
 fn shorten(s: &str, max: usize) -> String {

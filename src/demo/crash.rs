@@ -1,24 +1,33 @@
-//! `sugang demo crash`: the server is killed with SIGKILL under enrollment
-//! load, three times. After each restart over the same data directory:
-//! every acknowledged (201) enrollment is there, no course is over capacity,
-//! payments match enrollments one for one, and the read models converge.
+//! `sugang demo crash`: the server is killed with SIGKILL while seats are
+//! being taken, three times. Payments are slowed down (200 ms, through
+//! `PUT /admin/faults/payment`), so at the kill a dozen enrollments are
+//! mid-saga: seat held, payment out. After each restart over the same data
+//! directory: every acknowledged (201) enrollment is there, what became of
+//! each enrollment the kill cut off, the sagas the server found interrupted
+//! and compensated, no orphan seat (each course's studentCount equals its
+//! COMPLETED enrollments, none over capacity), no charge without an
+//! enrollment (payments against enrollments, refunds owed drained), and
+//! the read models converge.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{Aborted, Api, Server, Timeline, ms};
 
 const ROUNDS: usize = 3;
 const CONCURRENCY: usize = 16;
-/// New courses per round, and their capacity: small, so they fill up under
-/// the load and the capacity check matters.
+/// New courses per round, and their capacity: the load of a round takes
+/// only some of their seats before the kill.
 const COURSES_PER_ROUND: usize = 4;
 const CAPACITY: u64 = 40;
+/// The payment latency during the load: long enough that every client's
+/// enrollment spends most of its time mid-saga, seat held, payment out.
+const PAYMENT_LATENCY_MS: u64 = 200;
 /// The card-test account the simulated gateway declines.
 const DECLINED: &str = "4000000000000002";
 
@@ -28,58 +37,100 @@ type Acked = (u64, u64, String);
 pub(super) async fn run(t: &Timeline, dir: &Path) -> Result<String, Aborted> {
     let mut server = Server::start(t, dir, &[]).await?;
     let mut acked: Vec<Acked> = Vec::new();
-    let mut courses: Vec<u64> = Vec::new();
+    let mut interrupted_total = 0;
+    let mut cut_total = 0;
     for round in 1..=ROUNDS {
         let api = server.api.clone();
+        let mut courses = Vec::new();
         for k in 0..COURSES_PER_ROUND {
             courses.push(api.course(&format!("course-{round}-{k}"), Some(CAPACITY)).await?);
         }
+        let slow = api.put("/admin/faults/payment", json!({"latencyMs": PAYMENT_LATENCY_MS})).await?;
         t.say(format!(
-            "round {round}: {} courses of {CAPACITY} seats in all; {CONCURRENCY} clients enroll as fast as they can (1 in 8 \
-             pays with a declined card)",
-            courses.len()
+            "round {round}: courses {courses:?}, {CAPACITY} seats each; PUT /admin/faults/payment {{\"latencyMs\": \
+             {PAYMENT_LATENCY_MS}}}: {}; {CONCURRENCY} clients enroll in these courses, each sending its next \
+             enrollment when its last is answered (1 in 8 pays with a declined card)",
+            slow.status
         ));
+        if slow.status != 200 {
+            return Err(Aborted(format!("PUT /admin/faults/payment answered {}", slow.summary())));
+        }
         let load = Load::start(&api, &courses, round);
-        let kill_after = Duration::from_millis(fastrand::u64(300..900));
+        let kill_after = Duration::from_millis(fastrand::u64(400..900));
         tokio::time::sleep(kill_after).await;
         let pid = server.pid();
+        let kill_at = Instant::now();
         let before_kill = load.answered.load(Ordering::SeqCst);
-        server.kill().await?;
-        let round_acked = load.finish().await;
+        server.kill(t).await?;
+        let outcome = load.finish(kill_at).await;
         t.say(format!(
-            "SIGKILL pid {pid} after {} of load: {} answers by then; {}",
+            "SIGKILL pid {pid} after {} of load: {before_kill} enrollments answered by then ({}); {} were in flight, \
+             sent and not answered",
             ms(kill_after),
-            before_kill,
-            round_acked.tally
+            outcome.tally,
+            outcome.cut.len()
         ));
-        acked.extend(round_acked.acked);
+        t.expect(
+            !outcome.cut.is_empty(),
+            format!("the kill interrupted enrollments in progress ({} in flight)", outcome.cut.len()),
+        );
+        cut_total += outcome.cut.len();
+        acked.extend(outcome.acked);
 
         server = Server::start(t, dir, &[]).await?;
-        server.narrate_log(t, 6);
-        verify(t, &server.api, &acked, round).await?;
+        server.narrate_log(t);
+        let interrupted = server
+            .log()
+            .iter()
+            .find(|e| e.message.contains("sagas interrupted by the last stop"))
+            .and_then(|e| e.number("count"))
+            .unwrap_or(0);
+        t.say(format!(
+            "after restart {round}: the server found {interrupted} sagas interrupted mid-flight (seat held, not \
+             completed) and compensated them: seat given back, charge voided"
+        ));
+        t.expect(
+            interrupted >= 1,
+            format!("round {round}: the kill caught enrollments mid-saga ({interrupted} compensated at start)"),
+        );
+        interrupted_total += interrupted;
+        verify(t, &server.api, &acked, &outcome.cut, &courses, round).await?;
+        server.narrate_log(t);
     }
     let pid = server.pid();
-    let status = server.terminate().await?;
+    let status = server.terminate(t).await?;
     t.say(format!("SIGTERM to pid {pid}: {status}"));
     t.expect(status.success(), "the last server stops cleanly (exit 0)");
     Ok(format!(
-        "{ROUNDS} SIGKILLs under load: after each restart all acknowledged enrollments ({} in the end) were there, no \
-         course was over capacity, payments matched enrollments one for one and the read models converged",
+        "{ROUNDS} SIGKILLs while seats were being taken ({cut_total} enrollments in flight, {interrupted_total} sagas \
+         found interrupted and compensated): after each restart all acknowledged enrollments ({} in the end) were \
+         there, no seat was held without a COMPLETED enrollment, no course was over capacity, no charge was kept \
+         without an enrollment and the read models converged",
         acked.len()
     ))
 }
 
 /// The enrollment load of one round.
 struct Load {
-    workers: tokio::task::JoinSet<Vec<(u16, Option<Acked>)>>,
+    workers: tokio::task::JoinSet<Worked>,
     /// Answers received so far, across workers.
     answered: Arc<AtomicUsize>,
+}
+
+/// What one client did: each answer's status and acknowledgment, and the
+/// request the kill cut off (course, student, when it was sent).
+struct Worked {
+    answers: Vec<(u16, Option<Acked>)>,
+    cut: Option<(u64, String, Instant)>,
 }
 
 /// What one round's load saw.
 struct Outcome {
     acked: Vec<Acked>,
     tally: String,
+    /// The requests in flight at the kill: sent before it, never answered
+    /// (course, student).
+    cut: Vec<(u64, String)>,
 }
 
 impl Load {
@@ -89,44 +140,61 @@ impl Load {
         for worker in 0..CONCURRENCY {
             let (api, courses, answered) = (api.clone(), courses.to_vec(), answered.clone());
             workers.spawn(async move {
-                let mut seen = Vec::new();
+                let mut answers = Vec::new();
                 for n in 0.. {
                     let course = courses[fastrand::usize(..courses.len())];
                     let student = format!("r{round}-w{worker}-{n}");
                     let account = if fastrand::u8(..8) == 0 { DECLINED } else { "4242424242424242" };
+                    let sent = Instant::now();
                     // The kill cuts this off: an error is the end of the load.
-                    let Ok(reply) = api.enroll_with(course, &student, account).await else { break };
+                    let Ok(reply) = api.enroll_with(course, &student, account).await else {
+                        return Worked { answers, cut: Some((course, student, sent)) };
+                    };
                     answered.fetch_add(1, Ordering::SeqCst);
                     let acked = match (reply.status, reply.body["id"].as_u64()) {
                         (201, Some(id)) => Some((id, course, student)),
                         _ => None,
                     };
-                    seen.push((reply.status, acked));
+                    answers.push((reply.status, acked));
                 }
-                seen
+                Worked { answers, cut: None }
             });
         }
         Load { workers, answered }
     }
 
-    async fn finish(mut self) -> Outcome {
+    /// Waits for every client to be cut off by the kill sent at `kill_at`.
+    async fn finish(mut self, kill_at: Instant) -> Outcome {
         let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
         let mut acked = Vec::new();
-        let mut cut_off = 0;
+        let mut cut = Vec::new();
         while let Some(done) = self.workers.join_next().await {
-            cut_off += 1;
-            for (status, ack) in done.unwrap_or_default() {
+            let Ok(worked) = done else { continue };
+            for (status, ack) in worked.answers {
                 *statuses.entry(status).or_default() += 1;
                 acked.extend(ack);
             }
+            // A request sent after the kill was refused, not interrupted.
+            if let Some((course, student, sent)) = worked.cut
+                && sent <= kill_at
+            {
+                cut.push((course, student));
+            }
         }
         let tally: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}×{n}")).collect();
-        Outcome { acked, tally: format!("{} and {cut_off} requests cut off by the kill", tally.join(" ")) }
+        Outcome { acked, tally: tally.join(" "), cut }
     }
 }
 
-/// The four guarantees, checked against what the restarted server answers.
-async fn verify(t: &Timeline, api: &Api, acked: &[Acked], round: usize) -> Result<(), Aborted> {
+/// The guarantees, checked against what the restarted server answers.
+async fn verify(
+    t: &Timeline,
+    api: &Api,
+    acked: &[Acked],
+    cut: &[(u64, String)],
+    round_courses: &[u64],
+    round: usize,
+) -> Result<(), Aborted> {
     let classes = api.all("/classes", "classes").await?;
     let by_id: BTreeMap<u64, &Value> = classes.iter().filter_map(|c| Some((c["id"].as_u64()?, c))).collect();
     let completed: BTreeMap<u64, &Value> =
@@ -145,7 +213,7 @@ async fn verify(t: &Timeline, api: &Api, acked: &[Acked], round: usize) -> Resul
         .map(|(id, ..)| *id)
         .collect();
     t.say(format!(
-        "after restart {round}: {} enrollments COMPLETED, {} of them acknowledged (the kill cut off the others' answers)",
+        "after restart {round}: {} enrollments COMPLETED; {} acknowledged so far",
         completed.len(),
         acked.len()
     ));
@@ -155,6 +223,30 @@ async fn verify(t: &Timeline, api: &Api, acked: &[Acked], round: usize) -> Resul
             "round {round}: every acknowledged enrollment is present and COMPLETED ({} lost: {lost:?})",
             lost.len()
         ),
+    );
+
+    // What became of the enrollments the kill cut off: committed before the
+    // kill (only the answer was lost), or no enrollment at all (compensated
+    // at the start, or never reached the server). Nothing in between.
+    let mut done = 0;
+    let mut gone = 0;
+    let mut odd = Vec::new();
+    for (course, student) in cut {
+        let mine: Vec<&Value> = classes.iter().filter(|c| c["student"] == student.as_str()).collect();
+        match mine.as_slice() {
+            [] => gone += 1,
+            [c] if c["status"] == "COMPLETED" && c["courseId"].as_u64() == Some(*course) => done += 1,
+            other => odd.push(format!("{student}: {}", Value::Array(other.iter().map(|c| (*c).clone()).collect()))),
+        }
+    }
+    t.note(format!(
+        "of the {} enrollments cut off by the kill: {done} COMPLETED (done before the kill, only the answer was lost), \
+         {gone} left no enrollment (compensated at the start, or never reached the server)",
+        cut.len()
+    ));
+    t.expect(
+        odd.is_empty(),
+        format!("round {round}: each cut-off enrollment is either COMPLETED or left no trace {odd:?}"),
     );
 
     // 2. No course over capacity; seats match enrollments.
@@ -178,26 +270,57 @@ async fn verify(t: &Timeline, api: &Api, acked: &[Acked], round: usize) -> Resul
             mismatched.push(format!("course {id}: studentCount {count} vs {enrolled} COMPLETED"));
         }
     }
-    let full = courses.iter().filter(|c| c["studentCount"].as_u64() == c["capacity"].as_u64()).count();
-    t.note(format!("{} courses, {full} full", courses.len()));
+    let round_taken: u64 = courses
+        .iter()
+        .filter(|c| c["id"].as_u64().is_some_and(|id| round_courses.contains(&id)))
+        .map(|c| c["studentCount"].as_u64().unwrap_or(0))
+        .sum();
+    let round_seats = CAPACITY * round_courses.len() as u64;
+    t.note(format!(
+        "{} courses; this round's {} courses: {round_taken} of {round_seats} seats taken",
+        courses.len(),
+        round_courses.len()
+    ));
+    t.expect(
+        round_taken < round_seats,
+        format!("round {round}: the kill came while seats were being taken ({round_taken} < {round_seats} taken)"),
+    );
     t.expect(over.is_empty(), format!("round {round}: no course is over capacity {over:?}"));
     t.expect(
         mismatched.is_empty(),
-        format!("round {round}: every course's studentCount equals its COMPLETED enrollments {mismatched:?}"),
+        format!(
+            "round {round}: no orphan seat: every course's studentCount equals its COMPLETED enrollments {mismatched:?}"
+        ),
     );
 
-    // 3. Payments match enrollments one for one.
+    // 3. No charge without an enrollment: once the refunds owed (the voids
+    // of interrupted charges) are drained, every APPROVED payment is a
+    // COMPLETED enrollment's, and every other payment is refunded.
+    let owed = refunds_owed(api).await?;
     let payments = api.all("/payments", "payments").await?;
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &payments {
+        *by_status.entry(p["payStatus"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+    }
     let approved: BTreeSet<u64> =
         payments.iter().filter(|p| p["payStatus"] == "APPROVED").filter_map(|p| p["applyId"].as_u64()).collect();
     let unpaid: Vec<u64> = completed.keys().filter(|id| !approved.contains(id)).copied().collect();
-    let orphan: Vec<u64> = approved.iter().filter(|id| !completed.contains_key(id)).copied().collect();
-    t.note(format!("{} payments, {} APPROVED", payments.len(), approved.len()));
+    let kept: Vec<u64> = payments
+        .iter()
+        .filter(|p| p["payStatus"] != "CANCELED")
+        .filter_map(|p| p["applyId"].as_u64())
+        .filter(|id| !completed.contains_key(id))
+        .collect();
+    t.note(format!(
+        "{} payments ({}); refunds owed {owed}",
+        payments.len(),
+        by_status.iter().map(|(s, n)| format!("{s} {n}")).collect::<Vec<_>>().join(", ")
+    ));
     t.expect(
-        unpaid.is_empty() && orphan.is_empty(),
+        unpaid.is_empty() && kept.is_empty() && owed == 0,
         format!(
-            "round {round}: every COMPLETED enrollment has an APPROVED payment and every APPROVED payment a COMPLETED \
-             enrollment (unpaid {unpaid:?}, charged without enrollment {orphan:?})"
+            "round {round}: every COMPLETED enrollment has an APPROVED payment, and no charge is kept without a \
+             COMPLETED enrollment (unpaid {unpaid:?}, charged without enrollment {kept:?}, refunds owed {owed})"
         ),
     );
 
@@ -254,4 +377,17 @@ async fn verify(t: &Timeline, api: &Api, acked: &[Acked], round: usize) -> Resul
         ),
     );
     Ok(())
+}
+
+/// Waits (at most 10 s) until the payment actor owes no refund; how many it
+/// still owes.
+async fn refunds_owed(api: &Api) -> Result<u64, Aborted> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let owed = api.breaker().await?["refundsOwed"].as_u64().unwrap_or(u64::MAX);
+        if owed == 0 || Instant::now() > deadline {
+            return Ok(owed);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
