@@ -2,12 +2,16 @@
 //! instructor concerned, stored and appended as a JSON line to
 //! `notifications.log` in the data directory.
 //!
-//! A notification's id is derived from the event that caused it
-//! (`seq * 4 + n`), so replaying an event can never mint a second one. The log
-//! file is written after the batch that stored the notifications commits; at
-//! start the worker appends whatever the table holds past the file's last
-//! line, so the file ends up with every notification exactly once. It runs as
-//! a single worker because the file is one ordered stream.
+//! Notification ids are dense, 1, 2, 3 …, in event order: the worker keeps
+//! the next id in memory, taken from the table's highest id whenever it
+//! starts. Its notifications commit in the same batch as its offset, so an
+//! event is turned into notifications exactly once: a batch that did not
+//! commit leaves neither notifications nor offset behind, and the restarted
+//! worker numbers them again from the table. The log file is written after
+//! the batch that stored the notifications commits; at start the worker
+//! appends whatever the table holds past the file's last line, so the file
+//! ends up with every notification exactly once. It runs as a single worker
+//! because the ids and the file are one ordered stream.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -44,11 +48,15 @@ pub(crate) struct NotifierProjection {
     path: PathBuf,
     /// The id of the last notification written to the file.
     written: Mutex<u64>,
+    /// The id the next notification gets: one past the highest committed
+    /// (reset from the table when the worker starts), plus those in the
+    /// batch being built.
+    next_id: Mutex<u64>,
 }
 
 impl NotifierProjection {
     pub(crate) fn new(data_dir: &std::path::Path) -> Self {
-        NotifierProjection { path: data_dir.join("notifications.log"), written: Mutex::new(0) }
+        NotifierProjection { path: data_dir.join("notifications.log"), written: Mutex::new(0), next_id: Mutex::new(1) }
     }
 
     /// Appends every stored notification after the last one in the file.
@@ -71,8 +79,11 @@ impl NotifierProjection {
     }
 }
 
-/// The id on the file's last whole line (0 for an empty or missing file),
-/// cutting off a torn last line (a crash mid-write) so appends start clean.
+/// The id on the file's last line (0 for an empty or missing file). A torn
+/// last line (a crash mid-write: unterminated, or not a notification) is cut
+/// off so appends start clean; its notification is still in the table and is
+/// written again. The line before it must then be readable: an unreadable
+/// line anywhere but last is damage, an error, never "start from 0".
 fn last_id_in(path: &std::path::Path) -> Result<u64, std::io::Error> {
     let mut file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => file,
@@ -84,20 +95,58 @@ fn last_id_in(path: &std::path::Path) -> Result<u64, std::io::Error> {
     file.seek(SeekFrom::Start(start))?;
     let mut tail = Vec::new();
     file.read_to_end(&mut tail)?;
-    // A torn last line is cut: its notification is still in the table and
-    // is written again after the last whole line.
-    let whole = match tail.iter().rposition(|&b| b == b'\n') {
-        Some(end) => {
-            file.set_len(start + end as u64 + 1)?;
-            &tail[..end]
-        }
-        None => {
-            file.set_len(start)?;
-            &[][..]
-        }
+    let damaged = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    // Whole lines within the tail (a window that starts mid-file starts
+    // mid-line: its first piece is not a line).
+    let mut lines: Vec<(usize, &[u8])> = Vec::new();
+    let mut from = 0;
+    for (at, _) in tail.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+        lines.push((from, &tail[from..at]));
+        from = at + 1;
+    }
+    let unterminated = from < tail.len();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0);
+    }
+    let read = |line: &[u8]| serde_json::from_slice::<Notification>(line).ok().map(|n| n.id);
+    // Where the file is cut: after the last readable line.
+    let (cut, id) = match lines.last() {
+        Some(&(at, line)) => match read(line) {
+            Some(id) => (start + at as u64 + line.len() as u64 + 1, id),
+            None => {
+                // The last line is torn: cut it; the one before must read.
+                let before = lines.len().checked_sub(2).map(|i| lines[i]);
+                match before {
+                    Some((at, line)) => match read(line) {
+                        Some(id) => (start + at as u64 + line.len() as u64 + 1, id),
+                        None => {
+                            return Err(damaged(format!(
+                                "{}: an unreadable line before the last, at byte {}",
+                                path.display(),
+                                start + at as u64
+                            )));
+                        }
+                    },
+                    None if start == 0 => (0, 0),
+                    None => {
+                        return Err(damaged(format!("{}: no readable line in its last 64 KiB", path.display())));
+                    }
+                }
+            }
+        },
+        None if start == 0 => (0, 0),
+        None => return Err(damaged(format!("{}: no line ends in its last 64 KiB", path.display()))),
     };
-    let last_line = whole.rsplit(|&b| b == b'\n').next().unwrap_or(&[]);
-    Ok(serde_json::from_slice::<Notification>(last_line).map(|n| n.id).unwrap_or(0))
+    if cut < len {
+        tracing::warn!(
+            file = %path.display(),
+            cut_bytes = len - cut,
+            unterminated,
+            "notifications.log: a torn last line cut off; its notification is written again"
+        );
+        file.set_len(cut)?;
+    }
+    Ok(id)
 }
 
 /// A notification before it has an id.
@@ -196,7 +245,7 @@ impl Projection for NotifierProjection {
 
     fn apply(
         &self,
-        store: &Store,
+        _store: &Store,
         event: &Committed<Event>,
         part: Part,
         batch: &mut Batch,
@@ -205,11 +254,10 @@ impl Projection for NotifierProjection {
             return Ok(0);
         }
         let mut effects = 0;
-        for (n, notice) in notices(&event.event).into_iter().enumerate() {
-            let id = event.seq * 4 + n as u64;
-            if store.read_through(batch, &NOTIFICATIONS, &id)?.is_some() {
-                continue;
-            }
+        let mut next_id = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
+        for notice in notices(&event.event) {
+            let id = *next_id;
+            *next_id += 1;
             let notification = Notification {
                 id,
                 recipient: notice.recipient.clone(),
@@ -227,11 +275,82 @@ impl Projection for NotifierProjection {
     }
 
     fn starting(&self, store: &Store, _part: Part) -> Result<(), ProjectionError> {
+        let highest = store.last(&NOTIFICATIONS)?.map_or(0, |(id, _)| id);
+        *self.next_id.lock().unwrap_or_else(|e| e.into_inner()) = highest + 1;
         *self.written.lock().unwrap_or_else(|e| e.into_inner()) = last_id_in(&self.path)?;
         self.append_missing(store)
     }
 
     fn committed(&self, store: &Store, _part: Part, _through_seq: u64) -> Result<(), ProjectionError> {
         self.append_missing(store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: u64) -> String {
+        let n = Notification {
+            id,
+            recipient: "Kim".into(),
+            kind: "ENROLLMENT_COMPLETED".into(),
+            apply_id: Some(id),
+            course_id: Some(1),
+            message: "done".into(),
+            created_at_ms: 7,
+        };
+        format!("{}\n", serde_json::to_string(&n).unwrap())
+    }
+
+    fn file_with(content: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notifications.log");
+        std::fs::write(&path, content).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_missing_or_empty_file_starts_from_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(last_id_in(&dir.path().join("notifications.log")).unwrap(), 0);
+        let (_dir, path) = file_with("");
+        assert_eq!(last_id_in(&path).unwrap(), 0);
+    }
+
+    #[test]
+    fn whole_lines_are_kept() {
+        let whole = format!("{}{}", line(1), line(2));
+        let (_dir, path) = file_with(&whole);
+        assert_eq!(last_id_in(&path).unwrap(), 2);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+    }
+
+    #[test]
+    fn an_unterminated_last_line_is_cut() {
+        let whole = format!("{}{}", line(1), line(2));
+        let (_dir, path) = file_with(&format!("{whole}{{\"id\":3,\"recip"));
+        assert_eq!(last_id_in(&path).unwrap(), 2);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+    }
+
+    #[test]
+    fn an_unreadable_last_line_is_cut_never_read_as_zero() {
+        let whole = format!("{}{}", line(1), line(2));
+        let (_dir, path) = file_with(&format!("{whole}\0\0\0\0\n"));
+        assert_eq!(last_id_in(&path).unwrap(), 2, "a torn last line does not make every notification new");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+        let (_dir, path) = file_with("garbage\n");
+        assert_eq!(last_id_in(&path).unwrap(), 0, "the only line was torn: nothing was written");
+    }
+
+    #[test]
+    fn an_unreadable_line_before_the_last_is_an_error() {
+        let damaged = format!("{}not json\n{}", line(1), line(3));
+        let (_dir, path) = file_with(&format!("{damaged}torn"));
+        assert_eq!(last_id_in(&path).unwrap(), 3, "the last whole line is readable: only the torn piece goes");
+        let (_dir, path) = file_with(&format!("{}not json\n{{\"torn\n", line(1)));
+        let error = last_id_in(&path).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
     }
 }
