@@ -25,6 +25,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod demos;
+mod ids;
 mod metrics;
 mod openapi;
 mod rush;
