@@ -38,9 +38,9 @@ async fn the_seeds_refused_enrollment_takes_no_id() {
 
     // The seed's cancellation of enrollment 1 finds it.
     let canceled = app.delete("/classes/1").await;
-    assert_eq!(canceled.status, 200, "{canceled:?}");
-    assert_eq!(canceled.body["status"], "CANCELED");
+    assert_eq!(canceled.status, 204, "{canceled:?}");
     let seq = canceled.seq();
+    assert_eq!(app.get("/classes/1").await.body["status"], "CANCELED");
     let payments = app.get(&format!("/payments?applyId=1&after={seq}")).await;
     let payment = &payments.body["_embedded"]["payments"][0];
     assert_eq!(payment["id"], 1, "{payments:?}");
