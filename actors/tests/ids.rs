@@ -128,26 +128,6 @@ async fn ids_continue_at_max_plus_one_after_a_restart() {
     system.shutdown().await;
 }
 
-/// Course ids are dense too: registrations under concurrency take 1..=N.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_registrations_take_dense_course_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let system = Sugang::start(config(dir.path())).await.unwrap();
-    let registered: Vec<_> = (0..20)
-        .map(|i| {
-            let system = system.clone();
-            tokio::spawn(async move { register(&system, &format!("course {i}"), 1_000, None).await.get() })
-        })
-        .collect();
-    let mut ids = Vec::new();
-    for handle in registered {
-        ids.push(handle.await.unwrap());
-    }
-    ids.sort_unstable();
-    assert_eq!(ids, (1..=20).collect::<Vec<_>>());
-    system.shutdown().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notification_ids_count_from_one_without_gaps_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
