@@ -409,21 +409,30 @@ impl EnrollmentActorState {
         };
         let release = CourseCommand::ReleaseSeat { enrollment_id: id, reason };
         let owed = RefundOwed { purpose: RefundPurpose::Void, since_ms: now_ms() };
-        self.ask_course(pending.course_id, release, || {
-            let owed = owed.clone();
-            void.then(|| -> Also {
-                Box::new(move |_: &[Event]| {
-                    let mut batch = Batch::new();
-                    batch.put(&REFUNDS, &id.get(), &owed)?;
-                    Ok(batch)
+        let released = self
+            .ask_course(pending.course_id, release, || {
+                let owed = owed.clone();
+                void.then(|| -> Also {
+                    Box::new(move |_: &[Event]| {
+                        let mut batch = Batch::new();
+                        batch.put(&REFUNDS, &id.get(), &owed)?;
+                        Ok(batch)
+                    })
                 })
             })
-        })
-        .await?;
+            .await?;
         self.unfinished = false;
-        metrics::counter!("sugang_enrollments_total", "outcome" => "rejected").increment(1);
-        tracing::info!(enrollment_id = id.get(), course_id = pending.course_id.get(), ?reason, void, "seat released");
-        if void {
+        if released.events.is_empty() {
+            // No seat under the reservation any more: released before, or
+            // confirmed by a completion that committed after all (a timed-out
+            // confirmation). Only a void owed durably is pursued: never the
+            // charge of an enrollment that completed.
+            tracing::info!(reservation = id.get(), course_id = pending.course_id.get(), "no seat left to release");
+        } else {
+            metrics::counter!("sugang_enrollments_total", "outcome" => "rejected").increment(1);
+            tracing::info!(reservation = id.get(), course_id = pending.course_id.get(), ?reason, void, "seat released");
+        }
+        if void && self.ctx.store.contains(&REFUNDS, &id.get()).map_err(|e| SagaFailure::Storage(e.to_string()))? {
             let _ = self.ctx.payment.get().send_message(PaymentMsg::Refund {
                 enrollment_id: id,
                 purpose: RefundPurpose::Void,
