@@ -9,9 +9,11 @@
 //! commit leaves neither notifications nor offset behind, and the restarted
 //! worker numbers them again from the table. The log file is written after
 //! the batch that stored the notifications commits; at start the worker
-//! appends whatever the table holds past the file's last line, so the file
-//! ends up with every notification exactly once. It runs as a single worker
-//! because the ids and the file are one ordered stream.
+//! appends whatever the table holds past the file's last line (cutting a
+//! torn last line first, and cutting the file back to the table if a crash
+//! lost the table's last commits), so the file ends up with every
+//! notification exactly once. It runs as a single worker because the ids
+//! and the file are one ordered stream.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -149,6 +151,29 @@ fn last_id_in(path: &std::path::Path) -> Result<u64, std::io::Error> {
     Ok(id)
 }
 
+/// Cuts the file after its last notification with an id at most `highest`,
+/// returning that id. For a file ahead of the table: with relaxed
+/// durability, a machine crash can lose the table's last commits while the
+/// file kept their lines, and their ids will be given to new notifications.
+fn cut_after(path: &std::path::Path, highest: u64) -> Result<u64, std::io::Error> {
+    let content = std::fs::read(path)?;
+    let (mut keep, mut last) = (0, 0);
+    for line in content.split_inclusive(|&b| b == b'\n') {
+        match serde_json::from_slice::<Notification>(line) {
+            Ok(n) if n.id <= highest => (keep, last) = (keep + line.len(), n.id),
+            _ => break,
+        }
+    }
+    tracing::warn!(
+        file = %path.display(),
+        table_highest = highest,
+        kept_through = last,
+        "notifications.log is ahead of the table (commits lost in a crash): its extra lines are cut"
+    );
+    OpenOptions::new().write(true).open(path)?.set_len(keep as u64)?;
+    Ok(last)
+}
+
 /// A notification before it has an id.
 struct Notice {
     recipient: String,
@@ -277,7 +302,11 @@ impl Projection for NotifierProjection {
     fn starting(&self, store: &Store, _part: Part) -> Result<(), ProjectionError> {
         let highest = store.last(&NOTIFICATIONS)?.map_or(0, |(id, _)| id);
         *self.next_id.lock().unwrap_or_else(|e| e.into_inner()) = highest + 1;
-        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = last_id_in(&self.path)?;
+        let mut written = last_id_in(&self.path)?;
+        if written > highest {
+            written = cut_after(&self.path, highest)?;
+        }
+        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = written;
         self.append_missing(store)
     }
 
@@ -342,6 +371,14 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
         let (_dir, path) = file_with("garbage\n");
         assert_eq!(last_id_in(&path).unwrap(), 0, "the only line was torn: nothing was written");
+    }
+
+    #[test]
+    fn a_file_ahead_of_the_table_is_cut_back_to_it() {
+        let kept = format!("{}{}", line(1), line(2));
+        let (_dir, path) = file_with(&format!("{kept}{}{}", line(3), line(4)));
+        assert_eq!(cut_after(&path, 2).unwrap(), 2);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
     }
 
     #[test]
