@@ -53,6 +53,10 @@ impl Projection for DeliveryProjection {
         "delivery"
     }
 
+    fn reacts(&self) -> bool {
+        true
+    }
+
     fn apply(
         &self,
         store: &Store,

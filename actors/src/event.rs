@@ -1,10 +1,12 @@
 //! The event catalogue: every fact sugang records, self-contained.
 //!
 //! Each event carries its entity ids, its correlation id (the enrollment id,
-//! where there is one), the time its command was handled, and the values a
-//! projection needs (names, fees, counts, old values), so that read models
-//! never read another context's tables. Owns only the shapes; aggregates
-//! decide when to emit them, projections decide what to do with them.
+//! where there is one; a refused or unfinished saga has none yet, so its seat
+//! events carry the saga's reservation key in `enrollment_id`), the time its
+//! command was handled, and the values a projection needs (names, fees, counts,
+//! old values), so that read models never read another context's tables. Owns
+//! only the shapes; aggregates decide when to emit them, projections decide
+//! what to do with them.
 //!
 //! | event | emitted by | consumed by |
 //! | --- | --- | --- |
@@ -12,10 +14,10 @@
 //! | `CourseModified` | course | mypage |
 //! | `CourseDeleted` | course | mypage |
 //! | `CourseOpened`, `CourseClosed` | course (studentCount crosses minStudents) | mypage, notifier |
-//! | `SeatReserved` | course (saga step 1) | (audit) |
-//! | `SeatReleased` | course (saga refused, or interrupted) | (audit) |
-//! | `EnrollmentCompleted` | course, confirming the seat of the saga (same batch as the enrollment record) | delivery, mypage, notifier |
-//! | `EnrollmentRejected` | course, releasing the seat of a refused or interrupted saga | (audit) |
+//! | `SeatReserved` | course (saga step 1, under the saga's reservation key) | (audit) |
+//! | `SeatReleased` | course (saga refused, or interrupted; reservation key) | (audit) |
+//! | `EnrollmentCompleted` | course, confirming the seat of the saga under the enrollment's new id (same batch as the enrollment record) | delivery, mypage, notifier |
+//! | `EnrollmentRejected` | course, releasing the seat of a refused or interrupted saga (reservation key) | (audit) |
 //! | `EnrollmentCanceled` | course, releasing the seat of a cancellation | delivery, mypage, notifier |
 //! | `PaymentApproved` | payment, in the completion's batch | mypage, notifier |
 //! | `PaymentCancelRequested` | payment, in the cancellation's batch | mypage |

@@ -52,6 +52,9 @@ pub struct Faults {
     /// Events on which each subscriber's projection still panics, by
     /// subscriber name (to crash-loop its workers).
     subscriber_panics: Mutex<HashMap<String, u32>>,
+    /// How long each subscriber waits before committing a batch, by name
+    /// (a slow subscriber, to test read-your-writes against it).
+    subscriber_delays: Mutex<HashMap<String, std::time::Duration>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -117,6 +120,24 @@ impl Faults {
             }
             _ => false,
         }
+    }
+
+    /// Subscriber `name` waits `delay` before committing each batch (zero:
+    /// no more), as a slow read model does.
+    pub fn slow_subscriber(&self, name: &str, delay: std::time::Duration) {
+        tracing::warn!(subscriber = name, delay_ms = delay.as_millis() as u64, "fault injected: subscriber slowed");
+        metrics::counter!("sugang_faults_injected_total", "fault" => "subscriber_slow").increment(1);
+        let mut delays = lock(&self.subscriber_delays);
+        if delay.is_zero() {
+            delays.remove(name);
+        } else {
+            delays.insert(name.to_owned(), delay);
+        }
+    }
+
+    /// How long subscriber `name` must wait before its next commit, if at all.
+    pub(crate) fn subscriber_delay(&self, name: &str) -> Option<std::time::Duration> {
+        lock(&self.subscriber_delays).get(name).copied()
     }
 
     /// Abort the process right after `step` (crash tests and the crash demo).

@@ -85,8 +85,11 @@ id_type!(
     CourseId
 );
 id_type!(
-    /// An enrollment's id: the correlation key of its saga, its payment, its
-    /// shipment, its notifications and its events.
+    /// An enrollment's id: the correlation key of its payment, its shipment,
+    /// its notifications and its events. Dense, assigned when its saga
+    /// completes; until then the saga runs under a reservation key of the
+    /// same type, from a range of its own (≥ 2^48) that no enrollment id
+    /// reaches.
     EnrollmentId
 );
 

@@ -3,12 +3,18 @@
 //! instructor may share a name — stored and appended as a JSON line to
 //! `notifications.log` in the data directory.
 //!
-//! A notification's id is derived from the event that caused it
-//! (`seq * 4 + n`), so replaying an event can never mint a second one. The log
-//! file is written after the batch that stored the notifications commits; at
-//! start the worker appends whatever the table holds past the file's last
-//! line, so the file ends up with every notification exactly once. It runs as
-//! a single worker because the file is one ordered stream.
+//! Notification ids are dense, 1, 2, 3 …, in event order: the worker keeps
+//! the next id in memory, taken from the table's highest id whenever it
+//! starts. Its notifications commit in the same batch as its offset, so an
+//! event is turned into notifications exactly once: a batch that did not
+//! commit leaves neither notifications nor offset behind, and the restarted
+//! worker numbers them again from the table. The log file is written after
+//! the batch that stored the notifications commits; at start the worker
+//! appends whatever the table holds past the file's last line (cutting a
+//! torn last line first, and cutting the file back to the table if a crash
+//! lost the table's last commits), so the file ends up with every
+//! notification exactly once. It runs as a single worker because the ids
+//! and the file are one ordered stream.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -91,11 +97,15 @@ pub(crate) struct NotifierProjection {
     path: PathBuf,
     /// The id of the last notification written to the file.
     written: Mutex<u64>,
+    /// The id the next notification gets: one past the highest committed
+    /// (reset from the table when the worker starts), plus those in the
+    /// batch being built.
+    next_id: Mutex<u64>,
 }
 
 impl NotifierProjection {
     pub(crate) fn new(data_dir: &std::path::Path) -> Self {
-        NotifierProjection { path: data_dir.join("notifications.log"), written: Mutex::new(0) }
+        NotifierProjection { path: data_dir.join("notifications.log"), written: Mutex::new(0), next_id: Mutex::new(1) }
     }
 
     /// Appends every stored notification after the last one in the file.
@@ -118,8 +128,11 @@ impl NotifierProjection {
     }
 }
 
-/// The id on the file's last whole line (0 for an empty or missing file),
-/// cutting off a torn last line (a crash mid-write) so appends start clean.
+/// The id on the file's last line (0 for an empty or missing file). A torn
+/// last line (a crash mid-write: unterminated, or not a notification) is cut
+/// off so appends start clean; its notification is still in the table and is
+/// written again. The line before it must then be readable: an unreadable
+/// line anywhere but last is damage, an error, never "start from 0".
 fn last_id_in(path: &std::path::Path) -> Result<u64, std::io::Error> {
     let mut file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => file,
@@ -131,25 +144,88 @@ fn last_id_in(path: &std::path::Path) -> Result<u64, std::io::Error> {
     file.seek(SeekFrom::Start(start))?;
     let mut tail = Vec::new();
     file.read_to_end(&mut tail)?;
-    // A torn last line is cut: its notification is still in the table and
-    // is written again after the last whole line.
-    let whole = match tail.iter().rposition(|&b| b == b'\n') {
-        Some(end) => {
-            file.set_len(start + end as u64 + 1)?;
-            &tail[..end]
-        }
-        None => {
-            file.set_len(start)?;
-            &[][..]
-        }
-    };
-    let last_line = whole.rsplit(|&b| b == b'\n').next().unwrap_or(&[]);
-    // Only the id: lines written before a field was added still count.
-    #[derive(Deserialize)]
-    struct Line {
-        id: u64,
+    let damaged = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    // Whole lines within the tail (a window that starts mid-file starts
+    // mid-line: its first piece is not a line).
+    let mut lines: Vec<(usize, &[u8])> = Vec::new();
+    let mut from = 0;
+    for (at, _) in tail.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+        lines.push((from, &tail[from..at]));
+        from = at + 1;
     }
-    Ok(serde_json::from_slice::<Line>(last_line).map(|n| n.id).unwrap_or(0))
+    let unterminated = from < tail.len();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0);
+    }
+    let read = |line: &[u8]| serde_json::from_slice::<LoggedId>(line).ok().map(|n| n.id);
+    // Where the file is cut: after the last readable line.
+    let (cut, id) = match lines.last() {
+        Some(&(at, line)) => match read(line) {
+            Some(id) => (start + at as u64 + line.len() as u64 + 1, id),
+            None => {
+                // The last line is torn: cut it; the one before must read.
+                let before = lines.len().checked_sub(2).map(|i| lines[i]);
+                match before {
+                    Some((at, line)) => match read(line) {
+                        Some(id) => (start + at as u64 + line.len() as u64 + 1, id),
+                        None => {
+                            return Err(damaged(format!(
+                                "{}: an unreadable line before the last, at byte {}",
+                                path.display(),
+                                start + at as u64
+                            )));
+                        }
+                    },
+                    None if start == 0 => (0, 0),
+                    None => {
+                        return Err(damaged(format!("{}: no readable line in its last 64 KiB", path.display())));
+                    }
+                }
+            }
+        },
+        None if start == 0 => (0, 0),
+        None => return Err(damaged(format!("{}: no line ends in its last 64 KiB", path.display()))),
+    };
+    if cut < len {
+        tracing::warn!(
+            file = %path.display(),
+            cut_bytes = len - cut,
+            unterminated,
+            "notifications.log: a torn last line cut off; its notification is written again"
+        );
+        file.set_len(cut)?;
+    }
+    Ok(id)
+}
+
+/// The id of a line of `notifications.log`, read alone: lines written before
+/// a field was added (`recipientRole`) still count.
+#[derive(Deserialize)]
+struct LoggedId {
+    id: u64,
+}
+
+/// Cuts the file after its last notification with an id at most `highest`,
+/// returning that id. For a file ahead of the table: with relaxed
+/// durability, a machine crash can lose the table's last commits while the
+/// file kept their lines, and their ids will be given to new notifications.
+fn cut_after(path: &std::path::Path, highest: u64) -> Result<u64, std::io::Error> {
+    let content = std::fs::read(path)?;
+    let (mut keep, mut last) = (0, 0);
+    for line in content.split_inclusive(|&b| b == b'\n') {
+        match serde_json::from_slice::<LoggedId>(line) {
+            Ok(n) if n.id <= highest => (keep, last) = (keep + line.len(), n.id),
+            _ => break,
+        }
+    }
+    tracing::warn!(
+        file = %path.display(),
+        table_highest = highest,
+        kept_through = last,
+        "notifications.log is ahead of the table (commits lost in a crash): its extra lines are cut"
+    );
+    OpenOptions::new().write(true).open(path)?.set_len(keep as u64)?;
+    Ok(last)
 }
 
 /// A notification before it has an id.
@@ -249,7 +325,7 @@ impl Projection for NotifierProjection {
 
     fn apply(
         &self,
-        store: &Store,
+        _store: &Store,
         event: &Committed<Event>,
         part: Part,
         batch: &mut Batch,
@@ -258,11 +334,10 @@ impl Projection for NotifierProjection {
             return Ok(0);
         }
         let mut effects = 0;
-        for (n, notice) in notices(&event.event).into_iter().enumerate() {
-            let id = event.seq * 4 + n as u64;
-            if store.read_through(batch, &NOTIFICATIONS, &id)?.is_some() {
-                continue;
-            }
+        let mut next_id = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
+        for notice in notices(&event.event) {
+            let id = *next_id;
+            *next_id += 1;
             let notification = Notification {
                 id,
                 recipient: notice.recipient.clone(),
@@ -281,7 +356,13 @@ impl Projection for NotifierProjection {
     }
 
     fn starting(&self, store: &Store, _part: Part) -> Result<(), ProjectionError> {
-        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = last_id_in(&self.path)?;
+        let highest = store.last(&NOTIFICATIONS)?.map_or(0, |(id, _)| id);
+        *self.next_id.lock().unwrap_or_else(|e| e.into_inner()) = highest + 1;
+        let mut written = last_id_in(&self.path)?;
+        if written > highest {
+            written = cut_after(&self.path, highest)?;
+        }
+        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = written;
         self.append_missing(store)
     }
 
@@ -320,5 +401,78 @@ mod tests {
         });
         assert_eq!(notices.len(), 1);
         assert_eq!((notices[0].recipient_role, notices[0].recipient.as_str()), (RecipientRole::Instructor, "Hong"));
+    }
+
+    fn line(id: u64) -> String {
+        let n = Notification {
+            id,
+            recipient: "Kim".into(),
+            recipient_role: RecipientRole::Student,
+            kind: "ENROLLMENT_COMPLETED".into(),
+            apply_id: Some(id),
+            course_id: Some(1),
+            message: "done".into(),
+            created_at_ms: 7,
+        };
+        format!("{}\n", serde_json::to_string(&n).unwrap())
+    }
+
+    fn file_with(content: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notifications.log");
+        std::fs::write(&path, content).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_missing_or_empty_file_starts_from_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(last_id_in(&dir.path().join("notifications.log")).unwrap(), 0);
+        let (_dir, path) = file_with("");
+        assert_eq!(last_id_in(&path).unwrap(), 0);
+    }
+
+    #[test]
+    fn whole_lines_are_kept() {
+        let whole = format!("{}{}", line(1), line(2));
+        let (_dir, path) = file_with(&whole);
+        assert_eq!(last_id_in(&path).unwrap(), 2);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+    }
+
+    #[test]
+    fn an_unterminated_last_line_is_cut() {
+        let whole = format!("{}{}", line(1), line(2));
+        let (_dir, path) = file_with(&format!("{whole}{{\"id\":3,\"recip"));
+        assert_eq!(last_id_in(&path).unwrap(), 2);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+    }
+
+    #[test]
+    fn an_unreadable_last_line_is_cut_never_read_as_zero() {
+        let whole = format!("{}{}", line(1), line(2));
+        let (_dir, path) = file_with(&format!("{whole}\0\0\0\0\n"));
+        assert_eq!(last_id_in(&path).unwrap(), 2, "a torn last line does not make every notification new");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+        let (_dir, path) = file_with("garbage\n");
+        assert_eq!(last_id_in(&path).unwrap(), 0, "the only line was torn: nothing was written");
+    }
+
+    #[test]
+    fn a_file_ahead_of_the_table_is_cut_back_to_it() {
+        let kept = format!("{}{}", line(1), line(2));
+        let (_dir, path) = file_with(&format!("{kept}{}{}", line(3), line(4)));
+        assert_eq!(cut_after(&path, 2).unwrap(), 2);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+    }
+
+    #[test]
+    fn an_unreadable_line_before_the_last_is_an_error() {
+        let damaged = format!("{}not json\n{}", line(1), line(3));
+        let (_dir, path) = file_with(&format!("{damaged}torn"));
+        assert_eq!(last_id_in(&path).unwrap(), 3, "the last whole line is readable: only the torn piece goes");
+        let (_dir, path) = file_with(&format!("{}not json\n{{\"torn\n", line(1)));
+        let error = last_id_in(&path).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
     }
 }

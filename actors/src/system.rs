@@ -1,7 +1,9 @@
 //! The running system and its facade: building the supervision tree, start-up
 //! recovery, the commands the HTTP front calls, and the queries it reads.
 //!
-//! Owns the root supervisor (courses, enrollments, payment), id allocation,
+//! Owns the root supervisor (courses, enrollments, payment), id allocation
+//! (course ids, saga reservation keys; enrollment ids are assigned densely
+//! at completion by the course actors, see `course::actor`),
 //! and the mapping of every internal failure onto the few outcomes a client
 //! can act on ([`CommandError`]). Queries read sled directly (never live
 //! actors), so listing a million enrollments wakes no actor.
@@ -17,7 +19,7 @@ use sugang_storage::{Batch, Durability, Journal, JournalOptions, OpenError, Stor
 use tokio::task::JoinHandle;
 
 use crate::bus::{Bus, BusConfig, Projection, SubscriberStatus};
-use crate::course::actor::{CourseCtx, CourseFailure, CourseKind, CourseMsg};
+use crate::course::actor::{CourseCtx, CourseFailure, CourseKind, CourseMsg, EnrollmentIds};
 use crate::course::{CourseCommand, CoursePatch, CourseRejection};
 use crate::delivery::{DELIVERIES, DELIVERIES_BY_STUDENT, Delivery, DeliveryProjection};
 use crate::enrollment::actor::{EnrollRequest, EnrollmentCtx, EnrollmentKind, EnrollmentMsg, SagaFailure};
@@ -247,13 +249,24 @@ impl TreeNode {
     }
 }
 
-const ENROLLMENT_ID_BLOCK: u64 = 1024;
+const RESERVATION_BLOCK: u64 = 1024;
+/// The counter that holds the highest reservation key durably reserved.
+const RESERVATIONS_COUNTER: &str = "reservations";
 
-/// Hands out enrollment ids in order, never twice, even across restarts:
-/// ids touch the gateway, whose ledger outlives a rejected enrollment.
-struct EnrollmentIds {
+/// Where reservation keys start: above every enrollment id there will ever
+/// be, so a saga's key and an enrollment id never name the same thing in the
+/// tables and registries both use (seats, owed refunds, enrollment actors).
+/// Below 2^53, so it survives a JSON number.
+const RESERVATION_BASE: u64 = 1 << 48;
+
+/// Hands out saga reservation keys in order, never twice, even across
+/// restarts: the gateway's ledger knows charges by them and outlives a
+/// refused enrollment. Reserved durably in blocks, so a restart may skip
+/// some: they are never shown to a client (the public enrollment id is
+/// assigned densely at completion, see `course::actor`).
+struct Reservations {
     next: u64,
-    /// The highest id durably reserved.
+    /// The highest key durably reserved.
     limit: u64,
 }
 
@@ -268,8 +281,10 @@ struct Inner {
     root: ActorRef<RootMsg>,
     /// The breaker's published state: enrollments fail fast while it is open.
     gate: Arc<BreakerGate>,
-    next_course_id: AtomicU64,
-    enrollment_ids: tokio::sync::Mutex<EnrollmentIds>,
+    /// The next course id; held while a registration is asked, so a refused
+    /// one takes no id.
+    next_course_id: tokio::sync::Mutex<u64>,
+    reservations: tokio::sync::Mutex<Reservations>,
     bus: Bus,
     /// Stops the bus's publisher and retention tasks.
     stop: CancellationToken,
@@ -321,7 +336,13 @@ impl Sugang {
             history: RestartHistory::default(),
         }))
         .map_err(|e| StartError::Spawn(e.to_string()))?;
-        let course_ctx = Arc::new(CourseCtx { store: store.clone(), journal: journal.clone(), faults: faults.clone() });
+        let highest_enrollment = store.scan(&ENROLLMENTS).keys().next_back().transpose()?.unwrap_or(0);
+        let course_ctx = Arc::new(CourseCtx {
+            store: store.clone(),
+            journal: journal.clone(),
+            faults: faults.clone(),
+            enrollment_ids: Arc::new(EnrollmentIds::after(highest_enrollment)),
+        });
         let (courses, _) = Entities::<CourseKind>::start(course_ctx, config.courses.clone(), root.get_cell())
             .await
             .map_err(spawn_err)?;
@@ -359,15 +380,13 @@ impl Sugang {
 
         let next_course_id = store.scan(&COURSES).keys().next_back().transpose()?.unwrap_or(0) + 1;
         let high_water = [
-            store.get(&COUNTERS, &"enrollment_ids".to_owned())?.map(|c| c.0),
-            store.scan(&ENROLLMENTS).keys().next_back().transpose()?,
+            store.get(&COUNTERS, &RESERVATIONS_COUNTER.to_owned())?.map(|c| c.0),
             store.scan(&PENDING).keys().next_back().transpose()?,
             store.scan(&REFUNDS).keys().next_back().transpose()?,
         ]
         .into_iter()
         .flatten()
-        .max()
-        .unwrap_or(0);
+        .fold(RESERVATION_BASE - 1, u64::max);
 
         let system = Sugang {
             inner: Arc::new(Inner {
@@ -380,8 +399,8 @@ impl Sugang {
                 faults,
                 root,
                 gate,
-                next_course_id: AtomicU64::new(next_course_id),
-                enrollment_ids: tokio::sync::Mutex::new(EnrollmentIds { next: high_water + 1, limit: high_water }),
+                next_course_id: tokio::sync::Mutex::new(next_course_id),
+                reservations: tokio::sync::Mutex::new(Reservations { next: high_water + 1, limit: high_water }),
                 bus,
                 stop,
                 config,
@@ -516,8 +535,17 @@ impl Sugang {
         teacher: TeacherName,
         details: CourseDetails,
     ) -> Result<Done<CourseRecord>, CommandError> {
-        let id = CourseId::assigned(self.inner.next_course_id.fetch_add(1, Ordering::SeqCst));
-        let reply = self.ask_course(id, CourseCommand::Register { id, teacher, details }).await?;
+        // Ids are dense: the id is taken only if the course is registered, or
+        // may have been (a timeout, a storage fault): a registration refused
+        // before the course actor took it (load shed) leaves it for the next.
+        let mut next = self.inner.next_course_id.lock().await;
+        let id = CourseId::assigned(*next);
+        let asked = self.ask_course(id, CourseCommand::Register { id, teacher, details }).await;
+        if !matches!(asked, Err(CommandError::Overloaded { .. })) {
+            *next += 1;
+        }
+        drop(next);
+        let reply = asked?;
         let record =
             self.course(id).map_err(internal)?.ok_or(CommandError::Internal("registered course missing".into()))?;
         tracing::info!(course_id = id.get(), "course registered");
@@ -542,18 +570,19 @@ impl Sugang {
         Ok(Done { value: (), seq: reply.seq })
     }
 
-    async fn next_enrollment_id(&self) -> Result<EnrollmentId, CommandError> {
-        let mut ids = self.inner.enrollment_ids.lock().await;
-        if ids.next > ids.limit {
-            let limit = ids.next + ENROLLMENT_ID_BLOCK - 1;
+    /// The key of a new saga (not its enrollment id: see [`Reservations`]).
+    async fn next_reservation(&self) -> Result<EnrollmentId, CommandError> {
+        let mut keys = self.inner.reservations.lock().await;
+        if keys.next > keys.limit {
+            let limit = keys.next + RESERVATION_BLOCK - 1;
             let mut batch = Batch::new();
-            batch.put(&COUNTERS, &"enrollment_ids".to_owned(), &Counter(limit)).map_err(internal)?;
+            batch.put(&COUNTERS, &RESERVATIONS_COUNTER.to_owned(), &Counter(limit)).map_err(internal)?;
             self.inner.journal.commit(batch).await.map_err(internal)?;
-            ids.limit = limit;
+            keys.limit = limit;
         }
-        let id = ids.next;
-        ids.next += 1;
-        Ok(EnrollmentId::assigned(id))
+        let key = keys.next;
+        keys.next += 1;
+        Ok(EnrollmentId::assigned(key))
     }
 
     /// Enrolls a student and charges the fee: answers once the enrollment is
@@ -577,13 +606,13 @@ impl Sugang {
                 retry_after,
             });
         }
-        let id = self.next_enrollment_id().await?;
+        let reservation = self.next_reservation().await?;
         let timeout = self.inner.config.payment.timeout + self.inner.config.ask_timeout * 3;
         let reply = self
             .inner
             .classes
             .ask(
-                id.get(),
+                reservation.get(),
                 |reply| EnrollmentMsg::Enroll { request: request.clone(), reply },
                 timeout,
                 Redelivery::AtMostOnce,

@@ -64,7 +64,14 @@ pub struct Indexed;
 
 impl Record for Indexed {}
 
-/// A durable counter (the enrollment id high-water mark).
+/// The key a completed enrollment's fee was charged under at the gateway
+/// (its saga's reservation key), for the refund of a cancellation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeKey(pub u64);
+
+impl Record for ChargeKey {}
+
+/// A durable counter (the reservation key high-water mark).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counter(pub u64);
 
@@ -85,3 +92,6 @@ pub(crate) const PAYMENTS: Table<u64, Payment> = Table::new("payments");
 /// enrollment id → the refund the gateway owes it.
 pub(crate) const REFUNDS: Table<u64, RefundOwed> = Table::new("refunds_owed");
 pub(crate) const COUNTERS: Table<String, Counter> = Table::new("counters");
+/// enrollment id → the key its fee was charged under. Absent for enrollments
+/// stored before reservation keys existed: they were charged under their id.
+pub(crate) const CHARGE_KEYS: Table<u64, ChargeKey> = Table::new("charge_keys");

@@ -396,8 +396,9 @@ async fn a_charge_that_answers_too_late_is_voided() {
         async move { ledger.charged == 0 && ledger.refunded + ledger.voided == 1 }
     })
     .await;
-    // Enrollment ids start at 1 in a fresh directory.
-    let status = format!("{:?}", gateway.charge_of(1));
+    // The gateway knows the charge by the saga's reservation key; the first
+    // in a fresh directory is 2^48 (the refused enrollment took no id).
+    let status = format!("{:?}", gateway.charge_of(1 << 48));
     assert!(status.contains("Refunded") || status.contains("Voided"), "{status}");
 
     system.set_gateway_faults(GatewayFaults::default());
@@ -501,7 +502,13 @@ async fn crash_and_recover(step: SagaStep) {
         let e = next.unwrap_err();
         assert!(matches!(&e, CommandError::Conflict(m) if m.contains("full")), "{e:?}");
     } else {
-        assert_eq!(next.expect("the seat is free again").value.status, EnrollStatus::Completed);
+        let next = next.expect("the seat is free again").value;
+        assert_eq!(next.status, EnrollStatus::Completed);
+        let expected = enrollments.len() as u64 + 1;
+        assert_eq!(next.id.get(), expected, "the interrupted saga took no enrollment id");
+    }
+    for (i, e) in enrollments.iter().enumerate() {
+        assert_eq!(e.id.get(), i as u64 + 1, "enrollment ids are dense after a crash: {enrollments:?}");
     }
     system.shutdown().await;
 }

@@ -30,6 +30,7 @@ mod cli;
 mod demos;
 mod edge;
 mod hal;
+mod ids;
 mod metrics;
 mod openapi;
 mod rush;

@@ -21,13 +21,14 @@
 //! escalated to the root when it keeps failing after its hold-downs.
 //!
 //! Owns the publisher, the subscriber supervisor, progress for
-//! read-your-writes, and retention. Must not know what a projection does.
+//! read-your-writes (which covers the events reacting subscribers emit), and
+//! retention. Must not know what a projection does.
 
 pub(crate) mod subscriber;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -89,6 +90,11 @@ pub(crate) trait Projection: Send + Sync + 'static {
     fn single_worker(&self) -> bool {
         false
     }
+    /// Whether its effects include events: reactions that other read models
+    /// show, which read-your-writes waits for (see [`Bus::wait_for`]).
+    fn reacts(&self) -> bool {
+        false
+    }
     /// Called when a worker starts, before it catches up.
     fn starting(&self, _store: &Store, _part: Part) -> Result<(), ProjectionError> {
         Ok(())
@@ -148,6 +154,11 @@ struct Worker {
     projection: Arc<dyn Projection>,
     part: Part,
     progress: watch::Sender<u64>,
+    /// The seq of the last event it emitted (reacting projections only),
+    /// set before `progress` moves past the events it reacted to.
+    emitted: Arc<AtomicU64>,
+    /// Switched off by the fault knob: its reactions are not waited for.
+    off: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -160,11 +171,24 @@ pub(crate) fn offset_name(name: &str, part: Part) -> String {
     if part.of == 1 { name.to_owned() } else { format!("{name}#{}", part.index) }
 }
 
+/// A worker of a subscriber that reacts with events of its own, as
+/// read-your-writes waits for it.
+struct Reactor {
+    name: &'static str,
+    progress: watch::Receiver<u64>,
+    /// The seq of the last event it emitted.
+    emitted: Arc<AtomicU64>,
+    /// Switched off: nothing to wait for until it runs again.
+    off: Arc<AtomicBool>,
+}
+
 /// The handle to the bus. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Bus {
     supervisor: ActorRef<BusMsg>,
     progress: Arc<HashMap<&'static str, Vec<watch::Receiver<u64>>>>,
+    /// The workers of the subscribers that react with events of their own.
+    reactors: Arc<Vec<Reactor>>,
     store: Store,
     max_wait: Duration,
 }
@@ -187,16 +211,28 @@ impl Bus {
         let scope = format!("sugang-bus-{}", SCOPES.fetch_add(1, Ordering::Relaxed));
         let mut workers = Vec::new();
         let mut progress: HashMap<&'static str, Vec<watch::Receiver<u64>>> = HashMap::new();
+        let mut reactors = Vec::new();
         for projection in projections {
             let wanted = config.workers.get(projection.name()).copied().unwrap_or(1).max(1);
             let of = if projection.single_worker() { 1 } else { wanted };
             for index in 0..of {
                 let (tx, rx) = watch::channel(0);
+                let (emitted, off) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+                if projection.reacts() {
+                    reactors.push(Reactor {
+                        name: projection.name(),
+                        progress: rx.clone(),
+                        emitted: emitted.clone(),
+                        off: off.clone(),
+                    });
+                }
                 progress.entry(projection.name()).or_default().push(rx);
                 workers.push(Arc::new(Worker {
                     projection: projection.clone(),
                     part: Part { index, of },
                     progress: tx,
+                    emitted,
+                    off,
                 }));
             }
         }
@@ -217,22 +253,52 @@ impl Bus {
         let (supervisor, _) = Actor::spawn_linked(None, BusSupervisor, state, parent).await?;
         tokio::spawn(publish(store.clone(), scope, stop.clone()));
         tokio::spawn(retain(store.clone(), journal, config.clone(), stop));
-        Ok(Bus { supervisor, progress: Arc::new(progress), store, max_wait: config.max_wait })
+        Ok(Bus {
+            supervisor,
+            progress: Arc::new(progress),
+            reactors: Arc::new(reactors),
+            store,
+            max_wait: config.max_wait,
+        })
     }
 
     pub(crate) fn supervisor_cell(&self) -> ActorCell {
         self.supervisor.get_cell()
     }
 
-    /// Waits until subscriber `name` has applied every event up to `seq`,
-    /// at most the configured bound. False if it did not get there.
+    /// Waits until subscriber `name` reflects every consequence of the
+    /// events up to `seq`, at most the configured bound. False if it did not
+    /// get there.
+    ///
+    /// A consequence is an event a reacting subscriber (delivery) emitted in
+    /// reaction to one of them (`DeliveryStarted` for `EnrollmentCompleted`):
+    /// it commits with the reactor's offset, so once every reactor has passed
+    /// `seq`, its reactions to those events are in the log at or below the
+    /// last event it emitted. The read model is then waited for up to the
+    /// highest of those seqs. One level is enough: no subscriber reacts to
+    /// another subscriber's events (delivery reacts to the course's only).
+    ///
+    /// A reactor switched off by the fault knob is not waited for: its
+    /// reactions have not happened and will not until it is switched on, so
+    /// the read model already reflects every consequence there is (a
+    /// crash-looping reactor, by contrast, is waited for: 503 after the
+    /// bound). Nor is the asked subscriber itself: its reactions commit with
+    /// its own effects.
     pub(crate) async fn wait_for(&self, name: &str, seq: u64) -> bool {
         let Some(workers) = self.progress.get(name) else { return false };
         let deadline = tokio::time::Instant::now() + self.max_wait;
+        let mut through = seq;
+        for reactor in self.reactors.iter().filter(|r| r.name != name) {
+            if reactor.off.load(Ordering::SeqCst) {
+                continue;
+            }
+            if !reach(&reactor.progress, seq, deadline).await {
+                return false;
+            }
+            through = through.max(reactor.emitted.load(Ordering::SeqCst));
+        }
         for worker in workers {
-            let mut worker = worker.clone();
-            let reached = tokio::time::timeout_at(deadline, worker.wait_for(|offset| *offset >= seq)).await;
-            if !matches!(reached, Ok(Ok(_))) {
+            if !reach(worker, through, deadline).await {
                 return false;
             }
         }
@@ -257,6 +323,13 @@ impl Bus {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// Waits until a worker's offset is at least `seq`, until `deadline`.
+async fn reach(progress: &watch::Receiver<u64>, seq: u64, deadline: tokio::time::Instant) -> bool {
+    let mut progress = progress.clone();
+    let reached = tokio::time::timeout_at(deadline, progress.wait_for(|offset| *offset >= seq)).await;
+    matches!(reached, Ok(Ok(_)))
 }
 
 /// When a subscriber's worker count changed since the last run, its old
@@ -396,6 +469,7 @@ impl BusState {
             scope: self.scope.clone(),
             group: GROUP.to_owned(),
             progress: worker.progress.clone(),
+            emitted: worker.emitted.clone(),
             faults: self.faults.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, SubscriberActor, args, myself.get_cell()).await?;
@@ -478,6 +552,9 @@ impl Actor for BusSupervisor {
                     return Ok(());
                 };
                 let was = state.down.insert(known, down).unwrap_or(false);
+                for worker in state.workers.iter().filter(|w| w.projection.name() == known) {
+                    worker.off.store(down, Ordering::SeqCst);
+                }
                 tracing::warn!(subscriber = known, down, "subscriber switched by the fault knob");
                 metrics::counter!("sugang_faults_injected_total", "fault" => "subscriber").increment(1);
                 if down && !was {

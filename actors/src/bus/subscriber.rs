@@ -8,6 +8,7 @@
 //! worker, which starts again from its stored offset.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sugang_storage::{Batch, Committed, Journal, Store};
@@ -30,6 +31,9 @@ pub(crate) struct SubscriberArgs {
     pub(crate) group: String,
     /// Where it publishes its offset, for read-your-writes waits.
     pub(crate) progress: watch::Sender<u64>,
+    /// Where it publishes the seq of the last event it emitted, before its
+    /// offset moves past the events it reacted to.
+    pub(crate) emitted: Arc<AtomicU64>,
     /// Fault injection: the knob that makes its projection panic.
     pub(crate) faults: Arc<crate::faults::Faults>,
 }
@@ -69,6 +73,10 @@ impl Actor for SubscriberActor {
             }
         };
         args.projection.starting(&args.store, args.part)?;
+        if args.projection.reacts() {
+            // What it emitted before this start is at or below the log's end.
+            args.emitted.fetch_max(args.store.events().last_seq(), Ordering::SeqCst);
+        }
         args.progress.send_replace(offset);
         ractor::pg::join_scoped(args.scope.clone(), args.group.clone(), vec![myself.get_cell()]);
         myself.send_message(SubscriberMsg::CatchUp)?;
@@ -148,12 +156,20 @@ impl SubscriberState {
             })?;
         }
         batch.set_offset(&self.args.offset_name, last);
-        self.args.journal.commit(batch).await?;
+        if let Some(delay) = self.args.faults.subscriber_delay(name) {
+            tokio::time::sleep(delay).await;
+        }
+        let receipt = self.args.journal.commit(batch).await?;
+        if receipt.first_seq.is_some() {
+            self.args.emitted.fetch_max(receipt.seq, Ordering::SeqCst);
+        }
         self.offset = last;
-        self.args.progress.send_replace(last);
         metrics::counter!("sugang_subscriber_events_total", "subscriber" => name).increment(events.len() as u64);
         metrics::counter!("sugang_subscriber_effects_total", "subscriber" => name).increment(effects);
+        // What follows the commit (the notifier's file) is done before the
+        // progress is published: a read-your-writes wait covers it too.
         self.args.projection.committed(&self.args.store, self.args.part, last)?;
+        self.args.progress.send_replace(last);
         Ok(())
     }
 }

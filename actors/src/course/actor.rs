@@ -11,6 +11,18 @@
 //!
 //! Must not call other actors: the enrollment saga calls it, never the
 //! reverse, so asks cannot deadlock.
+//!
+//! # Dense enrollment ids
+//!
+//! A saga reserves and charges under its reservation key; the public
+//! enrollment id is assigned only when a course confirms the seat
+//! ([`CourseMsg::Complete`]), from [`EnrollmentIds`]: the course actor takes
+//! its lock, decides with the next id, hands the batch to the journal and
+//! advances the counter only if the batch carries the completion. The journal
+//! commits batches in submission order and stops at its first failure
+//! (fail-stop), so the stored ids are always 1..=max with no hole, and a
+//! restart continues at max + 1. A refused enrollment never reaches this
+//! step and takes no id.
 
 use std::sync::Arc;
 
@@ -21,11 +33,11 @@ use sugang_storage::{Batch, EncodeError, Journal, Pending, Store};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Course, CourseCommand, CourseRejection, CourseState, Seat, apply, decide};
+use super::{Completion, Course, CourseCommand, CourseRejection, CourseState, Seat, apply, decide};
 use crate::entity::{EntityArgs, EntityKind, IdleCheck, Registry, schedule_idle_check};
 use crate::event::Event;
 use crate::faults::{Faults, now_ms};
-use crate::model::{CourseId, EnrollmentId};
+use crate::model::{CourseId, EnrollmentId, StudentName};
 use crate::tables::{COURSES, CourseRecord, PENDING, PendingSeat, SEATS};
 
 /// Writes a saga adds to a course's batch, built from the course's events, so
@@ -37,11 +49,35 @@ pub(crate) struct CourseCtx {
     pub(crate) store: Store,
     pub(crate) journal: Journal,
     pub(crate) faults: Arc<Faults>,
+    /// The next public enrollment id, shared by every course.
+    pub(crate) enrollment_ids: Arc<EnrollmentIds>,
+}
+
+/// The next public enrollment id. Held (a lock) from the moment a completion
+/// takes the id until its batch is queued in the journal, so ids reach the
+/// journal, and so the disk, in order.
+pub(crate) struct EnrollmentIds(tokio::sync::Mutex<u64>);
+
+impl EnrollmentIds {
+    /// Continues after `highest`, the highest enrollment id stored.
+    pub(crate) fn after(highest: u64) -> Self {
+        EnrollmentIds(tokio::sync::Mutex::new(highest + 1))
+    }
 }
 
 pub(crate) enum CourseMsg {
     Command {
         command: CourseCommand,
+        also: Option<Also>,
+        reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
+    },
+    /// Saga step 3: confirm the seat held under `reservation` as a completed
+    /// enrollment under the next enrollment id (a repeat answers with the id
+    /// it already got).
+    Complete {
+        reservation: EnrollmentId,
+        student: StudentName,
+        completion: Completion,
         also: Option<Also>,
         reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
     },
@@ -59,6 +95,9 @@ pub(crate) struct CourseReply {
     /// saga needs of the course (the fee), not the whole course, whose seat
     /// map grows with every enrollment.
     pub(crate) seat: Option<Seat>,
+    /// The id `seat` is held under: the reservation key while pending, the
+    /// enrollment id once confirmed.
+    pub(crate) seat_id: Option<EnrollmentId>,
     pub(crate) events: Vec<Event>,
     pub(crate) seq: u64,
 }
@@ -104,7 +143,7 @@ enum Decided {
     /// An idempotent repeat with nothing in flight: answer at once.
     Unchanged(CourseReply),
     /// The batch is with the journal; answer once it is durable.
-    Submitted { pending: Pending, seat: Option<Seat>, events: Vec<Event> },
+    Submitted { pending: Pending, seat: Option<Seat>, seat_id: Option<EnrollmentId>, events: Vec<Event> },
     /// The events are applied in memory but their batch could not be handed
     /// to the journal: refuse, and fail the actor before it decides again.
     AheadOfDisk(String),
@@ -177,22 +216,16 @@ impl Actor for CourseActor {
                 if state.ctx.faults.course_must_panic(state.id.get()) {
                     panic!("injected fault: course {} panics", state.id);
                 }
-                match state.execute(command, also).await {
-                    Decided::Refused(failure) => {
-                        let _ = reply.send(Err(failure));
-                    }
-                    Decided::Unchanged(answer) => {
-                        let _ = reply.send(Ok(answer));
-                    }
-                    Decided::Submitted { pending, seat, events } => {
-                        state.answer_when_durable(&myself, pending, seat, events, reply)
-                    }
-                    Decided::AheadOfDisk(reason) => {
-                        tracing::error!(course_id = state.id.get(), error = %reason, "course commit failed; restarting from storage");
-                        let _ = reply.send(Err(CourseFailure::Storage(reason.clone())));
-                        return Err(format!("a commit of course {} failed: {reason}", state.id).into());
-                    }
+                let decided = state.execute(command, also).await;
+                state.answer(&myself, decided, reply)?;
+            }
+            CourseMsg::Complete { reservation, student, completion, also, reply } => {
+                state.last_active = Instant::now();
+                if state.ctx.faults.course_must_panic(state.id.get()) {
+                    panic!("injected fault: course {} panics", state.id);
                 }
+                let decided = state.complete(reservation, &student, completion, also).await;
+                state.answer(&myself, decided, reply)?;
             }
             CourseMsg::Poisoned(reason) => {
                 return Err(format!("a commit of course {} failed: {reason}", state.id).into());
@@ -229,6 +262,61 @@ impl From<IdleCheck> for CourseMsg {
 }
 
 impl CourseActorState {
+    /// Replies to a decided command: at once, or once its batch is durable.
+    /// A batch that could not be handed to the journal fails the actor.
+    fn answer(
+        &self,
+        myself: &ActorRef<CourseMsg>,
+        decided: Decided,
+        reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
+    ) -> Result<(), ActorProcessingErr> {
+        match decided {
+            Decided::Refused(failure) => {
+                let _ = reply.send(Err(failure));
+            }
+            Decided::Unchanged(answer) => {
+                let _ = reply.send(Ok(answer));
+            }
+            Decided::Submitted { pending, seat, seat_id, events } => {
+                self.answer_when_durable(myself, pending, seat, seat_id, events, reply)
+            }
+            Decided::AheadOfDisk(reason) => {
+                tracing::error!(course_id = self.id.get(), error = %reason, "course commit failed; restarting from storage");
+                let _ = reply.send(Err(CourseFailure::Storage(reason.clone())));
+                return Err(format!("a commit of course {} failed: {reason}", self.id).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Confirms a saga's seat under the next enrollment id (see the module
+    /// doc), or answers a repeat with the id the seat already got.
+    async fn complete(
+        &mut self,
+        reservation: EnrollmentId,
+        student: &StudentName,
+        completion: Completion,
+        also: Option<Also>,
+    ) -> Decided {
+        let done = match &self.course {
+            CourseState::Active(course) | CourseState::Deleted(course) => course.completed_as(reservation, student),
+            CourseState::Unregistered { .. } => None,
+        };
+        if let Some(enrollment_id) = done {
+            let repeat = CourseCommand::ConfirmSeat { reservation: enrollment_id, enrollment_id, completion };
+            return self.execute(repeat, None).await;
+        }
+        let ids = self.ctx.enrollment_ids.clone();
+        let mut next = ids.0.lock().await;
+        let enrollment_id = EnrollmentId::assigned(*next);
+        let decided = self.execute(CourseCommand::ConfirmSeat { reservation, enrollment_id, completion }, also).await;
+        let completes = |events: &[Event]| events.iter().any(|e| matches!(e, Event::EnrollmentCompleted { .. }));
+        if matches!(&decided, Decided::Submitted { events, .. } if completes(events)) {
+            *next += 1;
+        }
+        decided
+    }
+
     /// Decides a command, applies it in memory and hands its batch to the
     /// journal. A command that changes nothing still waits for this actor's
     /// batches in flight (an empty batch in its stream), so its answer never
@@ -242,6 +330,14 @@ impl CourseActorState {
     #[tracing::instrument(level = "debug", skip_all, fields(course_id = self.id.get()))]
     async fn execute(&mut self, command: CourseCommand, also: Option<Also>) -> Decided {
         let enrollment = command.enrollment_id();
+        // A confirmation moves the seat from the saga's reservation key to
+        // the enrollment id: the reservation's records go.
+        let moved = match &command {
+            CourseCommand::ConfirmSeat { reservation, enrollment_id, .. } if reservation != enrollment_id => {
+                Some(*reservation)
+            }
+            _ => None,
+        };
         let events = match decide(&self.course, command, now_ms()) {
             Ok(events) => events,
             Err(rejection) => {
@@ -255,13 +351,13 @@ impl CourseActorState {
         };
         if events.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0 {
             let seq = self.ctx.store.events().last_seq();
-            return Decided::Unchanged(CourseReply { seat: self.seat(enrollment), events, seq });
+            return Decided::Unchanged(CourseReply { seat: self.seat(enrollment), seat_id: enrollment, events, seq });
         }
         let mut batch = Batch::new();
         if !events.is_empty() {
             let before = std::mem::replace(&mut self.course, CourseState::Unregistered { id: self.id });
             self.course = events.iter().fold(before, apply);
-            let written = persist(&self.course, &events).and_then(|mut batch| {
+            let written = persist(&self.course, &events, moved).and_then(|mut batch| {
                 if let Some(also) = also {
                     batch.extend(also(&events)?);
                 }
@@ -273,7 +369,7 @@ impl CourseActorState {
             };
         }
         match self.ctx.journal.submit(batch).await {
-            Ok(pending) => Decided::Submitted { pending, seat: self.seat(enrollment), events },
+            Ok(pending) => Decided::Submitted { pending, seat: self.seat(enrollment), seat_id: enrollment, events },
             Err(e) => Decided::AheadOfDisk(e.to_string()),
         }
     }
@@ -285,6 +381,7 @@ impl CourseActorState {
         myself: &ActorRef<CourseMsg>,
         pending: Pending,
         seat: Option<Seat>,
+        seat_id: Option<EnrollmentId>,
         events: Vec<Event>,
         reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
     ) {
@@ -292,7 +389,7 @@ impl CourseActorState {
         let (in_flight, drained, myself, id) = (self.in_flight.clone(), self.drained.clone(), myself.clone(), self.id);
         tokio::spawn(async move {
             let answer = match pending.durable().await {
-                Ok(receipt) => Ok(CourseReply { seat, events, seq: receipt.seq }),
+                Ok(receipt) => Ok(CourseReply { seat, seat_id, events, seq: receipt.seq }),
                 Err(e) => {
                     tracing::error!(course_id = id.get(), error = %e, "course commit failed; restarting from storage");
                     let _ = myself.send_message(CourseMsg::Poisoned(e.to_string()));
@@ -317,8 +414,9 @@ impl CourseActorState {
     }
 }
 
-/// The writes that make a course's new state and its events durable.
-fn persist(next: &CourseState, events: &[Event]) -> Result<Batch, EncodeError> {
+/// The writes that make a course's new state and its events durable;
+/// `moved` is the reservation key a confirmed seat was held under.
+fn persist(next: &CourseState, events: &[Event], moved: Option<EnrollmentId>) -> Result<Batch, EncodeError> {
     let mut batch = Batch::new();
     let (course, deleted) = match next {
         CourseState::Active(course) => (course, false),
@@ -357,7 +455,11 @@ fn persist(next: &CourseState, events: &[Event]) -> Result<Batch, EncodeError> {
                 if let Some(seat) = course.seats.get(enrollment_id) {
                     batch.put(&SEATS, &(id, enrollment_id.get()), seat)?;
                 }
-                batch.delete(&PENDING, &enrollment_id.get());
+                let reservation = moved.unwrap_or(*enrollment_id);
+                if reservation != *enrollment_id {
+                    batch.delete(&SEATS, &(id, reservation.get()));
+                }
+                batch.delete(&PENDING, &reservation.get());
             }
             Event::SeatReleased { enrollment_id, .. } | Event::EnrollmentCanceled { enrollment_id, .. } => {
                 batch.delete(&SEATS, &(id, enrollment_id.get()));

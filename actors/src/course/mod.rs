@@ -3,7 +3,10 @@
 //!
 //! The course is the only place seats are counted: a seat is reserved,
 //! confirmed and released by enrollment id, idempotently, so the actor around
-//! it serialises seat reservation (no overbooking, no locks). No I/O, no clock
+//! it serialises seat reservation (no overbooking, no locks). A pending seat
+//! is held under its saga's reservation key; confirming it moves it under the
+//! enrollment's public id (dense, assigned at completion: see
+//! [`actor::EnrollmentIds`]). No I/O, no clock
 //! reads, no actor types here; the actor in `actor.rs` persists and replies.
 
 pub(crate) mod actor;
@@ -41,6 +44,19 @@ impl Course {
     /// Seats held, pending or confirmed: what capacity is checked against.
     pub fn held(&self) -> u32 {
         self.seats.len() as u32
+    }
+
+    /// The enrollment a saga's seat already became: `Some` when the seat
+    /// reserved under `reservation` is no longer pending because `student`'s
+    /// seat in this course is confirmed (a repeated confirmation). A student
+    /// holds one seat per course, so while the saga's seat was pending no
+    /// other enrollment of theirs could have taken one here.
+    pub fn completed_as(&self, reservation: EnrollmentId, student: &StudentName) -> Option<EnrollmentId> {
+        if self.seats.contains_key(&reservation) {
+            return None;
+        }
+        let held = *self.holders.get(student)?;
+        self.seats.get(&held).is_some_and(|seat| seat.confirmed).then_some(held)
     }
 }
 
@@ -102,8 +118,12 @@ pub enum CourseCommand {
         student: StudentName,
         expected_fee: Option<Fee>,
     },
-    /// Saga step 3: the fee is paid; the seat becomes a completed enrollment.
+    /// Saga step 3: the fee is paid; the seat held under `reservation` (the
+    /// saga's key) becomes the completed enrollment `enrollment_id`, the next
+    /// public id, which the course actor assigns just before deciding (see
+    /// [`actor::EnrollmentIds`]).
     ConfirmSeat {
+        reservation: EnrollmentId,
         enrollment_id: EnrollmentId,
         completion: Completion,
     },
@@ -271,11 +291,11 @@ fn decide_active(course: &Course, command: CourseCommand, at_ms: u64) -> Result<
             }
             Ok(vec![Event::SeatReserved { course_id: id, enrollment_id, student, fee: course.details.fee, at_ms }])
         }
-        CourseCommand::ConfirmSeat { enrollment_id, completion } => {
+        CourseCommand::ConfirmSeat { reservation, enrollment_id, completion } => {
             let seat = course
                 .seats
-                .get(&enrollment_id)
-                .ok_or(CourseRejection::NoSeat { course: id, enrollment: enrollment_id })?;
+                .get(&reservation)
+                .ok_or(CourseRejection::NoSeat { course: id, enrollment: reservation })?;
             if seat.confirmed {
                 return Ok(vec![]);
             }
@@ -380,11 +400,16 @@ pub fn apply(state: CourseState, event: &Event) -> CourseState {
                     course.holders.insert(student.clone(), *enrollment_id);
                     course.seats.insert(*enrollment_id, Seat { student: student.clone(), fee: *fee, confirmed: false });
                 }
-                Event::EnrollmentCompleted { course_id, enrollment_id, .. } if *course_id == course.id => {
-                    if let Some(seat) = course.seats.get_mut(enrollment_id)
-                        && !seat.confirmed
+                // The student's pending seat (held under the saga's
+                // reservation key) is confirmed under the enrollment's id.
+                Event::EnrollmentCompleted { course_id, enrollment_id, student, .. } if *course_id == course.id => {
+                    if let Some(&held) = course.holders.get(student)
+                        && course.seats.get(&held).is_some_and(|seat| !seat.confirmed)
+                        && let Some(mut seat) = course.seats.remove(&held)
                     {
                         seat.confirmed = true;
+                        course.seats.insert(*enrollment_id, seat);
+                        course.holders.insert(student.clone(), *enrollment_id);
                         course.student_count += 1;
                     }
                 }

@@ -78,7 +78,7 @@ fn reserve(n: u64, who: &str) -> CourseCommand {
 }
 
 fn confirm(n: u64) -> CourseCommand {
-    CourseCommand::ConfirmSeat { enrollment_id: enrollment(n), completion: completion() }
+    CourseCommand::ConfirmSeat { reservation: enrollment(n), enrollment_id: enrollment(n), completion: completion() }
 }
 
 fn release(n: u64) -> CourseCommand {

@@ -10,6 +10,26 @@
 //!
 //! The pending seat is the saga's durable marker: an actor that starts and
 //! finds one for its id (a restart, or start-up recovery) compensates it.
+//!
+//! # Two keys
+//!
+//! A saga runs under its *reservation* key (never reused, from a range of
+//! its own above every enrollment id: see `system`): its actor, its pending
+//! seat, the gateway's charge (whose ledger outlives a refused attempt) and
+//! the void of a charge it may have made are keyed by it. The public
+//! enrollment id is assigned only when the course confirms the seat, after
+//! the charge is approved, in the batch that records the enrollment (see
+//! `course::actor`'s "Dense enrollment ids"); so a refused enrollment
+//! (course full, declined card, stale fee, payment unavailable) takes no
+//! id. From then on everything (the enrollment, its payment, shipment and
+//! views, its cancellation) is keyed by the enrollment id; the reservation
+//! key is kept in `charge_keys` for the refund of a cancellation.
+//!
+//! Crash recovery is unchanged: until the completion commits, the pending
+//! seat under the reservation key says the saga is unfinished and start-up
+//! compensates it (seat released, charge voided); once it commits, the
+//! enrollment, its payment and the seat under its id are durable together,
+//! and no id was handed out for anything that did not commit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +49,8 @@ use crate::payment::actor::{PaymentFailure, PaymentMsg};
 use crate::payment::gateway::{ChargeReceipt, ChargeRequest};
 use crate::payment::{PaymentCommand, PaymentState};
 use crate::tables::{
-    ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, Indexed, PAYMENTS, PENDING, REFUNDS, RefundOwed,
-    RefundPurpose,
+    CHARGE_KEYS, ChargeKey, ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, Indexed, PAYMENTS, PENDING,
+    REFUNDS, RefundOwed, RefundPurpose,
 };
 
 /// What a student asks for, parsed.
@@ -273,24 +293,15 @@ impl EnrollmentActorState {
         self.ctx.faults.reached(SagaStep::PaymentApproved, id.get());
         tracing::debug!(enrollment_id = id.get(), gateway_ref = %receipt.gateway_ref, "fee charged");
 
-        // Step 3: the seat is confirmed, the enrollment and its payment recorded.
+        // Step 3: the seat is confirmed, the enrollment and its payment
+        // recorded; the course assigns the enrollment its public id.
         let completion = Completion {
             pay_method: request.pay_method.clone(),
             addr: request.addr.clone(),
             telephone: request.telephone.clone(),
         };
-        let confirm = CourseCommand::ConfirmSeat { enrollment_id: id, completion };
-        let pay_method = request.pay_method.clone();
-        let student = request.student.clone();
         let step = Instant::now();
-        let confirmed = self
-            .ask_course(course_id, confirm, || {
-                let (pay_method, student) = (pay_method.clone(), student.clone());
-                Some(Box::new(move |events: &[Event]| {
-                    completion_writes(id, course_id, student, fee, pay_method, events)
-                }))
-            })
-            .await;
+        let confirmed = self.complete(course_id, &request, completion, fee).await;
         metrics::histogram!("sugang_saga_step_seconds", "step" => "confirm").record(step.elapsed().as_secs_f64());
         let confirmed = match confirmed {
             Ok(confirmed) => confirmed,
@@ -301,15 +312,66 @@ impl EnrollmentActorState {
             }
         };
         self.unfinished = false;
-        self.enrollment = confirmed.events.iter().fold(self.enrollment.clone(), apply);
+        let enrollment_id =
+            confirmed.seat_id.ok_or_else(|| SagaFailure::Storage("the confirmed seat has no enrollment id".into()))?;
+        let recorded = match confirmed.events.iter().fold(EnrollmentState::Absent { id: enrollment_id }, apply) {
+            EnrollmentState::Recorded(e) => Some(*e),
+            // A repeated confirmation: the enrollment is already stored.
+            EnrollmentState::Absent { .. } => self
+                .ctx
+                .store
+                .get(&ENROLLMENTS, &enrollment_id.get())
+                .map_err(|e| SagaFailure::Storage(e.to_string()))?,
+        };
         self.ctx.faults.reached(SagaStep::Completed, id.get());
-        match &self.enrollment {
-            EnrollmentState::Recorded(e) => {
+        match recorded {
+            Some(enrollment) => {
                 metrics::counter!("sugang_enrollments_total", "outcome" => "completed").increment(1);
-                Ok((e.as_ref().clone(), confirmed.seq))
+                tracing::debug!(reservation = id.get(), enrollment_id = enrollment_id.get(), "enrollment completed");
+                Ok((enrollment, confirmed.seq))
             }
-            EnrollmentState::Absent { .. } => Err(SagaFailure::Storage("the completion was not recorded".into())),
+            None => Err(SagaFailure::Storage("the completion was not recorded".into())),
         }
+    }
+
+    /// Asks the course to confirm this saga's seat under the next enrollment
+    /// id, committing the enrollment and its payment in the same batch.
+    async fn complete(
+        &self,
+        course_id: CourseId,
+        request: &EnrollRequest,
+        completion: Completion,
+        fee: Fee,
+    ) -> Result<CourseReply, SagaFailure> {
+        let reservation = self.id;
+        let (student, pay_method) = (request.student.clone(), request.pay_method.clone());
+        let reply = self
+            .ctx
+            .courses
+            .ask(
+                course_id.get(),
+                |reply| {
+                    let (student, pay_method) = (student.clone(), pay_method.clone());
+                    let writes = student.clone();
+                    let also: Also = Box::new(move |events: &[Event]| {
+                        completion_writes(reservation, course_id, writes, fee, pay_method, events)
+                    });
+                    CourseMsg::Complete {
+                        reservation,
+                        student,
+                        completion: completion.clone(),
+                        also: Some(also),
+                        reply,
+                    }
+                },
+                self.ctx.ask_timeout,
+                Redelivery::Idempotent,
+            )
+            .await?;
+        reply.map_err(|failure| match failure {
+            CourseFailure::Rejected(rejection) => SagaFailure::Course(rejection),
+            CourseFailure::Storage(e) => SagaFailure::Storage(e),
+        })
     }
 
     async fn charge(&self, request: ChargeRequest) -> Result<ChargeReceipt, PaymentFailure> {
@@ -347,21 +409,30 @@ impl EnrollmentActorState {
         };
         let release = CourseCommand::ReleaseSeat { enrollment_id: id, reason };
         let owed = RefundOwed { purpose: RefundPurpose::Void, since_ms: now_ms() };
-        self.ask_course(pending.course_id, release, || {
-            let owed = owed.clone();
-            void.then(|| -> Also {
-                Box::new(move |_: &[Event]| {
-                    let mut batch = Batch::new();
-                    batch.put(&REFUNDS, &id.get(), &owed)?;
-                    Ok(batch)
+        let released = self
+            .ask_course(pending.course_id, release, || {
+                let owed = owed.clone();
+                void.then(|| -> Also {
+                    Box::new(move |_: &[Event]| {
+                        let mut batch = Batch::new();
+                        batch.put(&REFUNDS, &id.get(), &owed)?;
+                        Ok(batch)
+                    })
                 })
             })
-        })
-        .await?;
+            .await?;
         self.unfinished = false;
-        metrics::counter!("sugang_enrollments_total", "outcome" => "rejected").increment(1);
-        tracing::info!(enrollment_id = id.get(), course_id = pending.course_id.get(), ?reason, void, "seat released");
-        if void {
+        if released.events.is_empty() {
+            // No seat under the reservation any more: released before, or
+            // confirmed by a completion that committed after all (a timed-out
+            // confirmation). Only a void owed durably is pursued: never the
+            // charge of an enrollment that completed.
+            tracing::info!(reservation = id.get(), course_id = pending.course_id.get(), "no seat left to release");
+        } else {
+            metrics::counter!("sugang_enrollments_total", "outcome" => "rejected").increment(1);
+            tracing::info!(reservation = id.get(), course_id = pending.course_id.get(), ?reason, void, "seat released");
+        }
+        if void && self.ctx.store.contains(&REFUNDS, &id.get()).map_err(|e| SagaFailure::Storage(e.to_string()))? {
             let _ = self.ctx.payment.get().send_message(PaymentMsg::Refund {
                 enrollment_id: id,
                 purpose: RefundPurpose::Void,
@@ -433,9 +504,10 @@ impl EnrollmentActorState {
 }
 
 /// What commits with the seat confirmation: the enrollment record and its
-/// indexes, and the approved payment with its event.
+/// indexes, the approved payment with its event, and the key the fee was
+/// charged under (`reservation`), which a later refund needs.
 fn completion_writes(
-    id: EnrollmentId,
+    reservation: EnrollmentId,
     course_id: CourseId,
     student: StudentName,
     fee: Fee,
@@ -443,10 +515,17 @@ fn completion_writes(
     events: &[Event],
 ) -> Result<Batch, EncodeError> {
     let mut batch = Batch::new();
+    let Some(id) = events.iter().find_map(|event| match event {
+        Event::EnrollmentCompleted { enrollment_id, .. } => Some(*enrollment_id),
+        _ => None,
+    }) else {
+        return Ok(batch);
+    };
     let enrollment = events.iter().fold(EnrollmentState::Absent { id }, apply);
     let EnrollmentState::Recorded(record) = &enrollment else { return Ok(batch) };
     let at_ms = record.created_at_ms;
     batch.put(&ENROLLMENTS, &id.get(), record)?;
+    batch.put(&CHARGE_KEYS, &id.get(), &ChargeKey(reservation.get()))?;
     batch.put(&ENROLLMENTS_BY_STUDENT, &(record.student.as_str().to_owned(), id.get()), &Indexed)?;
     batch.put(&ENROLLMENTS_BY_COURSE, &(course_id.get(), id.get()), &Indexed)?;
     let payment = PaymentState::None { enrollment_id: id };

@@ -7,8 +7,8 @@
 //! refunds end to end: it commits a payment's `CANCELED` once the gateway
 //! confirms, and retries owed refunds with backoff until they succeed, across
 //! restarts (they are in the `refunds_owed` table). Approve and refund are
-//! idempotent by enrollment id at the gateway, so a timed-out call is never
-//! charged twice.
+//! idempotent at the gateway by the saga's reservation key (never reused),
+//! so a timed-out call is never charged twice.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use super::gateway::{ChargeReceipt, ChargeRequest, GatewayError, PaymentGateway}
 use super::{PaymentCommand, PaymentState, apply, decide};
 use crate::faults::now_ms;
 use crate::model::EnrollmentId;
-use crate::tables::{PAYMENTS, REFUNDS, RefundPurpose};
+use crate::tables::{CHARGE_KEYS, PAYMENTS, REFUNDS, RefundPurpose};
 
 /// Payment settings.
 #[derive(Clone, Debug)]
@@ -328,15 +328,22 @@ impl PaymentActorState {
         let journal = self.args.journal.clone();
         let myself = myself.clone();
         tokio::spawn(async move {
-            let refunded = match tokio::time::timeout(timeout, gateway.refund(enrollment_id.get())).await {
-                Ok(result) => result,
-                Err(_) => {
-                    Err(GatewayError::Unavailable { reason: format!("no answer within {} ms", timeout.as_millis()) })
+            let result = match charge_key(&store, enrollment_id, purpose) {
+                Ok(key) => {
+                    let refunded = match tokio::time::timeout(timeout, gateway.refund(key)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(GatewayError::Unavailable {
+                            reason: format!("no answer within {} ms", timeout.as_millis()),
+                        }),
+                    };
+                    match refunded {
+                        Ok(()) => {
+                            record_refund(&store, &journal, enrollment_id, purpose).await.map_err(RefundError::Storage)
+                        }
+                        Err(e) => Err(RefundError::Gateway(e)),
+                    }
                 }
-            };
-            let result = match refunded {
-                Ok(()) => record_refund(&store, &journal, enrollment_id, purpose).await.map_err(RefundError::Storage),
-                Err(e) => Err(RefundError::Gateway(e)),
+                Err(e) => Err(RefundError::Storage(e.to_string())),
             };
             let outcome = Settlement::Refund { enrollment_id, purpose, result, attempt, reply };
             let _ = myself.send_message(PaymentMsg::Settled { permit, outcome });
@@ -457,6 +464,17 @@ impl PaymentActorState {
             timeout_ms: self.args.config.timeout.as_millis() as u64,
         }
     }
+}
+
+/// The key the gateway knows the charge by: a void is owed under the saga's
+/// reservation key itself; a canceled enrollment's charge was made under its
+/// saga's reservation key, recorded at completion (older enrollments were
+/// charged under their own id).
+fn charge_key(store: &Store, owed: EnrollmentId, purpose: RefundPurpose) -> Result<u64, sugang_storage::StorageError> {
+    Ok(match purpose {
+        RefundPurpose::Void => owed.get(),
+        RefundPurpose::Cancel => store.get(&CHARGE_KEYS, &owed.get())?.map_or(owed.get(), |key| key.0),
+    })
 }
 
 /// Commits a confirmed refund: the payment becomes `CANCELED` (for a
