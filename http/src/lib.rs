@@ -22,6 +22,7 @@
 //! - `admin`: the supervision tree, the breaker, fault injection.
 //! - `ops`: health, readiness, Prometheus metrics, the OpenAPI route.
 //! - `openapi`: the generated OpenAPI 3.1 document.
+//! - `pages`: the web pages for students, instructors and operators, and their live seat counts.
 
 mod admin;
 mod auth;
@@ -35,6 +36,7 @@ mod mypages;
 mod notifications;
 mod openapi;
 mod ops;
+mod pages;
 mod payments;
 mod schedules;
 mod server;
@@ -83,6 +85,7 @@ fn router() -> Router<AppState> {
         .merge(notifications::router())
         .merge(admin::router())
         .merge(ops::router())
+        .merge(pages::router())
 }
 
 /// Waits (bounded) until `subscriber`'s read model has applied the events up

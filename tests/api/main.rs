@@ -15,6 +15,7 @@
 //! - `rush`: `sugang rush` passes against a sound server and fails when a
 //!   read model never converges.
 //! - `openapi`: the OpenAPI document lists every route.
+//! - `pages`: the web pages, the live seat stream, the catalog's speed.
 //! - `demos`: every `sugang demo` scenario passes its own verdict.
 //! - `store`: `sugang store verify|backup`, and a damaged store refused.
 
@@ -24,6 +25,7 @@ mod bad_input;
 mod cli;
 mod demos;
 mod openapi;
+mod pages;
 mod rush;
 mod scenario;
 mod shutdown;
