@@ -137,3 +137,16 @@ async fn a_catalog_page_over_ten_thousand_courses_renders_within_budget() {
     let (_, _, body) = page(&app, "/?q=course-9999", "en").await;
     assert!(body.contains("course-9999") && body.contains("Courses: 1 "));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_seat_stream_does_not_hold_up_shutdown() {
+    let mut app = spawn_app().await;
+    let mut stream = app.client.get(app.url("/events/courses")).send().await.expect("the stream opens");
+    assert_eq!(stream.status(), 200);
+    let stopped = tokio::time::timeout(Duration::from_secs(5), app.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "the server did not drain with a seat stream open: {stopped:?}");
+    // The stream was ended by the server, not cut by the test.
+    let end =
+        tokio::time::timeout(Duration::from_secs(1), async { while let Ok(Some(_)) = stream.chunk().await {} }).await;
+    assert!(end.is_ok(), "the stream is still open after shutdown");
+}

@@ -311,6 +311,7 @@ test('the operator downs the gateway, watches the breaker open, heals it and see
     await enrollUntil('open');
     assert.match(await badge.textContent(), /open/);
     await page.locator('#rate-chart polyline').waitFor({ state: 'attached', timeout: WAIT });
+    await page.locator('#latency-chart polyline').waitFor({ state: 'attached', timeout: WAIT });
     await shot(page, 'ops-breaker-open');
 
     await page.getByRole('button', { name: 'Gateway up' }).click();

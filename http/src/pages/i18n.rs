@@ -239,6 +239,7 @@ const STRINGS: &[(&str, &str, &str)] = &[
     ("ops.commitMs", "평균 커밋 지연 (ms)", "Mean commit latency (ms)"),
     ("ops.lastSeq", "마지막 이벤트 번호", "Last event seq"),
     ("ops.rate", "초당 수강신청 (최근 5분)", "Enrollments per second (last 5 minutes)"),
+    ("ops.latencyChart", "수강신청 평균 응답 시간 (ms, 최근 5분)", "Mean enrollment latency (ms, last 5 minutes)"),
     ("ops.faults", "장애 주입", "Fault injection"),
     ("ops.gateway", "결제 게이트웨이", "Payment gateway"),
     ("ops.gatewayDown", "게이트웨이 중단", "Gateway down"),

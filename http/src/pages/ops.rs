@@ -1,6 +1,6 @@
 //! The operator console (`/ops`): the supervision tree, the payment
 //! breaker, subscriber lag, the journal's group size and commit latency,
-//! enrollments per second as a small chart, and the fault injections of
+//! enrollments per second and their latency as small charts, and the fault injections of
 //! `/admin/faults/*` as buttons.
 //!
 //! A shell only: the script reads `/admin/*` and `/metrics` with the
@@ -51,8 +51,14 @@ pub(crate) async fn page(
             }
             section.card.wide aria-labelledby="rate-title" {
                 h2 #rate-title { (ctx.t("ops.rate")) }
-                svg #rate-chart viewBox="0 0 300 80" preserveAspectRatio="none" role="img" aria-labelledby="rate-title rate-now" {}
+                svg #rate-chart.chart viewBox="0 0 300 80" preserveAspectRatio="none" role="img" aria-labelledby="rate-title rate-now" {}
                 p #rate-now aria-live="off" { "-" }
+            }
+            section.card.wide aria-labelledby="latency-title" {
+                h2 #latency-title { (ctx.t("ops.latencyChart")) }
+                svg #latency-chart.chart viewBox="0 0 300 80" preserveAspectRatio="none" role="img"
+                    aria-labelledby="latency-title latency-now" {}
+                p #latency-now aria-live="off" { "-" }
             }
         }
         section aria-labelledby="tree-title" {

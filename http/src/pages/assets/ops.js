@@ -1,7 +1,7 @@
 // The operator console: /admin/actors, /admin/breaker, /admin/faults/payment
 // and /metrics, read about once a second with the operator's token; the
-// enrollment rate drawn as an SVG line over the last five minutes; fault
-// injection as buttons.
+// enrollment rate and latency drawn as SVG lines over the last five
+// minutes; fault injection as buttons.
 'use strict';
 
 (() => {
@@ -11,7 +11,8 @@
   const faultResult = document.getElementById('fault-result');
   let gateway = { latencyMs: 0, failureRate: 0, down: false };
   let previous = null; // the last metrics sample
-  const rates = []; // [{at, perSecond}]
+  const rates = []; // [{at, value}]: completed enrollments per second
+  const latencies = []; // [{at, value}]: mean POST /classes latency, ms
 
   const text = (id, value) => {
     document.getElementById(id).textContent = value;
@@ -28,11 +29,11 @@
     return out;
   }
 
-  /** Sum of every series of `name` whose labels include `match`. */
-  function sum(metrics, name, match) {
+  /** Sum of every series of `name` whose labels include each of `matches`. */
+  function sum(metrics, name, ...matches) {
     let total = 0;
     for (const [key, value] of metrics) {
-      if ((key === name || key.startsWith(name + '{')) && (!match || key.includes(match))) total += value;
+      if ((key === name || key.startsWith(name + '{')) && matches.every((m) => key.includes(m))) total += value;
     }
     return total;
   }
@@ -105,6 +106,8 @@
       groupCount: sum(metrics, 'sugang_journal_group_size_count'),
       commitSum: sum(metrics, 'sugang_journal_commit_seconds_sum'),
       commitCount: sum(metrics, 'sugang_journal_commit_seconds_count'),
+      enrollSum: sum(metrics, 'sugang_http_request_duration_seconds_sum', 'method="POST"', 'route="/classes"'),
+      enrollCount: sum(metrics, 'sugang_http_request_duration_seconds_count', 'method="POST"', 'route="/classes"'),
     };
     text('journal-seq', String(sum(metrics, 'sugang_journal_last_seq')));
     if (previous) {
@@ -113,19 +116,26 @@
       const commits = sample.commitCount - previous.commitCount;
       text('journal-group', groups > 0 ? ((sample.groupSum - previous.groupSum) / groups).toFixed(1) : '-');
       text('journal-commit', commits > 0 ? ((1000 * (sample.commitSum - previous.commitSum)) / commits).toFixed(2) : '-');
-      if (seconds > 0) rates.push({ at: sample.at, perSecond: Math.max(0, sample.enrolled - previous.enrolled) / seconds });
-      while (rates.length && rates[0].at < now - WINDOW_S * 1000) rates.shift();
-      drawRate(now);
+      if (seconds > 0) rates.push({ at: sample.at, value: Math.max(0, sample.enrolled - previous.enrolled) / seconds });
+      const requests = sample.enrollCount - previous.enrollCount;
+      const ms = requests > 0 ? (1000 * (sample.enrollSum - previous.enrollSum)) / requests : 0;
+      latencies.push({ at: sample.at, value: ms });
+      for (const series of [rates, latencies]) {
+        while (series.length && series[0].at < now - WINDOW_S * 1000) series.shift();
+      }
+      drawChart('rate-chart', 'rate-now', rates, now, '/s');
+      drawChart('latency-chart', 'latency-now', latencies, now, 'ms');
     }
     previous = sample;
   }
 
-  function drawRate(now) {
-    const svg = document.getElementById('rate-chart');
+  /** Draws `series` ([{at, value}]) over the last WINDOW_S seconds as an SVG line. */
+  function drawChart(svgId, nowId, series, now, unit) {
+    const svg = document.getElementById(svgId);
     const ns = 'http://www.w3.org/2000/svg';
-    const max = Math.max(1, ...rates.map((r) => r.perSecond));
-    const points = rates
-      .map((r) => `${(300 - ((now - r.at) / 1000 / WINDOW_S) * 300).toFixed(1)},${(76 - (r.perSecond / max) * 70).toFixed(1)}`)
+    const max = Math.max(1, ...series.map((r) => r.value));
+    const points = series
+      .map((r) => `${(300 - ((now - r.at) / 1000 / WINDOW_S) * 300).toFixed(1)},${(76 - (r.value / max) * 70).toFixed(1)}`)
       .join(' ');
     const axis = document.createElementNS(ns, 'line');
     Object.entries({ x1: 0, y1: 76, x2: 300, y2: 76, class: 'axis' }).forEach(([k, v]) => axis.setAttribute(k, v));
@@ -133,8 +143,8 @@
     line.setAttribute('points', points);
     line.setAttribute('class', 'rate');
     svg.replaceChildren(axis, line);
-    const last = rates.length ? rates[rates.length - 1].perSecond : 0;
-    text('rate-now', `${last.toFixed(1)} /s (max ${max.toFixed(1)} /s)`);
+    const last = series.length ? series[series.length - 1].value : 0;
+    text(nowId, `${last.toFixed(1)} ${unit} (max ${max.toFixed(1)} ${unit})`);
   }
 
   async function refresh() {
