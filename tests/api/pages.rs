@@ -150,3 +150,58 @@ async fn an_open_seat_stream_does_not_hold_up_shutdown() {
         tokio::time::timeout(Duration::from_secs(1), async { while let Ok(Some(_)) = stream.chunk().await {} }).await;
     assert!(end.is_ok(), "the stream is still open after shutdown");
 }
+
+/// Reads `stream` until its text holds `wanted`, for at most a second;
+/// returns what it read.
+async fn read_until(stream: &mut reqwest::Response, wanted: &str) -> String {
+    let started = Instant::now();
+    let mut seen = String::new();
+    while !seen.contains(wanted) {
+        let left = Duration::from_secs(1).saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(other) => panic!("the stream ended: {other:?}; seen {seen:?}"),
+            Err(_) => panic!("{wanted:?} did not come within a second; seen {seen:?}"),
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seat_stream_resumes_after_the_rendered_seq_or_the_last_event_id() {
+    let app = spawn_app().await;
+    let course = app.course("korean", "Hong", 10000, Some(40)).await;
+    let (_, _, html) = page(&app, "/", "en").await;
+    let rendered: u64 = html
+        .split("data-seq=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|seq| seq.parse().ok())
+        .expect("the catalog says which seq it was rendered at");
+    // A seat taken between the render and the connection is not missed.
+    let first = app.enroll(course, "Kim").await;
+    assert_eq!(first.status, 201, "{first:?}");
+    let mut stream =
+        app.client.get(app.url(&format!("/events/courses?after={rendered}"))).send().await.expect("the stream opens");
+    read_until(&mut stream, &format!("{{\"id\":{course},\"studentCount\":1,")).await;
+    // A reconnecting browser's Last-Event-ID wins over the page's `after`:
+    // what it already had is not sent again.
+    let marker = app.post("/courses", serde_json::json!({"name": "marker", "teacher": "Hong", "fee": 0})).await;
+    assert_eq!(marker.status, 201, "{marker:?}");
+    let mut resumed = app
+        .client
+        .get(app.url("/events/courses?after=0"))
+        .header("last-event-id", marker.seq().to_string())
+        .send()
+        .await
+        .expect("the stream opens");
+    let second = app.enroll(course, "Lee").await;
+    assert_eq!(second.status, 201, "{second:?}");
+    let seen = read_until(&mut resumed, &format!("{{\"id\":{course},\"studentCount\":2,")).await;
+    // Nothing up to the marker is sent again: not the marker course, no id
+    // at or before its seq.
+    let marker_id = marker.body["id"].as_u64().expect("an id");
+    assert!(!seen.contains(&format!("{{\"id\":{marker_id},")), "{seen}");
+    let ids: Vec<u64> = seen.lines().filter_map(|line| line.strip_prefix("id: ")?.trim().parse().ok()).collect();
+    assert!(!ids.is_empty() && ids.iter().all(|&id| id > marker.seq()), "ids {ids:?} after seq {}", marker.seq());
+}

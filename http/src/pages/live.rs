@@ -1,20 +1,31 @@
 //! `GET /events/courses`: Server-Sent Events of seat counts, so an open
 //! catalog changes on screen as others enroll, without a polling loop.
 //!
-//! Woken by the event log (`EventLog::watch`), never by a timer: after each
-//! commit the stream reads the new events, takes the courses they touch,
-//! reads those courses once each and sends one `courses` event with their
-//! `studentCount`. Public, as the catalog is (`GET /courses` needs no
-//! token). Owns no state; ends when the server drains.
+//! Woken by the event log (`EventLog::watch`), not by a polling timer (a
+//! one-second tick only notices a drain): after each commit the stream
+//! reads the new events, takes the courses they touch, reads those courses
+//! once each and sends one `courses` event with their `studentCount`.
+//! `?after=<seq>` starts after the seq a page was rendered at, so nothing
+//! committed between the render and the connection is missed; each event
+//! carries its seq as the SSE `id`, so a browser that reconnects (sending
+//! `Last-Event-ID`) resumes where it was. Public, as the catalog is (`GET
+//! /courses` needs no token). Owns no state; ends when the server drains.
+//!
+//! Each open stream reads the new events itself: cheap for the hundreds of
+//! pages a registration day opens on one node (one read per group commit,
+//! not per event). Thousands of watchers would want one shared reader
+//! fanning out over a broadcast channel instead.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sugang_actors::{CourseId, Event};
 use tokio::sync::watch;
 
@@ -45,14 +56,29 @@ struct Follow {
     next: u64,
 }
 
+/// `?after=`: the seq the page was rendered at.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct FollowQuery {
+    after: Option<String>,
+}
+
 pub(crate) async fn course_events(
     State(state): State<AppState>,
+    query: Result<Query<FollowQuery>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let log = state.sugang.store().events();
-    let follow = Follow { commits: log.watch(), next: log.last_seq() + 1, state };
+    let commits = log.watch();
+    let last = log.last_seq();
+    let reconnected = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let rendered = query.ok().and_then(|Query(q)| q.after);
+    // A seq from the future (or not a number) starts at the log's end.
+    let after = reconnected.or(rendered).and_then(|s| s.trim().parse::<u64>().ok()).map_or(last, |seq| seq.min(last));
+    let follow = Follow { commits, next: after + 1, state };
     let stream = futures_util::stream::unfold(follow, |mut follow| async move {
         let counts = follow.next_counts().await?;
-        let event = SseEvent::default().event("courses").json_data(&counts).unwrap_or_else(|e| {
+        let seq = (follow.next - 1).to_string();
+        let event = SseEvent::default().event("courses").id(seq).json_data(&counts).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "a seat count did not serialise");
             SseEvent::default().comment("skipped")
         });

@@ -40,8 +40,11 @@ pub(crate) async fn catalog(
     let ctx = PageContext::new(&state, query.lang.as_deref(), &headers);
     let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(str::to_lowercase);
     let number = query.page.as_deref().and_then(|p| p.parse::<usize>().ok()).unwrap_or(0);
+    // Taken before the courses are read: the live stream resumes after it,
+    // so a seat taken meanwhile is sent again rather than missed.
+    let seq = state.sugang.last_seq();
     let page = find_courses(&state, search.as_deref(), number)?;
-    let main = catalog_main(&ctx, query.q.as_deref().unwrap_or(""), number, &page);
+    let main = catalog_main(&ctx, query.q.as_deref().unwrap_or(""), number, seq, &page);
     Ok(ctx.render(Section::Catalog, "catalog.title", raw.as_deref().unwrap_or(""), main))
 }
 
@@ -81,7 +84,7 @@ struct CatalogPage {
     total: usize,
 }
 
-fn catalog_main(ctx: &PageContext, q: &str, number: usize, page: &CatalogPage) -> Markup {
+fn catalog_main(ctx: &PageContext, q: &str, number: usize, seq: u64, page: &CatalogPage) -> Markup {
     let pages = page.total.div_ceil(CATALOG_PAGE_SIZE).max(1);
     let href = |n: usize| {
         let mut href = format!("/?page={n}");
@@ -106,7 +109,7 @@ fn catalog_main(ctx: &PageContext, q: &str, number: usize, page: &CatalogPage) -
             p { (ctx.t("catalog.empty")) }
         } @else {
             div.table-wrap {
-                table #catalog {
+                table #catalog data-seq=(seq) {
                     caption.visually-hidden { (ctx.t("catalog.title")) }
                     thead {
                         tr {

@@ -158,9 +158,9 @@ const sugang = (() => {
     showWho();
   }
 
-  /** Follows the seat counts; `onCounts` gets each batch. Returns the EventSource. */
-  function followSeats(onCounts, status) {
-    const source = new EventSource('/events/courses');
+  /** Follows the seat counts after event seq `after` (the page's render), or from now; `onCounts` gets each batch. */
+  function followSeats(onCounts, status, after) {
+    const source = new EventSource(after ? `/events/courses?after=${encodeURIComponent(after)}` : '/events/courses');
     source.addEventListener('open', () => status && status(true));
     source.addEventListener('error', () => status && status(false));
     source.addEventListener('courses', (e) => onCounts(JSON.parse(e.data)));

@@ -107,7 +107,7 @@
   }
 
   if (document.getElementById('catalog')) {
-    sugang.followSeats(showSeats, liveStatus);
+    sugang.followSeats(showSeats, liveStatus, document.getElementById('catalog').dataset.seq);
     for (const b of document.querySelectorAll('button.enroll')) b.addEventListener('click', openEnroll);
     document.getElementById('enroll-form').addEventListener('submit', submitEnroll);
     document.getElementById('enroll-close').addEventListener('click', closeEnroll);
