@@ -32,7 +32,7 @@ pub(crate) async fn page(
         section aria-labelledby="courses-title" {
             h2 #courses-title { (ctx.t("instructor.courses")) }
             div.table-wrap {
-                table #my-courses {
+                table #my-courses.cards {
                     thead {
                         tr {
                             th scope="col" { (ctx.t("course.id")) }

@@ -64,7 +64,7 @@ pub(crate) async fn page(
         section aria-labelledby="tree-title" {
             h2 #tree-title { (ctx.t("ops.tree")) }
             div.table-wrap {
-                table #tree {
+                table #tree.cards {
                     thead {
                         tr {
                             th scope="col" { (ctx.t("ops.node")) }
@@ -81,7 +81,7 @@ pub(crate) async fn page(
         section aria-labelledby="subscribers-title" {
             h2 #subscribers-title { (ctx.t("ops.subscribers")) }
             div.table-wrap {
-                table #subscribers {
+                table #subscribers.cards {
                     thead {
                         tr {
                             th scope="col" { (ctx.t("ops.node")) }

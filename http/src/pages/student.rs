@@ -109,7 +109,7 @@ fn catalog_main(ctx: &PageContext, q: &str, number: usize, seq: u64, page: &Cata
             p { (ctx.t("catalog.empty")) }
         } @else {
             div.table-wrap {
-                table #catalog data-seq=(seq) {
+                table #catalog.cards data-seq=(seq) {
                     caption.visually-hidden { (ctx.t("catalog.title")) }
                     thead {
                         tr {
@@ -173,8 +173,11 @@ fn course_row(ctx: &PageContext, c: &CourseRecord) -> Markup {
             td.num { (group_digits(c.details.fee.won())) (ctx.t("won")) }
             td { (c.details.text_book.as_ref().map_or("-", |t| t.as_str())) }
             td.num.seats {
-                span.count { (c.student_count) } " / "
-                @match capacity { Some(cap) => (cap), None => (ctx.t("course.unlimited")) }
+                // One flex item in the phone's card layout.
+                span {
+                    span.count { (c.student_count) } " / "
+                    @match capacity { Some(cap) => (cap), None => (ctx.t("course.unlimited")) }
+                }
             }
             td.open { (if full { ctx.t("course.full") } else if open { ctx.t("course.opened") } else { ctx.t("course.notOpened") }) }
             td {
@@ -241,7 +244,7 @@ pub(crate) async fn mypage(
             h2 #enrollments-title { (ctx.t("mypage.enrollments")) }
             button type="button" #mypage-refresh { (ctx.t("mypage.refresh")) }
             div.table-wrap {
-                table #enrollments {
+                table #enrollments.cards {
                     thead {
                         tr {
                             th scope="col" { (ctx.t("course.id")) }

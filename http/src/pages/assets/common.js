@@ -123,6 +123,16 @@ const sugang = (() => {
     return (embedded && Object.values(embedded)[0]) || [];
   }
 
+  /** Gives each cell its column's header as `data-label`, for the card layout on phones. */
+  function labelCells(table) {
+    const headers = [...table.querySelectorAll('thead th')].map((th) => th.textContent);
+    for (const row of table.querySelectorAll('tbody tr')) {
+      [...row.children].forEach((td, i) => {
+        if (headers[i] && td.colSpan === 1) td.dataset.label = headers[i];
+      });
+    }
+  }
+
   function won(amount) {
     return `${Number(amount).toLocaleString('en-US')}${t('won')}`;
   }
@@ -168,5 +178,5 @@ const sugang = (() => {
   }
 
   wireWho();
-  return { t, who, as, api, problem, items, cell, button, won, followSeats, open };
+  return { t, who, as, api, problem, items, cell, button, labelCells, won, followSeats, open };
 })();

@@ -4,7 +4,7 @@
 'use strict';
 
 (() => {
-  const { t, as, api, problem, items, cell, button, won } = sugang;
+  const { t, as, api, problem, items, cell, button, labelCells, won } = sugang;
   const tbody = document.querySelector('#my-courses tbody');
   const form = document.getElementById('course-form');
   const result = document.getElementById('course-result');
@@ -50,6 +50,7 @@
       tr.append(actions);
       tbody.append(tr);
     }
+    labelCells(document.getElementById('my-courses'));
   }
 
   async function load() {

@@ -5,7 +5,7 @@
 'use strict';
 
 (() => {
-  const { t, as, api, problem, cell, button } = sugang;
+  const { t, as, api, problem, cell, button, labelCells } = sugang;
   const PERIOD_MS = 1000;
   const WINDOW_S = 300;
   const faultResult = document.getElementById('fault-result');
@@ -80,6 +80,8 @@
       tr.append(action);
       subs.append(tr);
     }
+    labelCells(document.getElementById('tree'));
+    labelCells(document.getElementById('subscribers'));
   }
 
   function renderBreaker(b) {

@@ -5,7 +5,7 @@
 'use strict';
 
 (() => {
-  const { t, as, api, problem, items, cell, button } = sugang;
+  const { t, as, api, problem, items, cell, button, labelCells } = sugang;
 
   // ---- the catalog: live seats ------------------------------------------
 
@@ -108,6 +108,7 @@
 
   if (document.getElementById('catalog')) {
     sugang.followSeats(showSeats, liveStatus, document.getElementById('catalog').dataset.seq);
+    labelCells(document.getElementById('catalog'));
     for (const b of document.querySelectorAll('button.enroll')) b.addEventListener('click', openEnroll);
     document.getElementById('enroll-form').addEventListener('submit', submitEnroll);
     document.getElementById('enroll-close').addEventListener('click', closeEnroll);
@@ -177,6 +178,7 @@
         tr.append(action);
         tbody.append(tr);
       }
+      labelCells(table);
     }
     if (notes.status === 200) {
       const list = items(notes.body);
