@@ -184,7 +184,7 @@ test('a student enrolls and finds it on my page, then cancels', async () => {
   });
 });
 
-test('the answer of POST /classes reads as a person would: declined, full', async () => {
+test('the answer of POST /classes reads as a person would: declined, full (by keyboard)', async () => {
   const server = await openServer();
   await withLog(server, async () => {
     const id = await course(server, 'tiny', 'Hong-Gil-dong', { capacity: 1 });
@@ -193,7 +193,15 @@ test('the answer of POST /classes reads as a person would: declined, full', asyn
     await page.goto('/');
     await pick(page, 'student', 'Choi');
     const row = page.locator(`#catalog tr[data-course-id="${id}"]`);
-    await row.getByRole('button', { name: 'Enroll' }).click();
+    // By keyboard: Enter on Enroll opens the form with the focus in it;
+    // Escape closes it and gives the focus back to the button.
+    await row.getByRole('button', { name: 'Enroll' }).focus();
+    await page.keyboard.press('Enter');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'pay-method');
+    await page.keyboard.press('Escape');
+    assert.ok(await page.locator('#enroll').isHidden());
+    assert.equal(await page.evaluate(() => document.activeElement.dataset.courseId), String(id));
+    await page.keyboard.press('Enter');
     await page.getByLabel('Card or account number').fill('4000000000000002');
     await page.getByRole('button', { name: 'Pay and enroll' }).click();
     await page.locator('#enroll-result', { hasText: 'The payment was declined' }).waitFor({ timeout: WAIT });
