@@ -23,6 +23,9 @@ async fn page(app: &TestApp, path: &str, lang: &str) -> (StatusCode, String, Str
 async fn every_page_is_html_in_the_language_asked_for() {
     let app = spawn_app().await;
     for path in ["/", "/mypage", "/instructor", "/ops"] {
+        let response = app.client.get(app.url(path)).send().await.expect("an answer");
+        let csp = response.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(csp.starts_with("default-src 'self'"), "{path}: {csp:?}");
         let (status, content_type, body) = page(&app, path, "ko-KR,ko;q=0.9,en;q=0.8").await;
         assert_eq!(status, 200, "{path}");
         assert!(content_type.starts_with("text/html"), "{path}: {content_type}");

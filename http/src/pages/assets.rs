@@ -6,7 +6,7 @@
 //! `student.js`, `instructor.js`, `ops.js`.
 
 use axum::extract::Path;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
@@ -27,5 +27,6 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Result<Response, ApiError
         .iter()
         .find(|(n, ..)| *n == name)
         .ok_or_else(|| ApiError::NotFound(format!("no asset named {name:?}")))?;
-    Ok(([(CONTENT_TYPE, *content_type), (CACHE_CONTROL, "no-cache")], *body).into_response())
+    Ok(([(CONTENT_TYPE, *content_type), (CACHE_CONTROL, "no-cache"), (X_CONTENT_TYPE_OPTIONS, "nosniff")], *body)
+        .into_response())
 }

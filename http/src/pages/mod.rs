@@ -31,7 +31,9 @@ mod ops;
 mod student;
 
 use axum::Router;
-use axum::http::header::{CACHE_CONTROL, CONTENT_LANGUAGE, SET_COOKIE, VARY};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_LANGUAGE, CONTENT_SECURITY_POLICY, SET_COOKIE, VARY, X_CONTENT_TYPE_OPTIONS,
+};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -193,6 +195,12 @@ impl PageContext {
         headers.insert(CONTENT_LANGUAGE, HeaderValue::from_static(lang.code()));
         headers.insert(VARY, HeaderValue::from_static("Accept-Language, Cookie"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // Our own scripts, styles and API only; never framed.
+        headers.insert(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+        );
+        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         if self.chosen {
             let cookie = format!("{LANG_COOKIE}={}; Path=/; Max-Age=31536000; SameSite=Lax", lang.code());
             if let Ok(value) = HeaderValue::from_str(&cookie) {
