@@ -24,6 +24,7 @@
 //! - `admin`: the supervision tree, the breaker, fault injection.
 //! - `ops`: health, readiness, Prometheus metrics, the OpenAPI route.
 //! - `openapi`: the generated OpenAPI 3.1 document.
+//! - `pages`: the web pages for students, instructors and operators, and their live seat counts.
 
 mod admin;
 mod auth;
@@ -37,6 +38,7 @@ mod mypages;
 mod notifications;
 mod openapi;
 mod ops;
+mod pages;
 mod payments;
 mod schedules;
 mod server;
@@ -86,7 +88,7 @@ fn router() -> Router<AppState> {
         .merge(mypages::router())
         .merge(notifications::router())
         .layer(axum::middleware::from_fn(hal::content_type));
-    Router::new().merge(resources).merge(admin::router()).merge(ops::router())
+    Router::new().merge(resources).merge(admin::router()).merge(ops::router()).merge(pages::router())
 }
 
 /// Waits (bounded) until `subscriber`'s read model has applied the events up

@@ -20,6 +20,7 @@
 //! - `openapi`: the OpenAPI document lists every route.
 //! - `metrics`: every `/metrics` family has HELP and TYPE; the dashboard's
 //!   queries name exposed series.
+//! - `pages`: the web pages, the live seat stream, the catalog's speed.
 //! - `demos`: every `sugang demo` scenario passes its own verdict.
 //! - `store`: `sugang store verify|backup`, and a damaged store refused.
 
@@ -33,6 +34,7 @@ mod hal;
 mod ids;
 mod metrics;
 mod openapi;
+mod pages;
 mod rush;
 mod scenario;
 mod shutdown;

@@ -1,0 +1,77 @@
+//! The instructor page (`/instructor`): the signed-in instructor's courses
+//! with their student counts and open status, the form that registers or
+//! changes a course, delete, and each course's roster.
+//!
+//! A shell only: the script reads `GET /courses?teacher=` and
+//! `GET /classes?courseId=` and writes through `POST`/`PATCH`/`DELETE
+//! /courses` with the instructor's token, so the API decides what they may
+//! see and change. Waitlist lengths come with the registration-day issue.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use maud::html;
+
+use super::student::LangQuery;
+use super::{PageContext, Section};
+use crate::AppState;
+
+/// `GET /instructor`.
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    query: Result<Query<LangQuery>, QueryRejection>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let ctx = PageContext::new(&state, query.lang(), &headers);
+    let main = html! {
+        h1 { (ctx.t("instructor.title")) }
+        p #need-who.hint role="status" {}
+        section aria-labelledby="courses-title" {
+            h2 #courses-title { (ctx.t("instructor.courses")) }
+            div.table-wrap {
+                table #my-courses.cards {
+                    thead {
+                        tr {
+                            th scope="col" { (ctx.t("course.id")) }
+                            th scope="col" { (ctx.t("course.name")) }
+                            th scope="col" { (ctx.t("course.fee")) }
+                            th scope="col" { (ctx.t("course.seats")) }
+                            th scope="col" { (ctx.t("course.open")) }
+                            th scope="col" { (ctx.t("course.action")) }
+                        }
+                    }
+                    tbody {}
+                }
+            }
+        }
+        section aria-labelledby="course-form-title" {
+            h2 #course-form-title { (ctx.t("instructor.new")) }
+            form #course-form {
+                input type="hidden" name="id" #course-id;
+                label for="course-name" { (ctx.t("course.name")) }
+                input #course-name name="name" type="text" required maxlength="200";
+                label for="course-fee" { (ctx.t("course.fee")) }
+                input #course-fee name="fee" type="number" min="0" step="1" required inputmode="numeric";
+                label for="course-textbook" { (ctx.t("course.textBook")) }
+                input #course-textbook name="textBook" type="text";
+                label for="course-capacity" { (ctx.t("course.capacity")) }
+                input #course-capacity name="capacity" type="number" min="1" step="1" inputmode="numeric";
+                label for="course-min" { (ctx.t("course.minStudents")) }
+                input #course-min name="minStudents" type="number" min="1" step="1" inputmode="numeric";
+                div.actions {
+                    button type="submit" #course-save { (ctx.t("instructor.register")) }
+                    button type="button" #course-cancel-edit hidden { (ctx.t("instructor.cancelEdit")) }
+                }
+            }
+            p #course-result role="status" aria-live="polite" {}
+        }
+        section #roster-section aria-labelledby="roster-title" hidden {
+            h2 #roster-title { (ctx.t("instructor.roster")) }
+            ul #roster {}
+        }
+    };
+    ctx.render(Section::Instructor, "instructor.title", raw.as_deref().unwrap_or(""), main)
+}
