@@ -31,21 +31,7 @@ pub(crate) async fn page(
         p #need-who.hint role="status" {}
         section aria-labelledby="courses-title" {
             h2 #courses-title { (ctx.t("instructor.courses")) }
-            div.table-wrap {
-                table #my-courses.cards {
-                    thead {
-                        tr {
-                            th scope="col" { (ctx.t("course.id")) }
-                            th scope="col" { (ctx.t("course.name")) }
-                            th scope="col" { (ctx.t("course.fee")) }
-                            th scope="col" { (ctx.t("course.seats")) }
-                            th scope="col" { (ctx.t("course.open")) }
-                            th scope="col" { (ctx.t("course.action")) }
-                        }
-                    }
-                    tbody {}
-                }
-            }
+            (ctx.script_table("my-courses", &["course.id", "course.name", "course.fee", "course.seats", "course.open", "course.action"]))
         }
         section aria-labelledby="course-form-title" {
             h2 #course-form-title { (ctx.t("instructor.new")) }

@@ -117,6 +117,19 @@ impl PageContext {
         self.lang.t(key)
     }
 
+    /// A table the page's script fills: its id, and the keys of its column
+    /// headings. Below 40rem each row becomes a labelled card.
+    fn script_table(&self, id: &str, columns: &[&'static str]) -> Markup {
+        html! {
+            div.table-wrap {
+                table.cards id=(id) {
+                    thead { tr { @for column in columns { th scope="col" { (self.t(column)) } } } }
+                    tbody {}
+                }
+            }
+        }
+    }
+
     /// The whole document around a page's `main`, as a response with the
     /// language headers (and the cookie when `?lang=` chose it).
     fn render(&self, section: Section, title: &'static str, query: &str, main: Markup) -> Response {

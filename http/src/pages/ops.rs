@@ -63,39 +63,11 @@ pub(crate) async fn page(
         }
         section aria-labelledby="tree-title" {
             h2 #tree-title { (ctx.t("ops.tree")) }
-            div.table-wrap {
-                table #tree.cards {
-                    thead {
-                        tr {
-                            th scope="col" { (ctx.t("ops.node")) }
-                            th scope="col" { (ctx.t("ops.alive")) }
-                            th scope="col" { (ctx.t("ops.live")) }
-                            th scope="col" { (ctx.t("ops.restarts")) }
-                            th scope="col" { (ctx.t("ops.heldDown")) }
-                        }
-                    }
-                    tbody {}
-                }
-            }
+            (ctx.script_table("tree", &["ops.node", "ops.alive", "ops.live", "ops.restarts", "ops.heldDown"]))
         }
         section aria-labelledby="subscribers-title" {
             h2 #subscribers-title { (ctx.t("ops.subscribers")) }
-            div.table-wrap {
-                table #subscribers.cards {
-                    thead {
-                        tr {
-                            th scope="col" { (ctx.t("ops.node")) }
-                            th scope="col" { (ctx.t("ops.alive")) }
-                            th scope="col" { (ctx.t("ops.lag")) }
-                            th scope="col" { (ctx.t("ops.offset")) }
-                            th scope="col" { (ctx.t("ops.workers")) }
-                            th scope="col" { (ctx.t("ops.restarts")) }
-                            th scope="col" { (ctx.t("course.action")) }
-                        }
-                    }
-                    tbody {}
-                }
-            }
+            (ctx.script_table("subscribers", &["ops.node", "ops.alive", "ops.lag", "ops.offset", "ops.workers", "ops.restarts", "course.action"]))
         }
         section aria-labelledby="faults-title" {
             h2 #faults-title { (ctx.t("ops.faults")) }

@@ -243,21 +243,7 @@ pub(crate) async fn mypage(
         section aria-labelledby="enrollments-title" {
             h2 #enrollments-title { (ctx.t("mypage.enrollments")) }
             button type="button" #mypage-refresh { (ctx.t("mypage.refresh")) }
-            div.table-wrap {
-                table #enrollments.cards {
-                    thead {
-                        tr {
-                            th scope="col" { (ctx.t("course.id")) }
-                            th scope="col" { (ctx.t("course.name")) }
-                            th scope="col" { (ctx.t("mypage.apply")) }
-                            th scope="col" { (ctx.t("mypage.pay")) }
-                            th scope="col" { (ctx.t("mypage.delivery")) }
-                            th scope="col" { (ctx.t("mypage.cancel")) }
-                        }
-                    }
-                    tbody {}
-                }
-            }
+            (ctx.script_table("enrollments", &["course.id", "course.name", "mypage.apply", "mypage.pay", "mypage.delivery", "mypage.cancel"]))
             p #mypage-result role="status" aria-live="polite" {}
         }
         section aria-labelledby="notifications-title" {
