@@ -62,7 +62,7 @@ pub(crate) struct ServeArgs {
     /// or [IPv6]:PORT. Without a JWT secret only loopback is accepted.
     #[arg(long, env = "SUGANG_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub(crate) listen: SocketAddr,
-    /// The data directory (a sled store), created if missing.
+    /// The data directory (a fjall store), created if missing; a damaged one is refused.
     #[arg(long, env = "SUGANG_DATA_DIR", default_value = "./sugang-data")]
     pub(crate) data_dir: PathBuf,
     /// The HS256 secret of bearer tokens, at least 32 bytes. Without it the API is open (loopback only).

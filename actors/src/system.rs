@@ -482,6 +482,12 @@ impl Sugang {
         &self.inner.store
     }
 
+    /// Writes a consistent copy of the running store into `to`: exactly the
+    /// acknowledged batches (the journal takes the snapshot between groups).
+    pub async fn backup(&self, to: &std::path::Path) -> Result<sugang_storage::Verified, sugang_storage::BackupError> {
+        self.inner.journal.backup(&self.inner.store, to).await
+    }
+
     /// The journal's injected disk faults (tests and demos).
     pub fn disk_faults(&self) -> &Arc<sugang_storage::DiskFaults> {
         self.inner.journal.faults()

@@ -57,7 +57,9 @@ pub(crate) struct BackupModel {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         NoValidToken,
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The target holds files already", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The target holds files, is inside the data directory, or another backup runs", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store stopped after a storage fault", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
         (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(skip_all)]
@@ -72,17 +74,21 @@ async fn backup(
     if !path.is_absolute() {
         return Err(ApiError::invalid("to", "must be an absolute path on the server"));
     }
-    let store = state.sugang.store().clone();
-    let copied = tokio::task::spawn_blocking(move || store.backup(&path)).await.map_err(ApiError::internal)?;
-    match copied {
+    use sugang_storage::BackupError;
+    match state.sugang.backup(&path).await {
         Ok(found) => {
             tracing::info!(to, records = found.records, events = found.events, "backup written");
             Ok(JsonBody(BackupModel { to, records: found.records, events: found.events, last_seq: found.last_seq }))
         }
-        Err(e @ sugang_storage::BackupError::NotEmpty(_)) => {
+        Err(e @ (BackupError::NotEmpty(_) | BackupError::Overlaps(_))) => {
             Err(ApiError::ConflictOn { field: "to", detail: e.to_string() })
         }
-        Err(e) => Err(ApiError::internal(e)),
+        Err(e @ BackupError::Busy) => Err(ApiError::Conflict(e.to_string())),
+        Err(e @ BackupError::Failed(_)) => Err(ApiError::unavailable(e.to_string(), std::time::Duration::from_secs(5))),
+        Err(e) => {
+            tracing::error!(to, error = %e, "backup failed");
+            Err(ApiError::internal(e))
+        }
     }
 }
 

@@ -154,6 +154,9 @@ pub async fn serve(
     }
 }
 
+/// How long the drain waits for connections to finish their requests.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Accepts connections until `drain` completes, then stops accepting, lets
 /// every connection finish the request it is serving, and returns once all
 /// are closed.
@@ -195,7 +198,11 @@ where
     drop(watching);
     // No receiver left is fine: every connection is already gone.
     let _ = closing.send(true);
-    closing.closed().await;
+    // Bounded: a client that stops reading an answer (or a stream) must not
+    // keep the process from exiting, least of all after a storage fault.
+    if tokio::time::timeout(DRAIN_DEADLINE, closing.closed()).await.is_err() {
+        tracing::warn!(after_s = DRAIN_DEADLINE.as_secs(), "connections still open at the drain deadline: dropped");
+    }
     Ok(())
 }
 

@@ -22,6 +22,7 @@
 //! Must not know what the tables mean; must not be bypassed: nothing else in
 //! sugang writes to fjall.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,7 +33,8 @@ use tokio::task::JoinHandle;
 use crate::codec::{EncodeError, Key, Record, Table, encode_value};
 use crate::log::{Envelope, event_key};
 use crate::store::{
-    Durability, META_LAST_SEQ, StorageError, Store, WATERMARK_EVERY, lock, offset_key, write_watermark,
+    BackupError, Durability, META_LAST_SEQ, StorageError, Store, Verified, WATERMARK_EVERY, lock, offset_key,
+    write_watermark,
 };
 
 /// A set of writes that commit together or not at all.
@@ -199,6 +201,10 @@ impl DiskFaults {
 struct Submission {
     batch: Batch,
     reply: oneshot::Sender<Result<Receipt, CommitError>>,
+    /// Asks for a snapshot of the store taken once this (empty) batch's
+    /// group is durable and before any later group is written: exactly
+    /// what is durable, for a backup.
+    snapshot: Option<oneshot::Sender<fjall::Snapshot>>,
 }
 
 /// A handle to the journal task. Cheap to clone; the task stops (after a last
@@ -207,6 +213,8 @@ struct Submission {
 pub struct Journal {
     tx: mpsc::Sender<Submission>,
     faults: Arc<DiskFaults>,
+    /// Held while a backup is written: one at a time.
+    backups: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A batch the journal has taken in order, not yet durable.
@@ -244,7 +252,7 @@ impl Journal {
             last_watermark: None,
         };
         let task = tokio::spawn(writer.run(rx, options.max_group.max(1)));
-        Ok((Journal { tx, faults }, task))
+        Ok((Journal { tx, faults, backups: Arc::new(tokio::sync::Mutex::new(())) }, task))
     }
 
     /// Commits `batch`, answering only once it is durable (per the store's
@@ -262,8 +270,30 @@ impl Journal {
     /// commits.
     pub async fn submit(&self, batch: Batch) -> Result<Pending, CommitError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Submission { batch, reply }).await.map_err(|_| CommitError::Closed)?;
+        self.tx.send(Submission { batch, reply, snapshot: None }).await.map_err(|_| CommitError::Closed)?;
         Ok(Pending(answer))
+    }
+
+    /// Writes a consistent copy of the running `store` into `to` (see
+    /// [`Store::backup_snapshot`]): the snapshot is taken by the journal
+    /// between two groups, once everything committed before the call is
+    /// durable, so the copy holds exactly acknowledged batches. One backup at
+    /// a time.
+    pub async fn backup(&self, store: &Store, to: &Path) -> Result<Verified, BackupError> {
+        let _one = self.backups.try_lock().map_err(|_| BackupError::Busy)?;
+        let (reply, answer) = oneshot::channel();
+        let (taken, snapshot) = oneshot::channel();
+        let submission = Submission { batch: Batch::new(), reply, snapshot: Some(taken) };
+        self.tx.send(submission).await.map_err(|_| BackupError::Failed("the journal is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| BackupError::Failed("the journal is closed".into()))?
+            .map_err(|e| BackupError::Failed(e.to_string()))?;
+        let snapshot = snapshot.await.map_err(|_| BackupError::Failed("the journal is closed".into()))?;
+        let (store, to) = (store.clone(), to.to_path_buf());
+        tokio::task::spawn_blocking(move || store.backup_snapshot(snapshot, &to))
+            .await
+            .map_err(|e| BackupError::Io(std::io::Error::other(e.to_string())))?
     }
 
     /// The disk-fault knobs of this journal (a handle that does not keep
@@ -469,6 +499,10 @@ impl Writer {
                 metrics::counter!("sugang_journal_keys_total").increment(keys as u64);
                 metrics::gauge!("sugang_journal_last_seq").set((seq - 1) as f64);
                 for (submission, receipt) in pending.drain(..).zip(receipts) {
+                    if let Some(taken) = submission.snapshot {
+                        // Between groups: exactly what is durable.
+                        let _ = taken.send(self.store.snapshot());
+                    }
                     let _ = submission.reply.send(Ok(receipt));
                 }
             }

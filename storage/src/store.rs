@@ -273,6 +273,15 @@ impl Store {
             None => 0,
         };
         let (watermark, durable) = open_watermark(&dir)?;
+        if durable == 0 && last_seq > 0 {
+            // Killed between a store's first durable group and its first
+            // watermark, or the file was lost: nothing to check against.
+            tracing::warn!(
+                dir = %dir.display(),
+                last_seq,
+                "sugang.watermark is empty: this open cannot tell whether acknowledged batches were lost"
+            );
+        }
         if durable > last_seq {
             return Err(OpenError::Damaged {
                 path: engine_dir,
@@ -451,15 +460,58 @@ impl Store {
         Ok(found)
     }
 
-    /// Writes a consistent copy of the store (one snapshot of every record
-    /// and event) into `to`, which must not exist or be empty, as a store of
-    /// its own that [`Store::open`] accepts. Works while the store is in use.
+    /// Writes a consistent copy of a store that no journal writes to (a
+    /// stopped store, opened by `sugang store backup`) into `to`: see
+    /// [`Store::backup_snapshot`]. A running store is copied through
+    /// [`Journal::backup`](crate::Journal::backup), which takes the snapshot
+    /// between two groups, once everything before it is durable.
     pub fn backup(&self, to: &Path) -> Result<Verified, BackupError> {
-        if to.exists() && std::fs::read_dir(to).map_err(BackupError::Io)?.next().is_some() {
-            return Err(BackupError::NotEmpty(to.to_path_buf()));
+        if self.shared.journal_started.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(BackupError::Running);
         }
-        let snapshot = self.shared.db.snapshot();
-        let copy = Store::open(to, StoreOptions { durability: Durability::Fsync, cache_capacity: 8 * 1024 * 1024 })?;
+        self.backup_snapshot(self.shared.db.snapshot(), to)
+    }
+
+    /// Writes `snapshot` (of every record and event) into `to`, a new or
+    /// empty directory outside the data directory, as a store of its own that
+    /// [`Store::open`] accepts. The copy is written beside `to` under a
+    /// `.partial` name, made durable, its watermark written last, and only
+    /// then renamed to `to`: a copy cut short never looks like a backup.
+    pub(crate) fn backup_snapshot(&self, snapshot: fjall::Snapshot, to: &Path) -> Result<Verified, BackupError> {
+        if let Some(reason) = self.shared.failure.borrow().clone() {
+            return Err(BackupError::Failed(reason.to_string()));
+        }
+        let to = std::path::absolute(to).map_err(BackupError::Io)?;
+        let data = std::path::absolute(&self.shared.dir).map_err(BackupError::Io)?;
+        if to.starts_with(&data) || data.starts_with(&to) {
+            return Err(BackupError::Overlaps(to));
+        }
+        match std::fs::symlink_metadata(&to) {
+            Ok(meta) if !meta.is_dir() => return Err(BackupError::NotEmpty(to)),
+            Ok(_) if std::fs::read_dir(&to).map_err(BackupError::Io)?.next().is_some() => {
+                return Err(BackupError::NotEmpty(to));
+            }
+            Ok(_) => std::fs::remove_dir(&to).map_err(BackupError::Io)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(BackupError::Io(e)),
+        }
+        let name = to.file_name().ok_or_else(|| BackupError::NotEmpty(to.clone()))?.to_string_lossy().into_owned();
+        let parent = to.parent().ok_or_else(|| BackupError::NotEmpty(to.clone()))?.to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(BackupError::Io)?;
+        let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        // A new directory of our own: fails rather than reuse what is there.
+        std::fs::create_dir(&staging).map_err(BackupError::Io)?;
+        let copied = self.write_copy(snapshot, &staging).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&staging);
+        })?;
+        std::fs::rename(&staging, &to).map_err(BackupError::Io)?;
+        File::open(&parent).and_then(|dir| dir.sync_all()).map_err(BackupError::Io)?;
+        Ok(copied)
+    }
+
+    fn write_copy(&self, snapshot: fjall::Snapshot, into_dir: &Path) -> Result<Verified, BackupError> {
+        let copy =
+            Store::open(into_dir, StoreOptions { durability: Durability::Fsync, cache_capacity: 8 * 1024 * 1024 })?;
         let mut copied = Verified::default();
         for (from, into, count) in [
             (&self.shared.records, &copy.shared.records, &mut copied.records),
@@ -487,16 +539,35 @@ impl Store {
             .unwrap_or(0);
         copied.last_seq = seq;
         write_watermark(&mut lock(&copy.shared.watermark), seq).map_err(BackupError::Io)?;
+        File::open(into_dir).and_then(|dir| dir.sync_all()).map_err(BackupError::Io)?;
         Ok(copied)
+    }
+
+    /// A snapshot of everything the engine holds now (the journal takes it
+    /// between groups, when that is exactly what is durable).
+    pub(crate) fn snapshot(&self) -> fjall::Snapshot {
+        self.shared.db.snapshot()
     }
 }
 
 /// A backup could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    /// The target holds files already.
+    /// The target holds files already, or is a file.
     #[error("{0}: not empty; a backup goes into a new directory")]
     NotEmpty(PathBuf),
+    /// The target is inside the data directory, or holds it.
+    #[error("{0}: inside the data directory, or holding it; a backup goes elsewhere")]
+    Overlaps(PathBuf),
+    /// The store stopped after a storage fault: what it holds is unknown.
+    #[error("the store stopped after a storage fault ({0}); back up the restarted one")]
+    Failed(String),
+    /// A journal writes to this store: copy it through the journal.
+    #[error("the store is in use by its journal: back it up through the running service")]
+    Running,
+    /// Another backup is being written.
+    #[error("another backup is being written; try again when it is done")]
+    Busy,
     /// The target could not be created or opened.
     #[error(transparent)]
     Open(#[from] OpenError),

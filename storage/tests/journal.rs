@@ -992,3 +992,53 @@ async fn closing_tells_when_the_last_handle_is_gone() {
     holder.await.unwrap();
     Store::open(tmp.path(), StoreOptions::default()).expect("the directory opens again at once");
 }
+
+// ---- backup ----
+
+/// A running store is copied through its journal, between two groups: the
+/// copy opens as a store of its own with every committed batch; the store's
+/// own `backup` refuses while a journal writes; a target inside the data
+/// directory, one that holds files, and a stopped (failed) store are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_store_is_backed_up_through_its_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let store = open(&data);
+    let (journal, _task) = start(&store);
+    for key in 1..=3 {
+        commit_put(&journal, key, &seat("kim", key as u32), &["x"]).await.unwrap();
+    }
+    let copy = tmp.path().join("copy");
+    assert!(matches!(store.backup(&copy), Err(sugang_storage::BackupError::Running)));
+    let copied = journal.backup(&store, &copy).await.expect("a backup");
+    assert_eq!((copied.events, copied.last_seq), (3, 3));
+    assert!(
+        !copy
+            .parent()
+            .unwrap()
+            .read_dir()
+            .unwrap()
+            .any(|e| { e.unwrap().file_name().to_string_lossy().contains(".partial-") })
+    );
+    match journal.backup(&store, &copy).await {
+        Err(e @ sugang_storage::BackupError::NotEmpty(_)) => assert!(e.to_string().contains("not empty"), "{e}"),
+        other => panic!("expected NotEmpty, got {other:?}"),
+    }
+    assert!(matches!(
+        journal.backup(&store, &data.join("inside")).await,
+        Err(sugang_storage::BackupError::Overlaps(_))
+    ));
+    {
+        let restored = Store::open(&copy, StoreOptions::default()).expect("the copy opens");
+        assert_eq!(restored.scan(&SEATS).count(), 3);
+        assert_eq!(seqs(&restored.events().read::<Happened>(1, 10).unwrap()), [1, 2, 3]);
+        assert!(restored.verify().is_ok());
+    }
+
+    journal.faults().fail_next_writes(1);
+    assert!(commit_put(&journal, 9, &seat("lee", 1), &["y"]).await.is_err());
+    assert!(matches!(
+        journal.backup(&store, &tmp.path().join("after-the-fault")).await,
+        Err(sugang_storage::BackupError::Failed(_))
+    ));
+}

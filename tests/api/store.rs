@@ -131,6 +131,9 @@ async fn backup_of_a_running_store_through_the_server() {
     relative.assert_problem(422, Some("to"));
     let taken = app.post("/admin/backup", serde_json::json!({"to": copy.to_str().unwrap()})).await;
     taken.assert_problem(409, Some("to"));
+    let inside = app.post("/admin/backup", serde_json::json!({"to": data.join("inside").to_str().unwrap()})).await;
+    inside.assert_problem(409, Some("to"));
+    assert!(!data.join("inside").exists(), "nothing is written inside the data directory");
 
     let restored = sugang_actors::Sugang::start(sugang_actors::Config::new(&copy)).await.expect("the copy starts");
     let page = sugang_actors::PageRequest { number: 0, size: 100 };

@@ -17,19 +17,20 @@
 //! fanning out over a broadcast channel instead.
 
 use std::collections::BTreeSet;
-use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sugang_actors::{CourseId, Event};
 use tokio::sync::watch;
 
 use crate::AppState;
+use crate::error::ApiError;
 
 /// Events read per wake: a rush of commits is read in a few passes.
 const READ_BATCH: usize = 1024;
@@ -54,6 +55,8 @@ struct Follow {
     state: AppState,
     commits: watch::Receiver<u64>,
     next: u64,
+    /// Counts the stream as open until it ends.
+    _counted: Counted,
 }
 
 /// `?after=`: the seq the page was rendered at.
@@ -62,19 +65,52 @@ pub(crate) struct FollowQuery {
     after: Option<String>,
 }
 
+/// The most seat streams open at once: each holds a connection and reads the
+/// log on every commit, and a stream is public. Beyond it, 503.
+const MAX_STREAMS: usize = 1024;
+/// The most events a (re)connecting stream replays: a page further behind
+/// resumes from the recent log rather than reading all of it again.
+const MAX_REPLAY: u64 = 10_000;
+
+/// Seat streams open now.
+static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// One open stream, counted while it lives.
+struct Counted;
+
+impl Counted {
+    fn take() -> Option<Counted> {
+        OPEN_STREAMS.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_STREAMS).then_some(n + 1)).ok()?;
+        Some(Counted)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        OPEN_STREAMS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 pub(crate) async fn course_events(
     State(state): State<AppState>,
     query: Result<Query<FollowQuery>, QueryRejection>,
     headers: HeaderMap,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+) -> Response {
+    let Some(counted) = Counted::take() else {
+        return ApiError::unavailable("too many seat streams are open", Duration::from_secs(5)).into_response();
+    };
     let log = state.sugang.store().events();
     let commits = log.watch();
     let last = log.last_seq();
     let reconnected = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let rendered = query.ok().and_then(|Query(q)| q.after);
-    // A seq from the future (or not a number) starts at the log's end.
-    let after = reconnected.or(rendered).and_then(|s| s.trim().parse::<u64>().ok()).map_or(last, |seq| seq.min(last));
-    let follow = Follow { commits, next: after + 1, state };
+    // A seq from the future (or not a number) starts at the log's end; one
+    // from long ago, at the recent log.
+    let after = reconnected
+        .or(rendered)
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(last, |seq| seq.min(last).max(last.saturating_sub(MAX_REPLAY)));
+    let follow = Follow { commits, next: after + 1, state, _counted: counted };
     let stream = futures_util::stream::unfold(follow, |mut follow| async move {
         let counts = follow.next_counts().await?;
         let seq = (follow.next - 1).to_string();
@@ -82,9 +118,9 @@ pub(crate) async fn course_events(
             tracing::warn!(error = %e, "a seat count did not serialise");
             SseEvent::default().comment("skipped")
         });
-        Some((Ok(event), follow))
+        Some((Ok::<_, std::convert::Infallible>(event), follow))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
 impl Follow {
