@@ -24,6 +24,8 @@
 //! - `admin`: the supervision tree, the breaker, fault injection.
 //! - `ops`: health, readiness, Prometheus metrics, the OpenAPI route.
 //! - `openapi`: the generated OpenAPI 3.1 document.
+//! - `origin`: open mode's guard against cross-site requests and DNS
+//!   rebinding (loopback `Host` and `Origin` only).
 //! - `pages`: the web pages for students, instructors and operators, and their live seat counts.
 
 mod admin;
@@ -38,6 +40,7 @@ mod mypages;
 mod notifications;
 mod openapi;
 mod ops;
+mod origin;
 mod pages;
 mod payments;
 mod schedules;

@@ -352,6 +352,7 @@ fn app(
         .with_state(state)
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(middleware::from_fn_with_state(config.body_limit, check_body_headers))
+        .layer(middleware::from_fn_with_state(config.auth.is_open(), crate::origin::loopback_only))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(RequestIds::default()))
