@@ -189,6 +189,20 @@ impl ServeArgs {
         config
     }
 
+    /// `relaxed` acknowledges writes before they are durable: it breaks the
+    /// service's first promise, so it is for tests and demos on this machine
+    /// only, and refused on any address but loopback.
+    pub(crate) fn check_durability(&self) -> Result<(), String> {
+        match self.durability {
+            DurabilityArg::Relaxed if !self.listen.ip().is_loopback() => Err(format!(
+                "refusing --durability relaxed on {}: it acknowledges writes before they are on disk, \
+                 for tests and demos on loopback only",
+                self.listen
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The front's configuration; an empty or short JWT secret is refused.
     pub(crate) fn serve_config(&self) -> Result<ServeConfig, SecretError> {
         let auth = match self.jwt_secret.as_deref() {

@@ -60,6 +60,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if let Err(e) = config.check_listen(args.listen) {
         return fail(e);
     }
+    if let Err(e) = args.check_durability() {
+        return fail(e);
+    }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
         Err(e) => return fail(format!("cannot listen on {}: {e}", args.listen)),
@@ -71,6 +74,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     tracing::info!(last_seq = sugang.last_seq(), data_dir = %args.data_dir.display(), "sugang started");
+    if matches!(args.durability, cli::DurabilityArg::Relaxed) {
+        tracing::warn!(
+            flush_every_ms = 100,
+            "durability is relaxed: writes are acknowledged before they are on disk, and a crash loses \
+             up to 100 ms of acknowledged enrollments (for tests and demos only)"
+        );
+    }
     match sugang_http::serve(listener, sugang, config, signal).await {
         Ok(()) => {
             tracing::info!("stopped cleanly");

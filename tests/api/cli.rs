@@ -107,6 +107,18 @@ fn serve_refuses_an_empty_or_short_secret() {
     assert!(!dir.path().join("data").exists(), "refused before the data directory was opened");
 }
 
+#[test]
+fn relaxed_durability_is_refused_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let secret = "cli-secret-cli-secret-cli-secret";
+    let args = ["--listen", "0.0.0.0:0", "--jwt-secret", secret, "--durability", "relaxed", "--data-dir"];
+    let (status, stderr) = serve_briefly(&[&args[..], &[data.to_str().unwrap()]].concat(), &[]);
+    assert_eq!(status, Some(false), "it ran acknowledging before fsync on a public address: {stderr}");
+    assert!(stderr.contains("relaxed") && stderr.contains("loopback"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+}
+
 const CLI_SECRET: &str = "cli-secret-cli-secret-cli-secret";
 
 #[test]
@@ -206,8 +218,11 @@ impl Drop for Served {
 }
 
 /// Where `sugang serve --listen <listen>` listens.
+/// Relaxed durability for speed where it is allowed (loopback); the
+/// default, fsync, elsewhere.
 async fn listens_on(listen: &str, secret: Option<&str>) -> std::net::SocketAddr {
-    Served::start(listen, secret, &["--durability", "relaxed"]).await.addr
+    let flags: &[&str] = if secret.is_none() { &["--durability", "relaxed"] } else { &[] };
+    Served::start(listen, secret, flags).await.addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
