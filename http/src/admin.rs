@@ -57,7 +57,7 @@ pub(crate) struct BackupModel {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         NoValidToken,
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The target holds files, is inside the data directory, or another backup runs", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The target holds files, is inside the data directory, has too little free space, or another backup runs", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store stopped after a storage fault", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),
         (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
@@ -84,6 +84,10 @@ async fn backup(
             Err(ApiError::ConflictOn { field: "to", detail: e.to_string() })
         }
         Err(e @ BackupError::Busy) => Err(ApiError::Conflict(e.to_string())),
+        Err(e @ BackupError::NoSpace { .. }) => {
+            tracing::warn!(to, error = %e, "backup refused: not enough space");
+            Err(ApiError::ConflictOn { field: "to", detail: e.to_string() })
+        }
         Err(e @ BackupError::Failed(_)) => Err(ApiError::unavailable(e.to_string(), std::time::Duration::from_secs(5))),
         Err(e) => {
             tracing::error!(to, error = %e, "backup failed");

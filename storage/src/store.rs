@@ -498,6 +498,12 @@ impl Store {
         let name = to.file_name().ok_or_else(|| BackupError::NotEmpty(to.clone()))?.to_string_lossy().into_owned();
         let parent = to.parent().ok_or_else(|| BackupError::NotEmpty(to.clone()))?.to_path_buf();
         std::fs::create_dir_all(&parent).map_err(BackupError::Io)?;
+        let room = BackupRoom {
+            store_bytes: self.shared.db.disk_space().map_err(StorageError::from)?,
+            available: free_bytes(&parent).map_err(BackupError::Io)?,
+            beside_data: same_filesystem(&parent, &data).map_err(BackupError::Io)?,
+        };
+        room.check(&to)?;
         let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
         // A new directory of our own: fails rather than reuse what is there.
         std::fs::create_dir(&staging).map_err(BackupError::Io)?;
@@ -550,9 +556,78 @@ impl Store {
     }
 }
 
+/// What a backup needs of the disk it goes to, and what it finds there.
+#[derive(Clone, Copy, Debug)]
+struct BackupRoom {
+    /// The store's files now.
+    store_bytes: u64,
+    /// Free space where the copy goes, for an unprivileged writer.
+    available: u64,
+    /// The copy goes to the data directory's filesystem.
+    beside_data: bool,
+}
+
+impl BackupRoom {
+    /// Room for the copy while it is written: its journal and its tables
+    /// can both hold the data before the journal is trimmed.
+    const COPY_FACTOR: u64 = 2;
+    /// Slack for the engine's fixed files and estimates off by a little.
+    const SLACK: u64 = 64 << 20;
+    /// What a copy beside the data directory must leave free: the running
+    /// service writes there too, and a full disk stops it (fail-stop).
+    const DATA_HEADROOM: u64 = 1 << 30;
+
+    fn needed(self) -> u64 {
+        let copy = self.store_bytes.saturating_mul(Self::COPY_FACTOR).saturating_add(Self::SLACK);
+        if self.beside_data { copy.saturating_add(Self::DATA_HEADROOM) } else { copy }
+    }
+
+    /// Refuses a backup that would fill the disk, before a byte is written.
+    fn check(self, to: &Path) -> Result<(), BackupError> {
+        let needed = self.needed();
+        if self.available < needed {
+            return Err(BackupError::NoSpace {
+                to: to.to_path_buf(),
+                needed,
+                available: self.available,
+                beside_data: self.beside_data,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Free bytes on the filesystem holding `dir`, as an unprivileged writer
+/// may use them (`statvfs`'s `f_bavail`).
+fn free_bytes(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call and
+    // `stat` is a plain struct statvfs fills in; nothing is kept.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
+/// Whether `a` and `b` lie on one filesystem.
+fn same_filesystem(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(a)?.dev() == std::fs::metadata(b)?.dev())
+}
+
 /// A backup could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    /// The disk the copy goes to has too little room for it (and, beside
+    /// the data directory, for the running service after it).
+    #[error(
+        "{to}: {available} bytes free, a backup of this store needs {needed}{}; free some space or back up to another disk",
+        if *beside_data { " (with 1 GiB left for the running service, as the copy shares its disk)" } else { "" }
+    )]
+    NoSpace { to: PathBuf, needed: u64, available: u64, beside_data: bool },
     /// The target holds files already, or is a file.
     #[error("{0}: not empty; a backup goes into a new directory")]
     NotEmpty(PathBuf),
@@ -743,5 +818,37 @@ impl<K: Key, V: Record> DoubleEndedIterator for Records<K, V> {
     fn next_back(&mut self) -> Option<Self::Item> {
         let item = self.inner.next_back()?;
         Some(self.decode(item))
+    }
+}
+
+#[cfg(test)]
+mod backup_room_tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_needs_twice_the_store_and_leaves_the_service_a_gibibyte_beside_it() {
+        let gib = 1u64 << 30;
+        let to = Path::new("/backups/b");
+        let elsewhere = BackupRoom { store_bytes: gib, available: 2 * gib + (64 << 20), beside_data: false };
+        assert!(elsewhere.check(to).is_ok(), "exactly enough on another disk");
+        let short = BackupRoom { available: 2 * gib, ..elsewhere };
+        assert!(matches!(short.check(to), Err(BackupError::NoSpace { .. })), "64 MiB short");
+        let beside = BackupRoom { beside_data: true, ..elsewhere };
+        let Err(refused) = beside.check(to) else { panic!("the copy would leave the service no room") };
+        assert!(refused.to_string().contains("1 GiB left for the running service"), "{refused}");
+        assert!(BackupRoom { available: 3 * gib + (64 << 20), ..beside }.check(to).is_ok());
+        let huge = BackupRoom { store_bytes: u64::MAX, available: u64::MAX - 1, beside_data: true };
+        assert!(huge.check(to).is_err(), "sizes saturate rather than wrap");
+    }
+
+    #[test]
+    fn free_space_and_filesystems_are_read_from_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_bytes(dir.path()).unwrap() > 0);
+        assert!(free_bytes(&dir.path().join("missing")).is_err());
+        assert!(same_filesystem(dir.path(), dir.path()).unwrap());
+        if Path::new("/proc").exists() {
+            assert!(!same_filesystem(dir.path(), Path::new("/proc")).unwrap(), "procfs is a filesystem of its own");
+        }
     }
 }
