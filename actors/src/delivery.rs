@@ -5,11 +5,12 @@
 //! Knows events, never the aggregates' tables; owns only its own.
 
 use serde::{Deserialize, Serialize};
-use sugang_storage::{Batch, Committed, Record, Store, Table};
+use sugang_storage::{Batch, Committed, Record, StorageError, Store, Table};
 
 use crate::bus::{Part, Projection, ProjectionError};
 use crate::event::Event;
 use crate::model::{CourseId, EnrollmentId, StudentName, TextBook};
+use crate::paging::{PageRequest, Paged, lookup, paginate};
 use crate::tables::Indexed;
 
 /// The API's `deliveryStatus`.
@@ -116,6 +117,38 @@ impl Projection for DeliveryProjection {
                 Ok(1)
             }
             _ => Ok(0),
+        }
+    }
+}
+
+// ---- queries (the facade's, beside the tables they read) ---------------
+
+impl crate::Sugang {
+    /// A shipment (its id is its enrollment's).
+    pub fn delivery(&self, id: u64) -> Result<Option<Delivery>, StorageError> {
+        self.store().get(&DELIVERIES, &id)
+    }
+
+    /// Shipments, by enrollment and/or student.
+    pub fn deliveries(
+        &self,
+        apply_id: Option<u64>,
+        student: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Paged<Delivery>, StorageError> {
+        let store = &self.store();
+        let keep = |d: &Delivery| student.is_none_or(|s| d.student.as_str() == s);
+        match (apply_id, student) {
+            (Some(id), _) => paginate(store.get(&DELIVERIES, &id)?.into_iter().filter(keep).map(Ok), page),
+            (None, Some(student)) => paginate(
+                lookup(
+                    store,
+                    &DELIVERIES,
+                    store.scan_prefix(&DELIVERIES_BY_STUDENT, &student.to_owned()).keys().map(|k| k.map(|(_, id)| id)),
+                ),
+                page,
+            ),
+            (None, None) => paginate(store.scan(&DELIVERIES).map(|i| i.map(|(_, d)| d)), page),
         }
     }
 }

@@ -39,6 +39,7 @@ mod metrics;
 mod model;
 mod mypage;
 mod notifier;
+mod paging;
 mod payment;
 mod supervision;
 mod system;
@@ -48,6 +49,7 @@ pub use bus::{BusConfig, SubscriberStatus};
 pub use course::{Course, CoursePatch, CourseRejection, CourseState, Seat};
 pub use delivery::{Delivery, DeliveryStatus};
 pub use enrollment::actor::{EnrollRequest, SagaFailure};
+pub use enrollment::queries::EnrollmentFilter;
 pub use enrollment::{EnrollStatus, Enrollment};
 pub use entity::{AskError, SupervisionConfig, SupervisorSnapshot};
 pub use event::{CourseDetails, Event, RejectReason};
@@ -59,12 +61,11 @@ pub use model::{
 };
 pub use mypage::{InstructorView, Schedule, StudentView};
 pub use notifier::{Notification, RecipientRole};
+pub use paging::{PageRequest, Paged};
 pub use payment::actor::{PaymentConfig, PaymentFailure, PaymentSnapshot};
 pub use payment::breaker::{BreakerConfig, BreakerState};
 pub use payment::gateway::{GatewayFaults, InvalidFaults, LedgerSummary, SimulatedGateway};
 pub use payment::{PayStatus, Payment};
 pub use supervision::RestartPolicy;
-pub use system::{
-    CommandError, Config, Done, EnrollmentFilter, PageRequest, Paged, StartError, Sugang, TreeNode, TreeSnapshot,
-};
+pub use system::{CommandError, Config, Done, StartError, Sugang, TreeNode, TreeSnapshot};
 pub use tables::CourseRecord;

@@ -9,13 +9,14 @@
 //! context's tables.
 
 use serde::{Deserialize, Serialize};
-use sugang_storage::{Batch, Committed, Record, Store, Table};
+use sugang_storage::{Batch, Committed, Record, StorageError, Store, Table};
 
 use crate::bus::{Part, Projection, ProjectionError};
 use crate::delivery::DeliveryStatus;
 use crate::enrollment::EnrollStatus;
 use crate::event::Event;
 use crate::model::{CourseId, CourseName, EnrollmentId, Fee, MinStudents, StudentName, TeacherName, TextBook};
+use crate::paging::{PageRequest, Paged, lookup, paginate};
 use crate::payment::PayStatus;
 use crate::tables::Indexed;
 
@@ -229,5 +230,71 @@ impl Projection for MyPageProjection {
             }
             _ => 0,
         })
+    }
+}
+
+// ---- queries (the facade's, beside the tables they read) ---------------
+
+impl crate::Sugang {
+    /// Students' views, optionally of one student.
+    pub fn student_views(&self, student: Option<&str>, page: PageRequest) -> Result<Paged<StudentView>, StorageError> {
+        let store = &self.store();
+        match student {
+            Some(student) => paginate(
+                lookup(
+                    store,
+                    &STUDENT_VIEWS,
+                    store
+                        .scan_prefix(&STUDENT_VIEWS_BY_STUDENT, &student.to_owned())
+                        .keys()
+                        .map(|k| k.map(|(_, id)| id)),
+                ),
+                page,
+            ),
+            None => paginate(store.scan(&STUDENT_VIEWS).map(|i| i.map(|(_, v)| v)), page),
+        }
+    }
+
+    /// Instructors' views, optionally of one teacher.
+    pub fn instructor_views(
+        &self,
+        teacher: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Paged<InstructorView>, StorageError> {
+        let store = &self.store();
+        match teacher {
+            Some(teacher) => paginate(
+                lookup(
+                    store,
+                    &INSTRUCTOR_VIEWS,
+                    store
+                        .scan_prefix(&INSTRUCTOR_VIEWS_BY_TEACHER, &teacher.to_owned())
+                        .keys()
+                        .map(|k| k.map(|(_, id)| id)),
+                ),
+                page,
+            ),
+            None => paginate(store.scan(&INSTRUCTOR_VIEWS).map(|i| i.map(|(_, v)| v)), page),
+        }
+    }
+
+    /// Course schedules.
+    pub fn schedules(&self, page: PageRequest) -> Result<Paged<Schedule>, StorageError> {
+        paginate(self.store().scan(&SCHEDULES).map(|i| i.map(|(_, v)| v)), page)
+    }
+
+    /// A course's schedule (its id is the course's).
+    pub fn schedule(&self, id: u64) -> Result<Option<Schedule>, StorageError> {
+        self.store().get(&SCHEDULES, &id)
+    }
+
+    /// An instructor's view of a course (its id is the course's).
+    pub fn instructor_view(&self, id: u64) -> Result<Option<InstructorView>, StorageError> {
+        self.store().get(&INSTRUCTOR_VIEWS, &id)
+    }
+
+    /// A student's view of an enrollment (its id is the enrollment's).
+    pub fn student_view(&self, id: u64) -> Result<Option<StudentView>, StorageError> {
+        self.store().get(&STUDENT_VIEWS, &id)
     }
 }

@@ -16,6 +16,8 @@
 //! notification exactly once. It runs as a single worker because the ids
 //! and the file are one ordered stream.
 
+mod queries;
+
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
