@@ -25,9 +25,17 @@
 //! - `faults`: the fault-injection knobs.
 //! - `metrics`: the name, type and help text of every metric family recorded
 //!   here and in the store.
-//! - `system`: the supervision tree, start-up recovery, and the facade
-//!   ([`Sugang`]).
+//! - `paging`: page requests, pages, and the seeks every list query uses
+//!   (totals from counts kept with the data, rebuilt once for an older store).
+//! - `system`: the facade ([`Sugang`]) split by job: supervision and
+//!   start/stop (+ recovery), the root supervisor, commands, operations
+//!   views. Each read-model query sits beside the tables it reads
+//!   (`course::queries`, `enrollment::queries`, `payment::queries`,
+//!   `delivery`, `mypage`, `notifier::queries`).
+//! - `bench_support` (hidden): fills a store for `bench/pages.rs`.
 
+#[doc(hidden)]
+pub mod bench_support;
 mod bus;
 mod course;
 mod delivery;
