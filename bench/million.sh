@@ -26,7 +26,15 @@
 # a final block of `name=value` lines that bench/report.sh reads.
 # Everything it started stops on exit (trap).
 #
-# Targets (issue 7): rss_after_load_mb <= 256, restart_to_ready_ms < 2000.
+# After the idle it also reads the journal's keys written from /metrics
+# (sugang_journal_keys_total, divided by the enrollments completed: every
+# key of the load, the read models' included) and times a page of each list
+# at the loaded size (GET, best of 5, curl's time_total): /classes?page=0,
+# a deep page, filtered by student, course and status, /courses, /payments,
+# /deliveries, /inquiryMypages, /notifications.
+#
+# Targets (issue 7): rss_after_load_mb <= 256, restart_to_ready_ms < 2000;
+# (issue 11) pages < 20 ms, keys per enrollment <= 10.
 # A MISS is a figure, not a failure; the script fails only if something did
 # not work (a server that never became ready, a restart that lost data).
 #
@@ -128,6 +136,24 @@ total() { # PATH: page.totalElements of a collection
     curl -sf "$url$1?size=1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["page"]["totalElements"])'
 }
 
+# The best of 5 GETs of PATH, in ms (curl's time_total).
+page_ms() { # PATH
+    local best="" t
+    for _ in 1 2 3 4 5; do
+        t=$(curl -sf -o /dev/null -w '%{time_total}' "$url$1") || { echo "million.sh: GET $1 failed" >&2; exit 1; }
+        best=$(awk -v a="$t" -v b="$best" 'BEGIN { if (b == "" || a < b) print a; else print b }')
+    done
+    awk -v t="$best" 'BEGIN { printf "%.1f", t * 1000 }'
+}
+
+# A student and a course of the load (from the first class) and a teacher.
+sample_filters() {
+    curl -sf "$url/classes?page=0&size=1" | python3 -c '
+import json, sys, urllib.parse
+c = json.load(sys.stdin)["_embedded"]["classes"][0]
+print(urllib.parse.quote(c["student"]), c["courseId"])'
+}
+
 # The start-up log's milestones, in ms after spawn.
 milestones() { # LOG SPAWNED_NS
     python3 - "$1" "$2" <<'PY'
@@ -188,6 +214,24 @@ rss_after_load=$(mb VmRSS)
 hwm=$(mb VmHWM)
 data_dir_mb=$(du -sb "$data" | awk '{ printf "%.1f", $1 / 1048576 }')
 
+# 3b. The keys the load wrote, and what a page costs at this size.
+keys_total=$(curl -sf "$url/metrics" | awk '$1 == "sugang_journal_keys_total" { printf "%d", $2 }')
+keys_per_enrollment=$(awk -v k="${keys_total:-0}" -v n="$completed" 'BEGIN { if (n > 0) printf "%.2f", k / n; else print "n/a" }')
+read -r sample_student sample_course <<<"$(sample_filters)"
+deep_page=$((completed / 20 / 2))
+pages_report=""
+pages_lines=""
+for path in "/classes?page=0&size=20" "/classes?page=$deep_page&size=20" "/classes?student=$sample_student" \
+    "/classes?courseId=$sample_course" "/classes?status=CANCELED" "/classes?status=COMPLETED" \
+    "/courses?page=0&size=20" "/payments?page=0&size=20" "/deliveries?student=$sample_student" \
+    "/inquiryMypages?page=0&size=20" "/notifications?page=0&size=20" "/notifications?recipient=$sample_student"; do
+    ms=$(page_ms "$path")
+    pages_report+="            GET $path: $ms ms"$'\n'
+    name=$(echo "$path" | sed 's/[?&=\/]/_/g; s/__*/_/g; s/^_//; s/_$//')
+    pages_lines+="page_ms_$name=$ms"$'\n'
+done
+classes_page0_ms=$(page_ms "/classes?page=0&size=20")
+
 # 4. Stop, and start again on the same data.
 stop_started=$(now_ns)
 kill -TERM "$server_pid"
@@ -227,7 +271,9 @@ million.sh figures ($(nproc) cores, load average before: $load_before, durabilit
   restart:  spawn to ready $restart_ms ms (target < $RESTART_TARGET_MS ms: $restart_verdict), VmRSS then $rss_after_restart MB
             start-up log: $restart_milestones
   data:     after the restart GET /classes counts $classes_total, GET /courses $courses_total
-
+  keys:     $keys_total keys written by the journal = $keys_per_enrollment per completed enrollment (target <= 10)
+  pages:    at $completed enrollments, before the restart (target < 20 ms):
+$pages_report
 load_average_before=$load_before
 students=$STUDENTS
 courses=$COURSES
@@ -245,4 +291,8 @@ shutdown_ms=$shutdown_ms
 restart_to_ready_ms=$restart_ms
 rss_target_${RSS_TARGET_MB}mb=$rss_verdict
 restart_target_${RESTART_TARGET_MS}ms=$restart_verdict
+keys_total=$keys_total
+keys_per_enrollment=$keys_per_enrollment
+classes_page0_ms=$classes_page0_ms
+$pages_lines
 REPORT

@@ -5,11 +5,12 @@
 //! Knows events, never the aggregates' tables; owns only its own.
 
 use serde::{Deserialize, Serialize};
-use sugang_storage::{Batch, Committed, Record, Store, Table};
+use sugang_storage::{Batch, Committed, Count, Record, StorageError, Store, Table};
 
 use crate::bus::{Part, Projection, ProjectionError};
 use crate::event::Event;
 use crate::model::{CourseId, EnrollmentId, StudentName, TextBook};
+use crate::paging::{PageRequest, Paged, RecountError, count, id_page, index_page, paginate, set_count};
 use crate::tables::Indexed;
 
 /// The API's `deliveryStatus`.
@@ -45,6 +46,20 @@ impl Record for Delivery {}
 pub(crate) const DELIVERIES: Table<u64, Delivery> = Table::new("deliveries");
 /// (student, delivery id).
 pub(crate) const DELIVERIES_BY_STUDENT: Table<(String, u64), Indexed> = Table::new("deliveries_by_student");
+
+/// `"all"`: shipments recorded (a canceled one stays), added to in the batch
+/// that records one.
+pub(crate) const DELIVERY_COUNTS: Table<String, Count> = Table::new("delivery_counts");
+
+/// Rebuilds the count from the table (see `paging::backfill`).
+pub(crate) fn recount(store: &Store, batch: &mut Batch) -> Result<(), RecountError> {
+    let mut n = 0;
+    for key in store.scan(&DELIVERIES).keys() {
+        key?;
+        n += 1;
+    }
+    set_count(batch, &DELIVERY_COUNTS, "all", n)
+}
 
 pub(crate) struct DeliveryProjection;
 
@@ -83,6 +98,7 @@ impl Projection for DeliveryProjection {
                 };
                 batch.put(&DELIVERIES, &id, &delivery)?;
                 batch.put(&DELIVERIES_BY_STUDENT, &(student.as_str().to_owned(), id), &Indexed)?;
+                batch.add(&DELIVERY_COUNTS, &"all".to_owned(), 1);
                 let started = Event::DeliveryStarted {
                     enrollment_id: *enrollment_id,
                     course_id: *course_id,
@@ -116,6 +132,31 @@ impl Projection for DeliveryProjection {
                 Ok(1)
             }
             _ => Ok(0),
+        }
+    }
+}
+
+// ---- queries (the facade's, beside the tables they read) ---------------
+
+impl crate::Sugang {
+    /// A shipment (its id is its enrollment's).
+    pub fn delivery(&self, id: u64) -> Result<Option<Delivery>, StorageError> {
+        self.store().get(&DELIVERIES, &id)
+    }
+
+    /// Shipments, by enrollment and/or student.
+    pub fn deliveries(
+        &self,
+        apply_id: Option<u64>,
+        student: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Paged<Delivery>, StorageError> {
+        let store = self.store();
+        let keep = |d: &Delivery| student.is_none_or(|s| d.student.as_str() == s);
+        match (apply_id, student) {
+            (Some(id), _) => paginate(store.get(&DELIVERIES, &id)?.into_iter().filter(keep).map(Ok), page),
+            (None, Some(student)) => index_page(store, &DELIVERIES_BY_STUDENT, &student.to_owned(), &DELIVERIES, page),
+            (None, None) => id_page(store, &DELIVERIES, count(store, &DELIVERY_COUNTS, "all")?, page),
         }
     }
 }

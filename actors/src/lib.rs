@@ -25,9 +25,17 @@
 //! - `faults`: the fault-injection knobs.
 //! - `metrics`: the name, type and help text of every metric family recorded
 //!   here and in the store.
-//! - `system`: the supervision tree, start-up recovery, and the facade
-//!   ([`Sugang`]).
+//! - `paging`: page requests, pages, and the seeks every list query uses
+//!   (totals from counts kept with the data, rebuilt once for an older store).
+//! - `system`: the facade ([`Sugang`]) split by job: supervision and
+//!   start/stop (+ recovery), the root supervisor, commands, operations
+//!   views. Each read-model query sits beside the tables it reads
+//!   (`course::queries`, `enrollment::queries`, `payment::queries`,
+//!   `delivery`, `mypage`, `notifier::queries`).
+//! - `bench_support` (hidden): fills a store for `bench/pages.rs`.
 
+#[doc(hidden)]
+pub mod bench_support;
 mod bus;
 mod course;
 mod delivery;
@@ -39,6 +47,7 @@ mod metrics;
 mod model;
 mod mypage;
 mod notifier;
+mod paging;
 mod payment;
 mod supervision;
 mod system;
@@ -48,6 +57,7 @@ pub use bus::{BusConfig, SubscriberStatus};
 pub use course::{Course, CoursePatch, CourseRejection, CourseState, Seat};
 pub use delivery::{Delivery, DeliveryStatus};
 pub use enrollment::actor::{EnrollRequest, SagaFailure};
+pub use enrollment::queries::EnrollmentFilter;
 pub use enrollment::{EnrollStatus, Enrollment};
 pub use entity::{AskError, SupervisionConfig, SupervisorSnapshot};
 pub use event::{CourseDetails, Event, RejectReason};
@@ -59,12 +69,11 @@ pub use model::{
 };
 pub use mypage::{InstructorView, Schedule, StudentView};
 pub use notifier::{Notification, RecipientRole};
+pub use paging::{PageRequest, Paged};
 pub use payment::actor::{PaymentConfig, PaymentFailure, PaymentSnapshot};
 pub use payment::breaker::{BreakerConfig, BreakerState};
 pub use payment::gateway::{GatewayFaults, InvalidFaults, LedgerSummary, SimulatedGateway};
 pub use payment::{PayStatus, Payment};
 pub use supervision::RestartPolicy;
-pub use system::{
-    CommandError, Config, Done, EnrollmentFilter, PageRequest, Paged, StartError, Sugang, TreeNode, TreeSnapshot,
-};
+pub use system::{CommandError, Config, Done, StartError, Sugang, TreeNode, TreeSnapshot};
 pub use tables::CourseRecord;

@@ -6,7 +6,7 @@
 //!
 //! Owns the descriptions only: every series is still recorded where it
 //! happens (`entity.rs`, `bus/`, `enrollment/`, `payment/`, `faults.rs`,
-//! `system.rs`, and `sugang-storage`'s journal, which this crate opens and
+//! `system/`, and `sugang-storage`'s journal, which this crate opens and
 //! whose families are described here so that one list covers the store
 //! too). A family recorded without an entry here shows on `/metrics`
 //! without `# HELP`; the API tests fail on that.

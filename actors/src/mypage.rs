@@ -5,17 +5,25 @@
 //! openYn, studentCount) and the course schedules (one per course: openYn,
 //! studentCount). Per-enrollment effects belong to the worker owning the
 //! enrollment id, per-course effects to the worker owning the course id, so
-//! any number of workers never write the same record. Reads no other
-//! context's tables.
+//! any number of workers never write the same record.
+//!
+//! Lean by layout: a completed enrollment costs my-page one student view and
+//! its index entry, and its course's one instructor view. The schedule is
+//! served from the instructor view (it is a subset of it), and the delivery
+//! status from the delivery read model's record of the same enrollment, read
+//! with the page (`?after=` waits for delivery's reactions first, see
+//! `bus::Bus::wait_for`), so neither costs a write. The only other table its
+//! queries read is that one.
 
 use serde::{Deserialize, Serialize};
-use sugang_storage::{Batch, Committed, Record, Store, Table};
+use sugang_storage::{Batch, Committed, Count, Record, StorageError, Store, Table};
 
 use crate::bus::{Part, Projection, ProjectionError};
 use crate::delivery::DeliveryStatus;
 use crate::enrollment::EnrollStatus;
 use crate::event::Event;
 use crate::model::{CourseId, CourseName, EnrollmentId, Fee, MinStudents, StudentName, TeacherName, TextBook};
+use crate::paging::{PageRequest, Paged, RECOUNT_CHUNK, RecountError, count, id_page, index_page, set_count};
 use crate::payment::PayStatus;
 use crate::tables::Indexed;
 
@@ -70,7 +78,56 @@ pub(crate) const STUDENT_VIEWS_BY_STUDENT: Table<(String, u64), Indexed> = Table
 pub(crate) const INSTRUCTOR_VIEWS: Table<u64, InstructorView> = Table::new("mypage_instructors");
 pub(crate) const INSTRUCTOR_VIEWS_BY_TEACHER: Table<(String, u64), Indexed> =
     Table::new("mypage_instructors_by_teacher");
-pub(crate) const SCHEDULES: Table<u64, Schedule> = Table::new("course_schedules");
+/// Where schedules were stored before they were served from the instructor
+/// views; emptied by the one-time rebuild (`paging::backfill`).
+const SCHEDULES: Table<u64, Schedule> = Table::new("course_schedules");
+/// `"students"`: student views; `"instructors"`: instructor views (live
+/// courses). Added to in the batch that creates or deletes a view.
+pub(crate) const MYPAGE_COUNTS: Table<String, Count> = Table::new("mypage_counts");
+
+impl From<InstructorView> for Schedule {
+    fn from(view: InstructorView) -> Self {
+        Schedule {
+            id: view.id,
+            course_id: view.course_id,
+            course_name: view.course_name,
+            teacher: view.teacher,
+            open: view.open,
+            student_count: view.student_count,
+        }
+    }
+}
+
+/// Rebuilds the counts from the tables and drops the schedules stored
+/// before they were served from the instructor views (see `paging::backfill`).
+pub(crate) fn recount(store: &Store, batch: &mut Batch, full: &mut Vec<Batch>) -> Result<(), RecountError> {
+    let (mut students, mut instructors) = (0, 0);
+    for key in store.scan(&STUDENT_VIEWS).keys() {
+        key?;
+        students += 1;
+    }
+    for key in store.scan(&INSTRUCTOR_VIEWS).keys() {
+        key?;
+        instructors += 1;
+    }
+    for key in store.scan(&SCHEDULES).keys() {
+        batch.delete(&SCHEDULES, &key?);
+        if batch.key_count() >= RECOUNT_CHUNK {
+            full.push(std::mem::take(batch));
+        }
+    }
+    set_count(batch, &MYPAGE_COUNTS, "students", students)?;
+    set_count(batch, &MYPAGE_COUNTS, "instructors", instructors)
+}
+
+/// Fills in the delivery status of student views from the delivery read
+/// model (see the module doc).
+fn with_delivery(store: &Store, mut views: Vec<StudentView>) -> Result<Vec<StudentView>, StorageError> {
+    for view in &mut views {
+        view.delivery_status = store.get(&crate::delivery::DELIVERIES, &view.id)?.map(|d| d.status);
+    }
+    Ok(views)
+}
 
 pub(crate) struct MyPageProjection;
 
@@ -107,18 +164,6 @@ impl MyPageProjection {
 
 fn write_course(batch: &mut Batch, view: &InstructorView) -> Result<(), ProjectionError> {
     batch.put(&INSTRUCTOR_VIEWS, &view.id, view)?;
-    batch.put(
-        &SCHEDULES,
-        &view.id,
-        &Schedule {
-            id: view.id,
-            course_id: view.course_id,
-            course_name: view.course_name.clone(),
-            teacher: view.teacher.clone(),
-            open: view.open,
-            student_count: view.student_count,
-        },
-    )?;
     Ok(())
 }
 
@@ -155,6 +200,7 @@ impl Projection for MyPageProjection {
                 };
                 write_course(batch, &view)?;
                 batch.put(&INSTRUCTOR_VIEWS_BY_TEACHER, &(teacher.as_str().to_owned(), id), &Indexed)?;
+                batch.add(&MYPAGE_COUNTS, &"instructors".to_owned(), 1);
                 1
             }
             Event::CourseModified { course_id, after, .. } if owns_course(course_id) => {
@@ -167,9 +213,12 @@ impl Projection for MyPageProjection {
             }
             Event::CourseDeleted { course_id, teacher, .. } if owns_course(course_id) => {
                 let id = course_id.get();
+                if store.read_through(batch, &INSTRUCTOR_VIEWS, &id)?.is_none() {
+                    return Ok(0);
+                }
                 batch.delete(&INSTRUCTOR_VIEWS, &id);
-                batch.delete(&SCHEDULES, &id);
                 batch.delete(&INSTRUCTOR_VIEWS_BY_TEACHER, &(teacher.as_str().to_owned(), id));
+                batch.add(&MYPAGE_COUNTS, &"instructors".to_owned(), -1);
                 1
             }
             Event::CourseOpened { course_id, student_count, .. }
@@ -197,6 +246,7 @@ impl Projection for MyPageProjection {
                     };
                     batch.put(&STUDENT_VIEWS, &id, &view)?;
                     batch.put(&STUDENT_VIEWS_BY_STUDENT, &(student.as_str().to_owned(), id), &Indexed)?;
+                    batch.add(&MYPAGE_COUNTS, &"students".to_owned(), 1);
                     effects += 1;
                 }
                 effects
@@ -221,13 +271,60 @@ impl Projection for MyPageProjection {
             Event::PaymentCanceled { enrollment_id, .. } if owns_enrollment(enrollment_id) => {
                 Self::enrollment(store, batch, *enrollment_id, |v| v.pay_status = Some(PayStatus::Canceled))?
             }
-            Event::DeliveryStarted { enrollment_id, .. } if owns_enrollment(enrollment_id) => {
-                Self::enrollment(store, batch, *enrollment_id, |v| v.delivery_status = Some(DeliveryStatus::Started))?
-            }
-            Event::DeliveryCanceled { enrollment_id, .. } if owns_enrollment(enrollment_id) => {
-                Self::enrollment(store, batch, *enrollment_id, |v| v.delivery_status = Some(DeliveryStatus::Canceled))?
-            }
+            // The delivery status is read from the delivery read model with
+            // the page (see the module doc): nothing to write.
             _ => 0,
         })
+    }
+}
+
+// ---- queries (the facade's, beside the tables they read) ---------------
+
+impl crate::Sugang {
+    /// Students' views, optionally of one student.
+    pub fn student_views(&self, student: Option<&str>, page: PageRequest) -> Result<Paged<StudentView>, StorageError> {
+        let store = self.store();
+        let paged = match student {
+            Some(student) => index_page(store, &STUDENT_VIEWS_BY_STUDENT, &student.to_owned(), &STUDENT_VIEWS, page)?,
+            None => id_page(store, &STUDENT_VIEWS, count(store, &MYPAGE_COUNTS, "students")?, page)?,
+        };
+        Ok(Paged { items: with_delivery(store, paged.items)?, total: paged.total })
+    }
+
+    /// Instructors' views, optionally of one teacher.
+    pub fn instructor_views(
+        &self,
+        teacher: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Paged<InstructorView>, StorageError> {
+        let store = self.store();
+        match teacher {
+            Some(teacher) => {
+                index_page(store, &INSTRUCTOR_VIEWS_BY_TEACHER, &teacher.to_owned(), &INSTRUCTOR_VIEWS, page)
+            }
+            None => id_page(store, &INSTRUCTOR_VIEWS, count(store, &MYPAGE_COUNTS, "instructors")?, page),
+        }
+    }
+
+    /// Course schedules.
+    pub fn schedules(&self, page: PageRequest) -> Result<Paged<Schedule>, StorageError> {
+        let views = self.instructor_views(None, page)?;
+        Ok(Paged { items: views.items.into_iter().map(Schedule::from).collect(), total: views.total })
+    }
+
+    /// A course's schedule (its id is the course's).
+    pub fn schedule(&self, id: u64) -> Result<Option<Schedule>, StorageError> {
+        Ok(self.instructor_view(id)?.map(Schedule::from))
+    }
+
+    /// An instructor's view of a course (its id is the course's).
+    pub fn instructor_view(&self, id: u64) -> Result<Option<InstructorView>, StorageError> {
+        self.store().get(&INSTRUCTOR_VIEWS, &id)
+    }
+
+    /// A student's view of an enrollment (its id is the enrollment's).
+    pub fn student_view(&self, id: u64) -> Result<Option<StudentView>, StorageError> {
+        let store = self.store();
+        Ok(with_delivery(store, store.get(&STUDENT_VIEWS, &id)?.into_iter().collect())?.pop())
     }
 }

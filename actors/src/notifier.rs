@@ -16,6 +16,8 @@
 //! notification exactly once. It runs as a single worker because the ids
 //! and the file are one ordered stream.
 
+pub(crate) mod queries;
+
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -350,6 +352,7 @@ impl Projection for NotifierProjection {
             };
             batch.put(&NOTIFICATIONS, &id, &notification)?;
             batch.put(&NOTIFICATIONS_BY_RECIPIENT, &(notice.recipient, id), &Indexed)?;
+            queries::count_recorded(batch, id, notice.recipient_role)?;
             effects += 1;
         }
         Ok(effects)

@@ -634,9 +634,10 @@ fn mypage_effects(event: &Event) -> u64 {
         | Event::CourseClosed { .. }
         | Event::PaymentApproved { .. }
         | Event::PaymentCancelRequested { .. }
-        | Event::PaymentCanceled { .. }
-        | Event::DeliveryStarted { .. }
-        | Event::DeliveryCanceled { .. } => 1,
+        | Event::PaymentCanceled { .. } => 1,
+        // The student view's delivery status is read from the delivery read
+        // model with the page: a shipment costs my-page no write.
+        Event::DeliveryStarted { .. } | Event::DeliveryCanceled { .. } => 0,
         Event::SeatReserved { .. } | Event::SeatReleased { .. } | Event::EnrollmentRejected { .. } => 0,
     }
 }

@@ -91,7 +91,7 @@ pub(crate) fn prometheus() -> PrometheusHandle {
 /// series that only appears on its first increment hides that increment
 /// from `rate()` and `increase()`. The label values are the
 /// ones the actors crate records (`actors/src/entity.rs`, `bus/`,
-/// `system.rs`, `faults.rs`); a value missing here still appears on its
+/// `system/`, `faults.rs`); a value missing here still appears on its
 /// first increment.
 fn declare_fault_series() {
     for fault in ["course_panic", "course_panic_always", "payment_gateway", "subscriber"] {

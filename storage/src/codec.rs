@@ -10,8 +10,8 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// A value that can be stored: serde + postcard behind a schema-version byte.
 ///
@@ -29,6 +29,15 @@ pub trait Record: Serialize + DeserializeOwned {
         None
     }
 }
+
+/// A count kept with the records it counts (e.g. a table's size, for a page's
+/// `totalElements`): written only by the journal, from the deltas batches
+/// add ([`Batch::add`](crate::Batch::add)); read with
+/// [`Store::count`](crate::Store::count).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count(pub u64);
+
+impl Record for Count {}
 
 /// Encoding a value failed: a programming error in the type's serde impl
 /// (postcard cannot encode, for example, sequences of unknown length).

@@ -8,6 +8,13 @@
 //! (fdatasync, on a blocking thread), and only then answers every caller of
 //! the group. Events get gap-free, strictly increasing seqs in commit order.
 //!
+//! A group writes each key once: the last write to a key wins (as it would
+//! anyway), and the counts batches add to ([`Batch::add`]: the sizes a page's
+//! `totalElements` reads) are summed per key and applied by the journal, their
+//! one writer, so concurrent committers never lose an increment and a count
+//! shared by a whole group costs one key. [`Store::keys_written`] tallies what
+//! was written, per table.
+//!
 //! # Fail-stop
 //!
 //! After a failed write or persist the state on disk is unknown (a failed
@@ -30,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::codec::{EncodeError, Key, Record, Table, encode_value};
+use crate::codec::{Count, EncodeError, Key, Record, Table, decode_value, encode_value};
 use crate::log::{Envelope, event_key};
 use crate::store::{
     BackupError, Durability, META_LAST_SEQ, StorageError, Store, Verified, WATERMARK_EVERY, lock, offset_key,
@@ -45,6 +52,8 @@ pub struct Batch {
     events: Vec<(u64, Vec<u8>)>,
     /// Event seqs that retention removes.
     trimmed: Vec<u64>,
+    /// Counter deltas (raw key, delta), applied by the journal: see [`Batch::add`].
+    adds: Vec<(Vec<u8>, i64)>,
 }
 
 impl Batch {
@@ -68,6 +77,20 @@ impl Batch {
     /// Removes `key` (a no-op if absent).
     pub fn delete<K: Key, V: Record>(&mut self, table: &Table<K, V>, key: &K) -> &mut Self {
         self.writes.push((table.key_bytes(key), None));
+        self
+    }
+
+    /// Adds `delta` to the count under `key` (a count below zero stays at
+    /// zero). The journal, the store's one writer, reads the count and writes
+    /// the sum in the group that commits this batch, so concurrent batches
+    /// never lose each other's increments, and every batch of a group that
+    /// touches the same count costs one key write in all. Read it with
+    /// [`Store::count`](crate::Store::count). Put it in the batch that writes
+    /// the records it counts.
+    pub fn add<K: Key>(&mut self, table: &Table<K, Count>, key: &K, delta: i64) -> &mut Self {
+        if delta != 0 {
+            self.adds.push((table.key_bytes(key), delta));
+        }
         self
     }
 
@@ -96,17 +119,19 @@ impl Batch {
         self.writes.extend(other.writes);
         self.events.extend(other.events);
         self.trimmed.extend(other.trimmed);
+        self.adds.extend(other.adds);
         self
     }
 
     /// Whether the batch would write nothing.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.events.is_empty() && self.trimmed.is_empty()
+        self.writes.is_empty() && self.events.is_empty() && self.trimmed.is_empty() && self.adds.is_empty()
     }
 
-    /// How many keys it writes (puts and deletes, offsets, events).
+    /// How many keys it writes at most (puts and deletes, offsets, events,
+    /// counts); a group writes a key its batches share once.
     pub fn key_count(&self) -> usize {
-        self.writes.len() + self.events.len() + self.trimmed.len()
+        self.writes.len() + self.events.len() + self.trimmed.len() + self.adds.len()
     }
 
     /// How many events it appends.
@@ -375,18 +400,110 @@ struct Group {
     events: Vec<(u64, Vec<u8>)>,
     /// The event seqs retention removes.
     trimmed: Vec<u64>,
+    /// Counter deltas, summed per key.
+    adds: Vec<(Vec<u8>, i64)>,
     /// The last seq after it, when it appends events.
     last_seq: Option<u64>,
 }
 
 impl Group {
-    /// The one atomic fjall batch that applies the group.
-    fn into_batch(self, store: &Store) -> fjall::OwnedWriteBatch {
+    /// Keeps only the last write to each key (in submission order, the one
+    /// that would win anyway), and sums the counter deltas per key: a key the
+    /// group's batches share is written once.
+    fn coalesce(&mut self) {
+        if self.writes.len() > 1 {
+            let mut last = std::collections::HashMap::with_capacity(self.writes.len());
+            for (i, (key, _)) in self.writes.iter().enumerate() {
+                last.insert(key.as_slice(), i);
+            }
+            if last.len() < self.writes.len() {
+                let keep: Vec<bool> = (0..self.writes.len()).map(|i| last[self.writes[i].0.as_slice()] == i).collect();
+                let mut i = 0;
+                self.writes.retain(|_| {
+                    i += 1;
+                    keep[i - 1]
+                });
+            }
+        }
+        if self.adds.len() > 1 {
+            let mut sums: std::collections::HashMap<Vec<u8>, i64> = std::collections::HashMap::new();
+            let mut order = Vec::new();
+            for (key, delta) in self.adds.drain(..) {
+                match sums.get_mut(&key) {
+                    Some(sum) => *sum += delta,
+                    None => {
+                        order.push(key.clone());
+                        sums.insert(key, delta);
+                    }
+                }
+            }
+            self.adds = order
+                .into_iter()
+                .map(|key| {
+                    let delta = sums.get(&key).copied().unwrap_or(0);
+                    (key, delta)
+                })
+                .collect();
+        }
+    }
+
+    /// How many keys the group writes, by what they belong to: a table's
+    /// name, `offsets`, `events`, `counts:<table>`.
+    fn tally(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = Vec::new();
+        let mut bump = |what: &[u8], counts: bool| {
+            let name = match what.first() {
+                Some(b't') => {
+                    let end = what.iter().position(|&b| b == 0).unwrap_or(what.len());
+                    String::from_utf8_lossy(&what[1..end]).into_owned()
+                }
+                Some(b'o') => "offsets".to_owned(),
+                _ => "meta".to_owned(),
+            };
+            let name = if counts { format!("counts:{name}") } else { name };
+            match out.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, n)) => *n += 1,
+                None => out.push((name, 1)),
+            }
+        };
+        for (key, _) in &self.writes {
+            bump(key, false);
+        }
+        for (key, _) in &self.adds {
+            bump(key, true);
+        }
+        if !self.events.is_empty() {
+            out.push(("events".to_owned(), self.events.len() as u64));
+        }
+        if !self.trimmed.is_empty() {
+            out.push(("events trimmed".to_owned(), self.trimmed.len() as u64));
+        }
+        out
+    }
+
+    /// The one atomic fjall batch that applies the group. Reads the counts
+    /// it adds to: the journal is their one writer, so what it reads is what
+    /// the last group left.
+    fn into_batch(self, store: &Store) -> Result<fjall::OwnedWriteBatch, CommitError> {
         let shared = &store.shared;
         let mut batch = fjall::OwnedWriteBatch::with_capacity(
             shared.db().clone(),
-            self.writes.len() + self.events.len() + self.trimmed.len() + 1,
+            self.writes.len() + self.events.len() + self.trimmed.len() + self.adds.len() + 1,
         );
+        for (key, delta) in self.adds {
+            let read = shared.records.get(&key).map_err(|e| CommitError::Write(format!("reading a count: {e}")))?;
+            let current = match read {
+                Some(raw) => {
+                    decode_value::<Count>(&raw)
+                        .map_err(|e| CommitError::Write(format!("a count does not decode: {e:?}")))?
+                        .0
+                }
+                None => 0,
+            };
+            let next = Count(current.saturating_add_signed(delta));
+            let raw = encode_value("counts", &next).map_err(|e| CommitError::Write(e.to_string()))?;
+            batch.insert(&shared.records, key, raw);
+        }
         for (key, value) in self.writes {
             match value {
                 Some(value) => batch.insert(&shared.records, key, value),
@@ -402,7 +519,7 @@ impl Group {
         if let Some(seq) = self.last_seq {
             batch.insert(&shared.records, META_LAST_SEQ, seq.to_be_bytes());
         }
-        batch
+        Ok(batch)
     }
 }
 
@@ -446,7 +563,8 @@ impl Writer {
         }
         let started = Instant::now();
         let at_ms = now_ms();
-        let mut group = Group { writes: Vec::new(), events: Vec::new(), trimmed: Vec::new(), last_seq: None };
+        let mut group =
+            Group { writes: Vec::new(), events: Vec::new(), trimmed: Vec::new(), adds: Vec::new(), last_seq: None };
         let mut receipts = Vec::with_capacity(pending.len());
         let mut seq = self.next_seq;
         let mut encode_failure = None;
@@ -455,6 +573,7 @@ impl Writer {
             let first_seq = (!batch.events.is_empty()).then_some(seq);
             group.writes.extend(batch.writes);
             group.trimmed.extend(batch.trimmed);
+            group.adds.extend(batch.adds);
             for (partition_key, payload) in batch.events {
                 match encode_value("events", &Envelope { at_ms, key: partition_key, payload }) {
                     Ok(value) => group.events.push((seq, value)),
@@ -467,7 +586,9 @@ impl Writer {
         if seq != self.next_seq {
             group.last_seq = Some(seq - 1);
         }
-        let keys = group.writes.len() + group.events.len() + group.trimmed.len();
+        group.coalesce();
+        let keys = group.writes.len() + group.events.len() + group.trimmed.len() + group.adds.len();
+        let tally = group.tally();
         if let Some(reason) = encode_failure {
             // A programming error in one batch's encoding, caught before
             // anything was written: only this group's callers are told.
@@ -497,6 +618,7 @@ impl Writer {
                 self.store.shared.last_seq.send_if_modified(|last| std::mem::replace(last, seq - 1) != seq - 1);
                 metrics::counter!("sugang_journal_batches_total", "outcome" => "committed").increment(size as u64);
                 metrics::counter!("sugang_journal_keys_total").increment(keys as u64);
+                self.store.count_written(tally);
                 metrics::gauge!("sugang_journal_last_seq").set((seq - 1) as f64);
                 for (submission, receipt) in pending.drain(..).zip(receipts) {
                     if let Some(taken) = submission.snapshot {
@@ -543,7 +665,7 @@ impl Writer {
                 return Err(CommitError::Write("injected write fault".into()));
             }
             let started = Instant::now();
-            group.into_batch(&store).commit().map_err(|e| CommitError::Write(e.to_string()))?;
+            group.into_batch(&store)?.commit().map_err(|e| CommitError::Write(e.to_string()))?;
             metrics::histogram!("sugang_journal_apply_seconds").record(started.elapsed().as_secs_f64());
             match faults.slow_flushes_ms.load(Ordering::SeqCst) {
                 0 => {}

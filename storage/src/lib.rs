@@ -23,9 +23,11 @@
 //! # Layout
 //!
 //! - `codec`: the [`Record`] trait (postcard behind a schema-version byte),
-//!   the order-preserving [`Key`] encoding, typed [`Table`]s, decode errors.
+//!   the order-preserving [`Key`] encoding, typed [`Table`]s, [`Count`]s,
+//!   decode errors.
 //! - `store`: opening a data directory ([`Store::open`]: lock, format and
-//!   damage checks), typed reads and scans, subscriber offsets, [`Store::verify`],
+//!   damage checks), typed reads, scans and seeks ([`Store::scan_prefix_from`]),
+//!   counts ([`Store::count`]), subscriber offsets, [`Store::verify`],
 //!   [`Store::backup`].
 //! - `journal`: the single writer with group commit ([`Journal`], [`Batch`],
 //!   [`Receipt`]), event seq assignment, fail-stop, injected disk faults,
@@ -47,7 +49,7 @@ mod journal;
 mod log;
 mod store;
 
-pub use codec::{DecodeError, DecodeErrorKind, EncodeError, Key, Record, Table};
+pub use codec::{Count, DecodeError, DecodeErrorKind, EncodeError, Key, Record, Table};
 pub use journal::{
     AlreadyStarted, Batch, CommitError, DiskFaults, Journal, JournalOptions, Pending, Receipt, TrimError,
 };

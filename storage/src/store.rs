@@ -33,7 +33,7 @@ use std::time::Duration;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::watch;
 
-use crate::codec::{DecodeError, DecodeErrorKind, Key, Record, Table, decode_value, render_key};
+use crate::codec::{Count, DecodeError, DecodeErrorKind, Key, Record, Table, decode_value, render_key};
 use crate::log::EventLog;
 
 /// The on-disk layout this release reads and writes (1 was sled's).
@@ -159,6 +159,9 @@ pub(crate) struct Shared {
     pub(crate) journal_started: AtomicBool,
     /// The watermark file, rewritten by the journal.
     pub(crate) watermark: Mutex<File>,
+    /// Keys the journal wrote since open, by what they belong to (see
+    /// [`Store::keys_written`]).
+    written: Mutex<Vec<(String, u64)>>,
     /// Held for the life of the store: our own lock, so that a second sugang
     /// gets a clear error naming the holder.
     _lock: File,
@@ -303,6 +306,7 @@ impl Store {
                 failure: watch::Sender::new(None),
                 journal_started: AtomicBool::new(false),
                 watermark: Mutex::new(watermark),
+                written: Mutex::new(Vec::new()),
                 _lock: lock,
             }),
         })
@@ -376,6 +380,49 @@ impl Store {
             *last = 1;
         }
         Records { table: *table, inner: self.shared.records.range(table.key_bytes(from)..end) }
+    }
+
+    /// The records whose key starts with `part` and is `>= from`, in key
+    /// order: a page of an index seeks to its first key with this.
+    pub fn scan_prefix_from<K: Key, V: Record, P: Key>(
+        &self,
+        table: &Table<K, V>,
+        part: &P,
+        from: &K,
+    ) -> Records<K, V> {
+        let prefix = table.prefix_bytes(part);
+        let start = table.key_bytes(from).max(prefix.clone());
+        let inner = match prefix_end(&prefix) {
+            Some(end) => self.shared.records.range(start..end),
+            None => self.shared.records.range(start..),
+        };
+        Records { table: *table, inner }
+    }
+
+    /// A count kept with the data ([`Batch::add`](crate::Batch::add)); zero
+    /// when nothing was ever added.
+    pub fn count<K: Key>(&self, table: &Table<K, Count>, key: &K) -> Result<u64, StorageError> {
+        Ok(self.get(table, key)?.map_or(0, |c| c.0))
+    }
+
+    /// How many keys the journal wrote since this store was opened, by what
+    /// they belong to: a table's name, `offsets`, `events`, `counts:<table>`
+    /// (counts), `meta`. Keys a group's batches share count once. For tests
+    /// and benchmarks that keep the write path lean.
+    pub fn keys_written(&self) -> Vec<(String, u64)> {
+        let mut out = lock(&self.shared.written).clone();
+        out.sort();
+        out
+    }
+
+    pub(crate) fn count_written(&self, tally: Vec<(String, u64)>) {
+        let mut written = lock(&self.shared.written);
+        for (name, n) in tally {
+            match written.iter_mut().find(|(w, _)| *w == name) {
+                Some((_, total)) => *total += n,
+                None => written.push((name, n)),
+            }
+        }
     }
 
     /// The record with the greatest key.
@@ -783,6 +830,18 @@ fn take_lock(dir: &Path) -> Result<File, OpenError> {
     file.set_len(0).map_err(unusable)?;
     write!(file, "pid {}", std::process::id()).map_err(unusable)?;
     Ok(file)
+}
+
+/// The first key after every key that starts with `prefix`, if there is one.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// An iterator over a table's records, decoded.

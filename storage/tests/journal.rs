@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sugang_storage::{
-    AlreadyStarted, Batch, CommitError, DecodeError, DecodeErrorKind, Durability, Journal, JournalOptions, OpenError,
-    Receipt, Record, StorageError, Store, StoreOptions, Table, TrimError,
+    AlreadyStarted, Batch, CommitError, Count, DecodeError, DecodeErrorKind, Durability, Journal, JournalOptions,
+    OpenError, Receipt, Record, StorageError, Store, StoreOptions, Table, TrimError,
 };
 use tokio::task::JoinHandle;
 
@@ -1041,4 +1041,86 @@ async fn a_running_store_is_backed_up_through_its_journal() {
         journal.backup(&store, &tmp.path().join("after-the-fault")).await,
         Err(sugang_storage::BackupError::Failed(_))
     ));
+}
+
+/// A count per student, kept by the journal from batches' deltas.
+const SEATS_PER_STUDENT: Table<String, Count> = Table::new("seats_per_student");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_added_by_concurrent_batches_are_exact_and_a_shared_key_is_written_once_per_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (journal, task) = start(&store);
+    // 200 concurrent committers add to the same two counts: none is lost.
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let journal = journal.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut batch = Batch::new();
+            batch.put(&SEATS, &i, &seat("kim", i as u32)).unwrap();
+            batch.add(&SEATS_PER_STUDENT, &"kim".to_owned(), 1);
+            batch.add(&SEATS_PER_STUDENT, &format!("s{}", i % 2), 1);
+            journal.commit(batch).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.count(&SEATS_PER_STUDENT, &"kim".to_owned()).unwrap(), 200);
+    assert_eq!(store.count(&SEATS_PER_STUDENT, &"s0".to_owned()).unwrap(), 100);
+    assert_eq!(store.count(&SEATS_PER_STUDENT, &"nobody".to_owned()).unwrap(), 0);
+    // Below zero stays at zero.
+    let mut batch = Batch::new();
+    batch.add(&SEATS_PER_STUDENT, &"s1".to_owned(), -1000);
+    journal.commit(batch).await.unwrap();
+    assert_eq!(store.count(&SEATS_PER_STUDENT, &"s1".to_owned()).unwrap(), 0);
+
+    let written = |name: &str| store.keys_written().iter().find(|(n, _)| n == name).map_or(0, |(_, n)| *n);
+    let counts_before = written("counts:seats_per_student");
+    let seats_before = written("seats");
+    // One batch that writes a key twice and adds to a count twice: one write each.
+    let mut batch = Batch::new();
+    batch.put(&SEATS, &7, &seat("lee", 1)).unwrap();
+    batch.put(&SEATS, &7, &seat("lee", 2)).unwrap();
+    batch.add(&SEATS_PER_STUDENT, &"lee".to_owned(), 1);
+    batch.add(&SEATS_PER_STUDENT, &"lee".to_owned(), 1);
+    journal.commit(batch).await.unwrap();
+    assert_eq!(
+        written("seats") - seats_before,
+        1,
+        "the last write to a key is the only one: {:?}",
+        store.keys_written()
+    );
+    assert_eq!(written("counts:seats_per_student") - counts_before, 1);
+    assert_eq!(store.get(&SEATS, &7).unwrap(), Some(seat("lee", 2)), "the last write wins");
+    assert_eq!(store.count(&SEATS_PER_STUDENT, &"lee".to_owned()).unwrap(), 2);
+    close(store, journal, task).await;
+
+    // Counts are durable like any record.
+    let store = open(dir.path());
+    assert_eq!(store.count(&SEATS_PER_STUDENT, &"kim".to_owned()).unwrap(), 200);
+}
+
+#[tokio::test]
+async fn a_prefix_scan_seeks_to_a_key_and_stays_inside_its_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (journal, task) = start(&store);
+    let mut batch = Batch::new();
+    for (student, id) in [("kim", 1u64), ("kim", 5), ("kim", 9), ("kimm", 2), ("lee", 3)] {
+        batch.put(&BY_STUDENT, &(student.to_owned(), id), &seat(student, id as u32)).unwrap();
+    }
+    journal.commit(batch).await.unwrap();
+    let ids = |from: u64| -> Vec<u64> {
+        store
+            .scan_prefix_from(&BY_STUDENT, &"kim".to_owned(), &("kim".to_owned(), from))
+            .keys()
+            .map(|k| k.unwrap().1)
+            .collect()
+    };
+    assert_eq!(ids(0), [1, 5, 9]);
+    assert_eq!(ids(5), [5, 9]);
+    assert_eq!(ids(6), [9]);
+    assert_eq!(ids(10), Vec::<u64>::new());
+    close(store, journal, task).await;
 }

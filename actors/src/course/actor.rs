@@ -469,5 +469,7 @@ fn persist(next: &CourseState, events: &[Event], moved: Option<EnrollmentId>) ->
         }
         batch.append(event.partition_key(), event)?;
     }
+    // The course lists' count and teacher index (see `queries`).
+    super::queries::index_events(&mut batch, events)?;
     Ok(batch)
 }

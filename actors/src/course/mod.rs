@@ -10,6 +10,7 @@
 //! reads, no actor types here; the actor in `actor.rs` persists and replies.
 
 pub(crate) mod actor;
+pub(crate) mod queries;
 
 use std::collections::{BTreeMap, HashMap};
 

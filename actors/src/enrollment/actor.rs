@@ -538,6 +538,8 @@ fn completion_writes(
     for event in &payment_events {
         batch.append(event.partition_key(), event)?;
     }
+    // The class and payment lists' counts (see `queries`).
+    super::queries::count_events(&mut batch, events.iter().chain(&payment_events))?;
     Ok(batch)
 }
 
@@ -561,5 +563,7 @@ fn cancellation_writes(
     for event in &payment_events {
         batch.append(event.partition_key(), event)?;
     }
+    // The class and payment lists' counts (see `queries`).
+    super::queries::count_events(&mut batch, events.iter().chain(&payment_events))?;
     Ok(batch)
 }

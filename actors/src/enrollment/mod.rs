@@ -6,6 +6,7 @@
 //! itself lives in `actor.rs`. No I/O, no clock, no actor types here.
 
 pub(crate) mod actor;
+pub(crate) mod queries;
 
 use serde::{Deserialize, Serialize};
 use sugang_storage::Record;

@@ -8,6 +8,7 @@
 pub(crate) mod actor;
 pub mod breaker;
 pub mod gateway;
+pub(crate) mod queries;
 
 use serde::{Deserialize, Serialize};
 use sugang_storage::Record;

@@ -1,0 +1,172 @@
+//! The commands the HTTP front calls: course registration, modification and
+//! deletion, enrollment and cancellation; and the ids they allocate (course
+//! ids, saga reservation keys).
+
+use sugang_storage::Batch;
+
+use super::{CommandError, Done, Sugang, internal};
+use crate::course::actor::{CourseMsg, CourseReply};
+use crate::course::{CourseCommand, CoursePatch};
+use crate::enrollment::Enrollment;
+use crate::enrollment::actor::{EnrollRequest, EnrollmentMsg};
+use crate::entity::Redelivery;
+use crate::event::CourseDetails;
+use crate::model::{CourseId, EnrollmentId, TeacherName};
+use crate::tables::{COUNTERS, COURSES, Counter, CourseRecord, ENROLLMENTS};
+
+pub(super) const RESERVATION_BLOCK: u64 = 1024;
+/// The counter that holds the highest reservation key durably reserved.
+pub(super) const RESERVATIONS_COUNTER: &str = "reservations";
+
+/// Where reservation keys start: above every enrollment id there will ever
+/// be, so a saga's key and an enrollment id never name the same thing in the
+/// tables and registries both use (seats, owed refunds, enrollment actors).
+/// Below 2^53, so it survives a JSON number.
+pub(super) const RESERVATION_BASE: u64 = 1 << 48;
+
+/// Hands out saga reservation keys in order, never twice, even across
+/// restarts: the gateway's ledger knows charges by them and outlives a
+/// refused enrollment. Reserved durably in blocks, so a restart may skip
+/// some: they are never shown to a client (the public enrollment id is
+/// assigned densely at completion, see `course::actor`).
+pub(crate) struct Reservations {
+    pub(super) next: u64,
+    /// The highest key durably reserved.
+    pub(super) limit: u64,
+}
+
+impl Sugang {
+    // ---- commands -------------------------------------------------------
+
+    async fn ask_course(&self, id: CourseId, command: CourseCommand) -> Result<CourseReply, CommandError> {
+        let reply = self
+            .inner
+            .courses
+            .ask(
+                id.get(),
+                |reply| CourseMsg::Command { command: command.clone(), also: None, reply },
+                self.inner.config.ask_timeout,
+                Redelivery::Idempotent,
+            )
+            .await?;
+        Ok(reply?)
+    }
+
+    fn course_exists(&self, id: CourseId) -> Result<(), CommandError> {
+        match self.store().get(&COURSES, &id.get()).map_err(internal)? {
+            Some(record) if !record.deleted => Ok(()),
+            _ => Err(CommandError::NotFound { what: "course", id: id.get() }),
+        }
+    }
+
+    /// Registers a course for `teacher`.
+    #[tracing::instrument(skip_all, fields(teacher = %teacher))]
+    pub async fn register_course(
+        &self,
+        teacher: TeacherName,
+        details: CourseDetails,
+    ) -> Result<Done<CourseRecord>, CommandError> {
+        // Ids are dense: the id is taken only if the course is registered, or
+        // may have been (a timeout, a storage fault): a registration refused
+        // before the course actor took it (load shed) leaves it for the next.
+        let mut next = self.inner.next_course_id.lock().await;
+        let id = CourseId::assigned(*next);
+        let asked = self.ask_course(id, CourseCommand::Register { id, teacher, details }).await;
+        if !matches!(asked, Err(CommandError::Overloaded { .. })) {
+            *next += 1;
+        }
+        drop(next);
+        let reply = asked?;
+        let record =
+            self.course(id).map_err(internal)?.ok_or(CommandError::Internal("registered course missing".into()))?;
+        tracing::info!(course_id = id.get(), "course registered");
+        Ok(Done { value: record, seq: reply.seq })
+    }
+
+    /// Changes a course's details.
+    #[tracing::instrument(skip_all, fields(course_id = id.get()))]
+    pub async fn modify_course(&self, id: CourseId, patch: CoursePatch) -> Result<Done<CourseRecord>, CommandError> {
+        self.course_exists(id)?;
+        let reply = self.ask_course(id, CourseCommand::Modify(patch)).await?;
+        let record =
+            self.course(id).map_err(internal)?.ok_or(CommandError::NotFound { what: "course", id: id.get() })?;
+        Ok(Done { value: record, seq: reply.seq })
+    }
+
+    /// Deletes a course without enrollments.
+    #[tracing::instrument(skip_all, fields(course_id = id.get()))]
+    pub async fn delete_course(&self, id: CourseId) -> Result<Done<()>, CommandError> {
+        self.course_exists(id)?;
+        let reply = self.ask_course(id, CourseCommand::Delete).await?;
+        Ok(Done { value: (), seq: reply.seq })
+    }
+
+    /// The key of a new saga (not its enrollment id: see [`Reservations`]).
+    async fn next_reservation(&self) -> Result<EnrollmentId, CommandError> {
+        let mut keys = self.inner.reservations.lock().await;
+        if keys.next > keys.limit {
+            let limit = keys.next + RESERVATION_BLOCK - 1;
+            let mut batch = Batch::new();
+            batch.put(&COUNTERS, &RESERVATIONS_COUNTER.to_owned(), &Counter(limit)).map_err(internal)?;
+            self.inner.journal.commit(batch).await.map_err(internal)?;
+            keys.limit = limit;
+        }
+        let key = keys.next;
+        keys.next += 1;
+        Ok(EnrollmentId::assigned(key))
+    }
+
+    /// Enrolls a student and charges the fee: answers once the enrollment is
+    /// completed and durable, or refused with nothing held and nothing charged.
+    #[tracing::instrument(skip_all, fields(course_id = request.course_id.get(), student = %request.student))]
+    pub async fn enroll(&self, request: EnrollRequest) -> Result<Done<Enrollment>, CommandError> {
+        self.course_exists(request.course_id)?;
+        // While the breaker is open the charge would be refused anyway:
+        // refuse before a seat is reserved and released for nothing.
+        if let Some(retry_after) = self.inner.payment.held_down_for() {
+            metrics::counter!("sugang_payment_rejected_total", "reason" => "held_down").increment(1);
+            return Err(CommandError::Unavailable {
+                reason: "payment unavailable: the payment actor is held down after repeated failures".into(),
+                retry_after,
+            });
+        }
+        if let Some(retry_after) = self.inner.gate.refusing_for() {
+            metrics::counter!("sugang_payment_rejected_total", "reason" => "breaker_open").increment(1);
+            return Err(CommandError::Unavailable {
+                reason: "payment unavailable: the payment gateway is failing; the circuit breaker is open".into(),
+                retry_after,
+            });
+        }
+        let reservation = self.next_reservation().await?;
+        let timeout = self.inner.config.payment.timeout + self.inner.config.ask_timeout * 3;
+        let reply = self
+            .inner
+            .classes
+            .ask(
+                reservation.get(),
+                |reply| EnrollmentMsg::Enroll { request: request.clone(), reply },
+                timeout,
+                Redelivery::AtMostOnce,
+            )
+            .await?;
+        let (enrollment, seq) = reply?;
+        Ok(Done { value: enrollment, seq })
+    }
+
+    /// Cancels an enrollment: the seat is released and the fee refunded
+    /// (retried until the gateway confirms). Repeats change nothing.
+    #[tracing::instrument(skip_all, fields(enrollment_id = id.get()))]
+    pub async fn cancel(&self, id: EnrollmentId) -> Result<Done<Enrollment>, CommandError> {
+        if !self.store().contains(&ENROLLMENTS, &id.get()).map_err(internal)? {
+            return Err(CommandError::NotFound { what: "enrollment", id: id.get() });
+        }
+        let timeout = self.inner.config.payment.timeout + self.inner.config.ask_timeout * 3;
+        let reply = self
+            .inner
+            .classes
+            .ask(id.get(), |reply| EnrollmentMsg::Cancel { reply }, timeout, Redelivery::Idempotent)
+            .await?;
+        let (enrollment, seq) = reply?;
+        Ok(Done { value: enrollment, seq })
+    }
+}

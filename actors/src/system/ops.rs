@@ -1,0 +1,113 @@
+//! The operations views: the supervision tree, the payment actor's breaker
+//! and bulkhead, the subscribers and their offsets, the log's last seq.
+
+use std::time::Duration;
+
+use ractor::ActorCell;
+use serde::Serialize;
+
+use super::{CommandError, Sugang};
+use crate::bus::SubscriberStatus;
+use crate::entity::SupervisorSnapshot;
+use crate::payment::actor::{PaymentMsg, PaymentSnapshot};
+
+/// The supervision tree, for `/admin/actors`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TreeSnapshot {
+    pub root: &'static str,
+    pub children: Vec<TreeNode>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TreeNode {
+    pub name: &'static str,
+    pub alive: bool,
+    pub restarts: u64,
+    /// While the child is held down by its restart policy: until when, in
+    /// unix ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_down_until: Option<u64>,
+    /// While the child is held down: how long until it is started again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<SupervisorSnapshot>,
+}
+
+impl TreeNode {
+    /// A child with no restarts, not held down, not a supervisor.
+    fn plain(name: &'static str, alive: bool) -> Self {
+        TreeNode { name, alive, restarts: 0, held_down_until: None, retry_after_ms: None, supervisor: None }
+    }
+}
+
+impl Sugang {
+    // ---- read models (kept by the subscribers) ---------------------------
+
+    /// Waits (bounded) until read model `subscriber` has applied every event
+    /// up to `seq`. False when it did not catch up in time.
+    pub async fn wait_for(&self, subscriber: &str, seq: u64) -> bool {
+        self.inner.bus.wait_for(subscriber, seq).await
+    }
+
+    /// Stops or starts a subscriber (`delivery`, `mypage`, `notifier`).
+    /// False for an unknown name.
+    pub async fn set_subscriber_down(&self, name: &str, down: bool) -> Result<bool, CommandError> {
+        self.inner
+            .bus
+            .set_down(name.to_owned(), down)
+            .await
+            .map_err(|reason| CommandError::Unavailable { reason, retry_after: Duration::from_secs(1) })
+    }
+
+    /// The subscribers, their offsets and lag.
+    pub async fn subscribers(&self) -> Vec<SubscriberStatus> {
+        self.inner.bus.status().await
+    }
+
+    /// The event seq the log has reached.
+    pub fn last_seq(&self) -> u64 {
+        self.store().events().last_seq()
+    }
+
+    // ---- operations -----------------------------------------------------
+
+    /// The breaker and bulkhead.
+    pub async fn payment_snapshot(&self) -> Result<PaymentSnapshot, CommandError> {
+        let payment = self.inner.payment.get();
+        ractor::call_t!(payment, |reply| PaymentMsg::Snapshot { reply }, 2000).map_err(|e| CommandError::Unavailable {
+            reason: format!("payment actor: {e}"),
+            retry_after: Duration::from_secs(1),
+        })
+    }
+
+    /// The supervision tree.
+    pub fn tree(&self) -> TreeSnapshot {
+        let running = |cell: ActorCell| cell.get_status() == ractor::ActorStatus::Running;
+        let journal_alive =
+            self.inner.journal_task.lock().map(|t| t.as_ref().is_some_and(|t| !t.is_finished())).unwrap_or(false);
+        TreeSnapshot {
+            root: "root",
+            children: vec![
+                TreeNode::plain("journal", journal_alive),
+                TreeNode {
+                    supervisor: Some(self.inner.courses.registry().snapshot()),
+                    ..TreeNode::plain("courses", running(self.inner.courses.supervisor_cell()))
+                },
+                TreeNode {
+                    supervisor: Some(self.inner.classes.registry().snapshot()),
+                    ..TreeNode::plain("classes", running(self.inner.classes.supervisor_cell()))
+                },
+                TreeNode::plain("bus", running(self.inner.bus.supervisor_cell())),
+                TreeNode {
+                    restarts: self.inner.payment.restarts(),
+                    held_down_until: self.inner.payment.held_down_until_ms(),
+                    retry_after_ms: self.inner.payment.held_down_for().map(|d| d.as_millis() as u64),
+                    ..TreeNode::plain("payment", running(self.inner.payment.get().get_cell()))
+                },
+            ],
+        }
+    }
+}

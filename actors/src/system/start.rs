@@ -1,0 +1,210 @@
+//! Starting the system: opening the store, the journal, the supervision tree
+//! and the bus; recovering the sagas a previous run left unfinished; and
+//! stopping it all with every acknowledged write on disk.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::Actor;
+use sugang_storage::{Journal, JournalOptions, Store, StoreOptions};
+use tokio_util::sync::CancellationToken;
+
+use super::commands::{RESERVATION_BASE, RESERVATIONS_COUNTER};
+use super::root::{RootChild, RootMsg, RootSupervisor};
+use super::{Config, Inner, PaymentHandle, Reservations, StartError, Sugang};
+use crate::bus::{Bus, Projection};
+use crate::course::actor::{CourseCtx, CourseKind, EnrollmentIds};
+use crate::delivery::DeliveryProjection;
+use crate::enrollment::actor::{EnrollmentCtx, EnrollmentKind, EnrollmentMsg};
+use crate::entity::{Entities, Redelivery};
+use crate::faults::Faults;
+use crate::mypage::MyPageProjection;
+use crate::notifier::NotifierProjection;
+use crate::payment::actor::{BreakerGate, PaymentActor, PaymentArgs};
+use crate::payment::gateway::{PaymentGateway, SimulatedGateway};
+use crate::supervision::RestartHistory;
+use crate::tables::{COUNTERS, COURSES, ENROLLMENTS, PENDING, REFUNDS};
+
+impl Sugang {
+    /// Opens the data directory, starts the journal and the supervision tree,
+    /// and resumes or compensates every saga a previous run left unfinished.
+    pub async fn start(config: Config) -> Result<Sugang, StartError> {
+        let store = Store::open(
+            &config.data_dir,
+            StoreOptions { durability: config.durability, cache_capacity: config.cache_capacity },
+        )?;
+        let (journal, journal_task) =
+            Journal::start(&store, JournalOptions::default()).map_err(|e| StartError::Spawn(e.to_string()))?;
+        // Counts the lists read, rebuilt once for a store written before
+        // they were kept; before anything else writes.
+        crate::paging::backfill(&store, &journal).await?;
+        let faults = Arc::new(Faults::default());
+        let gateway = SimulatedGateway::with_faults(config.gateway_faults);
+        let gate = Arc::new(BreakerGate::new());
+        let payment_args = {
+            let (store, journal, config, gate) = (store.clone(), journal.clone(), config.payment.clone(), gate.clone());
+            let gateway: Arc<dyn PaymentGateway> = Arc::new(gateway.clone());
+            let faults = faults.clone();
+            move || PaymentArgs {
+                gate: gate.clone(),
+                store: store.clone(),
+                journal: journal.clone(),
+                gateway: gateway.clone(),
+                config: config.clone(),
+                faults: faults.clone(),
+            }
+        };
+        let spawn_err = |e: ractor::SpawnErr| StartError::Spawn(e.to_string());
+        let (root, _) = Actor::spawn(None, RootSupervisor, ()).await.map_err(spawn_err)?;
+        let (payment_ref, _) =
+            Actor::spawn_linked(None, PaymentActor, payment_args(), root.get_cell()).await.map_err(spawn_err)?;
+        let payment = PaymentHandle::new(payment_ref);
+        root.send_message(RootMsg::Adopt(RootChild::Payment {
+            handle: payment.clone(),
+            args: Box::new(payment_args),
+            policy: config.restart,
+            history: RestartHistory::default(),
+        }))
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
+        let highest_enrollment = store.scan(&ENROLLMENTS).keys().next_back().transpose()?.unwrap_or(0);
+        let course_ctx = Arc::new(CourseCtx {
+            store: store.clone(),
+            journal: journal.clone(),
+            faults: faults.clone(),
+            enrollment_ids: Arc::new(EnrollmentIds::after(highest_enrollment)),
+        });
+        let (courses, _) = Entities::<CourseKind>::start(course_ctx, config.courses.clone(), root.get_cell())
+            .await
+            .map_err(spawn_err)?;
+        let enrollment_ctx = Arc::new(EnrollmentCtx {
+            store: store.clone(),
+            courses: courses.clone(),
+            payment: payment.clone(),
+            faults: faults.clone(),
+            ask_timeout: config.ask_timeout,
+            payment_ask_timeout: config.payment.timeout + Duration::from_secs(5),
+        });
+        let (classes, _) =
+            Entities::<EnrollmentKind>::start(enrollment_ctx, config.enrollments.clone(), root.get_cell())
+                .await
+                .map_err(spawn_err)?;
+
+        let stop = CancellationToken::new();
+        let projections: Vec<Arc<dyn Projection>> = vec![
+            Arc::new(DeliveryProjection),
+            Arc::new(MyPageProjection),
+            Arc::new(NotifierProjection::new(&config.data_dir)),
+        ];
+        let bus = Bus::start(
+            store.clone(),
+            journal.clone(),
+            projections,
+            config.bus.clone(),
+            config.restart,
+            faults.clone(),
+            root.get_cell(),
+            stop.clone(),
+        )
+        .await
+        .map_err(spawn_err)?;
+
+        let next_course_id = store.scan(&COURSES).keys().next_back().transpose()?.unwrap_or(0) + 1;
+        let high_water = [
+            store.get(&COUNTERS, &RESERVATIONS_COUNTER.to_owned())?.map(|c| c.0),
+            store.scan(&PENDING).keys().next_back().transpose()?,
+            store.scan(&REFUNDS).keys().next_back().transpose()?,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(RESERVATION_BASE - 1, u64::max);
+
+        let system = Sugang {
+            inner: Arc::new(Inner {
+                store,
+                journal,
+                courses,
+                classes,
+                payment: payment.clone(),
+                gateway,
+                faults,
+                root,
+                gate,
+                next_course_id: tokio::sync::Mutex::new(next_course_id),
+                reservations: tokio::sync::Mutex::new(Reservations { next: high_water + 1, limit: high_water }),
+                bus,
+                stop,
+                config,
+                journal_task: std::sync::Mutex::new(Some(journal_task)),
+            }),
+        };
+        system.recover().await?;
+        Ok(system)
+    }
+
+    /// Rule 4: every saga that was in flight is compensated (its seat given
+    /// back, whatever may have been charged voided); owed refunds resume in
+    /// the payment actor on its own.
+    async fn recover(&self) -> Result<(), StartError> {
+        let pending: Vec<u64> = self.inner.store.scan(&PENDING).keys().collect::<Result<_, _>>()?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(count = pending.len(), "compensating sagas interrupted by the last stop");
+        for id in pending {
+            // Activation finds the pending seat and compensates it.
+            let resumed = self
+                .inner
+                .classes
+                .ask(
+                    id,
+                    |reply| EnrollmentMsg::Recover { reply: Some(reply) },
+                    self.inner.config.ask_timeout,
+                    Redelivery::Idempotent,
+                )
+                .await;
+            match resumed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(enrollment_id = id, error = %e, "compensating an interrupted saga failed; it retries on its own")
+                }
+                Err(e) => {
+                    tracing::warn!(enrollment_id = id, error = %e, "activating an interrupted saga failed; the next start retries")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the tree (entity actors first, then their supervisors and the
+    /// payment actor), then the journal, whose last act is a flush. Every
+    /// acknowledged write is on disk before this returns, and the data
+    /// directory is free for the next start.
+    pub async fn shutdown(self) {
+        let wait = Some(Duration::from_secs(10));
+        self.inner.stop.cancel();
+        for supervisor in [
+            self.inner.courses.supervisor_cell(),
+            self.inner.classes.supervisor_cell(),
+            self.inner.bus.supervisor_cell(),
+        ] {
+            supervisor.stop_children_and_wait(Some("shutdown".into()), wait).await;
+        }
+        self.inner.root.stop_children_and_wait(Some("shutdown".into()), wait).await;
+        let _ = self.inner.root.stop_and_wait(Some("shutdown".into()), wait).await;
+        let task = self.inner.journal_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let closing = self.inner.store.closing();
+        drop(self);
+        if let Some(mut task) = task
+            && tokio::time::timeout(Duration::from_secs(10), &mut task).await.is_err()
+        {
+            tracing::error!("the journal did not stop: a handle is still held somewhere");
+            task.abort();
+        }
+        // Background tasks drop their store handles as they wind down after
+        // the cancel: return once the last is gone, so the directory can be
+        // opened again at once (its lock released) by whoever comes next.
+        if !closing.closed(Duration::from_secs(10)).await {
+            tracing::error!("the store is still open after shutdown: a handle is held somewhere");
+        }
+    }
+}

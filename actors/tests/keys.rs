@@ -1,0 +1,148 @@
+//! The write path stays lean: how many keys one completed enrollment writes,
+//! end to end (the saga's records and events, and every subscriber's read
+//! model, reactions and offsets), counted by the journal per table. The
+//! bounds are the budget: raising one needs a reason.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use sugang_actors::Config;
+use sugang_actors::{
+    CourseDetails, CourseId, CourseName, EnrollRequest, Fee, MinStudents, PayMethod, StudentName, Sugang, TeacherName,
+    TextBook,
+};
+use sugang_storage::Durability;
+use tokio::time::Instant;
+
+const SUBSCRIBERS: [&str; 3] = ["delivery", "mypage", "notifier"];
+
+fn config(dir: &Path) -> Config {
+    let mut config = Config::new(dir);
+    config.durability = Durability::Relaxed { flush_every_ms: 100 };
+    config
+}
+
+fn details(name: &str) -> CourseDetails {
+    CourseDetails {
+        name: CourseName::parse(name).unwrap(),
+        fee: Fee::parse(10_000).unwrap(),
+        text_book: Some(TextBook::parse(&format!("{name} reader")).unwrap()),
+        capacity: None,
+        min_students: MinStudents::parse(1).unwrap(),
+    }
+}
+
+fn request(course: CourseId, student: &str) -> EnrollRequest {
+    EnrollRequest {
+        course_id: course,
+        student: StudentName::parse(student).unwrap(),
+        expected_fee: None,
+        pay_method: PayMethod::parse(None).unwrap(),
+        pay_account: None,
+        addr: Some(format!("{student}'s address")),
+        telephone: None,
+    }
+}
+
+/// Waits until subscriber `name` has applied the whole log and the log has
+/// stopped growing.
+async fn caught_up_with(system: &Sugang, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = system.last_seq();
+        if system.wait_for(name, last).await && system.last_seq() == last {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} not caught up with seq {last}");
+    }
+}
+
+/// Waits until every subscriber has applied the whole log and the log has
+/// stopped growing (delivery appends events of its own).
+async fn caught_up(system: &Sugang) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = system.last_seq();
+        let mut all = true;
+        for name in SUBSCRIBERS {
+            all &= system.wait_for(name, last).await;
+        }
+        if all && system.last_seq() == last {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not caught up with seq {last}: {:?}", system.subscribers().await);
+    }
+}
+
+fn written(system: &Sugang) -> BTreeMap<String, u64> {
+    system.store().keys_written().into_iter().collect()
+}
+
+fn diff(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(name, n)| (name.clone(), n - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// Keys one completed enrollment writes in all, alone (nothing shared with
+/// other enrollments in a group: the costliest case).
+const ONE_ENROLLMENT_BUDGET: u64 = 35;
+/// Keys per completed enrollment in a burst of concurrent enrollments, where
+/// groups and subscriber batches share counts and offsets.
+const BURST_BUDGET_PER_ENROLLMENT: f64 = 24.5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_completed_enrollment_writes_at_most_its_budget_of_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = Sugang::start(config(dir.path())).await.unwrap();
+    let teacher = TeacherName::parse("Hong").unwrap();
+    let course = system.register_course(teacher, details("korean")).await.unwrap().value.id;
+    // A first enrollment, so that what happens once per course (opening it)
+    // is not counted against the next.
+    system.enroll(request(course, "first")).await.unwrap();
+    caught_up(&system).await;
+
+    // The subscribers catch up after the enrollment, in a fixed order, so
+    // the batches they commit (and so their offsets) do not depend on how the
+    // publisher happened to split the events: delivery first (it reacts
+    // with an event of its own), then the others.
+    for name in SUBSCRIBERS {
+        assert_eq!(system.set_subscriber_down(name, true).await, Ok(true));
+    }
+    let before = written(&system);
+    system.enroll(request(course, "kim")).await.unwrap();
+    for name in SUBSCRIBERS {
+        assert_eq!(system.set_subscriber_down(name, false).await, Ok(true));
+        caught_up_with(&system, name).await;
+    }
+    let one = diff(&before, &written(&system));
+    let total: u64 = one.values().sum();
+    println!("keys written by one completed enrollment: {total}");
+    for (name, n) in &one {
+        println!("  {name:<32} {n}");
+    }
+    assert!(total <= ONE_ENROLLMENT_BUDGET, "{total} keys > budget {ONE_ENROLLMENT_BUDGET}: {one:#?}");
+
+    let count = 200;
+    let before = written(&system);
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let system = system.clone();
+        tasks.push(tokio::spawn(async move { system.enroll(request(course, &format!("s{i}"))).await }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    caught_up(&system).await;
+    let burst = diff(&before, &written(&system));
+    let per = burst.values().sum::<u64>() as f64 / count as f64;
+    println!("keys per completed enrollment in a burst of {count}: {per:.2}");
+    for (name, n) in &burst {
+        println!("  {name:<32} {:.2}", *n as f64 / count as f64);
+    }
+    assert!(per <= BURST_BUDGET_PER_ENROLLMENT, "{per:.2} keys > budget {BURST_BUDGET_PER_ENROLLMENT}: {burst:#?}");
+    system.shutdown().await;
+}
