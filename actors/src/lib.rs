@@ -25,6 +25,8 @@
 //! - `faults`: the fault-injection knobs.
 //! - `metrics`: the name, type and help text of every metric family recorded
 //!   here and in the store.
+//! - `waitlist`: course waitlists (entries, their read model) and the
+//!   facade's answers about seats.
 //! - `system`: the supervision tree, start-up recovery, and the facade
 //!   ([`Sugang`]).
 
@@ -43,6 +45,7 @@ mod payment;
 mod supervision;
 mod system;
 mod tables;
+mod waitlist;
 
 pub use bus::{BusConfig, SubscriberStatus};
 pub use course::{Course, CoursePatch, CourseRejection, CourseState, Seat};
@@ -68,3 +71,4 @@ pub use system::{
     CommandError, Config, Done, EnrollmentFilter, PageRequest, Paged, StartError, Sugang, TreeNode, TreeSnapshot,
 };
 pub use tables::CourseRecord;
+pub use waitlist::SeatCounts;

@@ -19,7 +19,7 @@ use sugang_storage::{Batch, Durability, Journal, JournalOptions, OpenError, Stor
 use tokio::task::JoinHandle;
 
 use crate::bus::{Bus, BusConfig, Projection, SubscriberStatus};
-use crate::course::actor::{CourseCtx, CourseFailure, CourseKind, CourseMsg, EnrollmentIds};
+use crate::course::actor::{CourseCtx, CourseFailure, CourseKind, CourseMsg, EnrollmentIds, Parking};
 use crate::course::{CourseCommand, CoursePatch, CourseRejection};
 use crate::delivery::{DELIVERIES, DELIVERIES_BY_STUDENT, Delivery, DeliveryProjection};
 use crate::enrollment::actor::{EnrollRequest, EnrollmentCtx, EnrollmentKind, EnrollmentMsg, SagaFailure};
@@ -62,6 +62,9 @@ pub struct Config {
     pub ask_timeout: Duration,
     /// Subscribers: workers, retention, read-your-writes bound.
     pub bus: BusConfig,
+    /// How many seat requests may wait per course for payments in progress
+    /// (truthful "full"); more are shed with 503.
+    pub park_limit: usize,
 }
 
 impl Config {
@@ -78,6 +81,7 @@ impl Config {
             gateway_faults: GatewayFaults::default(),
             ask_timeout: Duration::from_secs(5),
             bus: BusConfig::default(),
+            park_limit: 1024,
         }
     }
 }
@@ -174,6 +178,7 @@ impl From<CourseFailure> for CommandError {
         match f {
             CourseFailure::Rejected(r) => r.into(),
             CourseFailure::Storage(e) => CommandError::Internal(e),
+            CourseFailure::Busy(e) => e.into(),
         }
     }
 }
@@ -342,6 +347,12 @@ impl Sugang {
             journal: journal.clone(),
             faults: faults.clone(),
             enrollment_ids: Arc::new(EnrollmentIds::after(highest_enrollment)),
+            parking: Parking {
+                limit: config.park_limit,
+                // A payment in progress ends within its timeout; the saga's
+                // ask of its course must outlast the wait.
+                timeout: config.payment.timeout.min(config.ask_timeout / 2),
+            },
         });
         let (courses, _) = Entities::<CourseKind>::start(course_ctx, config.courses.clone(), root.get_cell())
             .await

@@ -12,6 +12,16 @@
 //! Must not call other actors: the enrollment saga calls it, never the
 //! reverse, so asks cannot deadlock.
 //!
+//! # Truthful "full"
+//!
+//! A seat request that finds every free seat held by a payment in progress
+//! ([`CourseRejection::AwaitingPayments`]) is parked here, first come first
+//! served, bounded in number ([`Parking::limit`], beyond which it is shed)
+//! and in time ([`Parking::timeout`], the payment timeout). After every
+//! command the front of the queue is decided again: a released seat goes to
+//! the request that waited longest, and once every held seat is confirmed
+//! the waiting requests are told the course is full.
+//!
 //! # Dense enrollment ids
 //!
 //! A saga reserves and charges under its reservation key; the public
@@ -24,7 +34,9 @@
 //! restart continues at max + 1. A refused enrollment never reaches this
 //! step and takes no id.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,7 +46,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Completion, Course, CourseCommand, CourseRejection, CourseState, Seat, apply, decide};
-use crate::entity::{EntityArgs, EntityKind, IdleCheck, Registry, schedule_idle_check};
+use crate::entity::{AskError, EntityArgs, EntityKind, IdleCheck, Registry, schedule_idle_check};
 use crate::event::Event;
 use crate::faults::{Faults, now_ms};
 use crate::model::{CourseId, EnrollmentId, StudentName};
@@ -51,6 +63,24 @@ pub(crate) struct CourseCtx {
     pub(crate) faults: Arc<Faults>,
     /// The next public enrollment id, shared by every course.
     pub(crate) enrollment_ids: Arc<EnrollmentIds>,
+    /// How seat requests wait for payments in progress.
+    pub(crate) parking: Parking,
+}
+
+/// The bounds on seat requests waiting for payments in progress.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Parking {
+    /// At most this many wait per course; more are shed (503).
+    pub(crate) limit: usize,
+    /// How long one waits at most: a payment in progress ends by then.
+    pub(crate) timeout: Duration,
+}
+
+/// A seat request waiting for a payment in progress to end.
+struct Parked {
+    command: CourseCommand,
+    reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
+    deadline: Instant,
 }
 
 /// The next public enrollment id. Held (a lock) from the moment a completion
@@ -82,6 +112,8 @@ pub(crate) enum CourseMsg {
         reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
     },
     IdleCheck,
+    /// A parked seat request may have waited its time out.
+    ParkingExpired,
     Stop,
     /// A batch of this actor failed: its in-memory state is ahead of the
     /// disk, so it fails and is restarted from storage.
@@ -108,6 +140,10 @@ pub(crate) enum CourseFailure {
     Rejected(#[from] CourseRejection),
     #[error("storage: {0}")]
     Storage(String),
+    /// The seat request could not wait for a payment in progress: too many
+    /// wait already, or the wait timed out.
+    #[error(transparent)]
+    Busy(AskError),
 }
 
 pub(crate) struct CourseKind;
@@ -134,6 +170,8 @@ pub(crate) struct CourseActorState {
     in_flight: Arc<AtomicUsize>,
     /// Woken when `in_flight` drops to zero.
     drained: Arc<Notify>,
+    /// Seat requests waiting for a payment in progress, oldest first.
+    parked: VecDeque<Parked>,
 }
 
 /// What a command led to, before its batch is durable.
@@ -201,6 +239,7 @@ impl Actor for CourseActor {
             last_active: Instant::now(),
             in_flight: Arc::new(AtomicUsize::new(0)),
             drained: Arc::new(Notify::new()),
+            parked: VecDeque::new(),
         })
     }
 
@@ -216,8 +255,16 @@ impl Actor for CourseActor {
                 if state.ctx.faults.course_must_panic(state.id.get()) {
                     panic!("injected fault: course {} panics", state.id);
                 }
+                let retry = matches!(command, CourseCommand::ReserveSeat { .. }).then(|| command.clone());
                 let decided = state.execute(command, also).await;
-                state.answer(&myself, decided, reply)?;
+                match (decided, retry) {
+                    (
+                        Decided::Refused(CourseFailure::Rejected(CourseRejection::AwaitingPayments { .. })),
+                        Some(command),
+                    ) => state.park(&myself, command, reply),
+                    (decided, _) => state.answer(&myself, decided, reply)?,
+                }
+                state.serve_parked(&myself).await?;
             }
             CourseMsg::Complete { reservation, student, completion, also, reply } => {
                 state.last_active = Instant::now();
@@ -226,12 +273,14 @@ impl Actor for CourseActor {
                 }
                 let decided = state.complete(reservation, &student, completion, also).await;
                 state.answer(&myself, decided, reply)?;
+                state.serve_parked(&myself).await?;
             }
+            CourseMsg::ParkingExpired => state.serve_parked(&myself).await?,
             CourseMsg::Poisoned(reason) => {
                 return Err(format!("a commit of course {} failed: {reason}", state.id).into());
             }
             CourseMsg::IdleCheck => {
-                let busy = state.in_flight.load(Ordering::SeqCst) > 0;
+                let busy = state.in_flight.load(Ordering::SeqCst) > 0 || !state.parked.is_empty();
                 if state.registry.idle_check(state.id.get(), &myself, state.last_active, busy) {
                     myself.send_message(CourseMsg::Stop)?;
                 }
@@ -262,6 +311,53 @@ impl From<IdleCheck> for CourseMsg {
 }
 
 impl CourseActorState {
+    /// Parks a seat request behind the payments in progress, or sheds it
+    /// when too many wait already.
+    fn park(
+        &mut self,
+        myself: &ActorRef<CourseMsg>,
+        command: CourseCommand,
+        reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
+    ) {
+        let parking = self.ctx.parking;
+        if self.parked.len() >= parking.limit {
+            metrics::counter!("sugang_seat_waits_total", "outcome" => "shed").increment(1);
+            tracing::debug!(course_id = self.id.get(), waiting = self.parked.len(), "seat request shed: too many wait");
+            let _ = reply.send(Err(CourseFailure::Busy(AskError::Overloaded { kind: "course", id: self.id.get() })));
+            return;
+        }
+        self.parked.push_back(Parked { command, reply, deadline: Instant::now() + parking.timeout });
+        myself.send_after(parking.timeout, || CourseMsg::ParkingExpired);
+    }
+
+    /// Decides the parked seat requests again, oldest first, until one still
+    /// has to wait: a seat released since goes to the request that waited
+    /// longest; once every seat is confirmed they are told the course is
+    /// full. Requests past their deadline are answered 503.
+    async fn serve_parked(&mut self, myself: &ActorRef<CourseMsg>) -> Result<(), ActorProcessingErr> {
+        while let Some(front) = self.parked.front() {
+            if front.deadline <= Instant::now() {
+                if let Some(parked) = self.parked.pop_front() {
+                    metrics::counter!("sugang_seat_waits_total", "outcome" => "timeout").increment(1);
+                    let reason = "every seat is still held by a payment in progress".to_owned();
+                    let busy = AskError::Unavailable { kind: "course", id: self.id.get(), reason };
+                    let _ = parked.reply.send(Err(CourseFailure::Busy(busy)));
+                }
+                continue;
+            }
+            let decided = self.execute(front.command.clone(), None).await;
+            if matches!(decided, Decided::Refused(CourseFailure::Rejected(CourseRejection::AwaitingPayments { .. }))) {
+                break;
+            }
+            let outcome = if matches!(decided, Decided::Refused(_)) { "refused" } else { "seated" };
+            metrics::counter!("sugang_seat_waits_total", "outcome" => outcome).increment(1);
+            if let Some(parked) = self.parked.pop_front() {
+                self.answer(myself, decided, parked.reply)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Replies to a decided command: at once, or once its batch is durable.
     /// A batch that could not be handed to the journal fails the actor.
     fn answer(

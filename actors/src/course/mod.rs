@@ -46,6 +46,11 @@ impl Course {
         self.seats.len() as u32
     }
 
+    /// Seats held by payments in progress: each may still be released.
+    pub fn pending(&self) -> u32 {
+        self.held() - self.student_count
+    }
+
     /// The enrollment a saga's seat already became: `Some` when the seat
     /// reserved under `reservation` is no longer pending because `student`'s
     /// seat in this course is confirmed (a repeated confirmation). A student
@@ -170,6 +175,11 @@ pub enum CourseRejection {
     HasEnrollments { course: CourseId, count: u32 },
     #[error("enrollment {enrollment} holds no seat in course {course}")]
     NoSeat { course: CourseId, enrollment: EnrollmentId },
+    /// Every free seat is held by a payment in progress: not "full" yet,
+    /// since one may be released. The course actor parks the request until
+    /// one is (or every one completes); a client never sees this.
+    #[error("every seat of course {course} is held by a payment in progress")]
+    AwaitingPayments { course: CourseId },
 }
 
 /// Decides what a command means for the course: the events it causes, or
@@ -287,6 +297,11 @@ fn decide_active(course: &Course, command: CourseCommand, at_ms: u64) -> Result<
             if let Some(capacity) = course.details.capacity
                 && course.held() >= capacity.get()
             {
+                // "Full" is the truth: while a seat may still be released,
+                // the request waits for it.
+                if course.pending() > 0 {
+                    return Err(CourseRejection::AwaitingPayments { course: id });
+                }
                 return Err(CourseRejection::Full { course: id, capacity: capacity.get() });
             }
             Ok(vec![Event::SeatReserved { course_id: id, enrollment_id, student, fee: course.details.fee, at_ms }])

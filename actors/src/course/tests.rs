@@ -395,16 +395,23 @@ fn reserve_holds_a_pending_seat_at_the_current_fee() {
 }
 
 #[test]
-fn reserve_is_full_at_capacity_counting_pending_seats() {
+fn reserve_waits_on_pending_seats_and_is_full_only_when_every_seat_is_confirmed() {
     let state = registered(details(Some(2), 1));
     let (state, _) = run(state, reserve(1, "Kim"));
     let (state, _) = run(state, confirm(1));
     let (state, _) = run(state, reserve(2, "Choi"));
     assert_eq!(active(&state).student_count, 1);
-    assert_eq!(decide(&state, reserve(3, "Park"), AT), Err(CourseRejection::Full { course: course_id(), capacity: 2 }));
+    // The last seat is held by a payment in progress: not full yet.
+    assert_eq!(decide(&state, reserve(3, "Park"), AT), Err(CourseRejection::AwaitingPayments { course: course_id() }));
     // Releasing the pending seat frees it.
-    let (state, _) = run(state, release(2));
-    assert!(decide(&state, reserve(3, "Park"), AT).is_ok_and(|events| events.len() == 1));
+    let (released, _) = run(state.clone(), release(2));
+    assert!(decide(&released, reserve(3, "Park"), AT).is_ok_and(|events| events.len() == 1));
+    // Confirming it makes the course truly full.
+    let (confirmed, _) = run(state, confirm(2));
+    assert_eq!(
+        decide(&confirmed, reserve(3, "Park"), AT),
+        Err(CourseRejection::Full { course: course_id(), capacity: 2 })
+    );
 }
 
 #[test]

@@ -243,6 +243,7 @@ impl EnrollmentActorState {
         reply.map_err(|failure| match failure {
             CourseFailure::Rejected(rejection) => SagaFailure::Course(rejection),
             CourseFailure::Storage(e) => SagaFailure::Storage(e),
+            CourseFailure::Busy(e) => SagaFailure::Unavailable(e),
         })
     }
 
@@ -371,6 +372,7 @@ impl EnrollmentActorState {
         reply.map_err(|failure| match failure {
             CourseFailure::Rejected(rejection) => SagaFailure::Course(rejection),
             CourseFailure::Storage(e) => SagaFailure::Storage(e),
+            CourseFailure::Busy(e) => SagaFailure::Unavailable(e),
         })
     }
 
