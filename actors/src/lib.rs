@@ -71,4 +71,4 @@ pub use system::{
     CommandError, Config, Done, EnrollmentFilter, PageRequest, Paged, StartError, Sugang, TreeNode, TreeSnapshot,
 };
 pub use tables::CourseRecord;
-pub use waitlist::SeatCounts;
+pub use waitlist::{Enrolled, SeatCounts, WaitStatus, WaitlistEntry, WaitlistFilter, WaitlistSettings};

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::bus::{Bus, BusConfig, Projection, SubscriberStatus};
 use crate::course::actor::{CourseCtx, CourseFailure, CourseKind, CourseMsg, EnrollmentIds, Parking};
-use crate::course::{CourseCommand, CoursePatch, CourseRejection};
+use crate::course::{CourseCommand, CoursePatch, CourseRejection, PROMOTION_BASE};
 use crate::delivery::{DELIVERIES, DELIVERIES_BY_STUDENT, Delivery, DeliveryProjection};
 use crate::enrollment::actor::{EnrollRequest, EnrollmentCtx, EnrollmentKind, EnrollmentMsg, SagaFailure};
 use crate::enrollment::{EnrollStatus, Enrollment};
@@ -169,6 +169,9 @@ impl From<SagaFailure> for CommandError {
             },
             SagaFailure::Unavailable(e) => e.into(),
             SagaFailure::Storage(e) => CommandError::Internal(e),
+            SagaFailure::Waitlisted { entry_id, .. } => {
+                CommandError::Internal(format!("an enrollment joined waitlist entry {entry_id} unasked"))
+            }
         }
     }
 }
@@ -342,6 +345,8 @@ impl Sugang {
         }))
         .map_err(|e| StartError::Spawn(e.to_string()))?;
         let highest_enrollment = store.scan(&ENROLLMENTS).keys().next_back().transpose()?.unwrap_or(0);
+        let highest_entry = store.scan(&crate::waitlist::WAITLIST_ENTRIES).keys().next_back().transpose()?.unwrap_or(0);
+        let (promotions, promoted) = tokio::sync::mpsc::unbounded_channel();
         let course_ctx = Arc::new(CourseCtx {
             store: store.clone(),
             journal: journal.clone(),
@@ -353,6 +358,8 @@ impl Sugang {
                 // ask of its course must outlast the wait.
                 timeout: config.payment.timeout.min(config.ask_timeout / 2),
             },
+            waitlist_ids: Arc::new(EnrollmentIds::after(highest_entry)),
+            promotions,
         });
         let (courses, _) = Entities::<CourseKind>::start(course_ctx, config.courses.clone(), root.get_cell())
             .await
@@ -371,10 +378,17 @@ impl Sugang {
                 .map_err(spawn_err)?;
 
         let stop = CancellationToken::new();
+        crate::waitlist::run_promotions(
+            classes.clone(),
+            promoted,
+            config.payment.timeout + config.ask_timeout * 3,
+            stop.clone(),
+        );
         let projections: Vec<Arc<dyn Projection>> = vec![
             Arc::new(DeliveryProjection),
             Arc::new(MyPageProjection),
             Arc::new(NotifierProjection::new(&config.data_dir)),
+            Arc::new(crate::waitlist::view::WaitlistProjection),
         ];
         let bus = Bus::start(
             store.clone(),
@@ -392,8 +406,10 @@ impl Sugang {
         let next_course_id = store.scan(&COURSES).keys().next_back().transpose()?.unwrap_or(0) + 1;
         let high_water = [
             store.get(&COUNTERS, &RESERVATIONS_COUNTER.to_owned())?.map(|c| c.0),
-            store.scan(&PENDING).keys().next_back().transpose()?,
-            store.scan(&REFUNDS).keys().next_back().transpose()?,
+            // Below the promotions' range (those keys are the waitlist's,
+            // few: at most the waitlist entries being enrolled).
+            store.scan(&PENDING).keys().rev().find(|k| k.as_ref().map_or(true, |k| *k < PROMOTION_BASE)).transpose()?,
+            store.scan(&REFUNDS).keys().rev().find(|k| k.as_ref().map_or(true, |k| *k < PROMOTION_BASE)).transpose()?,
         ]
         .into_iter()
         .flatten()
@@ -552,12 +568,24 @@ impl Sugang {
         teacher: TeacherName,
         details: CourseDetails,
     ) -> Result<Done<CourseRecord>, CommandError> {
+        self.register_course_with_waitlist(teacher, details, 0).await
+    }
+
+    /// Registers a course for `teacher` with a waitlist of
+    /// `waitlist_capacity` places (0: none).
+    #[tracing::instrument(skip_all, fields(teacher = %teacher))]
+    pub async fn register_course_with_waitlist(
+        &self,
+        teacher: TeacherName,
+        details: CourseDetails,
+        waitlist_capacity: u32,
+    ) -> Result<Done<CourseRecord>, CommandError> {
         // Ids are dense: the id is taken only if the course is registered, or
         // may have been (a timeout, a storage fault): a registration refused
         // before the course actor took it (load shed) leaves it for the next.
         let mut next = self.inner.next_course_id.lock().await;
         let id = CourseId::assigned(*next);
-        let asked = self.ask_course(id, CourseCommand::Register { id, teacher, details }).await;
+        let asked = self.ask_course(id, CourseCommand::Register { id, teacher, details, waitlist_capacity }).await;
         if !matches!(asked, Err(CommandError::Overloaded { .. })) {
             *next += 1;
         }
@@ -606,6 +634,17 @@ impl Sugang {
     /// completed and durable, or refused with nothing held and nothing charged.
     #[tracing::instrument(skip_all, fields(course_id = request.course_id.get(), student = %request.student))]
     pub async fn enroll(&self, request: EnrollRequest) -> Result<Done<Enrollment>, CommandError> {
+        let (enrollment, seq) = self.run_enrollment(request, false).await??;
+        Ok(Done { value: enrollment, seq })
+    }
+
+    /// Runs an enrollment saga (that may `join` the course's waitlist when
+    /// full): the outer error is the facade's refusal before any saga ran.
+    pub(crate) async fn run_enrollment(
+        &self,
+        request: EnrollRequest,
+        join: bool,
+    ) -> Result<Result<(Enrollment, u64), SagaFailure>, CommandError> {
         self.course_exists(request.course_id)?;
         // While the breaker is open the charge would be refused anyway:
         // refuse before a seat is reserved and released for nothing.
@@ -630,13 +669,20 @@ impl Sugang {
             .classes
             .ask(
                 reservation.get(),
-                |reply| EnrollmentMsg::Enroll { request: request.clone(), reply },
+                |reply| EnrollmentMsg::Enroll { request: request.clone(), join, reply },
                 timeout,
                 Redelivery::AtMostOnce,
             )
             .await?;
-        let (enrollment, seq) = reply?;
-        Ok(Done { value: enrollment, seq })
+        Ok(reply)
+    }
+
+    pub(crate) fn course_actors(&self) -> &Entities<CourseKind> {
+        &self.inner.courses
+    }
+
+    pub(crate) fn ask_timeout(&self) -> Duration {
+        self.inner.config.ask_timeout
     }
 
     /// Cancels an enrollment: the seat is released and the fee refunded

@@ -8,16 +8,10 @@ use crate::app::{TestApp, eventually, spawn_app};
 
 const DECLINED: &str = "4000000000000002";
 
-/// How many enrollment sagas have reserved their seat so far (from
-/// `/metrics`: the reserve step's timing count).
-async fn reserved(app: &TestApp) -> u64 {
-    let metrics = app.get("/metrics").await;
-    let text = metrics.body.as_str().unwrap_or_default().to_owned();
-    text.lines()
-        .find(|line| line.starts_with("sugang_saga_step_seconds_count{step=\"reserve\"}"))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+/// How many payments this server has in flight at its gateway (a saga
+/// charges only once its seat is held).
+async fn charging(app: &TestApp) -> u64 {
+    app.get("/admin/breaker").await.body["inFlight"].as_u64().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,7 +29,7 @@ async fn a_declined_pending_payment_passes_the_seat_on_and_nobody_is_told_full_m
         tokio::spawn(async move { client.post(url).json(&body).send().await.map(|r| r.status()) })
     };
     let kim = enroll("Kim", Some(DECLINED));
-    eventually("Kim's saga holds the only seat", || async { reserved(&app).await >= 1 }).await;
+    eventually("Kim's saga holds the only seat", || async { charging(&app).await >= 1 }).await;
     let lee = enroll("Lee", None);
 
     assert_eq!(kim.await.unwrap().unwrap(), StatusCode::PAYMENT_REQUIRED);
@@ -45,4 +39,130 @@ async fn a_declined_pending_payment_passes_the_seat_on_and_nobody_is_told_full_m
     assert_eq!(app.get(&format!("/courses/{course}")).await.body["studentCount"], 1);
     // Every seat is now held by a completed enrollment: full, truly.
     app.enroll(course, "Park").await.assert_problem(409, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_course_takes_a_waitlist_that_hands_a_cancelled_seat_to_the_first_in_line() {
+    let app = spawn_app().await;
+    let created = app
+        .post(
+            "/courses",
+            json!({"name": "korean", "teacher": "Hong", "fee": 10000, "capacity": 1, "waitlistCapacity": "2"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    assert_eq!(
+        (created.body["waitlistCapacity"].as_u64(), created.body["waitlistLength"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let course = created.body["id"].as_u64().unwrap();
+    let join = |student: &'static str| {
+        let body = json!({"courseId": course, "student": student, "payAccount": "4242424242424242",
+                          "addr": "Seoul", "telephoneInfo": "010-1234-5678", "waitlist": true});
+        app.post("/classes", body)
+    };
+    let kim = join("Kim").await;
+    assert_eq!(kim.status, StatusCode::CREATED, "a course with a free seat enrolls: {kim:?}");
+    let kim_class = kim.body["id"].as_u64().unwrap();
+
+    let lee = join("Lee").await;
+    assert_eq!(lee.status, StatusCode::ACCEPTED, "{lee:?}");
+    assert_eq!(lee.header("location"), Some("/waitlists/1"));
+    assert_eq!(lee.body["status"], "WAITING");
+    assert_eq!(lee.body["position"], 1);
+    assert_eq!(lee.body["classId"], serde_json::Value::Null);
+    assert_eq!(lee.body["_links"]["course"]["href"], format!("/courses/{course}"));
+    let again = join("Lee").await;
+    assert_eq!((again.status, again.body["id"].as_u64()), (StatusCode::OK, Some(1)), "{again:?}");
+    let park = join("Park").await;
+    assert_eq!(
+        (park.status, park.body["id"].as_u64(), park.body["position"].as_u64()),
+        (StatusCode::ACCEPTED, Some(2), Some(2))
+    );
+    let full = join("Choi").await;
+    full.assert_problem(409, None);
+    assert!(full.body["detail"].as_str().unwrap_or_default().contains("waitlist"), "{full:?}");
+    join("Kim").await.assert_problem(409, None);
+    // Without "waitlist", full is still 409.
+    app.enroll(course, "Choi").await.assert_problem(409, None);
+    let shown = app.get(&format!("/courses/{course}")).await;
+    assert_eq!(shown.body["waitlistLength"], 2);
+
+    // Kim cancels: Lee is enrolled with the stored account.
+    let canceled = app.delete(&format!("/classes/{kim_class}")).await;
+    assert_eq!(canceled.status, StatusCode::NO_CONTENT);
+    eventually("Lee's entry to be enrolled", || async { app.get("/waitlists/1").await.body["status"] == "ENROLLED" })
+        .await;
+    let lee = app.get("/waitlists/1").await;
+    assert_eq!(lee.body["position"], serde_json::Value::Null);
+    let class = lee.body["classId"].as_u64().expect("an enrolled entry names its class");
+    let enrolled = app.get(&format!("/classes/{class}")).await;
+    assert_eq!((enrolled.body["student"].as_str(), enrolled.body["status"].as_str()), (Some("Lee"), Some("COMPLETED")));
+    assert_eq!(app.get(&format!("/payments/{class}")).await.body["payStatus"], "APPROVED");
+    assert_eq!(app.get("/waitlists/2").await.body["position"], 1, "Park moved up");
+
+    // The list is the read model: ?after= waits for it.
+    let last = app.delete("/waitlists/2").await;
+    assert_eq!(last.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.delete("/waitlists/2").await.status, StatusCode::NO_CONTENT, "leaving again is 204");
+    let listed = app.get(&format!("/waitlists?courseId={course}&after={}", last.seq())).await;
+    assert_eq!(listed.status, StatusCode::OK, "{listed:?}");
+    let entries = listed.body["_embedded"]["waitlists"].as_array().cloned().unwrap_or_default();
+    let statuses: Vec<_> = entries.iter().map(|e| (e["student"].clone(), e["status"].clone())).collect();
+    assert_eq!(statuses, [(json!("Lee"), json!("ENROLLED")), (json!("Park"), json!("LEFT"))]);
+    assert_eq!(listed.body["page"]["totalElements"], 2);
+    let waiting = app.get(&format!("/waitlists?status=WAITING&after={}", last.seq())).await;
+    assert_eq!(waiting.body["page"]["totalElements"], 0);
+    app.get("/waitlists?status=NOPE").await.assert_problem(422, Some("status"));
+    app.get("/waitlists/99").await.assert_problem(404, None);
+    let notes = app.get(&format!("/notifications?recipient=Lee&after={}", last.seq())).await;
+    let kinds: Vec<_> = notes.body["_embedded"]["notifications"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(kinds.contains(&"WAITLISTED".to_owned()) && kinds.contains(&"WAITLIST_ENROLLED".to_owned()), "{kinds:?}");
+
+    // waitlistCapacity changes by PATCH, and is checked.
+    let patched = app.patch(&format!("/courses/{course}"), json!({"waitlistCapacity": 5})).await;
+    assert_eq!(patched.body["waitlistCapacity"], 5, "{patched:?}");
+    app.patch(&format!("/courses/{course}"), json!({"waitlistCapacity": -1}))
+        .await
+        .assert_problem(422, Some("waitlistCapacity"));
+    app.post("/courses", json!({"name": "x", "teacher": "Hong", "fee": 1, "waitlistCapacity": 1.5}))
+        .await
+        .assert_problem(422, Some("waitlistCapacity"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_card_on_the_waitlist_fails_and_passes_the_seat_on() {
+    let app = spawn_app().await;
+    let created = app
+        .post(
+            "/courses",
+            json!({"name": "korean", "teacher": "Hong", "fee": 10000, "capacity": 1, "waitlistCapacity": 3}),
+        )
+        .await;
+    let course = created.body["id"].as_u64().unwrap();
+    let kim = app.enroll(course, "Kim").await.body["id"].as_u64().unwrap();
+    let lee = app
+        .post("/classes", json!({"courseId": course, "student": "Lee", "payAccount": DECLINED, "waitlist": true}))
+        .await;
+    assert_eq!(lee.status, StatusCode::ACCEPTED);
+    let park = app.post("/classes", json!({"courseId": course, "student": "Park", "waitlist": true})).await;
+    assert_eq!(park.status, StatusCode::ACCEPTED);
+    app.delete(&format!("/classes/{kim}")).await;
+    eventually("Park's entry to be enrolled", || async { app.get("/waitlists/2").await.body["status"] == "ENROLLED" })
+        .await;
+    assert_eq!(app.get("/waitlists/1").await.body["status"], "FAILED");
+    assert_eq!(app.get(&format!("/courses/{course}")).await.body["studentCount"], 1);
+    let seq = app.get("/waitlists?courseId=1").await;
+    assert_eq!(seq.status, StatusCode::OK);
+    eventually("Lee to be told", || async {
+        let notes = app.get("/notifications?recipient=Lee").await;
+        notes.body.to_string().contains("WAITLIST_FAILED")
+    })
+    .await;
 }

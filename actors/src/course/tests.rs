@@ -49,7 +49,7 @@ fn completion() -> Completion {
 }
 
 fn register_command(details: CourseDetails) -> CourseCommand {
-    CourseCommand::Register { id: course_id(), teacher: teacher(), details }
+    CourseCommand::Register { id: course_id(), teacher: teacher(), details, waitlist_capacity: 0 }
 }
 
 fn fold(state: CourseState, events: &[Event]) -> CourseState {
@@ -74,7 +74,7 @@ fn active(state: &CourseState) -> &Course {
 }
 
 fn reserve(n: u64, who: &str) -> CourseCommand {
-    CourseCommand::ReserveSeat { enrollment_id: enrollment(n), student: student(who), expected_fee: None }
+    CourseCommand::ReserveSeat { enrollment_id: enrollment(n), student: student(who), expected_fee: None, join: None }
 }
 
 fn confirm(n: u64) -> CourseCommand {
@@ -129,6 +129,7 @@ fn register_creates_an_empty_active_course() {
             student_count: 0,
             holders: HashMap::new(),
             registered_at_ms: AT,
+            waitlist: Waitlist::default(),
         })
     );
     assert!(!active(&state).is_open());
@@ -151,6 +152,7 @@ fn registering_a_different_course_under_a_taken_id_is_refused() {
         id: course_id(),
         teacher: TeacherName::parse("Park").unwrap(),
         details: details(Some(3), 2),
+        waitlist_capacity: 0,
     };
     assert_eq!(decide(&state, other_teacher, AT), Err(CourseRejection::AlreadyRegistered(course_id())));
 }
@@ -235,6 +237,7 @@ fn a_patch_that_changes_nothing_yields_no_events() {
         text_book: Some(Some(TextBook::parse("The Book").unwrap())),
         capacity: Some(Some(capacity(3))),
         min_students: Some(min_students(1)),
+        waitlist_capacity: Some(0),
     };
     assert_eq!(decide(&state, modify(same), AT), Ok(vec![]));
 }
@@ -474,6 +477,7 @@ fn a_stale_expected_fee_is_refused() {
         enrollment_id: enrollment(1),
         student: student("Kim"),
         expected_fee: Some(fee(40_000)),
+        join: None,
     };
     assert_eq!(
         decide(&state, stale, AT),
@@ -483,6 +487,7 @@ fn a_stale_expected_fee_is_refused() {
         enrollment_id: enrollment(1),
         student: student("Kim"),
         expected_fee: Some(fee(50_000)),
+        join: None,
     };
     assert!(decide(&state, current, AT).is_ok_and(|events| events.len() == 1));
 }
@@ -714,6 +719,7 @@ fn any_command() -> impl Strategy<Value = CourseCommand> {
                 enrollment_id: enrollment(n),
                 student: student(STUDENTS[s]),
                 expected_fee: expected.map(fee),
+                join: None,
             }),
         3 => ids.clone().prop_map(confirm),
         2 => ids.clone().prop_map(release),
