@@ -166,3 +166,22 @@ async fn a_declined_card_on_the_waitlist_fails_and_passes_the_seat_on() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rush_with_waitlists_and_cancellations_leaves_no_seat_empty_and_every_invariant_holds() {
+    let app = crate::app::spawn_app_with(crate::app::Options::default()).await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sugang"))
+        .args(["rush", "--url", &app.url(""), "--students", "80", "--courses", "3", "--capacity", "5"])
+        .args(["--concurrency", "8", "--zipf", "1.0", "--tries", "3", "--waitlist", "--waitlist-capacity", "10"])
+        .args(["--cancel", "30"])
+        .env_remove("SUGANG_RUSH_TOKEN")
+        .output()
+        .await
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}\n{stdout}\n{stderr}", output.status);
+    assert!(stdout.contains("joined a waitlist"), "{stdout}");
+    assert!(stdout.contains("ENROLLED x"), "cancellations promoted entries: {stdout}");
+    assert!(stdout.contains("invariants: all hold"), "{stdout}");
+}
