@@ -233,7 +233,7 @@ pub(crate) fn load(store: &Store, id: CourseId) -> Result<CourseState, sugang_st
             continue;
         };
         let promoted = state.promoted.then(|| super::promotion_key(entry_id));
-        course.waitlist.entries.insert(entry_id, WaitEntry { student: entry.student, promoted });
+        course.waitlist.insert(entry_id, WaitEntry { student: entry.student, promoted });
     }
     for item in store.scan_prefix(&SEATS, &id.get()) {
         let ((_, enrollment), seat) = item?;
@@ -754,8 +754,7 @@ fn persist(
         )
     });
     if waitlist_changed {
-        let settings =
-            WaitlistSettings { capacity: course.waitlist.capacity, length: course.waitlist.entries.len() as u32 };
+        let settings = WaitlistSettings { capacity: course.waitlist.capacity, length: course.waitlist.len() as u32 };
         batch.put(&COURSE_WAITLISTS, &id, &settings)?;
     }
     Ok(batch)

@@ -44,24 +44,76 @@ pub(crate) fn promoted_entry(key: EnrollmentId) -> Option<u64> {
     key.get().checked_sub(PROMOTION_BASE).filter(|&id| id > 0)
 }
 
-/// A course's waitlist: its capacity and its live entries.
+/// A course's waitlist: its capacity and its live entries. Changed only
+/// through [`Waitlist::insert`], [`Waitlist::promote`] and
+/// [`Waitlist::remove`], which keep its indexes, so each question a seat
+/// request asks of it costs O(1) or O(log n) however long it is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Waitlist {
     /// How many may wait at once; 0: no waitlist.
     pub capacity: u32,
     /// Entries waiting or being enrolled, by id: arrival order.
-    pub entries: BTreeMap<u64, WaitEntry>,
+    entries: BTreeMap<u64, WaitEntry>,
+    /// The live entry of each student (at most one per course).
+    by_student: HashMap<StudentName, u64>,
+    /// The entries given a seat (their sagas run), by id.
+    promoted: std::collections::BTreeSet<u64>,
 }
 
 impl Waitlist {
     /// Entries still waiting for a seat.
     pub fn waiting(&self) -> u32 {
-        self.entries.values().filter(|e| e.promoted.is_none()).count() as u32
+        (self.entries.len() - self.promoted.len()) as u32
+    }
+
+    /// Live entries: waiting, or given a seat and being enrolled.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The live entries, in arrival order.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &WaitEntry)> {
+        self.entries.iter().map(|(&id, e)| (id, e))
+    }
+
+    pub fn get(&self, entry_id: u64) -> Option<&WaitEntry> {
+        self.entries.get(&entry_id)
     }
 
     /// The live entry of `student`, if any.
     pub fn entry_of(&self, student: &StudentName) -> Option<u64> {
-        self.entries.iter().find(|(_, e)| &e.student == student).map(|(&id, _)| id)
+        self.by_student.get(student).copied()
+    }
+
+    /// The first `n` entries still waiting, in arrival order.
+    fn first_waiting(&self, n: usize) -> impl Iterator<Item = (u64, &WaitEntry)> {
+        self.entries().filter(|(_, e)| e.promoted.is_none()).take(n)
+    }
+
+    pub(crate) fn insert(&mut self, entry_id: u64, entry: WaitEntry) {
+        self.by_student.insert(entry.student.clone(), entry_id);
+        if entry.promoted.is_some() {
+            self.promoted.insert(entry_id);
+        }
+        self.entries.insert(entry_id, entry);
+    }
+
+    fn promote(&mut self, entry_id: u64, reservation: EnrollmentId) {
+        if let Some(entry) = self.entries.get_mut(&entry_id) {
+            entry.promoted = Some(reservation);
+            self.promoted.insert(entry_id);
+        }
+    }
+
+    fn remove(&mut self, entry_id: u64) {
+        if let Some(entry) = self.entries.remove(&entry_id) {
+            self.by_student.remove(&entry.student);
+            self.promoted.remove(&entry_id);
+        }
     }
 }
 
@@ -134,10 +186,11 @@ impl Course {
     /// Gives up to `seats` freed seats to the first waiting entries: each
     /// one's saga holds a seat at the current fee under its promotion key.
     fn promote(&self, seats: u32, at_ms: u64) -> Vec<Event> {
-        let waiting = self.waitlist.entries.iter().filter(|(_, e)| e.promoted.is_none());
-        waiting
-            .take(seats as usize)
-            .flat_map(|(&entry_id, entry)| {
+        // Promoted entries come first (they are the oldest): skipping them
+        // costs at most the seats held by payments in progress.
+        self.waitlist
+            .first_waiting(seats as usize)
+            .flat_map(|(entry_id, entry)| {
                 let reservation = promotion_key(entry_id);
                 let student = entry.student.clone();
                 [
@@ -419,9 +472,8 @@ fn decide_active(course: &Course, command: CourseCommand, at_ms: u64) -> Result<
             // applies nothing more).
             let mut events: Vec<Event> = course
                 .waitlist
-                .entries
-                .iter()
-                .map(|(&entry_id, entry)| Event::WaitlistCanceled {
+                .entries()
+                .map(|(entry_id, entry)| Event::WaitlistCanceled {
                     entry_id,
                     course_id: id,
                     course_name: course.details.name.clone(),
@@ -518,7 +570,7 @@ fn decide_active(course: &Course, command: CourseCommand, at_ms: u64) -> Result<
             let opens = count >= course.details.min_students.get();
             events.extend(open_transition(course, &course.details, course.is_open(), opens, count, at_ms));
             if let Some(entry_id) = promoted_entry(reservation)
-                && course.waitlist.entries.contains_key(&entry_id)
+                && course.waitlist.get(entry_id).is_some()
             {
                 events.push(Event::WaitlistEnrolled {
                     entry_id,
@@ -546,7 +598,7 @@ fn decide_active(course: &Course, command: CourseCommand, at_ms: u64) -> Result<
                     },
                 ];
                 if let Some(entry_id) = promoted_entry(enrollment_id)
-                    && course.waitlist.entries.contains_key(&entry_id)
+                    && course.waitlist.get(entry_id).is_some()
                 {
                     events.push(Event::WaitlistFailed {
                         entry_id,
@@ -584,7 +636,7 @@ fn decide_active(course: &Course, command: CourseCommand, at_ms: u64) -> Result<
                 Ok(events)
             }
         },
-        CourseCommand::LeaveWaitlist { entry_id } => match course.waitlist.entries.get(&entry_id) {
+        CourseCommand::LeaveWaitlist { entry_id } => match course.waitlist.get(entry_id) {
             None => Ok(vec![]),
             Some(entry) if entry.promoted.is_some() => Err(CourseRejection::BeingEnrolled { entry: entry_id }),
             Some(entry) => {
@@ -668,12 +720,10 @@ pub fn apply(state: CourseState, event: &Event) -> CourseState {
                     course.waitlist.capacity = *after;
                 }
                 Event::WaitlistJoined { course_id, entry_id, student, .. } if *course_id == course.id => {
-                    course.waitlist.entries.insert(*entry_id, WaitEntry { student: student.clone(), promoted: None });
+                    course.waitlist.insert(*entry_id, WaitEntry { student: student.clone(), promoted: None });
                 }
                 Event::WaitlistPromoted { course_id, entry_id, reservation, .. } if *course_id == course.id => {
-                    if let Some(entry) = course.waitlist.entries.get_mut(entry_id) {
-                        entry.promoted = Some(*reservation);
-                    }
+                    course.waitlist.promote(*entry_id, *reservation);
                 }
                 Event::WaitlistEnrolled { course_id, entry_id, .. }
                 | Event::WaitlistFailed { course_id, entry_id, .. }
@@ -681,7 +731,7 @@ pub fn apply(state: CourseState, event: &Event) -> CourseState {
                 | Event::WaitlistCanceled { course_id, entry_id, .. }
                     if *course_id == course.id =>
                 {
-                    course.waitlist.entries.remove(entry_id);
+                    course.waitlist.remove(*entry_id);
                 }
                 _ => {}
             }

@@ -855,7 +855,7 @@ fn a_cancellation_promotes_the_first_waiting_entry_in_the_same_decision() {
     assert!(events.iter().any(
         |e| matches!(e, Event::WaitlistEnrolled { entry_id: 2, enrollment_id, .. } if *enrollment_id == enrollment(9))
     ));
-    assert!(active(&state).waitlist.entries.is_empty());
+    assert!(active(&state).waitlist.is_empty());
     assert_eq!(active(&state).student_count, 1);
 }
 
@@ -965,7 +965,7 @@ impl Ledger {
             Day::Capacity(c) => modify(CoursePatch { capacity: Some(c.map(capacity)), ..CoursePatch::default() }),
             Day::WaitlistCapacity(c) => modify(CoursePatch { waitlist_capacity: Some(c), ..CoursePatch::default() }),
             Day::Leave(k) => {
-                let live: Vec<u64> = course.waitlist.entries.keys().copied().collect();
+                let live: Vec<u64> = course.waitlist.entries().map(|(id, _)| id).collect();
                 CourseCommand::LeaveWaitlist { entry_id: *live.get(k % live.len().max(1))? }
             }
         })
@@ -980,13 +980,10 @@ impl Ledger {
                     self.next_entry = *entry_id;
                 }
                 Event::WaitlistPromoted { entry_id, student, .. } => {
-                    let first_waiting = before
-                        .waitlist
-                        .entries
-                        .iter()
-                        .find(|(id, e)| e.promoted.is_none() && !self.promoted.contains(id));
-                    prop_assert_eq!(first_waiting.map(|(id, _)| *id), Some(*entry_id), "promotions in FIFO order");
-                    prop_assert_eq!(before.waitlist.entries.get(entry_id).map(|e| &e.student), Some(student));
+                    let first_waiting =
+                        before.waitlist.entries().find(|(id, e)| e.promoted.is_none() && !self.promoted.contains(id));
+                    prop_assert_eq!(first_waiting.map(|(id, _)| id), Some(*entry_id), "promotions in FIFO order");
+                    prop_assert_eq!(before.waitlist.get(*entry_id).map(|e| &e.student), Some(student));
                     self.promoted.push(*entry_id);
                 }
                 Event::EnrollmentCompleted { enrollment_id, student, .. } => {
@@ -1027,7 +1024,13 @@ fn check_day(state: &CourseState) -> Result<(), TestCaseError> {
     if waiting > 0 {
         prop_assert_eq!(course.free(course.details.capacity), 0, "a free seat while {} wait", waiting);
     }
-    for (&id, entry) in &course.waitlist.entries {
+    prop_assert_eq!(
+        course.waitlist.entries().filter(|(_, e)| e.promoted.is_none()).count() as u32,
+        waiting,
+        "the waiting count agrees with the entries"
+    );
+    for (id, entry) in course.waitlist.entries() {
+        prop_assert_eq!(course.waitlist.entry_of(&entry.student), Some(id), "the student index agrees");
         if let Some(key) = entry.promoted {
             prop_assert_eq!(key, promotion_key(id));
             prop_assert_eq!(course.seats.get(&key).map(|s| (&s.student, s.confirmed)), Some((&entry.student, false)));
