@@ -185,3 +185,123 @@ async fn a_rush_with_waitlists_and_cancellations_leaves_no_seat_empty_and_every_
     assert!(stdout.contains("ENROLLED x"), "cancellations promoted entries: {stdout}");
     assert!(stdout.contains("invariants: all hold"), "{stdout}");
 }
+
+/// `sugang serve` as a child process over `dir`, on a free loopback port;
+/// its address once it listens.
+async fn serve(dir: &std::path::Path) -> (tokio::process::Child, std::net::SocketAddr) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sugang"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--payment-timeout-ms", "10000"])
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("SUGANG_JWT_SECRET")
+        .env_remove("SUGANG_LISTEN")
+        .env_remove("SUGANG_DATA_DIR")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if event["fields"]["message"] == "sugang is listening" {
+                return event["fields"]["addr"].as_str().and_then(|a| a.parse().ok());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("sugang says where it listens");
+    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_while_the_promoted_student_is_charged_resumes_the_promotion_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = serve(dir.path()).await;
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{addr}{path}");
+    let post = |path: &str, body: serde_json::Value| client.post(url(path)).json(&body).send();
+    let course = post(
+        "/courses",
+        json!({"name": "korean", "teacher": "Hong", "fee": 10000, "capacity": 1, "waitlistCapacity": 2}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(course.status(), StatusCode::CREATED);
+    let kim = post("/classes", json!({"courseId": 1, "student": "Kim"})).await.unwrap();
+    assert_eq!(kim.status(), StatusCode::CREATED);
+    let lee =
+        post("/classes", json!({"courseId": 1, "student": "Lee", "payAccount": "4242424242424242", "waitlist": true}))
+            .await
+            .unwrap();
+    assert_eq!(lee.status(), StatusCode::ACCEPTED);
+
+    // The gateway turns slow; Kim cancels. The cancellation's commit gives
+    // the seat to Lee, whose charge is then in flight with Kim's refund.
+    let slow = client.put(url("/admin/faults/payment")).json(&json!({"latencyMs": 5000})).send().await.unwrap();
+    assert_eq!(slow.status(), StatusCode::OK);
+    let cancel = tokio::spawn(client.delete(url("/classes/1")).send());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let breaker: serde_json::Value = client.get(url("/admin/breaker")).send().await.unwrap().json().await.unwrap();
+        if breaker["inFlight"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "Lee's charge never started: {breaker}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    server.kill().await.expect("SIGKILL");
+    let _ = cancel.await;
+
+    // Restarted: the promotion resumes from its pending seat (the gateway's
+    // latency was not persisted), Lee is enrolled and paid once, Kim's
+    // refund is paid.
+    let (_server, addr) = serve(dir.path()).await;
+    let url = |path: &str| format!("http://{addr}{path}");
+    let get = |path: String| {
+        let client = client.clone();
+        async move { client.get(path).send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let entry = loop {
+        let entry = get(url("/waitlists/1")).await;
+        if entry["status"] == "ENROLLED" {
+            break entry;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "Lee's promotion did not resume: {entry}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let class = entry["classId"].as_u64().expect("a class");
+    let classes = get(url("/classes?courseId=1")).await;
+    let shown: Vec<_> = classes["_embedded"]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_u64(), c["student"].clone(), c["status"].clone()))
+        .collect();
+    assert_eq!(shown, [(Some(1), json!("Kim"), json!("CANCELED")), (Some(class), json!("Lee"), json!("COMPLETED"))]);
+    let payments = get(url("/payments")).await;
+    let approved: Vec<_> = payments["_embedded"]["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["payStatus"] == "APPROVED")
+        .map(|p| p["applyId"].as_u64())
+        .collect();
+    assert_eq!(approved, [Some(class)], "one approved payment, Lee's: {payments}");
+    assert_eq!(get(url("/courses/1")).await["studentCount"], 1);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while get(url("/payments/1")).await["payStatus"] != "CANCELED" {
+        assert!(tokio::time::Instant::now() < deadline, "Kim's refund was not resumed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
