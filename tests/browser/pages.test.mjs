@@ -276,7 +276,7 @@ test('a full course offers the waitlist and the position updates when someone ca
     assert.equal(await row.locator('.open').textContent(), 'Full');
     assert.equal(await row.locator('.waiting').textContent(), '1');
     await row.getByRole('button', { name: 'Join the waitlist' }).click();
-    await page.getByRole('button', { name: 'Pay and enroll' }).click();
+    await page.getByRole('button', { name: 'Join the waitlist (pay when a seat frees)' }).click();
     await page.locator('#enroll-result', { hasText: 'you are on its waitlist. Your place: 2' }).waitFor({ timeout: WAIT });
     await row.locator('.waiting', { hasText: '2' }).waitFor({ timeout: WAIT });
     await shot(page, 'student-waitlist');

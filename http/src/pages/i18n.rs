@@ -159,6 +159,7 @@ const STRINGS: &[(&str, &str, &str)] = &[
     ("enroll.addr", "교재 배송 주소", "Textbook delivery address"),
     ("enroll.tel", "전화번호", "Telephone"),
     ("enroll.submit", "결제하고 신청", "Pay and enroll"),
+    ("enroll.join", "대기열 신청 (자리가 나면 결제)", "Join the waitlist (pay when a seat frees)"),
     ("enroll.close", "닫기", "Close"),
     ("enroll.busy", "신청 처리 중…", "Enrolling…"),
     ("enroll.ok", "수강신청이 완료되었습니다.", "You are enrolled."),

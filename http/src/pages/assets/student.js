@@ -78,6 +78,8 @@
     document.getElementById('enroll-course-id').value = opener.dataset.courseId;
     document.getElementById('enroll-course').textContent = opener.dataset.courseName;
     document.getElementById('enroll-waitlist').value = opener.dataset.join || '';
+    // Joining is consent to be charged when a seat frees: the button says so.
+    document.getElementById('enroll-submit').textContent = opener.dataset.join ? t('enroll.join') : t('enroll.submit');
     result.textContent = '';
     enroll.hidden = false;
     document.getElementById('pay-method').focus();
