@@ -87,6 +87,15 @@ async fn a_full_course_takes_a_waitlist_that_hands_a_cancelled_seat_to_the_first
     app.enroll(course, "Choi").await.assert_problem(409, None);
     let shown = app.get(&format!("/courses/{course}")).await;
     assert_eq!(shown.body["waitlistLength"], 2);
+    let waiting = app.get(&format!("/waitlists?courseId={course}&status=WAITING&after={}", park.seq())).await;
+    let places: Vec<_> = waiting.body["_embedded"]["waitlists"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| (e["student"].clone(), e["position"].clone()))
+        .collect();
+    assert_eq!(places, [(json!("Lee"), json!(1)), (json!("Park"), json!(2))], "{waiting:?}");
 
     // Kim cancels: Lee is enrolled with the stored account.
     let canceled = app.delete(&format!("/classes/{kim_class}")).await;

@@ -3,6 +3,8 @@
 //! course's tables; owns only its own. Positions are counted at read time
 //! over the live entries of the course (at most its waitlist capacity).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use serde::{Deserialize, Serialize};
 use sugang_storage::{Batch, Committed, Record, StorageError, Store, Table};
 
@@ -112,30 +114,42 @@ impl Projection for WaitlistProjection {
     }
 }
 
-/// An entry of the read model, with its position among the course's
-/// waiting entries.
-fn shown(store: &Store, view: WaitlistView) -> Result<WaitlistEntry, StorageError> {
-    let position = if view.status == WaitStatus::Waiting {
-        let mut ahead = 0u32;
-        for key in store.scan_prefix(&WAITLIST_VIEWS_WAITING, &view.course_id.get()).keys() {
-            if key?.1 >= view.id {
+/// The positions of the `WAITING` entries among `views`: one pass per
+/// course over its waiting entries, up to the last one asked about (a page
+/// costs the length of the waitlist ahead of it, not that per entry).
+fn positions(store: &Store, views: &[WaitlistView]) -> Result<HashMap<u64, u32>, StorageError> {
+    let mut wanted: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for view in views.iter().filter(|v| v.status == WaitStatus::Waiting) {
+        wanted.entry(view.course_id.get()).or_default().insert(view.id);
+    }
+    let mut found = HashMap::new();
+    for (course, ids) in wanted {
+        let Some(&last) = ids.last() else { continue };
+        let mut rank = 0u32;
+        for key in store.scan_prefix(&WAITLIST_VIEWS_WAITING, &course).keys() {
+            let (_, id) = key?;
+            rank += 1;
+            if ids.contains(&id) {
+                found.insert(id, rank);
+            }
+            if id >= last {
                 break;
             }
-            ahead += 1;
         }
-        Some(ahead + 1)
-    } else {
-        None
-    };
-    Ok(WaitlistEntry {
+    }
+    Ok(found)
+}
+
+fn shown(view: WaitlistView, positions: &HashMap<u64, u32>) -> WaitlistEntry {
+    WaitlistEntry {
         id: view.id,
         course_id: view.course_id,
         student: view.student,
-        position,
+        position: positions.get(&view.id).copied(),
         status: view.status,
         class_id: view.class_id,
         created_at_ms: view.created_at_ms,
-    })
+    }
 }
 
 /// Entries matching `filter`, in id order.
@@ -170,16 +184,17 @@ pub(crate) fn query(
             && filter.student.as_deref().is_none_or(|s| v.student.as_str() == s)
     };
     let skip = page.number.saturating_mul(page.size);
-    let (mut items, mut total) = (Vec::new(), 0usize);
+    let (mut kept, mut total) = (Vec::new(), 0usize);
     for view in views {
         let view = view?;
         if !matches(&view) {
             continue;
         }
-        if total >= skip && items.len() < page.size {
-            items.push(shown(store, view)?);
+        if total >= skip && kept.len() < page.size {
+            kept.push(view);
         }
         total += 1;
     }
-    Ok(Paged { items, total })
+    let positions = positions(store, &kept)?;
+    Ok(Paged { items: kept.into_iter().map(|view| shown(view, &positions)).collect(), total })
 }
