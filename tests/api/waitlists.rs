@@ -314,3 +314,55 @@ async fn a_sigkill_while_the_promoted_student_is_charged_resumes_the_promotion_a
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_a_waitlist_entry_is_its_students_and_its_courses_teachers() {
+    use reqwest::Method;
+    use sugang_http::Role;
+
+    let app = crate::app::spawn_app_with(crate::app::Options {
+        secret: Some("test-secret-test-secret-32-bytes"),
+        ..crate::app::Options::default()
+    })
+    .await;
+    let (hong, lee_teacher) = (app.token(Role::Instructor, "Hong"), app.token(Role::Instructor, "Lee"));
+    let (kim, park, admin) =
+        (app.token(Role::Student, "Kim"), app.token(Role::Student, "Park"), app.token(Role::Admin, "root"));
+    let course = app
+        .send(
+            Method::POST,
+            "/courses",
+            Some(json!({"name": "korean", "fee": 1, "capacity": 1, "waitlistCapacity": 2})),
+            Some(&hong),
+        )
+        .await;
+    assert_eq!(course.status, StatusCode::CREATED, "{course:?}");
+    let enrolled = app.send(Method::POST, "/classes", Some(json!({"courseId": 1})), Some(&park)).await;
+    assert_eq!(enrolled.status, StatusCode::CREATED);
+    // Kim joins as herself; not as someone else.
+    let joined = app.send(Method::POST, "/classes", Some(json!({"courseId": 1, "waitlist": true})), Some(&kim)).await;
+    assert_eq!((joined.status, joined.body["student"].as_str()), (StatusCode::ACCEPTED, Some("Kim")));
+    app.send(Method::POST, "/classes", Some(json!({"courseId": 1, "student": "Choi", "waitlist": true})), Some(&kim))
+        .await
+        .assert_problem(403, None);
+    // Kim, the course's teacher and an admin read it; Park and another teacher do not.
+    for (who, token, status) in [
+        ("Kim", &kim, 200),
+        ("Hong", &hong, 200),
+        ("root", &admin, 200),
+        ("Park", &park, 403),
+        ("Lee", &lee_teacher, 403),
+    ] {
+        let read = app.send(Method::GET, "/waitlists/1", None, Some(token)).await;
+        assert_eq!(read.status.as_u16(), status, "{who}: {read:?}");
+    }
+    let listed = app.send(Method::GET, "/waitlists?courseId=1", None, Some(&hong)).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    app.send(Method::GET, "/waitlists?courseId=1", None, Some(&lee_teacher)).await.assert_problem(403, None);
+    app.send(Method::GET, "/waitlists?student=Kim", None, Some(&park)).await.assert_problem(403, None);
+    // Only Kim leaves it.
+    app.send(Method::DELETE, "/waitlists/1", None, Some(&park)).await.assert_problem(403, None);
+    app.send(Method::DELETE, "/waitlists/1", None, Some(&hong)).await.assert_problem(403, None);
+    assert_eq!(app.send(Method::DELETE, "/waitlists/1", None, Some(&kim)).await.status, StatusCode::NO_CONTENT);
+    app.send(Method::GET, "/waitlists/1", None, None).await.assert_problem(401, None);
+}
