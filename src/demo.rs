@@ -19,11 +19,14 @@
 //! - `breaker`: a slow gateway opens the breaker; a half-open probe closes it.
 //! - `replay`: a stopped subscriber catches up after a whole-process restart.
 //! - `crash`: SIGKILL under load, three times; every acknowledgment holds.
+//! - `waitlist`: a full course, a cancellation, the first in line enrolled
+//!   in the same moment, a declined card passing the seat on.
 
 mod breaker;
 mod crash;
 mod replay;
 mod supervision;
+mod waitlist;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -53,6 +56,9 @@ pub(crate) enum Scenario {
     /// SIGKILL under enrollment load, three times: nothing acknowledged is
     /// lost, no course overbooked, payments match enrollments.
     Crash,
+    /// A full course's waitlist: a cancellation enrolls the first in line at
+    /// once; a declined card passes the seat to the next.
+    Waitlist,
 }
 
 impl Scenario {
@@ -62,6 +68,7 @@ impl Scenario {
             Scenario::Breaker => "breaker",
             Scenario::Replay => "replay",
             Scenario::Crash => "crash",
+            Scenario::Waitlist => "waitlist",
         }
     }
 }
@@ -80,6 +87,7 @@ pub(crate) async fn run(scenario: Scenario) -> ExitCode {
         Scenario::Breaker => breaker::run(&timeline, &workdir.path).await,
         Scenario::Replay => replay::run(&timeline, &workdir.path).await,
         Scenario::Crash => crash::run(&timeline, &workdir.path).await,
+        Scenario::Waitlist => waitlist::run(&timeline, &workdir.path).await,
     };
     let code = timeline.verdict(outcome);
     if code == ExitCode::SUCCESS {
@@ -483,7 +491,7 @@ impl LogEntry {
     /// A JSON log line worth narrating: a warning or error, or one of the
     /// few notable infos.
     fn parse(t: &Timeline, line: &str) -> Option<LogEntry> {
-        const NOTABLE_INFO: [&str; 7] = [
+        const NOTABLE_INFO: [&str; 9] = [
             "restarted from storage",
             "breaker changed state",
             "subscriber started",
@@ -491,6 +499,8 @@ impl LogEntry {
             "stopped cleanly",
             "resuming owed refunds",
             "subscriber stopped",
+            "seat given to the first in line",
+            "the seat passes on",
         ];
         // Every refused request is logged by the HTTP layer; the demo narrates
         // the answers themselves.

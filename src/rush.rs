@@ -10,6 +10,15 @@
 //! checks the system's invariants over the API alone and exits non-zero,
 //! naming each violation, if one does not hold.
 //!
+//! With `--waitlist`, the courses keep waitlists (`--waitlist-capacity`)
+//! and a student who finds a course full joins its waitlist instead of
+//! trying the next; `--cancel PERCENT` makes that share of the enrolled
+//! cancel once everyone has enrolled or joined, so the freed seats go to
+//! the first in line of each waitlist. The
+//! checks then wait for the rush to settle and add: no seat left empty
+//! while an entry waits, and every `ENROLLED` entry has its completed
+//! class with exactly one approved payment.
+//!
 //! Owns the client side only: it talks to a running server over HTTP and
 //! must not reach into the actor system or the store.
 
@@ -34,6 +43,8 @@ const APPROVED_CARD: &str = "4242424242424242";
 const MAX_UNAVAILABLE_RETRIES: u32 = 20;
 /// The pause before retrying a 503: short, since a rush is about speed.
 const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(20);
+/// How long the checks wait for the waitlists' promotions to settle.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 /// How many times a read model that is not caught up (503) is asked again.
 const READ_MODEL_RETRIES: u32 = 10;
 /// The largest page the API serves.
@@ -71,6 +82,16 @@ pub(crate) struct RushArgs {
     /// for loads too large to check over the API (they read every class).
     #[arg(long)]
     no_check: bool,
+    /// Courses keep waitlists, and a student who finds one full joins it.
+    #[arg(long)]
+    waitlist: bool,
+    /// The places of each course's waitlist (with `--waitlist`).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    waitlist_capacity: u64,
+    /// The share, in percent, of enrolled students who cancel after the
+    /// rush (freeing their seat for the first in line).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
+    cancel: u64,
     /// A bearer token for a server with auth on (an admin's: the checks read everything).
     #[arg(long, env = "SUGANG_RUSH_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -273,6 +294,8 @@ struct Enrolled {
     id: u64,
     course: u64,
     student: String,
+    /// Canceled after the rush (`--cancel`).
+    canceled: bool,
 }
 
 /// Why a student ended the rush without a seat.
@@ -284,8 +307,10 @@ enum NoSeat {
     Unavailable,
     /// A request got no answer (connection refused or reset, timeout).
     NoAnswer,
-    /// Another refusal (a status other than 201, 409 and 503).
+    /// Another refusal (a status other than 201, 202, 409 and 503).
     Refused,
+    /// Joined a course's waitlist (`--waitlist`): waits for a freed seat.
+    Waitlisted,
 }
 
 impl NoSeat {
@@ -295,6 +320,7 @@ impl NoSeat {
             NoSeat::Unavailable => format!("{n} got 503 through every retry"),
             NoSeat::NoAnswer => format!("{n} got no answer"),
             NoSeat::Refused => format!("{n} were refused otherwise"),
+            NoSeat::Waitlisted => format!("{n} joined a waitlist"),
         }
     }
 }
@@ -314,6 +340,8 @@ struct Tally {
     max_seq: u64,
     /// The students who got no seat, by why.
     no_seat: BTreeMap<NoSeat, u64>,
+    /// Enrollments canceled after the rush (`--cancel`).
+    canceled: u64,
 }
 
 impl Tally {
@@ -329,6 +357,7 @@ impl Tally {
         for (why, n) in other.no_seat {
             *self.no_seat.entry(why).or_default() += n;
         }
+        self.canceled += other.canceled;
     }
 }
 
@@ -357,7 +386,8 @@ async fn rush(args: &RushArgs) -> Result<bool, RushError> {
             students: args.students,
             tries: args.tries as usize,
             spread: args.spread,
-            keep: !args.no_check,
+            keep: !args.no_check || args.cancel > 0,
+            waitlist: args.waitlist,
             courses: courses.clone(),
             popularity: popularity.clone(),
             tag: tag.clone(),
@@ -375,6 +405,10 @@ async fn rush(args: &RushArgs) -> Result<bool, RushError> {
     let rush_time = rush_started.elapsed();
     progress.finish_and_clear();
     summarize(args, &tally, rush_time);
+    if args.cancel > 0 {
+        cancel_some(&api, &mut tally, args.cancel, concurrency).await?;
+        println!("canceled after the rush: {} of {} enrollments", tally.canceled, tally.completed);
+    }
     if args.no_check {
         println!("invariants: not checked (--no-check)");
         println!("wall time: {:.2} s", started.elapsed().as_secs_f64());
@@ -422,9 +456,10 @@ async fn create_courses(api: &Api, args: &RushArgs, tag: &str) -> Result<(Vec<u6
     let mut creating = JoinSet::new();
     for rank in 0..args.courses {
         let (api, limit) = (api.clone(), limit.clone());
+        let waitlist_capacity = if args.waitlist { args.waitlist_capacity } else { 0 };
         let body = json!({
             "name": format!("rush-{tag}-{rank}"), "teacher": format!("rush-teacher-{tag}"),
-            "fee": 10000, "textBook": "rush-book", "capacity": args.capacity,
+            "fee": 10000, "textBook": "rush-book", "capacity": args.capacity, "waitlistCapacity": waitlist_capacity,
         });
         creating.spawn(async move {
             let _permit = limit.acquire_owned().await;
@@ -459,6 +494,8 @@ struct Worker {
     spread: bool,
     /// Keeps each 201 for the checks.
     keep: bool,
+    /// Joins the waitlist of a full course.
+    waitlist: bool,
     /// Course ids by popularity rank.
     courses: Arc<Vec<u64>>,
     popularity: Arc<Popularity>,
@@ -501,7 +538,8 @@ impl Worker {
         let Some(mut rank) = first.or_else(|| self.popularity.pick(rng, tried)) else { return Err(NoSeat::Full) };
         loop {
             let course = self.courses[rank];
-            let body = json!({"courseId": course, "student": student, "payAccount": APPROVED_CARD, "addr": "Seoul"});
+            let body = json!({"courseId": course, "student": student, "payAccount": APPROVED_CARD, "addr": "Seoul",
+                              "waitlist": self.waitlist});
             let sent = Instant::now();
             let answer = self.api.send(self.api.request(Method::POST, "/classes").json(&body), "POST /classes").await;
             tally.latencies_us.push(sent.elapsed().as_micros() as u64);
@@ -516,10 +554,11 @@ impl Worker {
                     tally.completed += 1;
                     if self.keep {
                         let id = answer.json("POST /classes").ok().and_then(|v| v["id"].as_u64()).unwrap_or(0);
-                        tally.enrolled.push(Enrolled { id, course, student: student.to_owned() });
+                        tally.enrolled.push(Enrolled { id, course, student: student.to_owned(), canceled: false });
                     }
                     return Ok(());
                 }
+                StatusCode::ACCEPTED | StatusCode::OK if self.waitlist => return Err(NoSeat::Waitlisted),
                 StatusCode::SERVICE_UNAVAILABLE if unavailable < MAX_UNAVAILABLE_RETRIES => {
                     unavailable += 1;
                     tokio::time::sleep(UNAVAILABLE_PAUSE).await;
@@ -539,6 +578,37 @@ impl Worker {
             }
         }
     }
+}
+
+/// Cancels `percent` % of the rush's enrollments, chosen at random, as
+/// `concurrency` students at a time (`--cancel`).
+async fn cancel_some(api: &Api, tally: &mut Tally, percent: u64, concurrency: usize) -> Result<(), RushError> {
+    let mut rng = fastrand::Rng::new();
+    let limit = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut canceling = JoinSet::new();
+    for (i, enrolled) in tally.enrolled.iter().enumerate() {
+        if rng.u64(0..100) >= percent {
+            continue;
+        }
+        let (api, limit, id) = (api.clone(), limit.clone(), enrolled.id);
+        canceling.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let what = format!("DELETE /classes/{id}");
+            let answer = api.send(api.request(Method::DELETE, &format!("/classes/{id}")), &what).await?;
+            if answer.status != StatusCode::NO_CONTENT {
+                let body = String::from_utf8_lossy(&answer.body).into_owned();
+                return Err(RushError::Status { what, status: answer.status, body });
+            }
+            Ok((i, answer.seq.unwrap_or(0)))
+        });
+    }
+    while let Some(done) = canceling.join_next().await {
+        let (i, seq) = done.map_err(|e| RushError::Shape { what: format!("canceling: {e}") })??;
+        tally.enrolled[i].canceled = true;
+        tally.canceled += 1;
+        tally.max_seq = tally.max_seq.max(seq);
+    }
+    Ok(())
 }
 
 fn summarize(args: &RushArgs, tally: &Tally, elapsed: Duration) {
@@ -583,6 +653,14 @@ struct Class {
 async fn check(api: &Api, args: &RushArgs, courses: &[u64], tally: &Tally) -> Result<Vec<String>, RushError> {
     let mut violations = Vec::new();
     let ours: HashMap<u64, u64> = courses.iter().map(|&id| (id, 0)).collect();
+    // Promotions go on after the last answer: wait for them, then read
+    // everything as of a seq past them.
+    let mut after = tally.max_seq;
+    if args.waitlist {
+        let (empty, settled_seq) = settle(api, args, courses).await?;
+        violations.extend(empty);
+        after = after.max(settled_seq);
+    }
 
     let mut classes = HashMap::new();
     for item in api.list("/classes", "classes").await? {
@@ -628,10 +706,14 @@ async fn check(api: &Api, args: &RushArgs, courses: &[u64], tally: &Tally) -> Re
         ));
     }
 
-    // Every 201 is a completed class of the course and student it was for …
+    // Every 201 is a completed class of the course and student it was for
+    // (canceled, if the student canceled it) …
     for enrolled in &tally.enrolled {
         match classes.get(&enrolled.id) {
-            Some(class) if class.completed && class.course == enrolled.course && class.student == enrolled.student => {}
+            Some(class)
+                if class.completed != enrolled.canceled
+                    && class.course == enrolled.course
+                    && class.student == enrolled.student => {}
             Some(_) => violations.push(format!(
                 "201 not kept: class {} (student {} in course {}) is not that student's completed class",
                 enrolled.id, enrolled.student, enrolled.course
@@ -640,10 +722,21 @@ async fn check(api: &Api, args: &RushArgs, courses: &[u64], tally: &Tally) -> Re
         }
     }
     // … with exactly one approved payment.
-    violations.extend(check_payments_of(api, &tally.enrolled, args.concurrency as usize).await?);
-    // And every completed class of the rush was answered 201 (when every request was answered).
+    let kept: Vec<Enrolled> = tally.enrolled.iter().filter(|e| !e.canceled).cloned().collect();
+    violations.extend(check_payments_of(api, &kept, args.concurrency as usize).await?);
+    // Every ENROLLED waitlist entry has its completed class and payment.
+    let mut from_waitlists = Vec::new();
+    if args.waitlist {
+        let (promoted, wrong) = check_waitlists(api, &ours, &classes, after).await?;
+        violations.extend(wrong);
+        violations.extend(check_payments_of(api, &promoted, args.concurrency as usize).await?);
+        from_waitlists = promoted;
+    }
+    // And every completed class of the rush was answered 201, or came from
+    // a waitlist (when every request was answered).
     if tally.transport_errors == 0 {
-        let answered: std::collections::HashSet<u64> = tally.enrolled.iter().map(|e| e.id).collect();
+        let answered: std::collections::HashSet<u64> =
+            tally.enrolled.iter().chain(&from_waitlists).map(|e| e.id).collect();
         let unanswered = classes
             .iter()
             .filter(|(id, c)| c.completed && ours.contains_key(&c.course) && !answered.contains(id))
@@ -664,8 +757,87 @@ async fn check(api: &Api, args: &RushArgs, courses: &[u64], tally: &Tally) -> Re
         }
     }
 
-    violations.extend(check_read_models(api, tally, &completed, &classes).await?);
+    violations.extend(check_read_models(api, after, &completed, &classes).await?);
     Ok(violations)
+}
+
+/// Waits (at most [`SETTLE_LIMIT`]) until no course of the rush has a seat
+/// free while entries wait on its waitlist; each course still in that state
+/// then is a violation. Returns them and a seq past every promotion.
+async fn settle(api: &Api, args: &RushArgs, courses: &[u64]) -> Result<(Vec<String>, u64), RushError> {
+    let ours: std::collections::HashSet<u64> = courses.iter().copied().collect();
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    let empty = loop {
+        let mut empty = Vec::new();
+        for item in api.list("/courses", "courses").await? {
+            let id = field_u64(&item, "id", "a course")?;
+            if !ours.contains(&id) {
+                continue;
+            }
+            let taken = field_u64(&item, "studentCount", "a course")?;
+            let waiting = field_u64(&item, "waitlistLength", "a course")?;
+            if waiting > 0 && taken < args.capacity {
+                empty.push(format!(
+                    "seat left empty: course {id} has {taken} of {} seats taken while {waiting} wait on its waitlist",
+                    args.capacity
+                ));
+            }
+        }
+        if empty.is_empty() || Instant::now() >= deadline {
+            break empty;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // An unchanged PATCH answers the seq the log has reached.
+    let first = courses.first().copied().unwrap_or(1);
+    let what = format!("PATCH /courses/{first} (for the seq)");
+    let answer = api.send(api.request(Method::PATCH, &format!("/courses/{first}")).json(&json!({})), &what).await?;
+    if answer.status != StatusCode::OK {
+        let body = String::from_utf8_lossy(&answer.body).into_owned();
+        return Err(RushError::Status { what, status: answer.status, body });
+    }
+    Ok((empty, answer.seq.unwrap_or(0)))
+}
+
+/// The waitlist entries of the rush's courses, as of `after`: each
+/// `ENROLLED` one names a completed class of its course and student.
+/// Returns those classes (for the payment check) and the violations, and
+/// prints what the waitlists did.
+async fn check_waitlists(
+    api: &Api,
+    ours: &HashMap<u64, u64>,
+    classes: &HashMap<u64, Class>,
+    after: u64,
+) -> Result<(Vec<Enrolled>, Vec<String>), RushError> {
+    let (mut promoted, mut violations) = (Vec::new(), Vec::new());
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    for entry in api.list(&format!("/waitlists?after={after}"), "waitlists").await? {
+        let course = field_u64(&entry, "courseId", "a waitlist entry")?;
+        if !ours.contains_key(&course) {
+            continue;
+        }
+        let id = field_u64(&entry, "id", "a waitlist entry")?;
+        let status = entry["status"].as_str().unwrap_or_default().to_owned();
+        *statuses.entry(status.clone()).or_default() += 1;
+        if status != "ENROLLED" {
+            continue;
+        }
+        let student = entry["student"].as_str().unwrap_or_default().to_owned();
+        let Some(class_id) = entry["classId"].as_u64() else {
+            violations.push(format!("waitlist entry {id} is ENROLLED without a classId"));
+            continue;
+        };
+        match classes.get(&class_id) {
+            Some(class) if class.completed && class.course == course && class.student == student => {}
+            _ => violations.push(format!(
+                "waitlist entry {id} is ENROLLED as class {class_id}, which is not {student}'s completed class in course {course}"
+            )),
+        }
+        promoted.push(Enrolled { id: class_id, course, student, canceled: false });
+    }
+    let said: Vec<String> = statuses.iter().map(|(status, n)| format!("{status} x {n}")).collect();
+    println!("waitlists: {} entries ({})", statuses.values().sum::<u64>(), said.join(", "));
+    Ok((promoted, violations))
 }
 
 /// `GET /payments?applyId=` of every 201: exactly one APPROVED payment each.
@@ -696,12 +868,11 @@ async fn check_payments_of(api: &Api, enrolled: &[Enrolled], concurrency: usize)
 /// `/inquiryMypages` per enrollment.
 async fn check_read_models(
     api: &Api,
-    tally: &Tally,
+    after: u64,
     completed: &HashMap<u64, u64>,
     classes: &HashMap<u64, Class>,
 ) -> Result<Vec<String>, RushError> {
     let mut violations = Vec::new();
-    let after = tally.max_seq;
     for (path, embedded) in [("/courseSchedules", "courseSchedules"), ("/mypages", "mypages")] {
         let mut seen = 0;
         for item in api.list(&format!("{path}?after={after}"), embedded).await? {

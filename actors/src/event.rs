@@ -24,6 +24,13 @@
 //! | `PaymentCanceled` | payment (refund confirmed by the gateway) | mypage, notifier |
 //! | `DeliveryStarted` | delivery (on `EnrollmentCompleted`) | mypage, notifier |
 //! | `DeliveryCanceled` | delivery (on `EnrollmentCanceled`) | mypage, notifier |
+//! | `WaitlistCapacitySet` | course (registered with, or changed to, a waitlist capacity) | waitlist |
+//! | `WaitlistJoined` | course (a request found the course full and joined) | waitlist, notifier |
+//! | `WaitlistPromoted` | course, in the batch that frees a seat, with the `SeatReserved` of the entry's saga | waitlist |
+//! | `WaitlistEnrolled` | course, confirming a promoted entry's seat (same batch as its `EnrollmentCompleted`) | waitlist, notifier |
+//! | `WaitlistFailed` | course, releasing a promoted entry's seat (declined or unavailable payment) | waitlist, notifier |
+//! | `WaitlistLeft` | course (the student left) | waitlist |
+//! | `WaitlistCanceled` | course (deleted with entries waiting) | waitlist, notifier |
 
 use serde::{Deserialize, Serialize};
 use sugang_storage::Record;
@@ -174,6 +181,59 @@ pub enum Event {
         student: StudentName,
         at_ms: u64,
     },
+    WaitlistCapacitySet {
+        course_id: CourseId,
+        before: u32,
+        after: u32,
+        at_ms: u64,
+    },
+    WaitlistJoined {
+        entry_id: u64,
+        course_id: CourseId,
+        course_name: CourseName,
+        student: StudentName,
+        /// Its place among the entries waiting, from 1.
+        position: u32,
+        at_ms: u64,
+    },
+    /// A freed seat is given to the entry: its saga holds the seat under
+    /// `reservation` (see `course::promotion_key`).
+    WaitlistPromoted {
+        entry_id: u64,
+        course_id: CourseId,
+        student: StudentName,
+        reservation: EnrollmentId,
+        at_ms: u64,
+    },
+    WaitlistEnrolled {
+        entry_id: u64,
+        course_id: CourseId,
+        course_name: CourseName,
+        student: StudentName,
+        enrollment_id: EnrollmentId,
+        at_ms: u64,
+    },
+    WaitlistFailed {
+        entry_id: u64,
+        course_id: CourseId,
+        course_name: CourseName,
+        student: StudentName,
+        reason: RejectReason,
+        at_ms: u64,
+    },
+    WaitlistLeft {
+        entry_id: u64,
+        course_id: CourseId,
+        student: StudentName,
+        at_ms: u64,
+    },
+    WaitlistCanceled {
+        entry_id: u64,
+        course_id: CourseId,
+        course_name: CourseName,
+        student: StudentName,
+        at_ms: u64,
+    },
 }
 
 impl Record for Event {}
@@ -198,6 +258,13 @@ impl Event {
             | Event::PaymentCanceled { enrollment_id, .. }
             | Event::DeliveryStarted { enrollment_id, .. }
             | Event::DeliveryCanceled { enrollment_id, .. } => enrollment_id.get(),
+            Event::WaitlistCapacitySet { course_id, .. } => course_id.get(),
+            Event::WaitlistJoined { entry_id, .. }
+            | Event::WaitlistPromoted { entry_id, .. }
+            | Event::WaitlistEnrolled { entry_id, .. }
+            | Event::WaitlistFailed { entry_id, .. }
+            | Event::WaitlistLeft { entry_id, .. }
+            | Event::WaitlistCanceled { entry_id, .. } => *entry_id,
         }
     }
 
@@ -219,6 +286,13 @@ impl Event {
             Event::PaymentCanceled { .. } => "PaymentCanceled",
             Event::DeliveryStarted { .. } => "DeliveryStarted",
             Event::DeliveryCanceled { .. } => "DeliveryCanceled",
+            Event::WaitlistCapacitySet { .. } => "WaitlistCapacitySet",
+            Event::WaitlistJoined { .. } => "WaitlistJoined",
+            Event::WaitlistPromoted { .. } => "WaitlistPromoted",
+            Event::WaitlistEnrolled { .. } => "WaitlistEnrolled",
+            Event::WaitlistFailed { .. } => "WaitlistFailed",
+            Event::WaitlistLeft { .. } => "WaitlistLeft",
+            Event::WaitlistCanceled { .. } => "WaitlistCanceled",
         }
     }
 }

@@ -22,6 +22,12 @@ pub enum SagaStep {
     Completed,
     /// A cancellation is committed; the refund has not been asked for.
     CancelCommitted,
+    /// A waitlist entry's promoted seat is durable (in the batch that freed
+    /// it); its stored account has not been charged.
+    PromotionReserved,
+    /// A promoted entry's account was charged; its completion is not yet
+    /// committed.
+    PromotionCharged,
 }
 
 impl SagaStep {
@@ -32,6 +38,8 @@ impl SagaStep {
             "paymentApproved" | "payment_approved" => Some(SagaStep::PaymentApproved),
             "completed" => Some(SagaStep::Completed),
             "cancelCommitted" | "cancel_committed" => Some(SagaStep::CancelCommitted),
+            "promotionReserved" | "promotion_reserved" => Some(SagaStep::PromotionReserved),
+            "promotionCharged" | "promotion_charged" => Some(SagaStep::PromotionCharged),
             _ => None,
         }
     }

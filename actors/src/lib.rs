@@ -25,6 +25,8 @@
 //! - `faults`: the fault-injection knobs.
 //! - `metrics`: the name, type and help text of every metric family recorded
 //!   here and in the store.
+//! - `waitlist`: course waitlists (entries, their read model) and the
+//!   facade's answers about seats.
 //! - `paging`: page requests, pages, and the seeks every list query uses
 //!   (totals from counts kept with the data, rebuilt once for an older store).
 //! - `system`: the facade ([`Sugang`]) split by job: supervision and
@@ -52,6 +54,7 @@ mod payment;
 mod supervision;
 mod system;
 mod tables;
+mod waitlist;
 
 pub use bus::{BusConfig, SubscriberStatus};
 pub use course::{Course, CoursePatch, CourseRejection, CourseState, Seat};
@@ -77,3 +80,4 @@ pub use payment::{PayStatus, Payment};
 pub use supervision::RestartPolicy;
 pub use system::{CommandError, Config, Done, StartError, Sugang, TreeNode, TreeSnapshot};
 pub use tables::CourseRecord;
+pub use waitlist::{Enrolled, SeatCounts, WaitStatus, WaitlistEntry, WaitlistFilter, WaitlistSettings};

@@ -48,6 +48,17 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
         Histogram,
         "Time one enrollment saga step took, in seconds, by step: reserve (the seat), charge (the payment), confirm",
     ),
+    // Truthful "full".
+    family(
+        "sugang_seat_waits_total",
+        Counter,
+        "Seat requests that found every free seat held by a payment in progress and waited at their course, by outcome: seated, refused (full once every held seat completed, or another refusal), timeout, shed (too many waiting)",
+    ),
+    family(
+        "sugang_waitlist_promotions_total",
+        Counter,
+        "Waitlist entries given a freed seat, by outcome: promoted (the seat given, in the batch that freed it), enrolled (paid with the stored account), failed (declined or unavailable: the seat passed on)",
+    ),
     // Payment.
     family(
         "sugang_payments_total",

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sugang_storage::{Batch, Committed, Record, Store, Table};
 
 use crate::bus::{Part, Projection, ProjectionError};
-use crate::event::Event;
+use crate::event::{Event, RejectReason};
 use crate::tables::Indexed;
 
 /// Whom a notification is for: the recipient's role, which with the
@@ -311,6 +311,41 @@ fn notices(event: &Event) -> Vec<Notice> {
             None,
             Some(course_id.get()),
             format!("Your course {name} no longer has enough students to open ({student_count})."),
+        )],
+        Event::WaitlistJoined { entry_id, course_id, course_name, student, position, .. } => vec![notice(
+            (RecipientRole::Student, student.as_str()),
+            "WAITLISTED",
+            None,
+            Some(course_id.get()),
+            format!("{course_name} is full: you are number {position} on its waitlist (entry {entry_id})."),
+        )],
+        Event::WaitlistEnrolled { entry_id, course_id, course_name, student, enrollment_id, .. } => vec![notice(
+            (RecipientRole::Student, student.as_str()),
+            "WAITLIST_ENROLLED",
+            Some(enrollment_id.get()),
+            Some(course_id.get()),
+            format!("A seat in {course_name} freed: your waitlist entry {entry_id} is enrolled as {enrollment_id}."),
+        )],
+        Event::WaitlistFailed { entry_id, course_id, course_name, student, reason, .. } => vec![notice(
+            (RecipientRole::Student, student.as_str()),
+            "WAITLIST_FAILED",
+            None,
+            Some(course_id.get()),
+            match reason {
+                RejectReason::PaymentDeclined => format!(
+                    "A seat in {course_name} freed for your waitlist entry {entry_id}, but your payment was declined."
+                ),
+                _ => format!(
+                    "A seat in {course_name} freed for your waitlist entry {entry_id}, but the payment could not be made."
+                ),
+            },
+        )],
+        Event::WaitlistCanceled { entry_id, course_id, course_name, student, .. } => vec![notice(
+            (RecipientRole::Student, student.as_str()),
+            "WAITLIST_CANCELED",
+            None,
+            Some(course_id.get()),
+            format!("{course_name} was deleted: your waitlist entry {entry_id} is canceled."),
         )],
         _ => Vec::new(),
     }

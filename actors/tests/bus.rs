@@ -639,6 +639,13 @@ fn mypage_effects(event: &Event) -> u64 {
         // model with the page: a shipment costs my-page no write.
         Event::DeliveryStarted { .. } | Event::DeliveryCanceled { .. } => 0,
         Event::SeatReserved { .. } | Event::SeatReleased { .. } | Event::EnrollmentRejected { .. } => 0,
+        Event::WaitlistCapacitySet { .. }
+        | Event::WaitlistJoined { .. }
+        | Event::WaitlistPromoted { .. }
+        | Event::WaitlistEnrolled { .. }
+        | Event::WaitlistFailed { .. }
+        | Event::WaitlistLeft { .. }
+        | Event::WaitlistCanceled { .. } => 0,
     }
 }
 
@@ -658,7 +665,11 @@ async fn four_workers_child() {
     let system = Sugang::start(config).await.unwrap();
     let status = system.subscribers().await;
     let workers: Vec<(&str, u64)> = status.iter().map(|s| (s.name, s.workers)).collect();
-    assert_eq!(workers, [("delivery", 4), ("mypage", 4), ("notifier", 1)], "the notifier stays one worker");
+    assert_eq!(
+        workers,
+        [("delivery", 4), ("mypage", 4), ("notifier", 1), ("waitlist", 1)],
+        "the notifier (and the waitlist read model) stay one worker"
+    );
 
     // Half the workload while my-page is down (the workers catch up from
     // the log), half while it follows live.

@@ -302,7 +302,7 @@ async fn panic_course(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Stops or starts a subscriber (`delivery`, `mypage`, `notifier`).
+/// Stops or starts a subscriber (`delivery`, `mypage`, `notifier`, `waitlist`).
 #[utoipa::path(put, path = "/admin/faults/subscribers/{name}", tag = "admin", request_body = SubscriberDown,
     params(("name" = String, Path, description = "`delivery`, `mypage` or `notifier`")),
     responses(

@@ -13,8 +13,8 @@ use axum::routing::get;
 use axum::{Json as JsonBody, Router};
 use serde::{Deserialize, Serialize};
 use sugang_actors::{
-    CourseId, EnrollRequest, EnrollStatus, Enrollment, EnrollmentFilter, EnrollmentId, Fee, PayMethod, StudentName,
-    parse_optional,
+    CourseId, EnrollRequest, EnrollStatus, Enrolled, Enrollment, EnrollmentFilter, EnrollmentId, Fee, PayMethod,
+    StudentName, parse_optional,
 };
 use utoipa::ToSchema;
 
@@ -25,6 +25,7 @@ use crate::extract::{IdPath, Int, Json, Params};
 use crate::hal::{ItemLinks, collection, command_response, map_page, rfc3339, self_href};
 use crate::openapi::integers;
 use crate::openapi::shared::{BadId, BadQuery, NoValidToken, NotYours, Paging, Unknown};
+use crate::waitlists::WaitlistModel;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/classes", get(list).post(enroll)).route("/classes/{id}", get(show).delete(cancel))
@@ -125,6 +126,9 @@ pub(crate) struct NewClass {
     #[serde(rename = "textBook", default, deserialize_with = "legacy_text")]
     #[schema(value_type = Option<String>)]
     _text_book: (),
+    /// `true`: join the course's waitlist if it is full (202), keeping the
+    /// payment details to charge when a seat frees.
+    waitlist: Option<bool>,
 }
 
 /// A legacy text field that is read only to check its type: a string or
@@ -135,7 +139,8 @@ fn legacy_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<(), 
 
 impl NewClass {
     /// The enroll request, parsed; the student defaults to the caller.
-    fn parse(self, caller_name: Option<&str>) -> Result<EnrollRequest, ApiError> {
+    fn parse(self, caller_name: Option<&str>) -> Result<(EnrollRequest, bool), ApiError> {
+        let waitlist = self.waitlist.unwrap_or(false);
         let course_id = self.course_id.ok_or_else(|| ApiError::invalid("courseId", "is required"))?;
         let course_id = u64::try_from(course_id.0)
             .ok()
@@ -146,7 +151,7 @@ impl NewClass {
             (None, Some(me)) => StudentName::parse(me)?,
             (None, None) => return Err(ApiError::invalid("student", "is required")),
         };
-        Ok(EnrollRequest {
+        let request = EnrollRequest {
             course_id,
             student,
             expected_fee: self.fee.map(|f| Fee::parse(f.0)).transpose()?,
@@ -154,7 +159,8 @@ impl NewClass {
             pay_account: parse_optional("payAccount", self.pay_account.as_deref())?,
             addr: parse_optional("addr", self.addr.as_deref())?,
             telephone: parse_optional("telephoneInfo", self.telephone_info.as_deref())?,
-        })
+        };
+        Ok((request, waitlist))
     }
 }
 
@@ -251,12 +257,18 @@ async fn show(
         (status = 201, description = "Enrolled and paid", body = ClassModel, headers(
             ("Location" = String, description = "The new class"),
             ("X-Sugang-Seq" = u64, description = "The event seq its events reached"))),
+        (status = 202, description = "The course is full: joined its waitlist (`waitlist: true`)", body = WaitlistModel, headers(
+            ("Location" = String, description = "The waitlist entry"),
+            ("X-Sugang-Seq" = u64, description = "The event seq its events reached"))),
+        (status = 200, description = "Already on the course's waitlist: the entry (`waitlist: true`)", body = WaitlistModel, headers(
+            ("Location" = String, description = "The waitlist entry"),
+            ("X-Sugang-Seq" = u64, description = "The event seq its events reached"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         NoValidToken,
         (status = 402, description = "Payment declined", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a student, or not as yourself", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown course", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Course full, already enrolled, or a stale fee", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Course full (and its waitlist, if asked), already enrolled, or a stale fee", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Payment unavailable or overloaded (see Retry-After)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),
@@ -268,8 +280,22 @@ async fn enroll(
     Json(body): Json<NewClass>,
 ) -> Result<Response, ApiError> {
     caller.require_role(Role::Student)?;
-    let request = body.parse(caller.name())?;
+    let (request, waitlist) = body.parse(caller.name())?;
     caller.require_person(Role::Student, request.student.as_str())?;
+    if waitlist {
+        let done = state.sugang.enroll_or_join(request).await?;
+        return Ok(match done.value {
+            Enrolled::Completed(enrollment) => {
+                let model = ClassModel::from(enrollment);
+                command_response(StatusCode::CREATED, done.seq, Some(format!("/classes/{}", model.id)), Some(model))
+            }
+            Enrolled::Waitlisted { entry, new } => {
+                let status = if new { StatusCode::ACCEPTED } else { StatusCode::OK };
+                let model = WaitlistModel::from(entry);
+                command_response(status, done.seq, Some(format!("/waitlists/{}", model.id)), Some(model))
+            }
+        });
+    }
     let done = state.sugang.enroll(request).await?;
     let model = ClassModel::from(done.value);
     tracing::debug!(enrollment_id = model.id, course_id = model.course_id, "enrolled");

@@ -12,6 +12,7 @@ use axum::{Json as JsonBody, Router};
 use serde::{Deserialize, Serialize};
 use sugang_actors::{
     Capacity, CourseDetails, CourseId, CourseName, CoursePatch, CourseRecord, Fee, MinStudents, TeacherName, TextBook,
+    WaitlistSettings,
 };
 use utoipa::ToSchema;
 
@@ -51,12 +52,17 @@ pub(crate) struct CourseModel {
     student_count: u32,
     /// Derived: `studentCount >= minStudents`.
     open_yn: bool,
+    /// How many may wait for a seat (0: no waitlist).
+    waitlist_capacity: u32,
+    /// How many wait now.
+    waitlist_length: u32,
     #[serde(rename = "_links")]
     links: ItemLinks,
 }
 
-impl From<CourseRecord> for CourseModel {
-    fn from(c: CourseRecord) -> Self {
+impl CourseModel {
+    /// A course with its waitlist's capacity and length.
+    pub(crate) fn of(c: CourseRecord, waitlist: WaitlistSettings) -> Self {
         let id = c.id.get();
         CourseModel {
             id,
@@ -68,9 +74,17 @@ impl From<CourseRecord> for CourseModel {
             min_students: c.details.min_students.get(),
             student_count: c.student_count,
             open_yn: c.student_count >= c.details.min_students.get(),
+            waitlist_capacity: waitlist.capacity,
+            waitlist_length: waitlist.length,
             links: ItemLinks::item("course", format!("/courses/{id}")),
         }
     }
+}
+
+/// The representation of a stored course (its waitlist read alongside).
+fn model(state: &AppState, course: CourseRecord) -> Result<CourseModel, ApiError> {
+    let waitlist = state.sugang.course_waitlist(course.id).map_err(ApiError::internal)?;
+    Ok(CourseModel::of(course, waitlist))
 }
 
 collection!(CourseCollection, CourseEmbedded, courses, CourseModel);
@@ -96,12 +110,23 @@ pub(crate) struct NewCourse {
     /// Absent or `null`: 1.
     #[schema(schema_with = integers::count_or_null)]
     min_students: Option<Int>,
+    /// Absent or `null`: 0 (no waitlist).
+    #[schema(schema_with = integers::places_or_null)]
+    waitlist_capacity: Option<Int>,
+}
+
+/// A waitlist capacity: an integer from 0 to 10^6.
+fn places(field: &'static str, n: Int) -> Result<u32, ApiError> {
+    u32::try_from(n.0)
+        .ok()
+        .filter(|&n| n <= 1_000_000)
+        .ok_or_else(|| ApiError::invalid(field, "must be an integer from 0 to 1000000"))
 }
 
 impl NewCourse {
-    /// The course's owner and details, parsed; the teacher defaults to the
-    /// caller's own name.
-    fn parse(self, caller_name: Option<&str>) -> Result<(TeacherName, CourseDetails), ApiError> {
+    /// The course's owner, details and waitlist capacity, parsed; the
+    /// teacher defaults to the caller's own name.
+    fn parse(self, caller_name: Option<&str>) -> Result<(TeacherName, CourseDetails, u32), ApiError> {
         let name = CourseName::parse(&required("name", self.name)?)?;
         let teacher = match (self.teacher, caller_name) {
             (Some(teacher), _) => TeacherName::parse(&teacher)?,
@@ -116,7 +141,8 @@ impl NewCourse {
             capacity: self.capacity.map(|n| Capacity::parse(n.0)).transpose()?,
             min_students: self.min_students.map(|n| MinStudents::parse(n.0)).transpose()?.unwrap_or_default(),
         };
-        Ok((teacher, details))
+        let waitlist_capacity = self.waitlist_capacity.map(|n| places("waitlistCapacity", n)).transpose()?;
+        Ok((teacher, details, waitlist_capacity.unwrap_or(0)))
     }
 }
 
@@ -145,6 +171,9 @@ pub(crate) struct CourseChange {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(schema_with = integers::count)]
     min_students: Option<Option<Int>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = integers::places)]
+    waitlist_capacity: Option<Option<Int>>,
 }
 
 impl TryFrom<CourseChange> for CoursePatch {
@@ -163,6 +192,10 @@ impl TryFrom<CourseChange> for CoursePatch {
             min_students: c
                 .min_students
                 .map(|n| n.ok_or_else(|| not_null("minStudents")).and_then(|n| Ok(MinStudents::parse(n.0)?)))
+                .transpose()?,
+            waitlist_capacity: c
+                .waitlist_capacity
+                .map(|n| n.ok_or_else(|| not_null("waitlistCapacity")).and_then(|n| places("waitlistCapacity", n)))
                 .transpose()?,
         })
     }
@@ -198,7 +231,9 @@ async fn list(
     let teacher = params.text("teacher")?;
     let page = params.page()?;
     let paged = state.sugang.courses(teacher.as_deref(), page).map_err(ApiError::internal)?;
-    Ok(JsonBody(CourseCollection::new(map_page(paged, CourseModel::from), page, self_href(&uri))))
+    let items = paged.items.into_iter().map(|c| model(&state, c)).collect::<Result<Vec<_>, _>>()?;
+    let paged = sugang_actors::Paged { items, total: paged.total };
+    Ok(JsonBody(CourseCollection::new(map_page(paged, |c| c), page, self_href(&uri))))
 }
 
 /// One course.
@@ -216,7 +251,7 @@ async fn show(
     _caller: MaybeAuthUser,
     IdPath(id): IdPath,
 ) -> Result<JsonBody<CourseModel>, ApiError> {
-    Ok(JsonBody(find(&state, id)?.into()))
+    Ok(JsonBody(model(&state, find(&state, id)?)?))
 }
 
 /// Registers a course.
@@ -238,10 +273,10 @@ async fn create(
     Json(body): Json<NewCourse>,
 ) -> Result<Response, ApiError> {
     caller.require_role(Role::Instructor)?;
-    let (teacher, details) = body.parse(caller.name())?;
+    let (teacher, details, waitlist_capacity) = body.parse(caller.name())?;
     caller.require_person(Role::Instructor, teacher.as_str())?;
-    let done = state.sugang.register_course(teacher, details).await?;
-    let model = CourseModel::from(done.value);
+    let done = state.sugang.register_course_with_waitlist(teacher, details, waitlist_capacity).await?;
+    let model = model(&state, done.value)?;
     Ok(command_response(StatusCode::CREATED, done.seq, Some(format!("/courses/{}", model.id)), Some(model)))
 }
 
@@ -270,7 +305,7 @@ async fn modify(
     caller.require_person(Role::Instructor, course.teacher.as_str())?;
     let patch = CoursePatch::try_from(body)?;
     let done = state.sugang.modify_course(course.id, patch).await?;
-    Ok(command_response(StatusCode::OK, done.seq, None, Some(CourseModel::from(done.value))))
+    Ok(command_response(StatusCode::OK, done.seq, None, Some(model(&state, done.value)?)))
 }
 
 /// Deletes a course without completed enrollments.

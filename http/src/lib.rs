@@ -20,7 +20,8 @@
 //!   `AuthUser`/`MaybeAuthUser` extractors.
 //! - `hal`: links, pages, collections, command responses, RFC 3339 times.
 //! - `courses`, `classes`, `payments`, `deliveries`, `schedules`, `mypages`,
-//!   `notifications`: one module per resource, each with its `router()`.
+//!   `notifications`, `waitlists`: one module per resource, each with its
+//!   `router()`.
 //! - `admin`: the supervision tree, the breaker, fault injection.
 //! - `ops`: health, readiness, Prometheus metrics, the OpenAPI route.
 //! - `openapi`: the generated OpenAPI 3.1 document.
@@ -45,6 +46,7 @@ mod pages;
 mod payments;
 mod schedules;
 mod server;
+mod waitlists;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,6 +92,7 @@ fn router() -> Router<AppState> {
         .merge(schedules::router())
         .merge(mypages::router())
         .merge(notifications::router())
+        .merge(waitlists::router())
         .layer(axum::middleware::from_fn(hal::content_type));
     Router::new().merge(resources).merge(admin::router()).merge(ops::router()).merge(pages::router())
 }

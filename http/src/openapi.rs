@@ -38,6 +38,9 @@ use utoipa::{Modify, OpenApi};
         crate::mypages::show_student,
         crate::notifications::list,
         crate::notifications::show,
+        crate::waitlists::list,
+        crate::waitlists::show,
+        crate::waitlists::leave,
         crate::ops::live,
         crate::ops::ready,
         crate::ops::metrics_text,
@@ -56,6 +59,7 @@ use utoipa::{Modify, OpenApi};
         (name = "classes", description = "Enrollments: enroll and pay, cancel and refund"),
         (name = "payments", description = "Payments (read only)"),
         (name = "deliveries", description = "Textbook shipments (read only)"),
+        (name = "waitlists", description = "Waitlist entries: joined by POST /classes with waitlist, left by DELETE"),
         (name = "read models", description = "Course schedules, my-pages, notifications (read only)"),
         (name = "operations", description = "Health, metrics, this document"),
         (name = "admin", description = "Supervision tree, breaker, fault injection"),
@@ -184,6 +188,16 @@ pub(crate) mod integers {
     /// A count, or `null` (absent, or for seats: unlimited).
     pub(crate) fn count_or_null() -> RefOr<Schema> {
         integer(1, 1_000_000, r"^0*([1-9][0-9]{0,5}|1000000)$", true)
+    }
+
+    /// A number of places that may be none: 0 to 10^6.
+    pub(crate) fn places() -> RefOr<Schema> {
+        integer(0, 1_000_000, r"^0*([0-9]{1,6}|1000000)$", false)
+    }
+
+    /// A number of places, or `null` (absent).
+    pub(crate) fn places_or_null() -> RefOr<Schema> {
+        integer(0, 1_000_000, r"^0*([0-9]{1,6}|1000000)$", true)
     }
 
     /// An id: from 1 (as a string, up to 18 digits).

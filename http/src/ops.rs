@@ -97,7 +97,7 @@ fn declare_fault_series() {
     for fault in ["course_panic", "course_panic_always", "payment_gateway", "subscriber"] {
         metrics::counter!("sugang_faults_injected_total", "fault" => fault).increment(0);
     }
-    for kind in ["course", "enrollment", "payment", "delivery", "mypage", "notifier"] {
+    for kind in ["course", "enrollment", "payment", "delivery", "mypage", "notifier", "waitlist"] {
         metrics::counter!("sugang_actor_restarts_total", "kind" => kind).increment(0);
         metrics::counter!("sugang_actor_held_down_total", "kind" => kind).increment(0);
     }

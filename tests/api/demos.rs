@@ -172,3 +172,17 @@ fn true_comparisons_and_ordered_lines_pass_the_checks() {
     comparisons_hold("           ✓ it stayed open (2004 ms ≥ 2000 ms); 6 ms < 200 ms; (14 = 14)\n");
     in_time_order("[  2.711s] breaker: closed → open\n           a note\n[  4.000s] healed\n");
 }
+
+#[test]
+fn demo_waitlist_enrolls_the_first_in_line_at_once_and_passes_a_declined_seat_on() {
+    let out = demo_passes("waitlist");
+    for line in [
+        "✓ Han is told the course is full",
+        "✓ Park, first in line, is enrolled",
+        "✓ Choi's declined card fails the entry",
+        "✓ the seat passed on to Jung, who is enrolled",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+    assert!(out.contains("server log: INFO  seat given to the first in line"), "the promotion is narrated\n{out}");
+}

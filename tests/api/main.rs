@@ -23,6 +23,7 @@
 //! - `pages`: the web pages, the live seat stream, the catalog's speed.
 //! - `demos`: every `sugang demo` scenario passes its own verdict.
 //! - `store`: `sugang store verify|backup`, and a damaged store refused.
+//! - `waitlists`: truthful "full" and the waitlists of registration day.
 
 mod app;
 mod auth;
@@ -40,3 +41,4 @@ mod scenario;
 mod shutdown;
 mod statuses;
 mod store;
+mod waitlists;

@@ -23,6 +23,8 @@ async fn the_openapi_document_lists_every_route() {
         ("/mypages", &["get"]),
         ("/inquiryMypages", &["get"]),
         ("/notifications", &["get"]),
+        ("/waitlists", &["get"]),
+        ("/waitlists/{id}", &["get", "delete"]),
         ("/health/live", &["get"]),
         ("/health/ready", &["get"]),
         ("/metrics", &["get"]),

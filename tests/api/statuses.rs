@@ -149,7 +149,7 @@ async fn operations_health_metrics_tree_and_a_panicking_course() {
     assert_eq!(tree.body["root"], "root");
     let courses = tree.body["children"].as_array().unwrap().iter().find(|c| c["name"] == "courses").unwrap().clone();
     assert!(courses["supervisor"]["restartsTotal"].as_u64().unwrap() >= 1, "{courses}");
-    assert_eq!(tree.body["subscribers"].as_array().unwrap().len(), 3);
+    assert_eq!(tree.body["subscribers"].as_array().unwrap().len(), 4, "delivery, mypage, notifier, waitlist");
     let metrics = app.get("/metrics").await;
     assert_eq!(metrics.status, 200);
     let text = metrics.body.as_str().unwrap();

@@ -6,8 +6,8 @@
 // Run: `npm install && npm test` here, after `cargo build --bin sugang`.
 // SUGANG_BIN picks another binary; CHROMIUM another browser.
 //
-// Not covered yet: the waitlist and the waiting room, whose pages come
-// with the registration-day issue.
+// Not covered yet: the waiting room, whose page comes with the
+// registration-day issue.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -254,6 +254,45 @@ test('a second browser sees the seat count change without reloading', async () =
     assert.ok(overflow <= 0, `the phone page scrolls sideways by ${overflow}px`);
     await shot(small, 'student-catalog-phone');
     await Promise.all([watcher.close(), ctx.close(), phone.close()]);
+  });
+});
+
+test('a full course offers the waitlist and the position updates when someone cancels', async () => {
+  const server = await openServer();
+  await withLog(server, async () => {
+    const id = await course(server, 'popular', 'Hong-Gil-dong', { capacity: 1, waitlistCapacity: 3 });
+    const kim = await call(server, 'POST', '/classes', { courseId: id, student: 'Kim' });
+    assert.equal(kim.status, 201);
+    const lee = await call(server, 'POST', '/classes', { courseId: id, student: 'Lee', waitlist: true });
+    assert.equal(lee.status, 202, JSON.stringify(lee.body));
+
+    const ctx = await context(server);
+    const page = await ctx.newPage();
+    await page.goto('/');
+    await pick(page, 'student', 'Park');
+    await page.locator('#live-status[data-live="on"]').waitFor({ timeout: WAIT });
+    const row = page.locator(`#catalog tr[data-course-id="${id}"]`);
+    // Full, so the row offers the waitlist (and shows how many wait).
+    assert.equal(await row.locator('.open').textContent(), 'Full');
+    assert.equal(await row.locator('.waiting').textContent(), '1');
+    await row.getByRole('button', { name: 'Join the waitlist' }).click();
+    await page.getByRole('button', { name: 'Join the waitlist (pay when a seat frees)' }).click();
+    await page.locator('#enroll-result', { hasText: 'you are on its waitlist. Your place: 2' }).waitFor({ timeout: WAIT });
+    await row.locator('.waiting', { hasText: '2' }).waitFor({ timeout: WAIT });
+    await shot(page, 'student-waitlist');
+
+    // Kim cancels: Lee gets the seat, and Park's place moves up, live.
+    await page.evaluate(() => (window.notReloaded = true));
+    assert.equal((await call(server, 'DELETE', `/classes/${kim.body.id}`)).status, 204);
+    const place = page.locator('#waitlist-place');
+    await place.filter({ hasText: 'Your place: 1' }).waitFor({ timeout: WAIT });
+    // Lee's seat frees in turn: Park is enrolled from the waitlist.
+    const lees = await call(server, 'GET', `/waitlists/${lee.body.id}`);
+    assert.equal(lees.body.status, 'ENROLLED', JSON.stringify(lees.body));
+    assert.equal((await call(server, 'DELETE', `/classes/${lees.body.classId}`)).status, 204);
+    await place.filter({ hasText: 'you are enrolled from the waitlist' }).waitFor({ timeout: WAIT });
+    assert.equal(await page.evaluate(() => window.notReloaded), true, 'the page was not reloaded');
+    await ctx.close();
   });
 });
 

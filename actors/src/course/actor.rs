@@ -12,6 +12,16 @@
 //! Must not call other actors: the enrollment saga calls it, never the
 //! reverse, so asks cannot deadlock.
 //!
+//! # Truthful "full"
+//!
+//! A seat request that finds every free seat held by a payment in progress
+//! ([`CourseRejection::AwaitingPayments`]) is parked here, first come first
+//! served, bounded in number ([`Parking::limit`], beyond which it is shed)
+//! and in time ([`Parking::timeout`], the payment timeout). After every
+//! command the front of the queue is decided again: a released seat goes to
+//! the request that waited longest, and once every held seat is confirmed
+//! the waiting requests are told the course is full.
+//!
 //! # Dense enrollment ids
 //!
 //! A saga reserves and charges under its reservation key; the public
@@ -24,7 +34,9 @@
 //! restart continues at max + 1. A refused enrollment never reaches this
 //! step and takes no id.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,12 +45,19 @@ use sugang_storage::{Batch, EncodeError, Journal, Pending, Store};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Completion, Course, CourseCommand, CourseRejection, CourseState, Seat, apply, decide};
-use crate::entity::{EntityArgs, EntityKind, IdleCheck, Registry, schedule_idle_check};
+use super::{
+    Completion, Course, CourseCommand, CourseRejection, CourseState, Seat, StoredPayment, WaitEntry, Waitlist, apply,
+    decide,
+};
+use crate::entity::{AskError, EntityArgs, EntityKind, IdleCheck, Registry, schedule_idle_check};
 use crate::event::Event;
 use crate::faults::{Faults, now_ms};
 use crate::model::{CourseId, EnrollmentId, StudentName};
-use crate::tables::{COURSES, CourseRecord, PENDING, PendingSeat, SEATS};
+use crate::tables::{COURSES, CourseRecord, Indexed, PENDING, PendingSeat, SEATS};
+use crate::waitlist::{
+    COURSE_WAITLISTS, EntryRecord, EntryState, WAITLIST_ENTRIES, WAITLIST_LIVE, WAITLIST_STATUS, WaitStatus,
+    WaitlistSettings,
+};
 
 /// Writes a saga adds to a course's batch, built from the course's events, so
 /// that a saga step and the seat change it rests on commit together.
@@ -51,11 +70,35 @@ pub(crate) struct CourseCtx {
     pub(crate) faults: Arc<Faults>,
     /// The next public enrollment id, shared by every course.
     pub(crate) enrollment_ids: Arc<EnrollmentIds>,
+    /// How seat requests wait for payments in progress.
+    pub(crate) parking: Parking,
+    /// The next waitlist entry id, shared by every course (dense, like
+    /// enrollment ids).
+    pub(crate) waitlist_ids: Arc<EnrollmentIds>,
+    /// Where the saga keys of promoted waitlist entries go once the batch
+    /// that promoted them is durable (see `waitlist::run_promotions`).
+    pub(crate) promotions: tokio::sync::mpsc::UnboundedSender<EnrollmentId>,
 }
 
-/// The next public enrollment id. Held (a lock) from the moment a completion
-/// takes the id until its batch is queued in the journal, so ids reach the
-/// journal, and so the disk, in order.
+/// The bounds on seat requests waiting for payments in progress.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Parking {
+    /// At most this many wait per course; more are shed (503).
+    pub(crate) limit: usize,
+    /// How long one waits at most: a payment in progress ends by then.
+    pub(crate) timeout: Duration,
+}
+
+/// A seat request waiting for a payment in progress to end.
+struct Parked {
+    command: CourseCommand,
+    reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
+    deadline: Instant,
+}
+
+/// The next public enrollment id (or waitlist entry id). Held (a lock) from
+/// the moment a completion (a join) takes the id until its batch is queued in
+/// the journal, so ids reach the journal, and so the disk, in order.
 pub(crate) struct EnrollmentIds(tokio::sync::Mutex<u64>);
 
 impl EnrollmentIds {
@@ -82,6 +125,8 @@ pub(crate) enum CourseMsg {
         reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
     },
     IdleCheck,
+    /// A parked seat request may have waited its time out.
+    ParkingExpired,
     Stop,
     /// A batch of this actor failed: its in-memory state is ahead of the
     /// disk, so it fails and is restarted from storage.
@@ -98,6 +143,9 @@ pub(crate) struct CourseReply {
     /// The id `seat` is held under: the reservation key while pending, the
     /// enrollment id once confirmed.
     pub(crate) seat_id: Option<EnrollmentId>,
+    /// A seat request that joined the waitlist (or had joined before): its
+    /// entry.
+    pub(crate) waitlisted: Option<u64>,
     pub(crate) events: Vec<Event>,
     pub(crate) seq: u64,
 }
@@ -108,6 +156,10 @@ pub(crate) enum CourseFailure {
     Rejected(#[from] CourseRejection),
     #[error("storage: {0}")]
     Storage(String),
+    /// The seat request could not wait for a payment in progress: too many
+    /// wait already, or the wait timed out.
+    #[error(transparent)]
+    Busy(AskError),
 }
 
 pub(crate) struct CourseKind;
@@ -134,6 +186,8 @@ pub(crate) struct CourseActorState {
     in_flight: Arc<AtomicUsize>,
     /// Woken when `in_flight` drops to zero.
     drained: Arc<Notify>,
+    /// Seat requests waiting for a payment in progress, oldest first.
+    parked: VecDeque<Parked>,
 }
 
 /// What a command led to, before its batch is durable.
@@ -143,7 +197,13 @@ enum Decided {
     /// An idempotent repeat with nothing in flight: answer at once.
     Unchanged(CourseReply),
     /// The batch is with the journal; answer once it is durable.
-    Submitted { pending: Pending, seat: Option<Seat>, seat_id: Option<EnrollmentId>, events: Vec<Event> },
+    Submitted {
+        pending: Pending,
+        seat: Option<Seat>,
+        seat_id: Option<EnrollmentId>,
+        waitlisted: Option<u64>,
+        events: Vec<Event>,
+    },
     /// The events are applied in memory but their batch could not be handed
     /// to the journal: refuse, and fail the actor before it decides again.
     AheadOfDisk(String),
@@ -162,7 +222,19 @@ pub(crate) fn load(store: &Store, id: CourseId) -> Result<CourseState, sugang_st
         student_count: 0,
         holders: Default::default(),
         registered_at_ms: record.registered_at_ms,
+        waitlist: Waitlist::default(),
     };
+    course.waitlist.capacity = store.get(&COURSE_WAITLISTS, &id.get())?.unwrap_or_default().capacity;
+    for key in store.scan_prefix(&WAITLIST_LIVE, &id.get()).keys() {
+        let (_, entry_id) = key?;
+        let (Some(entry), Some(state)) =
+            (store.get(&WAITLIST_ENTRIES, &entry_id)?, store.get(&WAITLIST_STATUS, &entry_id)?)
+        else {
+            continue;
+        };
+        let promoted = state.promoted.then(|| super::promotion_key(entry_id));
+        course.waitlist.insert(entry_id, WaitEntry { student: entry.student, promoted });
+    }
     for item in store.scan_prefix(&SEATS, &id.get()) {
         let ((_, enrollment), seat) = item?;
         let enrollment = crate::model::EnrollmentId::assigned(enrollment);
@@ -201,6 +273,7 @@ impl Actor for CourseActor {
             last_active: Instant::now(),
             in_flight: Arc::new(AtomicUsize::new(0)),
             drained: Arc::new(Notify::new()),
+            parked: VecDeque::new(),
         })
     }
 
@@ -216,8 +289,19 @@ impl Actor for CourseActor {
                 if state.ctx.faults.course_must_panic(state.id.get()) {
                     panic!("injected fault: course {} panics", state.id);
                 }
-                let decided = state.execute(command, also).await;
-                state.answer(&myself, decided, reply)?;
+                let retry = matches!(command, CourseCommand::ReserveSeat { .. }).then(|| command.clone());
+                let decided = match retry {
+                    Some(_) => state.reserve(command).await,
+                    None => state.execute(command, also).await,
+                };
+                match (decided, retry) {
+                    (
+                        Decided::Refused(CourseFailure::Rejected(CourseRejection::AwaitingPayments { .. })),
+                        Some(command),
+                    ) => state.park(&myself, command, reply),
+                    (decided, _) => state.answer(&myself, decided, reply)?,
+                }
+                state.serve_parked(&myself).await?;
             }
             CourseMsg::Complete { reservation, student, completion, also, reply } => {
                 state.last_active = Instant::now();
@@ -226,12 +310,14 @@ impl Actor for CourseActor {
                 }
                 let decided = state.complete(reservation, &student, completion, also).await;
                 state.answer(&myself, decided, reply)?;
+                state.serve_parked(&myself).await?;
             }
+            CourseMsg::ParkingExpired => state.serve_parked(&myself).await?,
             CourseMsg::Poisoned(reason) => {
                 return Err(format!("a commit of course {} failed: {reason}", state.id).into());
             }
             CourseMsg::IdleCheck => {
-                let busy = state.in_flight.load(Ordering::SeqCst) > 0;
+                let busy = state.in_flight.load(Ordering::SeqCst) > 0 || !state.parked.is_empty();
                 if state.registry.idle_check(state.id.get(), &myself, state.last_active, busy) {
                     myself.send_message(CourseMsg::Stop)?;
                 }
@@ -262,6 +348,53 @@ impl From<IdleCheck> for CourseMsg {
 }
 
 impl CourseActorState {
+    /// Parks a seat request behind the payments in progress, or sheds it
+    /// when too many wait already.
+    fn park(
+        &mut self,
+        myself: &ActorRef<CourseMsg>,
+        command: CourseCommand,
+        reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
+    ) {
+        let parking = self.ctx.parking;
+        if self.parked.len() >= parking.limit {
+            metrics::counter!("sugang_seat_waits_total", "outcome" => "shed").increment(1);
+            tracing::debug!(course_id = self.id.get(), waiting = self.parked.len(), "seat request shed: too many wait");
+            let _ = reply.send(Err(CourseFailure::Busy(AskError::Overloaded { kind: "course", id: self.id.get() })));
+            return;
+        }
+        self.parked.push_back(Parked { command, reply, deadline: Instant::now() + parking.timeout });
+        myself.send_after(parking.timeout, || CourseMsg::ParkingExpired);
+    }
+
+    /// Decides the parked seat requests again, oldest first, until one still
+    /// has to wait: a seat released since goes to the request that waited
+    /// longest; once every seat is confirmed they are told the course is
+    /// full. Requests past their deadline are answered 503.
+    async fn serve_parked(&mut self, myself: &ActorRef<CourseMsg>) -> Result<(), ActorProcessingErr> {
+        while let Some(front) = self.parked.front() {
+            if front.deadline <= Instant::now() {
+                if let Some(parked) = self.parked.pop_front() {
+                    metrics::counter!("sugang_seat_waits_total", "outcome" => "timeout").increment(1);
+                    let reason = "every seat is still held by a payment in progress".to_owned();
+                    let busy = AskError::Unavailable { kind: "course", id: self.id.get(), reason };
+                    let _ = parked.reply.send(Err(CourseFailure::Busy(busy)));
+                }
+                continue;
+            }
+            let decided = self.reserve(front.command.clone()).await;
+            if matches!(decided, Decided::Refused(CourseFailure::Rejected(CourseRejection::AwaitingPayments { .. }))) {
+                break;
+            }
+            let outcome = if matches!(decided, Decided::Refused(_)) { "refused" } else { "seated" };
+            metrics::counter!("sugang_seat_waits_total", "outcome" => outcome).increment(1);
+            if let Some(parked) = self.parked.pop_front() {
+                self.answer(myself, decided, parked.reply)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Replies to a decided command: at once, or once its batch is durable.
     /// A batch that could not be handed to the journal fails the actor.
     fn answer(
@@ -277,9 +410,12 @@ impl CourseActorState {
             Decided::Unchanged(answer) => {
                 let _ = reply.send(Ok(answer));
             }
-            Decided::Submitted { pending, seat, seat_id, events } => {
-                self.answer_when_durable(myself, pending, seat, seat_id, events, reply)
-            }
+            Decided::Submitted { pending, seat, seat_id, waitlisted, events } => self.answer_when_durable(
+                myself,
+                pending,
+                CourseReply { seat, seat_id, waitlisted, events, seq: 0 },
+                reply,
+            ),
             Decided::AheadOfDisk(reason) => {
                 tracing::error!(course_id = self.id.get(), error = %reason, "course commit failed; restarting from storage");
                 let _ = reply.send(Err(CourseFailure::Storage(reason.clone())));
@@ -287,6 +423,25 @@ impl CourseActorState {
             }
         }
         Ok(())
+    }
+
+    /// Decides a seat request; one that may join the waitlist takes the
+    /// next entry id under its lock (dense ids, as for enrollments).
+    async fn reserve(&mut self, mut command: CourseCommand) -> Decided {
+        if !matches!(&command, CourseCommand::ReserveSeat { join: Some(_), .. }) {
+            return self.execute(command, None).await;
+        }
+        let ids = self.ctx.waitlist_ids.clone();
+        let mut next = ids.0.lock().await;
+        if let CourseCommand::ReserveSeat { join: Some(joining), .. } = &mut command {
+            joining.entry_id = *next;
+        }
+        let decided = self.execute(command, None).await;
+        let joined = |events: &[Event]| events.iter().any(|e| matches!(e, Event::WaitlistJoined { .. }));
+        if matches!(&decided, Decided::Submitted { events, .. } if joined(events)) {
+            *next += 1;
+        }
+        decided
     }
 
     /// Confirms a saga's seat under the next enrollment id (see the module
@@ -330,6 +485,12 @@ impl CourseActorState {
     #[tracing::instrument(level = "debug", skip_all, fields(course_id = self.id.get()))]
     async fn execute(&mut self, command: CourseCommand, also: Option<Also>) -> Decided {
         let enrollment = command.enrollment_id();
+        let (joining, joiner) = match &command {
+            CourseCommand::ReserveSeat { join: Some(joining), student, .. } => {
+                (Some(joining.payment.clone()), Some(student.clone()))
+            }
+            _ => (None, None),
+        };
         // A confirmation moves the seat from the saga's reservation key to
         // the enrollment id: the reservation's records go.
         let moved = match &command {
@@ -351,13 +512,20 @@ impl CourseActorState {
         };
         if events.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0 {
             let seq = self.ctx.store.events().last_seq();
-            return Decided::Unchanged(CourseReply { seat: self.seat(enrollment), seat_id: enrollment, events, seq });
+            let waitlisted = self.waitlisted(joiner.as_ref(), enrollment);
+            return Decided::Unchanged(CourseReply {
+                seat: self.seat(enrollment),
+                seat_id: enrollment,
+                waitlisted,
+                events,
+                seq,
+            });
         }
         let mut batch = Batch::new();
         if !events.is_empty() {
             let before = std::mem::replace(&mut self.course, CourseState::Unregistered { id: self.id });
             self.course = events.iter().fold(before, apply);
-            let written = persist(&self.course, &events, moved).and_then(|mut batch| {
+            let written = persist(&self.course, &events, moved, joining).and_then(|mut batch| {
                 if let Some(also) = also {
                     batch.extend(also(&events)?);
                 }
@@ -368,28 +536,71 @@ impl CourseActorState {
                 Err(e) => return Decided::AheadOfDisk(e.to_string()),
             };
         }
+        let waitlisted = self.waitlisted(joiner.as_ref(), enrollment);
         match self.ctx.journal.submit(batch).await {
-            Ok(pending) => Decided::Submitted { pending, seat: self.seat(enrollment), seat_id: enrollment, events },
+            Ok(pending) => {
+                Decided::Submitted { pending, seat: self.seat(enrollment), seat_id: enrollment, waitlisted, events }
+            }
             Err(e) => Decided::AheadOfDisk(e.to_string()),
         }
     }
 
+    /// The waitlist entry a seat request that may join holds after it: none
+    /// if it got a seat.
+    fn waitlisted(&self, joiner: Option<&StudentName>, enrollment: Option<EnrollmentId>) -> Option<u64> {
+        let joiner = joiner?;
+        if self.seat(enrollment).is_some() {
+            return None;
+        }
+        match &self.course {
+            CourseState::Active(course) => course.waitlist.entry_of(joiner),
+            _ => None,
+        }
+    }
+
     /// Replies once `pending` is durable, from a task of its own so the
-    /// actor goes on; a failed batch poisons the actor.
+    /// actor goes on; a failed batch poisons the actor. Entries promoted
+    /// by the batch are handed to their sagas once it is durable.
     fn answer_when_durable(
         &self,
         myself: &ActorRef<CourseMsg>,
         pending: Pending,
-        seat: Option<Seat>,
-        seat_id: Option<EnrollmentId>,
-        events: Vec<Event>,
+        mut answer: CourseReply,
         reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
     ) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let (in_flight, drained, myself, id) = (self.in_flight.clone(), self.drained.clone(), myself.clone(), self.id);
+        let promotions = self.ctx.promotions.clone();
         tokio::spawn(async move {
             let answer = match pending.durable().await {
-                Ok(receipt) => Ok(CourseReply { seat, seat_id, events, seq: receipt.seq }),
+                Ok(receipt) => {
+                    for event in &answer.events {
+                        match event {
+                            Event::WaitlistPromoted { reservation, entry_id, .. } => {
+                                metrics::counter!("sugang_waitlist_promotions_total", "outcome" => "promoted")
+                                    .increment(1);
+                                tracing::info!(
+                                    course_id = id.get(),
+                                    entry_id,
+                                    reservation = reservation.get(),
+                                    "seat given to the first in line"
+                                );
+                                let _ = promotions.send(*reservation);
+                            }
+                            Event::WaitlistEnrolled { .. } => {
+                                metrics::counter!("sugang_waitlist_promotions_total", "outcome" => "enrolled")
+                                    .increment(1);
+                            }
+                            Event::WaitlistFailed { .. } => {
+                                metrics::counter!("sugang_waitlist_promotions_total", "outcome" => "failed")
+                                    .increment(1);
+                            }
+                            _ => {}
+                        }
+                    }
+                    answer.seq = receipt.seq;
+                    Ok(answer)
+                }
                 Err(e) => {
                     tracing::error!(course_id = id.get(), error = %e, "course commit failed; restarting from storage");
                     let _ = myself.send_message(CourseMsg::Poisoned(e.to_string()));
@@ -416,7 +627,12 @@ impl CourseActorState {
 
 /// The writes that make a course's new state and its events durable;
 /// `moved` is the reservation key a confirmed seat was held under.
-fn persist(next: &CourseState, events: &[Event], moved: Option<EnrollmentId>) -> Result<Batch, EncodeError> {
+fn persist(
+    next: &CourseState,
+    events: &[Event],
+    moved: Option<EnrollmentId>,
+    joining: Option<StoredPayment>,
+) -> Result<Batch, EncodeError> {
     let mut batch = Batch::new();
     let (course, deleted) = match next {
         CourseState::Active(course) => (course, false),
@@ -428,7 +644,19 @@ fn persist(next: &CourseState, events: &[Event], moved: Option<EnrollmentId>) ->
     // studentCount, deleted) as it was: rewriting it would cost the journal a
     // write and a pre-image read for nothing.
     let seat_only = |event: &Event| {
-        matches!(event, Event::SeatReserved { .. } | Event::SeatReleased { .. } | Event::EnrollmentRejected { .. })
+        matches!(
+            event,
+            Event::SeatReserved { .. }
+                | Event::SeatReleased { .. }
+                | Event::EnrollmentRejected { .. }
+                | Event::WaitlistCapacitySet { .. }
+                | Event::WaitlistJoined { .. }
+                | Event::WaitlistPromoted { .. }
+                | Event::WaitlistEnrolled { .. }
+                | Event::WaitlistFailed { .. }
+                | Event::WaitlistLeft { .. }
+                | Event::WaitlistCanceled { .. }
+        )
     };
     if !events.iter().all(seat_only) {
         batch.put(
@@ -465,11 +693,71 @@ fn persist(next: &CourseState, events: &[Event], moved: Option<EnrollmentId>) ->
                 batch.delete(&SEATS, &(id, enrollment_id.get()));
                 batch.delete(&PENDING, &enrollment_id.get());
             }
+            Event::WaitlistJoined { entry_id, student, at_ms, .. } => {
+                if let Some(payment) = &joining {
+                    let record = EntryRecord {
+                        id: *entry_id,
+                        course_id: course.id,
+                        student: student.clone(),
+                        payment: payment.clone(),
+                        joined_at_ms: *at_ms,
+                    };
+                    batch.put(&WAITLIST_ENTRIES, entry_id, &record)?;
+                }
+                let state = EntryState { status: WaitStatus::Waiting, promoted: false, class_id: None, at_ms: *at_ms };
+                batch.put(&WAITLIST_STATUS, entry_id, &state)?;
+                batch.put(&WAITLIST_LIVE, &(id, *entry_id), &Indexed)?;
+            }
+            Event::WaitlistPromoted { entry_id, at_ms, .. } => {
+                let state = EntryState { status: WaitStatus::Waiting, promoted: true, class_id: None, at_ms: *at_ms };
+                batch.put(&WAITLIST_STATUS, entry_id, &state)?;
+            }
+            Event::WaitlistEnrolled { entry_id, enrollment_id, at_ms, .. } => {
+                let state = EntryState {
+                    status: WaitStatus::Enrolled,
+                    promoted: true,
+                    class_id: Some(*enrollment_id),
+                    at_ms: *at_ms,
+                };
+                batch.put(&WAITLIST_STATUS, entry_id, &state)?;
+                batch.delete(&WAITLIST_LIVE, &(id, *entry_id));
+            }
+            Event::WaitlistFailed { entry_id, at_ms, .. }
+            | Event::WaitlistLeft { entry_id, at_ms, .. }
+            | Event::WaitlistCanceled { entry_id, at_ms, .. } => {
+                let status = match event {
+                    Event::WaitlistFailed { .. } => WaitStatus::Failed,
+                    Event::WaitlistLeft { .. } => WaitStatus::Left,
+                    _ => WaitStatus::Canceled,
+                };
+                let promoted = matches!(event, Event::WaitlistFailed { .. });
+                batch.put(
+                    &WAITLIST_STATUS,
+                    entry_id,
+                    &EntryState { status, promoted, class_id: None, at_ms: *at_ms },
+                )?;
+                batch.delete(&WAITLIST_LIVE, &(id, *entry_id));
+            }
             _ => {}
         }
         batch.append(event.partition_key(), event)?;
     }
     // The course lists' count and teacher index (see `queries`).
     super::queries::index_events(&mut batch, events)?;
+    let waitlist_changed = events.iter().any(|event| {
+        matches!(
+            event,
+            Event::WaitlistCapacitySet { .. }
+                | Event::WaitlistJoined { .. }
+                | Event::WaitlistEnrolled { .. }
+                | Event::WaitlistFailed { .. }
+                | Event::WaitlistLeft { .. }
+                | Event::WaitlistCanceled { .. }
+        )
+    });
+    if waitlist_changed {
+        let settings = WaitlistSettings { capacity: course.waitlist.capacity, length: course.waitlist.len() as u32 };
+        batch.put(&COURSE_WAITLISTS, &id, &settings)?;
+    }
     Ok(batch)
 }

@@ -8,6 +8,17 @@
 //! enrollment's public id (dense, assigned at completion: see
 //! [`actor::EnrollmentIds`]). No I/O, no clock
 //! reads, no actor types here; the actor in `actor.rs` persists and replies.
+//!
+//! # The waitlist
+//!
+//! The course also owns its waitlist, so a seat that frees (a cancellation,
+//! a capacity raise, a pending seat released) goes to the first waiting
+//! entry in the decision that frees it: the same events, so the same
+//! journal batch. The promoted entry's saga holds the seat under
+//! [`promotion_key`] of its entry id, a key of its own range, and charges
+//! the account stored with the entry; its seat confirmed, the entry is
+//! `ENROLLED`; its seat released (declined, unavailable), the entry is
+//! `FAILED` and the seat passes to the next entry the same way.
 
 pub(crate) mod actor;
 pub(crate) mod queries;
@@ -18,6 +29,121 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{CourseDetails, Event, RejectReason};
 use crate::model::{Capacity, CourseId, EnrollmentId, Fee, MinStudents, PayMethod, StudentName, TeacherName, TextBook};
+
+/// Where the saga keys of waitlist promotions start: above every saga
+/// reservation key (from 2^48, see `system`) and below 2^53.
+pub(crate) const PROMOTION_BASE: u64 = 1 << 50;
+
+/// The saga key under which waitlist entry `entry_id`'s promoted seat is
+/// held: one per entry (an entry is promoted at most once), never reused.
+pub(crate) fn promotion_key(entry_id: u64) -> EnrollmentId {
+    EnrollmentId::assigned(PROMOTION_BASE + entry_id)
+}
+
+/// The waitlist entry a saga key promotes, if it is a promotion's.
+pub(crate) fn promoted_entry(key: EnrollmentId) -> Option<u64> {
+    key.get().checked_sub(PROMOTION_BASE).filter(|&id| id > 0)
+}
+
+/// A course's waitlist: its capacity and its live entries. Changed only
+/// through [`Waitlist::insert`], [`Waitlist::promote`] and
+/// [`Waitlist::remove`], which keep its indexes, so each question a seat
+/// request asks of it costs O(1) or O(log n) however long it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Waitlist {
+    /// How many may wait at once; 0: no waitlist.
+    pub capacity: u32,
+    /// Entries waiting or being enrolled, by id: arrival order.
+    entries: BTreeMap<u64, WaitEntry>,
+    /// The live entry of each student (at most one per course).
+    by_student: HashMap<StudentName, u64>,
+    /// The entries given a seat (their sagas run), by id.
+    promoted: std::collections::BTreeSet<u64>,
+}
+
+impl Waitlist {
+    /// Entries still waiting for a seat.
+    pub fn waiting(&self) -> u32 {
+        (self.entries.len() - self.promoted.len()) as u32
+    }
+
+    /// Live entries: waiting, or given a seat and being enrolled.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The live entries, in arrival order.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &WaitEntry)> {
+        self.entries.iter().map(|(&id, e)| (id, e))
+    }
+
+    pub fn get(&self, entry_id: u64) -> Option<&WaitEntry> {
+        self.entries.get(&entry_id)
+    }
+
+    /// The live entry of `student`, if any.
+    pub fn entry_of(&self, student: &StudentName) -> Option<u64> {
+        self.by_student.get(student).copied()
+    }
+
+    /// The first `n` entries still waiting, in arrival order.
+    fn first_waiting(&self, n: usize) -> impl Iterator<Item = (u64, &WaitEntry)> {
+        self.entries().filter(|(_, e)| e.promoted.is_none()).take(n)
+    }
+
+    pub(crate) fn insert(&mut self, entry_id: u64, entry: WaitEntry) {
+        self.by_student.insert(entry.student.clone(), entry_id);
+        if entry.promoted.is_some() {
+            self.promoted.insert(entry_id);
+        }
+        self.entries.insert(entry_id, entry);
+    }
+
+    fn promote(&mut self, entry_id: u64, reservation: EnrollmentId) {
+        if let Some(entry) = self.entries.get_mut(&entry_id) {
+            entry.promoted = Some(reservation);
+            self.promoted.insert(entry_id);
+        }
+    }
+
+    fn remove(&mut self, entry_id: u64) {
+        if let Some(entry) = self.entries.remove(&entry_id) {
+            self.by_student.remove(&entry.student);
+            self.promoted.remove(&entry_id);
+        }
+    }
+}
+
+/// A live waitlist entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitEntry {
+    pub student: StudentName,
+    /// Set once a seat was given to it: the key its saga holds the seat under.
+    pub promoted: Option<EnrollmentId>,
+}
+
+/// What a waitlist entry keeps of the request that joined: consent to be
+/// enrolled, and charged, when a seat frees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPayment {
+    pub pay_method: PayMethod,
+    pub pay_account: Option<String>,
+    pub addr: Option<String>,
+    pub telephone: Option<String>,
+}
+
+/// A seat request that joins the waitlist if the course is full.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joining {
+    /// The id a new entry gets: assigned by the course actor just before
+    /// deciding (dense, like enrollment ids).
+    pub entry_id: u64,
+    pub payment: StoredPayment,
+}
 
 /// A registered course, with its held seats.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +160,7 @@ pub struct Course {
     /// Which enrollment holds each student's seat: one per student.
     pub holders: HashMap<StudentName, EnrollmentId>,
     pub registered_at_ms: u64,
+    pub waitlist: Waitlist,
 }
 
 impl Course {
@@ -45,6 +172,46 @@ impl Course {
     /// Seats held, pending or confirmed: what capacity is checked against.
     pub fn held(&self) -> u32 {
         self.seats.len() as u32
+    }
+
+    /// Seats held by payments in progress: each may still be released.
+    pub fn pending(&self) -> u32 {
+        self.held() - self.student_count
+    }
+
+    /// Seats free now (`u32::MAX` for an unlimited course).
+    pub fn free(&self, capacity: Option<Capacity>) -> u32 {
+        capacity.map_or(u32::MAX, |c| c.get().saturating_sub(self.held()))
+    }
+
+    /// Gives up to `seats` freed seats to the first waiting entries: each
+    /// one's saga holds a seat at the current fee under its promotion key.
+    fn promote(&self, seats: u32, at_ms: u64) -> Vec<Event> {
+        // Promoted entries come first (they are the oldest): skipping them
+        // costs at most the seats held by payments in progress.
+        self.waitlist
+            .first_waiting(seats as usize)
+            .flat_map(|(entry_id, entry)| {
+                let reservation = promotion_key(entry_id);
+                let student = entry.student.clone();
+                [
+                    Event::WaitlistPromoted {
+                        entry_id,
+                        course_id: self.id,
+                        student: student.clone(),
+                        reservation,
+                        at_ms,
+                    },
+                    Event::SeatReserved {
+                        course_id: self.id,
+                        enrollment_id: reservation,
+                        student,
+                        fee: self.details.fee,
+                        at_ms,
+                    },
+                ]
+            })
+            .collect()
     }
 
     /// The enrollment a saga's seat already became: `Some` when the seat
@@ -92,6 +259,7 @@ pub struct CoursePatch {
     /// `Some(None)` makes the course unlimited.
     pub capacity: Option<Option<Capacity>>,
     pub min_students: Option<MinStudents>,
+    pub waitlist_capacity: Option<u32>,
 }
 
 /// What the completion of an enrollment needs to say in its event.
@@ -109,6 +277,7 @@ pub enum CourseCommand {
         id: CourseId,
         teacher: TeacherName,
         details: CourseDetails,
+        waitlist_capacity: u32,
     },
     Modify(CoursePatch),
     Delete,
@@ -118,6 +287,8 @@ pub enum CourseCommand {
         enrollment_id: EnrollmentId,
         student: StudentName,
         expected_fee: Option<Fee>,
+        /// Join the waitlist instead of being refused when the course is full.
+        join: Option<Joining>,
     },
     /// Saga step 3: the fee is paid; the seat held under `reservation` (the
     /// saga's key) becomes the completed enrollment `enrollment_id`, the next
@@ -137,6 +308,10 @@ pub enum CourseCommand {
     CancelSeat {
         enrollment_id: EnrollmentId,
     },
+    /// A student leaves the waitlist.
+    LeaveWaitlist {
+        entry_id: u64,
+    },
 }
 
 impl CourseCommand {
@@ -147,7 +322,10 @@ impl CourseCommand {
             | CourseCommand::ConfirmSeat { enrollment_id, .. }
             | CourseCommand::ReleaseSeat { enrollment_id, .. }
             | CourseCommand::CancelSeat { enrollment_id } => Some(*enrollment_id),
-            CourseCommand::Register { .. } | CourseCommand::Modify(_) | CourseCommand::Delete => None,
+            CourseCommand::Register { .. }
+            | CourseCommand::Modify(_)
+            | CourseCommand::Delete
+            | CourseCommand::LeaveWaitlist { .. } => None,
         }
     }
 }
@@ -171,6 +349,15 @@ pub enum CourseRejection {
     HasEnrollments { course: CourseId, count: u32 },
     #[error("enrollment {enrollment} holds no seat in course {course}")]
     NoSeat { course: CourseId, enrollment: EnrollmentId },
+    /// Every free seat is held by a payment in progress: not "full" yet,
+    /// since one may be released. The course actor parks the request until
+    /// one is (or every one completes); a client never sees this.
+    #[error("every seat of course {course} is held by a payment in progress")]
+    AwaitingPayments { course: CourseId },
+    #[error("course {course} is full, and so is its waitlist ({capacity} places)")]
+    WaitlistFull { course: CourseId, capacity: u32 },
+    #[error("waitlist entry {entry} is being enrolled: a seat was given to it")]
+    BeingEnrolled { entry: u64 },
 }
 
 /// Decides what a command means for the course: the events it causes, or
@@ -178,8 +365,17 @@ pub enum CourseRejection {
 pub fn decide(state: &CourseState, command: CourseCommand, at_ms: u64) -> Result<Vec<Event>, CourseRejection> {
     match state {
         CourseState::Unregistered { id } => match command {
-            CourseCommand::Register { id: new_id, teacher, details } if new_id == *id => {
-                Ok(vec![Event::CourseRegistered { course_id: new_id, teacher, details, at_ms }])
+            CourseCommand::Register { id: new_id, teacher, details, waitlist_capacity } if new_id == *id => {
+                let mut events = vec![Event::CourseRegistered { course_id: new_id, teacher, details, at_ms }];
+                if waitlist_capacity > 0 {
+                    events.push(Event::WaitlistCapacitySet {
+                        course_id: new_id,
+                        before: 0,
+                        after: waitlist_capacity,
+                        at_ms,
+                    });
+                }
+                Ok(events)
             }
             _ => Err(CourseRejection::NotFound(*id)),
         },
@@ -191,6 +387,7 @@ pub fn decide(state: &CourseState, command: CourseCommand, at_ms: u64) -> Result
             {
                 Ok(vec![])
             }
+            CourseCommand::LeaveWaitlist { .. } => Ok(vec![]),
             _ => Err(CourseRejection::NotFound(course.id)),
         },
         CourseState::Active(course) => decide_active(course, command, at_ms),
@@ -201,8 +398,11 @@ pub fn decide(state: &CourseState, command: CourseCommand, at_ms: u64) -> Result
 /// the same course, and a conflict otherwise.
 fn register_again(course: &Course, command: CourseCommand) -> Result<Vec<Event>, CourseRejection> {
     match command {
-        CourseCommand::Register { id, teacher, details }
-            if course.id == id && course.teacher == teacher && course.details == details =>
+        CourseCommand::Register { id, teacher, details, waitlist_capacity }
+            if course.id == id
+                && course.teacher == teacher
+                && course.details == details
+                && course.waitlist.capacity == waitlist_capacity =>
         {
             Ok(vec![])
         }
@@ -237,34 +437,60 @@ fn decide_active(course: &Course, command: CourseCommand, at_ms: u64) -> Result<
             {
                 return Err(CourseRejection::CapacityBelowStudents { capacity: capacity.get(), held: course.held() });
             }
-            if after == before {
-                return Ok(vec![]);
+            let waitlist_before = course.waitlist.capacity;
+            let waitlist_after = patch.waitlist_capacity.unwrap_or(waitlist_before);
+            let mut events = Vec::new();
+            if waitlist_after != waitlist_before {
+                events.push(Event::WaitlistCapacitySet {
+                    course_id: id,
+                    before: waitlist_before,
+                    after: waitlist_after,
+                    at_ms,
+                });
             }
-            let was_open = course.is_open();
-            let is_open = course.student_count >= after.min_students.get();
-            let mut events = vec![Event::CourseModified {
-                course_id: id,
-                teacher: course.teacher.clone(),
-                before,
-                after: after.clone(),
-                student_count: course.student_count,
-                at_ms,
-            }];
-            events.extend(open_transition(course, &after, was_open, is_open, course.student_count, at_ms));
+            if after != before {
+                let was_open = course.is_open();
+                let is_open = course.student_count >= after.min_students.get();
+                events.push(Event::CourseModified {
+                    course_id: id,
+                    teacher: course.teacher.clone(),
+                    before,
+                    after: after.clone(),
+                    student_count: course.student_count,
+                    at_ms,
+                });
+                events.extend(open_transition(course, &after, was_open, is_open, course.student_count, at_ms));
+                // New seats go to the waitlist first.
+                events.extend(course.promote(course.free(after.capacity), at_ms));
+            }
             Ok(events)
         }
         CourseCommand::Delete => {
             if course.held() > 0 {
                 return Err(CourseRejection::HasEnrollments { course: id, count: course.held() });
             }
-            Ok(vec![Event::CourseDeleted {
+            // The entries go before the course does (a deleted course
+            // applies nothing more).
+            let mut events: Vec<Event> = course
+                .waitlist
+                .entries()
+                .map(|(entry_id, entry)| Event::WaitlistCanceled {
+                    entry_id,
+                    course_id: id,
+                    course_name: course.details.name.clone(),
+                    student: entry.student.clone(),
+                    at_ms,
+                })
+                .collect();
+            events.push(Event::CourseDeleted {
                 course_id: id,
                 teacher: course.teacher.clone(),
                 name: course.details.name.clone(),
                 at_ms,
-            }])
+            });
+            Ok(events)
         }
-        CourseCommand::ReserveSeat { enrollment_id, student, expected_fee } => {
+        CourseCommand::ReserveSeat { enrollment_id, student, expected_fee, join } => {
             if let Some(seat) = course.seats.get(&enrollment_id) {
                 return if seat.student == student {
                     Ok(vec![])
@@ -288,7 +514,34 @@ fn decide_active(course: &Course, command: CourseCommand, at_ms: u64) -> Result<
             if let Some(capacity) = course.details.capacity
                 && course.held() >= capacity.get()
             {
-                return Err(CourseRejection::Full { course: id, capacity: capacity.get() });
+                // "Full" is the truth: while a seat may still be released,
+                // the request waits for it.
+                if course.pending() > 0 {
+                    return Err(CourseRejection::AwaitingPayments { course: id });
+                }
+                let Some(joining) = join else {
+                    return Err(CourseRejection::Full { course: id, capacity: capacity.get() });
+                };
+                let waitlist = &course.waitlist;
+                if waitlist.entry_of(&student).is_some() {
+                    // Joining again answers the entry it has.
+                    return Ok(vec![]);
+                }
+                if waitlist.capacity == 0 {
+                    return Err(CourseRejection::Full { course: id, capacity: capacity.get() });
+                }
+                let waiting = waitlist.waiting();
+                if waiting >= waitlist.capacity {
+                    return Err(CourseRejection::WaitlistFull { course: id, capacity: waitlist.capacity });
+                }
+                return Ok(vec![Event::WaitlistJoined {
+                    entry_id: joining.entry_id,
+                    course_id: id,
+                    course_name: course.details.name.clone(),
+                    student,
+                    position: waiting + 1,
+                    at_ms,
+                }]);
             }
             Ok(vec![Event::SeatReserved { course_id: id, enrollment_id, student, fee: course.details.fee, at_ms }])
         }
@@ -317,21 +570,50 @@ fn decide_active(course: &Course, command: CourseCommand, at_ms: u64) -> Result<
             }];
             let opens = count >= course.details.min_students.get();
             events.extend(open_transition(course, &course.details, course.is_open(), opens, count, at_ms));
+            if let Some(entry_id) = promoted_entry(reservation)
+                && course.waitlist.get(entry_id).is_some()
+            {
+                events.push(Event::WaitlistEnrolled {
+                    entry_id,
+                    course_id: id,
+                    course_name: course.details.name.clone(),
+                    student: seat.student.clone(),
+                    enrollment_id,
+                    at_ms,
+                });
+            }
             Ok(events)
         }
         CourseCommand::ReleaseSeat { enrollment_id, reason } => match course.seats.get(&enrollment_id) {
             None => Ok(vec![]),
             Some(seat) if seat.confirmed => Err(CourseRejection::NoSeat { course: id, enrollment: enrollment_id }),
-            Some(seat) => Ok(vec![
-                Event::SeatReleased { course_id: id, enrollment_id, student: seat.student.clone(), reason, at_ms },
-                Event::EnrollmentRejected {
-                    enrollment_id,
-                    course_id: id,
-                    student: seat.student.clone(),
-                    reason,
-                    at_ms,
-                },
-            ]),
+            Some(seat) => {
+                let mut events = vec![
+                    Event::SeatReleased { course_id: id, enrollment_id, student: seat.student.clone(), reason, at_ms },
+                    Event::EnrollmentRejected {
+                        enrollment_id,
+                        course_id: id,
+                        student: seat.student.clone(),
+                        reason,
+                        at_ms,
+                    },
+                ];
+                if let Some(entry_id) = promoted_entry(enrollment_id)
+                    && course.waitlist.get(entry_id).is_some()
+                {
+                    events.push(Event::WaitlistFailed {
+                        entry_id,
+                        course_id: id,
+                        course_name: course.details.name.clone(),
+                        student: seat.student.clone(),
+                        reason,
+                        at_ms,
+                    });
+                }
+                // The freed seat goes to the first in line, in this batch.
+                events.extend(course.promote(course.free(course.details.capacity).saturating_add(1), at_ms));
+                Ok(events)
+            }
         },
         CourseCommand::CancelSeat { enrollment_id } => match course.seats.get(&enrollment_id) {
             None => Ok(vec![]),
@@ -350,7 +632,16 @@ fn decide_active(course: &Course, command: CourseCommand, at_ms: u64) -> Result<
                 }];
                 let opens = count >= course.details.min_students.get();
                 events.extend(open_transition(course, &course.details, course.is_open(), opens, count, at_ms));
+                // The freed seat goes to the first in line, in this batch.
+                events.extend(course.promote(course.free(course.details.capacity).saturating_add(1), at_ms));
                 Ok(events)
+            }
+        },
+        CourseCommand::LeaveWaitlist { entry_id } => match course.waitlist.get(entry_id) {
+            None => Ok(vec![]),
+            Some(entry) if entry.promoted.is_some() => Err(CourseRejection::BeingEnrolled { entry: entry_id }),
+            Some(entry) => {
+                Ok(vec![Event::WaitlistLeft { entry_id, course_id: id, student: entry.student.clone(), at_ms }])
             }
         },
     }
@@ -387,6 +678,7 @@ pub fn apply(state: CourseState, event: &Event) -> CourseState {
                 student_count: 0,
                 holders: HashMap::new(),
                 registered_at_ms: *at_ms,
+                waitlist: Waitlist::default(),
             })
         }
         (CourseState::Active(mut course), event) => {
@@ -424,6 +716,23 @@ pub fn apply(state: CourseState, event: &Event) -> CourseState {
                             course.student_count -= 1;
                         }
                     }
+                }
+                Event::WaitlistCapacitySet { course_id, after, .. } if *course_id == course.id => {
+                    course.waitlist.capacity = *after;
+                }
+                Event::WaitlistJoined { course_id, entry_id, student, .. } if *course_id == course.id => {
+                    course.waitlist.insert(*entry_id, WaitEntry { student: student.clone(), promoted: None });
+                }
+                Event::WaitlistPromoted { course_id, entry_id, reservation, .. } if *course_id == course.id => {
+                    course.waitlist.promote(*entry_id, *reservation);
+                }
+                Event::WaitlistEnrolled { course_id, entry_id, .. }
+                | Event::WaitlistFailed { course_id, entry_id, .. }
+                | Event::WaitlistLeft { course_id, entry_id, .. }
+                | Event::WaitlistCanceled { course_id, entry_id, .. }
+                    if *course_id == course.id =>
+                {
+                    course.waitlist.remove(*entry_id);
                 }
                 _ => {}
             }

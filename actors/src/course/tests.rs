@@ -49,7 +49,7 @@ fn completion() -> Completion {
 }
 
 fn register_command(details: CourseDetails) -> CourseCommand {
-    CourseCommand::Register { id: course_id(), teacher: teacher(), details }
+    CourseCommand::Register { id: course_id(), teacher: teacher(), details, waitlist_capacity: 0 }
 }
 
 fn fold(state: CourseState, events: &[Event]) -> CourseState {
@@ -74,7 +74,7 @@ fn active(state: &CourseState) -> &Course {
 }
 
 fn reserve(n: u64, who: &str) -> CourseCommand {
-    CourseCommand::ReserveSeat { enrollment_id: enrollment(n), student: student(who), expected_fee: None }
+    CourseCommand::ReserveSeat { enrollment_id: enrollment(n), student: student(who), expected_fee: None, join: None }
 }
 
 fn confirm(n: u64) -> CourseCommand {
@@ -129,6 +129,7 @@ fn register_creates_an_empty_active_course() {
             student_count: 0,
             holders: HashMap::new(),
             registered_at_ms: AT,
+            waitlist: Waitlist::default(),
         })
     );
     assert!(!active(&state).is_open());
@@ -151,6 +152,7 @@ fn registering_a_different_course_under_a_taken_id_is_refused() {
         id: course_id(),
         teacher: TeacherName::parse("Park").unwrap(),
         details: details(Some(3), 2),
+        waitlist_capacity: 0,
     };
     assert_eq!(decide(&state, other_teacher, AT), Err(CourseRejection::AlreadyRegistered(course_id())));
 }
@@ -235,6 +237,7 @@ fn a_patch_that_changes_nothing_yields_no_events() {
         text_book: Some(Some(TextBook::parse("The Book").unwrap())),
         capacity: Some(Some(capacity(3))),
         min_students: Some(min_students(1)),
+        waitlist_capacity: Some(0),
     };
     assert_eq!(decide(&state, modify(same), AT), Ok(vec![]));
 }
@@ -395,16 +398,23 @@ fn reserve_holds_a_pending_seat_at_the_current_fee() {
 }
 
 #[test]
-fn reserve_is_full_at_capacity_counting_pending_seats() {
+fn reserve_waits_on_pending_seats_and_is_full_only_when_every_seat_is_confirmed() {
     let state = registered(details(Some(2), 1));
     let (state, _) = run(state, reserve(1, "Kim"));
     let (state, _) = run(state, confirm(1));
     let (state, _) = run(state, reserve(2, "Choi"));
     assert_eq!(active(&state).student_count, 1);
-    assert_eq!(decide(&state, reserve(3, "Park"), AT), Err(CourseRejection::Full { course: course_id(), capacity: 2 }));
+    // The last seat is held by a payment in progress: not full yet.
+    assert_eq!(decide(&state, reserve(3, "Park"), AT), Err(CourseRejection::AwaitingPayments { course: course_id() }));
     // Releasing the pending seat frees it.
-    let (state, _) = run(state, release(2));
-    assert!(decide(&state, reserve(3, "Park"), AT).is_ok_and(|events| events.len() == 1));
+    let (released, _) = run(state.clone(), release(2));
+    assert!(decide(&released, reserve(3, "Park"), AT).is_ok_and(|events| events.len() == 1));
+    // Confirming it makes the course truly full.
+    let (confirmed, _) = run(state, confirm(2));
+    assert_eq!(
+        decide(&confirmed, reserve(3, "Park"), AT),
+        Err(CourseRejection::Full { course: course_id(), capacity: 2 })
+    );
 }
 
 #[test]
@@ -467,6 +477,7 @@ fn a_stale_expected_fee_is_refused() {
         enrollment_id: enrollment(1),
         student: student("Kim"),
         expected_fee: Some(fee(40_000)),
+        join: None,
     };
     assert_eq!(
         decide(&state, stale, AT),
@@ -476,6 +487,7 @@ fn a_stale_expected_fee_is_refused() {
         enrollment_id: enrollment(1),
         student: student("Kim"),
         expected_fee: Some(fee(50_000)),
+        join: None,
     };
     assert!(decide(&state, current, AT).is_ok_and(|events| events.len() == 1));
 }
@@ -707,6 +719,7 @@ fn any_command() -> impl Strategy<Value = CourseCommand> {
                 enrollment_id: enrollment(n),
                 student: student(STUDENTS[s]),
                 expected_fee: expected.map(fee),
+                join: None,
             }),
         3 => ids.clone().prop_map(confirm),
         2 => ids.clone().prop_map(release),
@@ -770,4 +783,296 @@ fn registering_under_another_id_is_not_found() {
         decide(&state, register_command(details(Some(3), 1)), AT),
         Err(CourseRejection::NotFound(CourseId::assigned(99)))
     );
+}
+
+// ---- The waitlist ----
+
+fn payment() -> StoredPayment {
+    StoredPayment { pay_method: PayMethod::parse(None).unwrap(), pay_account: None, addr: None, telephone: None }
+}
+
+fn join(n: u64, who: &str, entry_id: u64) -> CourseCommand {
+    CourseCommand::ReserveSeat {
+        enrollment_id: enrollment(n),
+        student: student(who),
+        expected_fee: None,
+        join: Some(Joining { entry_id, payment: payment() }),
+    }
+}
+
+fn with_waitlist(capacity_: i64, waitlist: u32) -> CourseState {
+    let command = CourseCommand::Register {
+        id: course_id(),
+        teacher: teacher(),
+        details: details(Some(capacity_), 1),
+        waitlist_capacity: waitlist,
+    };
+    run(CourseState::Unregistered { id: course_id() }, command).0
+}
+
+#[test]
+fn a_full_course_takes_joins_up_to_its_waitlist_capacity_and_a_repeat_joins_nothing() {
+    let state = with_waitlist(1, 2);
+    let (state, _) = run(state, reserve(1, "Kim"));
+    // Pending: not full yet, so no join either.
+    assert_eq!(decide(&state, join(2, "Lee", 1), AT), Err(CourseRejection::AwaitingPayments { course: course_id() }));
+    let (state, _) = run(state, confirm(1));
+    let (state, events) = run(state, join(2, "Lee", 1));
+    assert!(matches!(&events[..], [Event::WaitlistJoined { entry_id: 1, position: 1, .. }]), "{events:?}");
+    assert_eq!(decide(&state, join(3, "Lee", 2), AT), Ok(vec![]), "joining again adds nothing");
+    let (state, _) = run(state, join(4, "Park", 2));
+    assert_eq!(
+        decide(&state, join(5, "Choi", 3), AT),
+        Err(CourseRejection::WaitlistFull { course: course_id(), capacity: 2 })
+    );
+    assert_eq!(active(&state).waitlist.waiting(), 2);
+}
+
+#[test]
+fn a_cancellation_promotes_the_first_waiting_entry_in_the_same_decision() {
+    let state = with_waitlist(1, 3);
+    let (state, _) = run(state, reserve(1, "Kim"));
+    let (state, _) = run(state, confirm(1));
+    let (state, _) = run(state, join(2, "Lee", 1));
+    let (state, _) = run(state, join(3, "Park", 2));
+    let (state, events) = run(state, cancel(1));
+    let key = promotion_key(1);
+    assert!(events.iter().any(|e| matches!(e, Event::WaitlistPromoted { entry_id: 1, .. })), "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, Event::SeatReserved { enrollment_id, .. } if *enrollment_id == key)));
+    assert_eq!(active(&state).held(), 1, "the freed seat is held again at once");
+    // Declined: Lee fails, Park is promoted in the same decision.
+    let (state, events) =
+        run(state, CourseCommand::ReleaseSeat { enrollment_id: key, reason: RejectReason::PaymentDeclined });
+    assert!(events.iter().any(|e| matches!(e, Event::WaitlistFailed { entry_id: 1, .. })), "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, Event::WaitlistPromoted { entry_id: 2, .. })), "{events:?}");
+    // Approved: Park is enrolled.
+    let confirm_park = CourseCommand::ConfirmSeat {
+        reservation: promotion_key(2),
+        enrollment_id: enrollment(9),
+        completion: completion(),
+    };
+    let (state, events) = run(state, confirm_park);
+    assert!(events.iter().any(
+        |e| matches!(e, Event::WaitlistEnrolled { entry_id: 2, enrollment_id, .. } if *enrollment_id == enrollment(9))
+    ));
+    assert!(active(&state).waitlist.is_empty());
+    assert_eq!(active(&state).student_count, 1);
+}
+
+#[test]
+fn deleting_cancels_what_waits_and_leaving_ends_an_entry_once() {
+    // A waiting entry with no seat held cannot arise from commands (a free
+    // seat is given at once): build it from events, as a store could hold it.
+    let state = fold(
+        with_waitlist(1, 3),
+        &[Event::WaitlistJoined {
+            entry_id: 4,
+            course_id: course_id(),
+            course_name: details(None, 1).name,
+            student: student("Lee"),
+            position: 1,
+            at_ms: AT,
+        }],
+    );
+    let events = decide(&state, CourseCommand::Delete, AT).unwrap();
+    assert!(
+        matches!(&events[..], [Event::WaitlistCanceled { entry_id: 4, .. }, Event::CourseDeleted { .. }]),
+        "{events:?}"
+    );
+    let (left, events) = run(state, CourseCommand::LeaveWaitlist { entry_id: 4 });
+    assert!(matches!(&events[..], [Event::WaitlistLeft { entry_id: 4, .. }]));
+    assert_eq!(decide(&left, CourseCommand::LeaveWaitlist { entry_id: 4 }, AT), Ok(vec![]));
+}
+
+/// One step of registration day, chosen against the state it meets.
+#[derive(Clone, Debug)]
+enum Day {
+    /// A student asks for a seat, joining the waitlist if asked and full.
+    Enroll {
+        student: usize,
+        join: bool,
+    },
+    /// The k-th pending payment is approved.
+    Approve(usize),
+    /// The k-th pending payment is declined (or unavailable).
+    Decline(usize),
+    /// The k-th completed enrollment is canceled.
+    Cancel(usize),
+    Capacity(Option<i64>),
+    WaitlistCapacity(u32),
+    /// The k-th live entry leaves.
+    Leave(usize),
+}
+
+const DAY_STUDENTS: [&str; 7] = ["Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Yoon"];
+
+fn any_day() -> impl Strategy<Value = Day> {
+    prop_oneof![
+        5 => (0..DAY_STUDENTS.len(), any::<bool>()).prop_map(|(student, join)| Day::Enroll { student, join }),
+        3 => (0usize..8).prop_map(Day::Approve),
+        2 => (0usize..8).prop_map(Day::Decline),
+        2 => (0usize..8).prop_map(Day::Cancel),
+        1 => proptest::option::of(1i64..=4).prop_map(Day::Capacity),
+        1 => (0u32..=3).prop_map(Day::WaitlistCapacity),
+        1 => (0usize..8).prop_map(Day::Leave),
+    ]
+}
+
+/// What the whole day recorded, for the checks across steps.
+#[derive(Default)]
+struct Ledger {
+    next_key: u64,
+    next_entry: u64,
+    next_enrollment: u64,
+    /// Entry ids in the order they were promoted.
+    promoted: Vec<u64>,
+    /// Entry id → the enrollment it became.
+    enrolled: HashMap<u64, EnrollmentId>,
+    /// Enrollment id → the student of its completion (each completes once).
+    completed: HashMap<EnrollmentId, StudentName>,
+}
+
+impl Ledger {
+    /// The command a step means in `course`, if it means one.
+    fn command(&mut self, course: &Course, day: &Day) -> Option<CourseCommand> {
+        let pending: Vec<EnrollmentId> = course.seats.iter().filter(|(_, s)| !s.confirmed).map(|(&id, _)| id).collect();
+        let confirmed: Vec<EnrollmentId> =
+            course.seats.iter().filter(|(_, s)| s.confirmed).map(|(&id, _)| id).collect();
+        let pick = |ids: &[EnrollmentId], k: usize| (!ids.is_empty()).then(|| ids[k % ids.len()]);
+        Some(match *day {
+            Day::Enroll { student: s, join } => {
+                self.next_key += 1;
+                CourseCommand::ReserveSeat {
+                    enrollment_id: enrollment(self.next_key),
+                    student: student(DAY_STUDENTS[s]),
+                    expected_fee: None,
+                    join: join.then(|| Joining { entry_id: self.next_entry + 1, payment: payment() }),
+                }
+            }
+            Day::Approve(k) => {
+                let reservation = pick(&pending, k)?;
+                self.next_enrollment += 1;
+                CourseCommand::ConfirmSeat {
+                    reservation,
+                    enrollment_id: EnrollmentId::assigned(10_000 + self.next_enrollment),
+                    completion: completion(),
+                }
+            }
+            Day::Decline(k) => {
+                CourseCommand::ReleaseSeat { enrollment_id: pick(&pending, k)?, reason: RejectReason::PaymentDeclined }
+            }
+            Day::Cancel(k) => CourseCommand::CancelSeat { enrollment_id: pick(&confirmed, k)? },
+            Day::Capacity(c) => modify(CoursePatch { capacity: Some(c.map(capacity)), ..CoursePatch::default() }),
+            Day::WaitlistCapacity(c) => modify(CoursePatch { waitlist_capacity: Some(c), ..CoursePatch::default() }),
+            Day::Leave(k) => {
+                let live: Vec<u64> = course.waitlist.entries().map(|(id, _)| id).collect();
+                CourseCommand::LeaveWaitlist { entry_id: *live.get(k % live.len().max(1))? }
+            }
+        })
+    }
+
+    /// Records what the events say, checking what must hold across steps.
+    fn record(&mut self, before: &Course, events: &[Event]) -> Result<(), TestCaseError> {
+        for event in events {
+            match event {
+                Event::WaitlistJoined { entry_id, .. } => {
+                    prop_assert_eq!(*entry_id, self.next_entry + 1, "dense entry ids");
+                    self.next_entry = *entry_id;
+                }
+                Event::WaitlistPromoted { entry_id, student, .. } => {
+                    let first_waiting =
+                        before.waitlist.entries().find(|(id, e)| e.promoted.is_none() && !self.promoted.contains(id));
+                    prop_assert_eq!(first_waiting.map(|(id, _)| id), Some(*entry_id), "promotions in FIFO order");
+                    prop_assert_eq!(before.waitlist.get(*entry_id).map(|e| &e.student), Some(student));
+                    self.promoted.push(*entry_id);
+                }
+                Event::EnrollmentCompleted { enrollment_id, student, .. } => {
+                    prop_assert!(self.completed.insert(*enrollment_id, student.clone()).is_none(), "completed once");
+                }
+                Event::WaitlistEnrolled { entry_id, enrollment_id, student, .. } => {
+                    prop_assert!(
+                        self.enrolled.insert(*entry_id, *enrollment_id).is_none(),
+                        "an entry is enrolled once"
+                    );
+                    prop_assert_eq!(
+                        self.completed.get(enrollment_id),
+                        Some(student),
+                        "with its own completed enrollment"
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn course_of(state: &CourseState) -> &Course {
+    match state {
+        CourseState::Active(course) | CourseState::Deleted(course) => course,
+        CourseState::Unregistered { .. } => panic!("the course is registered"),
+    }
+}
+
+/// What holds after every step: never over capacity, never a free seat
+/// while someone waits, promoted entries hold their seat, the waitlist
+/// within its capacity unless it was lowered.
+fn check_day(state: &CourseState) -> Result<(), TestCaseError> {
+    check_invariants(state)?;
+    let course = course_of(state);
+    let waiting = course.waitlist.waiting();
+    if waiting > 0 {
+        prop_assert_eq!(course.free(course.details.capacity), 0, "a free seat while {} wait", waiting);
+    }
+    prop_assert_eq!(
+        course.waitlist.entries().filter(|(_, e)| e.promoted.is_none()).count() as u32,
+        waiting,
+        "the waiting count agrees with the entries"
+    );
+    for (id, entry) in course.waitlist.entries() {
+        prop_assert_eq!(course.waitlist.entry_of(&entry.student), Some(id), "the student index agrees");
+        if let Some(key) = entry.promoted {
+            prop_assert_eq!(key, promotion_key(id));
+            prop_assert_eq!(course.seats.get(&key).map(|s| (&s.student, s.confirmed)), Some((&entry.student, false)));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #[test]
+    fn registration_day_keeps_the_waitlist_invariants(
+        capacity_ in 1i64..=3,
+        waitlist in 0u32..=3,
+        days in proptest::collection::vec(any_day(), 1..80),
+    ) {
+        let mut state = with_waitlist(capacity_, waitlist);
+        let mut ledger = Ledger::default();
+        for (step, day) in days.iter().enumerate() {
+            let Some(command) = ledger.command(course_of(&state), day) else { continue };
+            let Ok(events) = decide(&state, command, AT + step as u64) else { continue };
+            ledger.record(course_of(&state), &events)?;
+            state = fold(state, &events);
+            check_day(&state)?;
+        }
+        // Settle: every payment in progress is approved.
+        while let Some((&reservation, _)) = course_of(&state).seats.iter().find(|(_, s)| !s.confirmed) {
+            ledger.next_enrollment += 1;
+            let enrollment_id = EnrollmentId::assigned(10_000 + ledger.next_enrollment);
+            let events = decide(&state, CourseCommand::ConfirmSeat { reservation, enrollment_id, completion: completion() }, AT)
+                .map_err(|r| TestCaseError::fail(format!("confirming {reservation}: {r}")))?;
+            ledger.record(course_of(&state), &events)?;
+            state = fold(state, &events);
+            check_day(&state)?;
+        }
+        let course = course_of(&state);
+        if course.waitlist.waiting() > 0 {
+            prop_assert_eq!(course.free(course.details.capacity), 0, "settled with a free seat and someone waiting");
+        }
+        for (entry, enrollment_id) in &ledger.enrolled {
+            prop_assert!(ledger.promoted.contains(entry));
+            prop_assert!(course.seats.get(enrollment_id).is_none_or(|s| s.confirmed));
+        }
+    }
 }

@@ -11,6 +11,16 @@
 //! The pending seat is the saga's durable marker: an actor that starts and
 //! finds one for its id (a restart, or start-up recovery) compensates it.
 //!
+//! # Promotions
+//!
+//! A waitlist entry given a freed seat has its seat reserved by the course
+//! under the entry's promotion key (`course::promotion_key`); the actor of
+//! that key runs the rest of the saga: charge the account stored with the
+//! entry → confirm (the entry `ENROLLED`), or release the seat (the entry
+//! `FAILED`, the seat passing to the next entry). Its pending seat is its
+//! marker too, but it is resumed rather than compensated: joining was
+//! consent to be charged, and the charge is idempotent by key.
+//!
 //! # Two keys
 //!
 //! A saga runs under its *reservation* key (never reused, from a range of
@@ -40,7 +50,7 @@ use tokio::time::Instant;
 
 use super::{CancelPlan, Enrollment, EnrollmentCommand, EnrollmentRejection, EnrollmentState, apply, decide};
 use crate::course::actor::{Also, CourseFailure, CourseKind, CourseMsg, CourseReply};
-use crate::course::{Completion, CourseCommand, CourseRejection};
+use crate::course::{Completion, CourseCommand, CourseRejection, Joining, StoredPayment, promoted_entry};
 use crate::entity::{AskError, Entities, EntityArgs, EntityKind, IdleCheck, Redelivery, Registry, schedule_idle_check};
 use crate::event::{Event, RejectReason};
 use crate::faults::{Faults, SagaStep, now_ms};
@@ -50,8 +60,9 @@ use crate::payment::gateway::{ChargeReceipt, ChargeRequest};
 use crate::payment::{PaymentCommand, PaymentState};
 use crate::tables::{
     CHARGE_KEYS, ChargeKey, ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, Indexed, PAYMENTS, PENDING,
-    REFUNDS, RefundOwed, RefundPurpose,
+    REFUNDS, RefundOwed, RefundPurpose, SEATS,
 };
+use crate::waitlist::WAITLIST_ENTRIES;
 
 /// What a student asks for, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +94,10 @@ pub enum SagaFailure {
     Unavailable(#[from] AskError),
     #[error("storage: {0}")]
     Storage(String),
+    /// Not a failure: the course was full and the request joined its
+    /// waitlist (`new`), or had joined it before.
+    #[error("waitlisted as entry {entry_id}")]
+    Waitlisted { entry_id: u64, new: bool, seq: u64 },
 }
 
 /// What enrollment actors share.
@@ -100,6 +115,8 @@ pub(crate) struct EnrollmentCtx {
 pub(crate) enum EnrollmentMsg {
     Enroll {
         request: EnrollRequest,
+        /// Join the course's waitlist if it is full.
+        join: bool,
         reply: RpcReplyPort<Result<(Enrollment, u64), SagaFailure>>,
     },
     Cancel {
@@ -185,8 +202,8 @@ impl Actor for EnrollmentActor {
             state.last_active = Instant::now();
         }
         match message {
-            EnrollmentMsg::Enroll { request, reply } => {
-                let answer = state.enroll(request).await;
+            EnrollmentMsg::Enroll { request, join, reply } => {
+                let answer = state.enroll(request, join).await;
                 if let Err(failure) = &answer {
                     tracing::debug!(enrollment_id = state.id.get(), %failure, "enrollment refused");
                 }
@@ -202,7 +219,10 @@ impl Actor for EnrollmentActor {
                 let _ = reply.send(answer);
             }
             EnrollmentMsg::Recover { reply } => {
-                let answer = state.compensate(RejectReason::Interrupted, true).await;
+                let answer = match promoted_entry(state.id) {
+                    Some(entry_id) => state.promote(entry_id).await,
+                    None => state.compensate(RejectReason::Interrupted, true).await,
+                };
                 if let Err(e) = &answer {
                     tracing::warn!(enrollment_id = state.id.get(), error = %e, "compensation failed; retrying");
                     myself.send_after(Duration::from_secs(1), || EnrollmentMsg::Recover { reply: None });
@@ -243,21 +263,36 @@ impl EnrollmentActorState {
         reply.map_err(|failure| match failure {
             CourseFailure::Rejected(rejection) => SagaFailure::Course(rejection),
             CourseFailure::Storage(e) => SagaFailure::Storage(e),
+            CourseFailure::Busy(e) => SagaFailure::Unavailable(e),
         })
     }
 
     #[tracing::instrument(skip_all, fields(enrollment_id = self.id.get(), course_id = request.course_id.get()))]
-    async fn enroll(&mut self, request: EnrollRequest) -> Result<(Enrollment, u64), SagaFailure> {
+    async fn enroll(&mut self, request: EnrollRequest, join: bool) -> Result<(Enrollment, u64), SagaFailure> {
         let id = self.id;
         let course_id = request.course_id;
-        // Step 1: a seat.
+        // Step 1: a seat (or, if the course is full and the student asked,
+        // a place on its waitlist).
         let reserve = CourseCommand::ReserveSeat {
             enrollment_id: id,
             student: request.student.clone(),
             expected_fee: request.expected_fee,
+            join: join.then(|| Joining {
+                entry_id: 0,
+                payment: StoredPayment {
+                    pay_method: request.pay_method.clone(),
+                    pay_account: request.pay_account.clone(),
+                    addr: request.addr.clone(),
+                    telephone: request.telephone.clone(),
+                },
+            }),
         };
         let step = Instant::now();
         let reserved = self.ask_course(course_id, reserve, || None).await?;
+        if let Some(entry_id) = reserved.waitlisted {
+            let new = reserved.events.iter().any(|e| matches!(e, Event::WaitlistJoined { .. }));
+            return Err(SagaFailure::Waitlisted { entry_id, new, seq: reserved.seq });
+        }
         metrics::histogram!("sugang_saga_step_seconds", "step" => "reserve").record(step.elapsed().as_secs_f64());
         self.unfinished = true;
         self.ctx.faults.reached(SagaStep::SeatReserved, id.get());
@@ -334,6 +369,83 @@ impl EnrollmentActorState {
         }
     }
 
+    /// Runs a promoted waitlist entry's saga from its reserved seat: charges
+    /// the account stored with the entry, then confirms the seat (the entry
+    /// `ENROLLED`) or releases it (`FAILED`, the seat passes on). Resumed
+    /// the same way after a crash: nothing here is charged twice under one
+    /// key, and a seat no longer pending means it is over.
+    #[tracing::instrument(skip_all, fields(reservation = self.id.get(), entry_id))]
+    async fn promote(&mut self, entry_id: u64) -> Result<(), SagaFailure> {
+        let id = self.id;
+        let storage = |e: sugang_storage::StorageError| SagaFailure::Storage(e.to_string());
+        let Some(pending) = self.ctx.store.get(&PENDING, &id.get()).map_err(storage)? else {
+            self.unfinished = false;
+            return Ok(());
+        };
+        let course_id = pending.course_id;
+        let entry = self
+            .ctx
+            .store
+            .get(&WAITLIST_ENTRIES, &entry_id)
+            .map_err(storage)?
+            .ok_or_else(|| SagaFailure::Storage(format!("waitlist entry {entry_id} is missing")))?;
+        let fee = self
+            .ctx
+            .store
+            .get(&SEATS, &(course_id.get(), id.get()))
+            .map_err(storage)?
+            .map(|seat| seat.fee)
+            .ok_or_else(|| SagaFailure::Storage("the promoted seat is missing from the course".into()))?;
+        self.unfinished = true;
+        self.ctx.faults.reached(SagaStep::PromotionReserved, id.get());
+        let request = EnrollRequest {
+            course_id,
+            student: entry.student.clone(),
+            expected_fee: None,
+            pay_method: entry.payment.pay_method.clone(),
+            pay_account: entry.payment.pay_account.clone(),
+            addr: entry.payment.addr.clone(),
+            telephone: entry.payment.telephone.clone(),
+        };
+        let charge = ChargeRequest {
+            enrollment_id: id.get(),
+            amount: fee.won(),
+            pay_method: request.pay_method.as_str().to_owned(),
+            pay_account: request.pay_account.clone(),
+        };
+        match self.charge(charge).await {
+            Ok(_) => {}
+            Err(PaymentFailure::Declined { reason }) => {
+                tracing::info!(reservation = id.get(), entry_id, %reason, "promoted entry's payment declined; the seat passes on");
+                return self.compensate(RejectReason::PaymentDeclined, false).await;
+            }
+            Err(PaymentFailure::Unavailable { reason, may_have_charged, .. }) => {
+                tracing::info!(reservation = id.get(), entry_id, %reason, "promoted entry's payment unavailable; the seat passes on");
+                let why =
+                    if may_have_charged { RejectReason::PaymentUnavailable } else { RejectReason::PaymentRefused };
+                return self.compensate(why, may_have_charged).await;
+            }
+        }
+        self.ctx.faults.reached(SagaStep::PromotionCharged, id.get());
+        let completion = Completion {
+            pay_method: request.pay_method.clone(),
+            addr: request.addr.clone(),
+            telephone: request.telephone.clone(),
+        };
+        match self.complete(course_id, &request, completion, fee).await {
+            Ok(confirmed) => {
+                self.unfinished = false;
+                metrics::counter!("sugang_enrollments_total", "outcome" => "completed").increment(1);
+                tracing::info!(reservation = id.get(), entry_id, enrollment_id = ?confirmed.seat_id.map(|e| e.get()), "promoted entry enrolled");
+                Ok(())
+            }
+            Err(failure) => {
+                tracing::error!(reservation = id.get(), entry_id, %failure, "confirming a promoted seat failed; compensating");
+                self.compensate(RejectReason::PaymentUnavailable, true).await
+            }
+        }
+    }
+
     /// Asks the course to confirm this saga's seat under the next enrollment
     /// id, committing the enrollment and its payment in the same batch.
     async fn complete(
@@ -371,6 +483,7 @@ impl EnrollmentActorState {
         reply.map_err(|failure| match failure {
             CourseFailure::Rejected(rejection) => SagaFailure::Course(rejection),
             CourseFailure::Storage(e) => SagaFailure::Storage(e),
+            CourseFailure::Busy(e) => SagaFailure::Unavailable(e),
         })
     }
 

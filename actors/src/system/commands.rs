@@ -2,14 +2,16 @@
 //! deletion, enrollment and cancellation; and the ids they allocate (course
 //! ids, saga reservation keys).
 
+use std::time::Duration;
+
 use sugang_storage::Batch;
 
 use super::{CommandError, Done, Sugang, internal};
-use crate::course::actor::{CourseMsg, CourseReply};
+use crate::course::actor::{CourseKind, CourseMsg, CourseReply};
 use crate::course::{CourseCommand, CoursePatch};
 use crate::enrollment::Enrollment;
-use crate::enrollment::actor::{EnrollRequest, EnrollmentMsg};
-use crate::entity::Redelivery;
+use crate::enrollment::actor::{EnrollRequest, EnrollmentMsg, SagaFailure};
+use crate::entity::{Entities, Redelivery};
 use crate::event::CourseDetails;
 use crate::model::{CourseId, EnrollmentId, TeacherName};
 use crate::tables::{COUNTERS, COURSES, Counter, CourseRecord, ENROLLMENTS};
@@ -66,12 +68,24 @@ impl Sugang {
         teacher: TeacherName,
         details: CourseDetails,
     ) -> Result<Done<CourseRecord>, CommandError> {
+        self.register_course_with_waitlist(teacher, details, 0).await
+    }
+
+    /// Registers a course for `teacher` with a waitlist of
+    /// `waitlist_capacity` places (0: none).
+    #[tracing::instrument(skip_all, fields(teacher = %teacher))]
+    pub async fn register_course_with_waitlist(
+        &self,
+        teacher: TeacherName,
+        details: CourseDetails,
+        waitlist_capacity: u32,
+    ) -> Result<Done<CourseRecord>, CommandError> {
         // Ids are dense: the id is taken only if the course is registered, or
         // may have been (a timeout, a storage fault): a registration refused
         // before the course actor took it (load shed) leaves it for the next.
         let mut next = self.inner.next_course_id.lock().await;
         let id = CourseId::assigned(*next);
-        let asked = self.ask_course(id, CourseCommand::Register { id, teacher, details }).await;
+        let asked = self.ask_course(id, CourseCommand::Register { id, teacher, details, waitlist_capacity }).await;
         if !matches!(asked, Err(CommandError::Overloaded { .. })) {
             *next += 1;
         }
@@ -120,6 +134,17 @@ impl Sugang {
     /// completed and durable, or refused with nothing held and nothing charged.
     #[tracing::instrument(skip_all, fields(course_id = request.course_id.get(), student = %request.student))]
     pub async fn enroll(&self, request: EnrollRequest) -> Result<Done<Enrollment>, CommandError> {
+        let (enrollment, seq) = self.run_enrollment(request, false).await??;
+        Ok(Done { value: enrollment, seq })
+    }
+
+    /// Runs an enrollment saga (that may `join` the course's waitlist when
+    /// full): the outer error is the facade's refusal before any saga ran.
+    pub(crate) async fn run_enrollment(
+        &self,
+        request: EnrollRequest,
+        join: bool,
+    ) -> Result<Result<(Enrollment, u64), SagaFailure>, CommandError> {
         self.course_exists(request.course_id)?;
         // While the breaker is open the charge would be refused anyway:
         // refuse before a seat is reserved and released for nothing.
@@ -144,13 +169,20 @@ impl Sugang {
             .classes
             .ask(
                 reservation.get(),
-                |reply| EnrollmentMsg::Enroll { request: request.clone(), reply },
+                |reply| EnrollmentMsg::Enroll { request: request.clone(), join, reply },
                 timeout,
                 Redelivery::AtMostOnce,
             )
             .await?;
-        let (enrollment, seq) = reply?;
-        Ok(Done { value: enrollment, seq })
+        Ok(reply)
+    }
+
+    pub(crate) fn course_actors(&self) -> &Entities<CourseKind> {
+        &self.inner.courses
+    }
+
+    pub(crate) fn ask_timeout(&self) -> Duration {
+        self.inner.config.ask_timeout
     }
 
     /// Cancels an enrollment: the seat is released and the fee refunded

@@ -64,6 +64,9 @@ pub struct Config {
     pub ask_timeout: Duration,
     /// Subscribers: workers, retention, read-your-writes bound.
     pub bus: BusConfig,
+    /// How many seat requests may wait per course for payments in progress
+    /// (truthful "full"); more are shed with 503.
+    pub park_limit: usize,
 }
 
 impl Config {
@@ -80,6 +83,7 @@ impl Config {
             gateway_faults: GatewayFaults::default(),
             ask_timeout: Duration::from_secs(5),
             bus: BusConfig::default(),
+            park_limit: 1024,
         }
     }
 }
@@ -167,6 +171,9 @@ impl From<SagaFailure> for CommandError {
             },
             SagaFailure::Unavailable(e) => e.into(),
             SagaFailure::Storage(e) => CommandError::Internal(e),
+            SagaFailure::Waitlisted { entry_id, .. } => {
+                CommandError::Internal(format!("an enrollment joined waitlist entry {entry_id} unasked"))
+            }
         }
     }
 }
@@ -176,6 +183,7 @@ impl From<CourseFailure> for CommandError {
         match f {
             CourseFailure::Rejected(r) => r.into(),
             CourseFailure::Storage(e) => CommandError::Internal(e),
+            CourseFailure::Busy(e) => e.into(),
         }
     }
 }

@@ -13,7 +13,8 @@ use super::commands::{RESERVATION_BASE, RESERVATIONS_COUNTER};
 use super::root::{RootChild, RootMsg, RootSupervisor};
 use super::{Config, Inner, PaymentHandle, Reservations, StartError, Sugang};
 use crate::bus::{Bus, Projection};
-use crate::course::actor::{CourseCtx, CourseKind, EnrollmentIds};
+use crate::course::PROMOTION_BASE;
+use crate::course::actor::{CourseCtx, CourseKind, EnrollmentIds, Parking};
 use crate::delivery::DeliveryProjection;
 use crate::enrollment::actor::{EnrollmentCtx, EnrollmentKind, EnrollmentMsg};
 use crate::entity::{Entities, Redelivery};
@@ -67,11 +68,21 @@ impl Sugang {
         }))
         .map_err(|e| StartError::Spawn(e.to_string()))?;
         let highest_enrollment = store.scan(&ENROLLMENTS).keys().next_back().transpose()?.unwrap_or(0);
+        let highest_entry = store.scan(&crate::waitlist::WAITLIST_ENTRIES).keys().next_back().transpose()?.unwrap_or(0);
+        let (promotions, promoted) = tokio::sync::mpsc::unbounded_channel();
         let course_ctx = Arc::new(CourseCtx {
             store: store.clone(),
             journal: journal.clone(),
             faults: faults.clone(),
             enrollment_ids: Arc::new(EnrollmentIds::after(highest_enrollment)),
+            parking: Parking {
+                limit: config.park_limit,
+                // A payment in progress ends within its timeout; the saga's
+                // ask of its course must outlast the wait.
+                timeout: config.payment.timeout.min(config.ask_timeout / 2),
+            },
+            waitlist_ids: Arc::new(EnrollmentIds::after(highest_entry)),
+            promotions,
         });
         let (courses, _) = Entities::<CourseKind>::start(course_ctx, config.courses.clone(), root.get_cell())
             .await
@@ -90,10 +101,17 @@ impl Sugang {
                 .map_err(spawn_err)?;
 
         let stop = CancellationToken::new();
+        crate::waitlist::run_promotions(
+            classes.clone(),
+            promoted,
+            config.payment.timeout + config.ask_timeout * 3,
+            stop.clone(),
+        );
         let projections: Vec<Arc<dyn Projection>> = vec![
             Arc::new(DeliveryProjection),
             Arc::new(MyPageProjection),
             Arc::new(NotifierProjection::new(&config.data_dir)),
+            Arc::new(crate::waitlist::view::WaitlistProjection),
         ];
         let bus = Bus::start(
             store.clone(),
@@ -111,8 +129,10 @@ impl Sugang {
         let next_course_id = store.scan(&COURSES).keys().next_back().transpose()?.unwrap_or(0) + 1;
         let high_water = [
             store.get(&COUNTERS, &RESERVATIONS_COUNTER.to_owned())?.map(|c| c.0),
-            store.scan(&PENDING).keys().next_back().transpose()?,
-            store.scan(&REFUNDS).keys().next_back().transpose()?,
+            // Below the promotions' range (those keys are the waitlist's,
+            // few: at most the waitlist entries being enrolled).
+            store.scan(&PENDING).keys().rev().find(|k| k.as_ref().map_or(true, |k| *k < PROMOTION_BASE)).transpose()?,
+            store.scan(&REFUNDS).keys().rev().find(|k| k.as_ref().map_or(true, |k| *k < PROMOTION_BASE)).transpose()?,
         ]
         .into_iter()
         .flatten()

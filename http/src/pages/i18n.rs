@@ -144,6 +144,10 @@ const STRINGS: &[(&str, &str, &str)] = &[
     ("course.full", "마감", "Full"),
     ("course.action", "신청", "Action"),
     ("course.enroll", "수강신청", "Enroll"),
+    ("course.join", "대기열 신청", "Join the waitlist"),
+    ("course.waitlist", "대기", "waiting"),
+    ("course.waitlistCapacity", "대기열 정원", "Waitlist places"),
+    ("course.waitlistLength", "대기열", "Waitlist"),
     ("won", "원", " won"),
     // Enroll
     ("enroll.title", "수강신청", "Enroll"),
@@ -155,6 +159,7 @@ const STRINGS: &[(&str, &str, &str)] = &[
     ("enroll.addr", "교재 배송 주소", "Textbook delivery address"),
     ("enroll.tel", "전화번호", "Telephone"),
     ("enroll.submit", "결제하고 신청", "Pay and enroll"),
+    ("enroll.join", "대기열 신청 (자리가 나면 결제)", "Join the waitlist (pay when a seat frees)"),
     ("enroll.close", "닫기", "Close"),
     ("enroll.busy", "신청 처리 중…", "Enrolling…"),
     ("enroll.ok", "수강신청이 완료되었습니다.", "You are enrolled."),
@@ -173,12 +178,28 @@ const STRINGS: &[(&str, &str, &str)] = &[
     ("enroll.notfound", "없는 강좌입니다.", "There is no such course."),
     (
         "enroll.gate",
-        "대기실이 운영 중입니다 (대기열 화면은 준비 중).",
+        "대기실이 운영 중입니다 (대기실 화면은 준비 중).",
         "The waiting room is on (its page is not built yet).",
     ),
     ("enroll.denied", "이 작업을 할 권한이 없습니다.", "You may not do that."),
     ("enroll.error", "신청하지 못했습니다", "Enrollment failed"),
     ("enroll.seeMypage", "마이페이지에서 확인", "See it on my page"),
+    (
+        "enroll.waitlisted",
+        "정원이 마감되어 대기열에 등록되었습니다. 대기 순번: {n}",
+        "The course is full: you are on its waitlist. Your place: {n}",
+    ),
+    ("enroll.waitlistFull", "정원과 대기열이 모두 마감되었습니다.", "The course and its waitlist are full."),
+    (
+        "enroll.waitlistEnrolled",
+        "자리가 나서 대기열에서 수강신청이 완료되었습니다.",
+        "A seat freed: you are enrolled from the waitlist.",
+    ),
+    (
+        "enroll.waitlistFailed",
+        "자리가 났지만 결제하지 못해 대기가 취소되었습니다.",
+        "A seat freed, but the payment failed: your place is gone.",
+    ),
     // My page
     ("mypage.title", "마이페이지", "My page"),
     ("mypage.enrollments", "수강신청 내역", "My enrollments"),

@@ -5,7 +5,7 @@
 //! A shell only: the script reads `GET /courses?teacher=` and
 //! `GET /classes?courseId=` and writes through `POST`/`PATCH`/`DELETE
 //! /courses` with the instructor's token, so the API decides what they may
-//! see and change. Waitlist lengths come with the registration-day issue.
+//! see and change, each course's waitlist length included.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, RawQuery, State};
@@ -31,7 +31,7 @@ pub(crate) async fn page(
         p #need-who.hint role="status" {}
         section aria-labelledby="courses-title" {
             h2 #courses-title { (ctx.t("instructor.courses")) }
-            (ctx.script_table("my-courses", &["course.id", "course.name", "course.fee", "course.seats", "course.open", "course.action"]))
+            (ctx.script_table("my-courses", &["course.id", "course.name", "course.fee", "course.seats", "course.waitlistLength", "course.open", "course.action"]))
         }
         section aria-labelledby="course-form-title" {
             h2 #course-form-title { (ctx.t("instructor.new")) }
@@ -47,6 +47,8 @@ pub(crate) async fn page(
                 input #course-capacity name="capacity" type="number" min="1" step="1" inputmode="numeric";
                 label for="course-min" { (ctx.t("course.minStudents")) }
                 input #course-min name="minStudents" type="number" min="1" step="1" inputmode="numeric";
+                label for="course-waitlist" { (ctx.t("course.waitlistCapacity")) }
+                input #course-waitlist name="waitlistCapacity" type="number" min="0" step="1" inputmode="numeric";
                 div.actions {
                     button type="submit" #course-save { (ctx.t("instructor.register")) }
                     button type="button" #course-cancel-edit hidden { (ctx.t("instructor.cancelEdit")) }

@@ -4,7 +4,8 @@
 //! Woken by the event log (`EventLog::watch`), not by a polling timer (a
 //! one-second tick only notices a drain): after each commit the stream
 //! reads the new events, takes the courses they touch, reads those courses
-//! once each and sends one `courses` event with their `studentCount`.
+//! once each and sends one `courses` event with their `studentCount` (and
+//! their waitlist's length, which a waiting student's page follows).
 //! `?after=<seq>` starts after the seq a page was rendered at, so nothing
 //! committed between the render and the connection is missed; each event
 //! carries its seq as the SSE `id`, so a browser that reconnects (sending
@@ -48,6 +49,9 @@ struct SeatCount {
     open_yn: bool,
     /// The course was deleted: the page drops its row.
     deleted: bool,
+    /// Places on its waitlist (0: none), and how many wait now.
+    waitlist_capacity: u32,
+    waitlist_length: u32,
 }
 
 /// Where a stream is: the next seq to read and its wake-up.
@@ -161,14 +165,30 @@ impl Follow {
     fn seat_count(&self, id: u64) -> Option<SeatCount> {
         let course = CourseId::parse(id).ok()?;
         match self.state.sugang.course(course) {
-            Ok(Some(c)) => Some(SeatCount {
+            Ok(Some(c)) => {
+                let waitlist = self.state.sugang.course_waitlist(course).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, course_id = id, "reading a course's waitlist for its seat count failed");
+                    Default::default()
+                });
+                Some(SeatCount {
+                    id,
+                    student_count: c.student_count,
+                    capacity: c.details.capacity.map(|c| c.get()),
+                    open_yn: c.student_count >= c.details.min_students.get(),
+                    deleted: false,
+                    waitlist_capacity: waitlist.capacity,
+                    waitlist_length: waitlist.length,
+                })
+            }
+            Ok(None) => Some(SeatCount {
                 id,
-                student_count: c.student_count,
-                capacity: c.details.capacity.map(|c| c.get()),
-                open_yn: c.student_count >= c.details.min_students.get(),
-                deleted: false,
+                student_count: 0,
+                capacity: None,
+                open_yn: false,
+                deleted: true,
+                waitlist_capacity: 0,
+                waitlist_length: 0,
             }),
-            Ok(None) => Some(SeatCount { id, student_count: 0, capacity: None, open_yn: false, deleted: true }),
             Err(e) => {
                 tracing::warn!(error = %e, course_id = id, "reading a course for its seat count failed");
                 None
@@ -188,7 +208,14 @@ fn course_of(event: &Event) -> Option<u64> {
         | Event::SeatReserved { course_id, .. }
         | Event::SeatReleased { course_id, .. }
         | Event::EnrollmentCompleted { course_id, .. }
-        | Event::EnrollmentCanceled { course_id, .. } => Some(course_id.get()),
+        | Event::EnrollmentCanceled { course_id, .. }
+        | Event::WaitlistCapacitySet { course_id, .. }
+        | Event::WaitlistJoined { course_id, .. }
+        | Event::WaitlistPromoted { course_id, .. }
+        | Event::WaitlistEnrolled { course_id, .. }
+        | Event::WaitlistFailed { course_id, .. }
+        | Event::WaitlistLeft { course_id, .. }
+        | Event::WaitlistCanceled { course_id, .. } => Some(course_id.get()),
         _ => None,
     }
 }

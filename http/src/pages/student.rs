@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
-use sugang_actors::{CourseRecord, PageRequest};
+use sugang_actors::{CourseRecord, PageRequest, WaitlistSettings};
 
 use super::{PageContext, Section};
 use crate::AppState;
@@ -75,12 +75,18 @@ fn find_courses(state: &AppState, search: Option<&str>, number: usize) -> Result
             sugang_actors::Paged { items, total }
         }
     };
-    Ok(CatalogPage { courses: found.items, total: found.total })
+    let courses = found
+        .items
+        .into_iter()
+        .map(|c| Ok((state.sugang.course_waitlist(c.id).map_err(ApiError::internal)?, c)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(CatalogPage { courses, total: found.total })
 }
 
-/// The courses of one catalog page, and how many matched in all.
+/// The courses of one catalog page (each with its waitlist), and how many
+/// matched in all.
 struct CatalogPage {
-    courses: Vec<CourseRecord>,
+    courses: Vec<(WaitlistSettings, CourseRecord)>,
     total: usize,
 }
 
@@ -124,7 +130,7 @@ fn catalog_main(ctx: &PageContext, q: &str, number: usize, seq: u64, page: &Cata
                         }
                     }
                     tbody {
-                        @for course in &page.courses { (course_row(ctx, course)) }
+                        @for (waitlist, course) in &page.courses { (course_row(ctx, course, *waitlist)) }
                     }
                 }
             }
@@ -138,6 +144,7 @@ fn catalog_main(ctx: &PageContext, q: &str, number: usize, seq: u64, page: &Cata
             form #enroll-form {
                 p { (ctx.t("enroll.course")) ": " strong #enroll-course {} }
                 input type="hidden" name="courseId" #enroll-course-id;
+                input type="hidden" name="waitlist" #enroll-waitlist value="";
                 label for="pay-method" { (ctx.t("enroll.payMethod")) }
                 select #pay-method name="payMethod" {
                     option value="card" { (ctx.t("enroll.card")) }
@@ -156,17 +163,21 @@ fn catalog_main(ctx: &PageContext, q: &str, number: usize, seq: u64, page: &Cata
                 }
             }
             p #enroll-result role="status" aria-live="polite" {}
+            p #waitlist-place role="status" aria-live="polite" hidden {}
         }
     }
 }
 
-fn course_row(ctx: &PageContext, c: &CourseRecord) -> Markup {
+fn course_row(ctx: &PageContext, c: &CourseRecord, waitlist: WaitlistSettings) -> Markup {
     let id = c.id.get();
     let capacity = c.details.capacity.map(|c| c.get());
     let open = c.student_count >= c.details.min_students.get();
     let full = capacity.is_some_and(|cap| c.student_count >= cap);
+    // A full course with room on its waitlist offers it instead.
+    let join = full && waitlist.length < waitlist.capacity;
     html! {
-        tr data-course-id=(id) data-capacity=[capacity] data-min=(c.details.min_students.get()) {
+        tr data-course-id=(id) data-capacity=[capacity] data-min=(c.details.min_students.get())
+            data-waitlist-capacity=(waitlist.capacity) {
             td { (id) }
             td.name { (c.details.name.as_str()) }
             td { (c.teacher.as_str()) }
@@ -178,11 +189,15 @@ fn course_row(ctx: &PageContext, c: &CourseRecord) -> Markup {
                     span.count { (c.student_count) } " / "
                     @match capacity { Some(cap) => (cap), None => (ctx.t("course.unlimited")) }
                 }
+                span.waitlist hidden[waitlist.capacity == 0] {
+                    " · " (ctx.t("course.waitlist")) " " span.waiting { (waitlist.length) } "/" (waitlist.capacity)
+                }
             }
             td.open { (if full { ctx.t("course.full") } else if open { ctx.t("course.opened") } else { ctx.t("course.notOpened") }) }
             td {
-                button type="button" .enroll data-course-id=(id) data-course-name=(c.details.name.as_str()) disabled[full] {
-                    (ctx.t("course.enroll"))
+                button type="button" .enroll data-course-id=(id) data-course-name=(c.details.name.as_str())
+                    data-join=(if join { "1" } else { "" }) disabled[full && !join] {
+                    (if join { ctx.t("course.join") } else { ctx.t("course.enroll") })
                 }
             }
         }

@@ -28,7 +28,7 @@
     if (courses.length === 0) {
       const tr = document.createElement('tr');
       const td = cell(t('instructor.empty'));
-      td.colSpan = 6;
+      td.colSpan = 7;
       tr.append(td);
       tbody.append(tr);
     }
@@ -36,7 +36,8 @@
       const tr = document.createElement('tr');
       tr.dataset.courseId = c.id;
       tr.append(cell(String(c.id)), cell(c.name, 'name'), cell(won(c.fee), 'num fee'));
-      tr.append(cell(seats(c), 'num seats'), cell(openText(c), 'open'));
+      const waiting = c.waitlistCapacity ? `${c.waitlistLength} / ${c.waitlistCapacity}` : '-';
+      tr.append(cell(seats(c), 'num seats'), cell(waiting, 'num waitlist'), cell(openText(c), 'open'));
       const actions = document.createElement('td');
       actions.className = 'actions';
       const label = (key) => `${t(key)}: ${c.name}`;
@@ -79,6 +80,7 @@
     field('textBook').value = c.textBook || '';
     field('capacity').value = c.capacity == null ? '' : c.capacity;
     field('minStudents').value = c.minStudents;
+    field('waitlistCapacity').value = c.waitlistCapacity;
     title.textContent = t('instructor.edit');
     save.textContent = t('instructor.save');
     stopEditing.hidden = false;
@@ -104,7 +106,7 @@
     const body = { name: field('name').value.trim(), fee: Number(field('fee').value) };
     const textBook = field('textBook').value.trim();
     if (textBook) body.textBook = textBook;
-    for (const key of ['capacity', 'minStudents']) {
+    for (const key of ['capacity', 'minStudents', 'waitlistCapacity']) {
       if (field(key).value !== '') body[key] = Number(field(key).value);
     }
     const id = field('id').value;
@@ -165,7 +167,13 @@
     for (const update of counts) {
       const c = courses.find((course) => course.id === update.id);
       if (!c) continue;
-      Object.assign(c, { studentCount: update.studentCount, capacity: update.capacity, openYn: update.openYn });
+      Object.assign(c, {
+        studentCount: update.studentCount,
+        capacity: update.capacity,
+        openYn: update.openYn,
+        waitlistCapacity: update.waitlistCapacity,
+        waitlistLength: update.waitlistLength,
+      });
       changed = true;
     }
     if (changed) render();

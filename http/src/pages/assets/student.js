@@ -18,11 +18,20 @@
         continue;
       }
       const full = c.capacity != null && c.studentCount >= c.capacity;
+      // A full course with room on its waitlist offers it instead.
+      const join = full && c.waitlistLength < c.waitlistCapacity;
       row.querySelector('.count').textContent = String(c.studentCount);
       row.querySelector('.open').textContent = full
         ? t('course.full')
         : c.openYn ? t('course.opened') : t('course.notOpened');
-      row.querySelector('button.enroll').disabled = full;
+      const waitlist = row.querySelector('.waitlist');
+      waitlist.hidden = !c.waitlistCapacity;
+      waitlist.querySelector('.waiting').textContent = String(c.waitlistLength);
+      const b = row.querySelector('button.enroll');
+      b.disabled = full && !join;
+      b.dataset.join = join ? '1' : '';
+      b.textContent = join ? t('course.join') : t('course.enroll');
+      if (waiting && waiting.courseId === c.id) followPlace();
       row.classList.remove('changed');
       void row.offsetWidth; // restart the highlight
       row.classList.add('changed');
@@ -39,12 +48,38 @@
 
   const enroll = document.getElementById('enroll');
   const result = document.getElementById('enroll-result');
+  const place = document.getElementById('waitlist-place');
   let opener = null;
+  // The waitlist entry this page follows: { id, courseId }.
+  let waiting = null;
+
+  /** Shows where the student's waitlist entry stands; read again whenever
+   * the seats of its course change (the live stream), never on a timer. */
+  async function followPlace() {
+    if (!waiting) return;
+    const reply = await api('GET', `/waitlists/${waiting.id}`);
+    if (reply.status !== 200) return;
+    const entry = reply.body;
+    place.hidden = false;
+    place.dataset.status = entry.status;
+    if (entry.status === 'WAITING') {
+      place.textContent = t('enroll.waitlisted', { n: String(entry.position) });
+    } else if (entry.status === 'ENROLLED') {
+      place.textContent = t('enroll.waitlistEnrolled');
+      waiting = null;
+    } else {
+      place.textContent = t('enroll.waitlistFailed');
+      waiting = null;
+    }
+  }
 
   function openEnroll(e) {
     opener = e.currentTarget;
     document.getElementById('enroll-course-id').value = opener.dataset.courseId;
     document.getElementById('enroll-course').textContent = opener.dataset.courseName;
+    document.getElementById('enroll-waitlist').value = opener.dataset.join || '';
+    // Joining is consent to be charged when a seat frees: the button says so.
+    document.getElementById('enroll-submit').textContent = opener.dataset.join ? t('enroll.join') : t('enroll.submit');
     result.textContent = '';
     enroll.hidden = false;
     document.getElementById('pay-method').focus();
@@ -64,8 +99,14 @@
         return t('enroll.declined');
       case 404:
         return t('enroll.notfound');
-      case 409:
-        return /already/i.test((reply.body && reply.body.detail) || '') ? t('enroll.already') : t('enroll.full');
+      case 200:
+      case 202:
+        return t('enroll.waitlisted', { n: String(reply.body.position) });
+      case 409: {
+        const detail = (reply.body && reply.body.detail) || '';
+        if (/already/i.test(detail)) return t('enroll.already');
+        return /waitlist/i.test(detail) ? t('enroll.waitlistFull') : t('enroll.full');
+      }
       case 428:
         return t('enroll.gate');
       case 503:
@@ -90,6 +131,7 @@
       const value = String(form.get(key) || '').trim();
       if (value) body[key] = value;
     }
+    if (form.get('waitlist') === '1') body.waitlist = true;
     const submit = document.getElementById('enroll-submit');
     submit.disabled = true;
     result.dataset.outcome = 'busy';
@@ -98,6 +140,10 @@
     submit.disabled = false;
     result.dataset.outcome = String(reply.status);
     result.textContent = explain(reply);
+    if ((reply.status === 202 || reply.status === 200) && reply.body && reply.body.id) {
+      waiting = { id: reply.body.id, courseId: reply.body.courseId };
+      place.hidden = true;
+    }
     if (reply.status === 201) {
       const link = document.createElement('a');
       link.href = `/mypage?after=${reply.headers.get('X-Sugang-Seq') || ''}`;
