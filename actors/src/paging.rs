@@ -148,6 +148,7 @@ pub(crate) async fn backfill(store: &Store, journal: &sugang_storage::Journal) -
     crate::delivery::recount(store, &mut batch).map_err(|e| e.into_start())?;
     crate::mypage::recount(store, &mut batch, &mut batches).map_err(|e| e.into_start())?;
     crate::notifier::queries::recount(store, &mut batch, &mut batches).map_err(|e| e.into_start())?;
+    crate::waitlist::view::recount(store, &mut batch).map_err(|e| e.into_start())?;
     batch.put(&COUNTERS, &COUNTS_KEPT.to_owned(), &Counter(1)).map_err(write)?;
     batches.push(batch);
     for batch in batches {

@@ -122,6 +122,27 @@ async fn a_full_course_takes_a_waitlist_that_hands_a_cancelled_seat_to_the_first
     assert_eq!(listed.body["page"]["totalElements"], 2);
     let waiting = app.get(&format!("/waitlists?status=WAITING&after={}", last.seq())).await;
     assert_eq!(waiting.body["page"]["totalElements"], 0);
+    // Unfiltered and by status alone, the totals are the kept counts and
+    // the pages are sought.
+    let students = |reply: &crate::app::Reply| -> Vec<String> {
+        let entries = reply.body["_embedded"]["waitlists"].as_array().cloned().unwrap_or_default();
+        entries.iter().map(|e| e["student"].as_str().unwrap_or_default().to_owned()).collect()
+    };
+    let all = app.get("/waitlists").await;
+    assert_eq!(
+        (all.body["page"]["totalElements"].as_u64(), students(&all)),
+        (Some(2), vec!["Lee".into(), "Park".into()])
+    );
+    let second = app.get("/waitlists?size=1&page=1").await;
+    assert_eq!((second.body["page"]["totalPages"].as_u64(), students(&second)), (Some(2), vec!["Park".into()]));
+    for (status, who) in [("ENROLLED", "Lee"), ("LEFT", "Park")] {
+        let only = app.get(&format!("/waitlists?status={status}")).await;
+        assert_eq!(
+            (only.body["page"]["totalElements"].as_u64(), students(&only)),
+            (Some(1), vec![who.to_owned()]),
+            "{status}"
+        );
+    }
     app.get("/waitlists?status=NOPE").await.assert_problem(422, Some("status"));
     app.get("/waitlists/99").await.assert_problem(404, None);
     let notes = app.get(&format!("/notifications?recipient=Lee&after={}", last.seq())).await;

@@ -6,13 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
-use sugang_storage::{Batch, Committed, Record, StorageError, Store, Table};
+use sugang_storage::{Batch, Committed, Count, Record, StorageError, Store, Table};
 
 use super::{WaitStatus, WaitlistEntry};
 use crate::bus::{Part, Projection, ProjectionError};
 use crate::event::Event;
 use crate::model::{CourseId, EnrollmentId, StudentName};
-use crate::paging::{PageRequest, Paged};
+use crate::paging::{PageRequest, Paged, RecountError, count, counted_page, id_page, set_count};
 use crate::tables::Indexed;
 
 /// An entry as the read model keeps it.
@@ -35,6 +35,29 @@ pub(crate) const WAITLIST_VIEWS_WAITING: Table<(u64, u64), Indexed> = Table::new
 pub(crate) const WAITLIST_VIEWS_BY_STUDENT: Table<(String, u64), Indexed> = Table::new("waitlist_views_by_student");
 /// (course id, entry id).
 pub(crate) const WAITLIST_VIEWS_BY_COURSE: Table<(u64, u64), Indexed> = Table::new("waitlist_views_by_course");
+
+/// `"all"`: entries recorded; `"WAITING"`, `"ENROLLED"` …: entries in that
+/// status. Added to in the batch that records or ends an entry, so a page of
+/// `GET /waitlists` never counts the table.
+pub(crate) const WAITLIST_COUNTS: Table<String, Count> = Table::new("waitlist_counts");
+
+const ALL: &str = "all";
+
+/// Rebuilds the counts from the views (see `paging::backfill`).
+pub(crate) fn recount(store: &Store, batch: &mut Batch) -> Result<(), RecountError> {
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for item in store.scan(&WAITLIST_VIEWS) {
+        let (_, view) = item?;
+        *counts.entry(ALL).or_default() += 1;
+        *counts.entry(view.status.as_str()).or_default() += 1;
+    }
+    for status in
+        [WaitStatus::Waiting, WaitStatus::Enrolled, WaitStatus::Failed, WaitStatus::Left, WaitStatus::Canceled]
+    {
+        set_count(batch, &WAITLIST_COUNTS, status.as_str(), counts.get(status.as_str()).copied().unwrap_or(0))?;
+    }
+    set_count(batch, &WAITLIST_COUNTS, ALL, counts.get(ALL).copied().unwrap_or(0))
+}
 
 /// Filters of `GET /waitlists`.
 #[derive(Clone, Debug, Default)]
@@ -63,6 +86,8 @@ impl WaitlistProjection {
         view.class_id = class_id;
         batch.put(&WAITLIST_VIEWS, &entry_id, &view)?;
         batch.delete(&WAITLIST_VIEWS_WAITING, &(view.course_id.get(), entry_id));
+        batch.add(&WAITLIST_COUNTS, &WaitStatus::Waiting.as_str().to_owned(), -1);
+        batch.add(&WAITLIST_COUNTS, &status.as_str().to_owned(), 1);
         Ok(1)
     }
 }
@@ -101,6 +126,8 @@ impl Projection for WaitlistProjection {
                 batch.put(&WAITLIST_VIEWS_WAITING, &(course_id.get(), *entry_id), &Indexed)?;
                 batch.put(&WAITLIST_VIEWS_BY_STUDENT, &(student.as_str().to_owned(), *entry_id), &Indexed)?;
                 batch.put(&WAITLIST_VIEWS_BY_COURSE, &(course_id.get(), *entry_id), &Indexed)?;
+                batch.add(&WAITLIST_COUNTS, &ALL.to_owned(), 1);
+                batch.add(&WAITLIST_COUNTS, &WaitStatus::Waiting.as_str().to_owned(), 1);
                 Ok(1)
             }
             Event::WaitlistEnrolled { entry_id, enrollment_id, .. } => {
@@ -165,6 +192,27 @@ pub(crate) fn query(
             Err(e) => Some(Err(e)),
         })
     };
+    // Neither a student nor a course: the kept counts give the total, and
+    // the page is sought (all) or read up to its end (a status), never the
+    // whole table.
+    if filter.student.is_none() && filter.course_id.is_none() {
+        let page = match filter.status {
+            None => id_page(store, &WAITLIST_VIEWS, count(store, &WAITLIST_COUNTS, ALL)?, page)?,
+            Some(status) => counted_page(
+                store.scan(&WAITLIST_VIEWS).map(|item| item.map(|(_, v)| v)).filter(|v| match v {
+                    Ok(v) => v.status == status,
+                    Err(_) => true,
+                }),
+                count(store, &WAITLIST_COUNTS, status.as_str())?,
+                page,
+            )?,
+        };
+        let positions = positions(store, &page.items)?;
+        return Ok(Paged {
+            items: page.items.into_iter().map(|view| shown(view, &positions)).collect(),
+            total: page.total,
+        });
+    }
     let views: Box<dyn Iterator<Item = Result<WaitlistView, StorageError>>> = match (&filter.student, filter.course_id)
     {
         (Some(student), _) => Box::new(by_ids(Box::new(
@@ -176,7 +224,8 @@ pub(crate) fn query(
         (None, Some(course)) => Box::new(by_ids(Box::new(
             store.scan_prefix(&WAITLIST_VIEWS_BY_COURSE, &course).keys().map(|k| k.map(|(_, id)| id)),
         ))),
-        (None, None) => Box::new(store.scan(&WAITLIST_VIEWS).map(|item| item.map(|(_, v)| v))),
+        // Answered above from the kept counts.
+        (None, None) => Box::new(std::iter::empty()),
     };
     let matches = |v: &WaitlistView| {
         filter.status.is_none_or(|s| v.status == s)
