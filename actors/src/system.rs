@@ -27,6 +27,7 @@ use crate::enrollment::{EnrollStatus, Enrollment};
 use crate::entity::{AskError, Entities, Redelivery, SupervisionConfig, SupervisorSnapshot};
 use crate::event::CourseDetails;
 use crate::faults::{Faults, now_ms};
+use crate::gate::actor::GateHandle;
 use crate::model::{CourseId, EnrollmentId, TeacherName};
 use crate::mypage::{
     INSTRUCTOR_VIEWS, INSTRUCTOR_VIEWS_BY_TEACHER, InstructorView, MyPageProjection, SCHEDULES, STUDENT_VIEWS,
@@ -281,6 +282,8 @@ struct Inner {
     root: ActorRef<RootMsg>,
     /// The breaker's published state: enrollments fail fast while it is open.
     gate: Arc<BreakerGate>,
+    /// The waiting room (the gate actor under its supervisor).
+    waiting_room: GateHandle,
     /// The next course id; held while a registration is asked, so a refused
     /// one takes no id.
     next_course_id: tokio::sync::Mutex<u64>,
@@ -378,6 +381,10 @@ impl Sugang {
         .await
         .map_err(spawn_err)?;
 
+        let waiting_room = GateHandle::start(store.clone(), journal.clone(), config.restart, root.get_cell())
+            .await
+            .map_err(StartError::Spawn)?;
+
         let next_course_id = store.scan(&COURSES).keys().next_back().transpose()?.unwrap_or(0) + 1;
         let high_water = [
             store.get(&COUNTERS, &RESERVATIONS_COUNTER.to_owned())?.map(|c| c.0),
@@ -399,6 +406,7 @@ impl Sugang {
                 faults,
                 root,
                 gate,
+                waiting_room,
                 next_course_id: tokio::sync::Mutex::new(next_course_id),
                 reservations: tokio::sync::Mutex::new(Reservations { next: high_water + 1, limit: high_water }),
                 bus,
@@ -459,6 +467,9 @@ impl Sugang {
         ] {
             supervisor.stop_children_and_wait(Some("shutdown".into()), wait).await;
         }
+        if let Some(gate) = self.inner.waiting_room.supervisor_cell() {
+            gate.stop_children_and_wait(Some("shutdown".into()), wait).await;
+        }
         self.inner.root.stop_children_and_wait(Some("shutdown".into()), wait).await;
         let _ = self.inner.root.stop_and_wait(Some("shutdown".into()), wait).await;
         let task = self.inner.journal_task.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -476,6 +487,16 @@ impl Sugang {
         if !closing.closed(Duration::from_secs(10)).await {
             tracing::error!("the store is still open after shutdown: a handle is held somewhere");
         }
+    }
+
+    /// The waiting room (its facade methods are in `gate::facade`).
+    pub(crate) fn waiting_room(&self) -> &GateHandle {
+        &self.inner.waiting_room
+    }
+
+    /// How long to wait for an actor's answer.
+    pub(crate) fn ask_timeout(&self) -> Duration {
+        self.inner.config.ask_timeout
     }
 
     pub fn store(&self) -> &Store {
@@ -901,6 +922,10 @@ impl Sugang {
                     held_down_until: self.inner.payment.held_down_until_ms(),
                     retry_after_ms: self.inner.payment.held_down_for().map(|d| d.as_millis() as u64),
                     ..TreeNode::plain("payment", running(self.inner.payment.get().get_cell()))
+                },
+                TreeNode {
+                    restarts: self.inner.waiting_room.restarts(),
+                    ..TreeNode::plain("gate", self.inner.waiting_room.actor().is_ok())
                 },
             ],
         }
