@@ -116,6 +116,11 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
         Histogram,
         "Time from taking a ticket to its admission, in seconds (early tickets wait for the opening too)",
     ),
+    family(
+        "sugang_gate_refused_total",
+        Counter,
+        "Enrollments refused with 428 while the waiting room is on, by reason: missing, invalid, not_yours, expired (recorded by the HTTP front)",
+    ),
     // The journal (recorded by sugang-storage).
     family(
         "sugang_journal_batches_total",

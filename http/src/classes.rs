@@ -258,6 +258,7 @@ async fn show(
         (status = 404, description = "Unknown course", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Course full, already enrolled, or a stale fee", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "The waiting room is on: send an admission (`X-Sugang-Admission`) from `/queue/tickets`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Payment unavailable or overloaded (see Retry-After)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),
     ))]
@@ -265,11 +266,13 @@ async fn show(
 async fn enroll(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
+    headers: axum::http::HeaderMap,
     Json(body): Json<NewClass>,
 ) -> Result<Response, ApiError> {
     caller.require_role(Role::Student)?;
     let request = body.parse(caller.name())?;
     caller.require_person(Role::Student, request.student.as_str())?;
+    crate::queue::require_admission(&state, &request.student, &headers)?;
     let done = state.sugang.enroll(request).await?;
     let model = ClassModel::from(done.value);
     tracing::debug!(enrollment_id = model.id, course_id = model.course_id, "enrolled");

@@ -21,6 +21,8 @@
 //! - `hal`: links, pages, collections, command responses, RFC 3339 times.
 //! - `courses`, `classes`, `payments`, `deliveries`, `schedules`, `mypages`,
 //!   `notifications`: one module per resource, each with its `router()`.
+//! - `queue`: the waiting room (`/queue/tickets`, `/admin/gate`) and the
+//!   admission check of `POST /classes`.
 //! - `admin`: the supervision tree, the breaker, fault injection.
 //! - `ops`: health, readiness, Prometheus metrics, the OpenAPI route.
 //! - `openapi`: the generated OpenAPI 3.1 document.
@@ -40,6 +42,7 @@ mod openapi;
 mod ops;
 mod pages;
 mod payments;
+mod queue;
 mod schedules;
 mod server;
 
@@ -87,6 +90,7 @@ fn router() -> Router<AppState> {
         .merge(schedules::router())
         .merge(mypages::router())
         .merge(notifications::router())
+        .merge(queue::router())
         .layer(axum::middleware::from_fn(hal::content_type));
     Router::new().merge(resources).merge(admin::router()).merge(ops::router()).merge(pages::router())
 }
