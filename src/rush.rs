@@ -10,6 +10,10 @@
 //! checks the system's invariants over the API alone and exits non-zero,
 //! naming each violation, if one does not hold.
 //!
+//! With `--gate RATE` the students go through the waiting room first
+//! (`gate`): every student takes a ticket, waits for admission, and enrolls
+//! with it; the summary and the checks add the waiting room's.
+//!
 //! Owns the client side only: it talks to a running server over HTTP and
 //! must not reach into the actor system or the store.
 
@@ -27,6 +31,8 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+mod gate;
 
 /// The card number every rush student pays with (approved by the simulated gateway).
 const APPROVED_CARD: &str = "4242424242424242";
@@ -71,6 +77,11 @@ pub(crate) struct RushArgs {
     /// for loads too large to check over the API (they read every class).
     #[arg(long)]
     no_check: bool,
+    /// Goes through the waiting room: turns the gate on at RATE admissions
+    /// per second; every student takes a ticket before the opening and
+    /// enrolls once admitted.
+    #[arg(long, value_name = "RATE", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    gate: Option<u32>,
     /// A bearer token for a server with auth on (an admin's: the checks read everything).
     #[arg(long, env = "SUGANG_RUSH_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -344,6 +355,10 @@ async fn rush(args: &RushArgs) -> Result<bool, RushError> {
 
     let (courses, course_seq) = create_courses(&api, args, &tag).await?;
     let popularity = Arc::new(Popularity::zipf(courses.len(), args.zipf));
+    let room = match args.gate {
+        Some(rate) => Some(Arc::new(gate::Room::open(&api, rate, args.students, &tag, concurrency).await?)),
+        None => None,
+    };
 
     let progress = progress_bar(args.students as u64, ProgressDrawTarget::stderr());
     let next = Arc::new(AtomicUsize::new(0));
@@ -362,6 +377,7 @@ async fn rush(args: &RushArgs) -> Result<bool, RushError> {
             popularity: popularity.clone(),
             tag: tag.clone(),
             progress: progress.clone(),
+            room: room.clone(),
         };
         workers.spawn(worker.run());
     }
@@ -375,6 +391,10 @@ async fn rush(args: &RushArgs) -> Result<bool, RushError> {
     let rush_time = rush_started.elapsed();
     progress.finish_and_clear();
     summarize(args, &tally, rush_time);
+    let gate_violations = room.as_ref().map(|room| room.summarize()).unwrap_or_default();
+    if let Some(room) = room.and_then(Arc::into_inner) {
+        room.close().await?;
+    }
     if args.no_check {
         println!("invariants: not checked (--no-check)");
         println!("wall time: {:.2} s", started.elapsed().as_secs_f64());
@@ -382,7 +402,8 @@ async fn rush(args: &RushArgs) -> Result<bool, RushError> {
     }
 
     let checks_started = Instant::now();
-    let violations = check(&api, args, &courses, &tally).await?;
+    let mut violations = check(&api, args, &courses, &tally).await?;
+    violations.extend(gate_violations);
     let checks_time = checks_started.elapsed();
     if violations.is_empty() {
         println!("invariants: all hold (checked in {:.2} s)", checks_time.as_secs_f64());
@@ -465,6 +486,13 @@ struct Worker {
     /// Makes this run's student names new to the server.
     tag: String,
     progress: ProgressBar,
+    /// The waiting room, with `--gate`: students go in their place order.
+    room: Option<Arc<gate::Room>>,
+}
+
+/// Student `n`'s name in the rush tagged `tag`.
+fn student_name(tag: &str, n: usize) -> String {
+    format!("rush-{tag}-{n}")
 }
 
 impl Worker {
@@ -477,10 +505,23 @@ impl Worker {
             if n >= self.students {
                 return tally;
             }
-            let student = format!("rush-{}-{n}", self.tag);
+            let (n, admission) = match &self.room {
+                Some(room) => match room.admit(n).await {
+                    Ok(admitted) => (admitted.student, Some(admitted.token)),
+                    Err(e) => {
+                        eprintln!("sugang rush: waiting for admission: {e}");
+                        *tally.no_seat.entry(NoSeat::NoAnswer).or_default() += 1;
+                        self.progress.inc(1);
+                        continue;
+                    }
+                },
+                None => (n, None),
+            };
+            let student = student_name(&self.tag, n);
             tried.clear();
             let first = self.spread.then(|| n % self.courses.len());
-            if let Err(why) = self.enroll(&student, first, &mut rng, &mut tried, &mut tally).await {
+            let enrolled = self.enroll(&student, admission.as_deref(), first, &mut rng, &mut tried, &mut tally).await;
+            if let Err(why) = enrolled {
                 *tally.no_seat.entry(why).or_default() += 1;
             }
             self.progress.inc(1);
@@ -492,6 +533,7 @@ impl Worker {
     async fn enroll(
         &self,
         student: &str,
+        admission: Option<&str>,
         first: Option<usize>,
         rng: &mut fastrand::Rng,
         tried: &mut Vec<usize>,
@@ -503,7 +545,11 @@ impl Worker {
             let course = self.courses[rank];
             let body = json!({"courseId": course, "student": student, "payAccount": APPROVED_CARD, "addr": "Seoul"});
             let sent = Instant::now();
-            let answer = self.api.send(self.api.request(Method::POST, "/classes").json(&body), "POST /classes").await;
+            let mut request = self.api.request(Method::POST, "/classes").json(&body);
+            if let Some(admission) = admission {
+                request = request.header("X-Sugang-Admission", admission);
+            }
+            let answer = self.api.send(request, "POST /classes").await;
             tally.latencies_us.push(sent.elapsed().as_micros() as u64);
             let Ok(answer) = answer else {
                 tally.transport_errors += 1;

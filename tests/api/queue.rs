@@ -255,3 +255,30 @@ async fn a_ticket_stream_sends_the_ticket_then_its_moves_and_its_admission() {
     assert!(positions.windows(2).all(|w| w[1] < w[0]), "every event a move forward: {positions:?}");
     assert!(tickets.last().unwrap()["admission"].is_string(), "the admission arrives on the stream");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rush_through_the_gate_serves_places_in_order_and_every_invariant_holds() {
+    let app = spawn_app().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sugang"))
+        .args(["rush", "--url", &app.url(""), "--students", "60", "--courses", "3", "--capacity", "10"])
+        .args(["--concurrency", "8", "--tries", "3", "--gate", "200"])
+        .env_remove("SUGANG_RUSH_TOKEN")
+        .output()
+        .await
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}\n{stdout}\n{stderr}", output.status);
+    assert!(stdout.contains("gate: 60 tickets taken before the opening"), "{stdout}");
+    assert!(stdout.contains("gate wait (after the opening): p50"), "{stdout}");
+    assert!(stdout.contains("largest queue 60"), "{stdout}");
+    assert!(stdout.contains("gate admission rate:"), "{stdout}");
+    assert!(stdout.contains("30 of 30 seats sold"), "{stdout}");
+    assert!(stdout.contains("invariants: all hold"), "{stdout}");
+    let gate = app.get("/admin/gate").await;
+    assert_eq!(
+        (gate.body["enabled"].as_bool(), gate.body["admittedTotal"].as_u64()),
+        (Some(false), Some(60)),
+        "put back"
+    );
+}
