@@ -315,6 +315,8 @@ impl NoSeat {
 struct Tally {
     /// Per request, from send to the last byte of the answer, in microseconds.
     latencies_us: Vec<u64>,
+    /// The same, of the 201s only: what an enrolling student waited.
+    created_us: Vec<u64>,
     statuses: BTreeMap<u16, u64>,
     /// Requests that got no answer (connection refused, timeout).
     transport_errors: u64,
@@ -330,6 +332,7 @@ struct Tally {
 impl Tally {
     fn merge(&mut self, other: Tally) {
         self.latencies_us.extend(other.latencies_us);
+        self.created_us.extend(other.created_us);
         for (status, n) in other.statuses {
             *self.statuses.entry(status).or_default() += n;
         }
@@ -550,7 +553,8 @@ impl Worker {
                 request = request.header("X-Sugang-Admission", admission);
             }
             let answer = self.api.send(request, "POST /classes").await;
-            tally.latencies_us.push(sent.elapsed().as_micros() as u64);
+            let took_us = sent.elapsed().as_micros() as u64;
+            tally.latencies_us.push(took_us);
             let Ok(answer) = answer else {
                 tally.transport_errors += 1;
                 return Err(NoSeat::NoAnswer);
@@ -560,6 +564,7 @@ impl Worker {
             match answer.status {
                 StatusCode::CREATED => {
                     tally.completed += 1;
+                    tally.created_us.push(took_us);
                     if self.keep {
                         let id = answer.json("POST /classes").ok().and_then(|v| v["id"].as_u64()).unwrap_or(0);
                         tally.enrolled.push(Enrolled { id, course, student: student.to_owned() });
@@ -601,16 +606,24 @@ fn summarize(args: &RushArgs, tally: &Tally, elapsed: Duration) {
         args.students,
         tally.completed,
     );
-    let mut sorted = tally.latencies_us.clone();
-    sorted.sort_unstable();
-    let at = |q: f64| -> f64 {
-        if sorted.is_empty() {
-            return 0.0;
-        }
-        let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-        sorted[i] as f64 / 1000.0
-    };
-    println!("latency: p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms", at(0.50), at(0.95), at(0.99), at(1.0));
+    for (label, latencies) in [("latency", &tally.latencies_us), ("latency of the 201s", &tally.created_us)] {
+        let mut sorted = latencies.clone();
+        sorted.sort_unstable();
+        let at = |q: f64| -> f64 {
+            if sorted.is_empty() {
+                return 0.0;
+            }
+            let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+            sorted[i] as f64 / 1000.0
+        };
+        println!(
+            "{label}: p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            at(0.50),
+            at(0.95),
+            at(0.99),
+            at(1.0)
+        );
+    }
     let mut statuses: Vec<String> = tally.statuses.iter().map(|(status, n)| format!("{status} x {n}")).collect();
     if tally.transport_errors > 0 {
         statuses.push(format!("no answer x {}", tally.transport_errors));
