@@ -19,9 +19,12 @@
 //! - `breaker`: a slow gateway opens the breaker; a half-open probe closes it.
 //! - `replay`: a stopped subscriber catches up after a whole-process restart.
 //! - `crash`: SIGKILL under load, three times; every acknowledgment holds.
+//! - `gate`: a rush against the waiting room: the shuffle at the opening,
+//!   admission at a rate changed live, places served in order.
 
 mod breaker;
 mod crash;
+mod gate;
 mod replay;
 mod supervision;
 
@@ -53,6 +56,9 @@ pub(crate) enum Scenario {
     /// SIGKILL under enrollment load, three times: nothing acknowledged is
     /// lost, no course overbooked, payments match enrollments.
     Crash,
+    /// A rush against the waiting room: tickets shuffled at the opening,
+    /// admission at a rate changed live, places served in order.
+    Gate,
 }
 
 impl Scenario {
@@ -62,6 +68,7 @@ impl Scenario {
             Scenario::Breaker => "breaker",
             Scenario::Replay => "replay",
             Scenario::Crash => "crash",
+            Scenario::Gate => "gate",
         }
     }
 }
@@ -80,6 +87,7 @@ pub(crate) async fn run(scenario: Scenario) -> ExitCode {
         Scenario::Breaker => breaker::run(&timeline, &workdir.path).await,
         Scenario::Replay => replay::run(&timeline, &workdir.path).await,
         Scenario::Crash => crash::run(&timeline, &workdir.path).await,
+        Scenario::Gate => gate::run(&timeline, &workdir.path).await,
     };
     let code = timeline.verdict(outcome);
     if code == ExitCode::SUCCESS {
