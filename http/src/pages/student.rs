@@ -157,6 +157,7 @@ fn catalog_main(ctx: &PageContext, q: &str, number: usize, seq: u64, page: &Cata
             }
             p #enroll-result role="status" aria-live="polite" {}
         }
+        (super::gate::waiting_room(ctx))
     }
 }
 

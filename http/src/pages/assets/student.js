@@ -98,6 +98,11 @@
     submit.disabled = false;
     result.dataset.outcome = String(reply.status);
     result.textContent = explain(reply);
+    if (reply.status === 428) {
+      // The waiting room (gate.js) takes it from here.
+      const courseName = document.getElementById('enroll-course').textContent;
+      document.dispatchEvent(new CustomEvent('sugang:gate', { detail: { enroll: body, courseName } }));
+    }
     if (reply.status === 201) {
       const link = document.createElement('a');
       link.href = `/mypage?after=${reply.headers.get('X-Sugang-Seq') || ''}`;
