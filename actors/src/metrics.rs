@@ -109,7 +109,7 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
     family(
         "sugang_gate_admitted_per_second",
         Gauge,
-        "Admissions per second over the last two seconds (sampled when the gate is read)",
+        "Admissions per second over the last two seconds, as of the gate's last tick",
     ),
     family(
         "sugang_gate_wait_seconds",

@@ -373,20 +373,23 @@ impl GateState {
         while self.recent.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > RATE_WINDOW) {
             self.recent.pop_front();
         }
+        metrics::gauge!("sugang_gate_admitted_per_second").set(self.admitted_per_second());
         Ok(())
+    }
+
+    /// Admissions per second over the last [`RATE_WINDOW`].
+    fn admitted_per_second(&self) -> f64 {
+        let admitted_recently: u64 = self.recent.iter().map(|(_, n)| n).sum();
+        admitted_recently as f64 / RATE_WINDOW.as_secs_f64()
     }
 
     fn status(&self) -> GateStatus {
         let now = now_ms();
-        let window = RATE_WINDOW.as_secs_f64();
-        let admitted_recently: u64 = self.recent.iter().map(|(_, n)| n).sum();
-        let rate = admitted_recently as f64 / window;
-        metrics::gauge!("sugang_gate_admitted_per_second").set(rate);
         GateStatus {
             settings: self.record.settings.clone(),
             waiting: self.queue.waiting_count(),
             admitted_total: self.queue.admitted_total(),
-            admitted_per_second: rate,
+            admitted_per_second: self.admitted_per_second(),
             oldest_wait_ms: self.queue.oldest_taken_at_ms().map_or(0, |t| now.saturating_sub(t)),
         }
     }

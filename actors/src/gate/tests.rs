@@ -168,7 +168,7 @@ async fn the_ticker_never_admits_more_than_are_waiting_nor_saves_up_while_idle()
     assert!(burst <= 100, "an idle minute saved up {burst}: the burst is a tenth of a second");
 }
 
-mod actor_rate {
+mod actor {
     use std::sync::Arc;
 
     use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -230,6 +230,43 @@ mod actor_rate {
         assert!((after - before).abs_diff(500) <= 21, "{} admitted in 10 s at 50/s", after - before);
         let arc: Arc<_> = gate.shared().clone();
         assert!(arc.enabled.load(std::sync::atomic::Ordering::SeqCst));
+        parent.stop_children_and_wait(None, None).await;
+        parent.stop(None);
+    }
+
+    /// A gate actor that fails is restarted by its supervisor from disk:
+    /// every ticket keeps its place and its id, and asking again finds it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_gate_is_restarted_from_disk_with_every_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        let (journal, _task) = Journal::start(&store, JournalOptions::default()).expect("journal");
+        let (parent, _) = Actor::spawn(None, Parent, ()).await.expect("parent");
+        let gate =
+            GateHandle::start(store.clone(), journal, RestartPolicy::default(), parent.get_cell()).await.expect("gate");
+        let settings = GateSettings { enabled: true, admit_per_second: 1, opens_at_ms: None, admission_ttl_secs: 600 };
+        ask(&gate, |reply| GateMsg::Set { settings, reply }).await;
+        let mut before = Vec::new();
+        for i in 0..10 {
+            before.push(ask(&gate, |reply| GateMsg::Take { student: student(&format!("s{i}")), reply }).await.0);
+        }
+        let old = gate.actor().expect("running");
+        old.send_message(GateMsg::Poisoned("injected for the test".into())).expect("sent");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while gate.actor().map(|a| a.get_id()).ok() == Some(old.get_id()) || gate.actor().is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the gate was not restarted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(gate.restarts(), 1);
+        for view in &before {
+            let id = view.ticket.id;
+            let now = ask(&gate, |reply| GateMsg::Get { id, reply }).await.expect("the ticket is still there");
+            assert_eq!((now.ticket.place, now.ticket.taken_at_ms), (view.ticket.place, view.ticket.taken_at_ms));
+            let (again, new) = ask(&gate, |reply| GateMsg::Take { student: view.ticket.student.clone(), reply }).await;
+            assert_eq!((again.ticket.id, new), (id, false), "the same ticket after the restart");
+        }
+        let status = ask(&gate, |reply| GateMsg::Status { reply }).await;
+        assert_eq!(status.settings.admit_per_second, 1, "the settings were reloaded too");
         parent.stop_children_and_wait(None, None).await;
         parent.stop(None);
     }
