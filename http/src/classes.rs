@@ -247,6 +247,7 @@ async fn show(
 
 /// Enrolls a student and charges the fee; answers once it is completed.
 #[utoipa::path(post, path = "/classes", tag = "classes", request_body = NewClass,
+    params(("X-Sugang-Admission" = Option<String>, Header, description = "While the waiting room is on: the admission token of the student's admitted ticket (`/queue/tickets`)")),
     responses(
         (status = 201, description = "Enrolled and paid", body = ClassModel, headers(
             ("Location" = String, description = "The new class"),

@@ -92,7 +92,12 @@ fn router() -> Router<AppState> {
         .merge(notifications::router())
         .merge(queue::router())
         .layer(axum::middleware::from_fn(hal::content_type));
-    Router::new().merge(resources).merge(admin::router()).merge(ops::router()).merge(pages::router())
+    Router::new()
+        .merge(resources)
+        .merge(admin::router())
+        .merge(queue::admin_router())
+        .merge(ops::router())
+        .merge(pages::router())
 }
 
 /// Waits (bounded) until `subscriber`'s read model has applied the events up

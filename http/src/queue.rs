@@ -35,12 +35,17 @@ use crate::openapi::shared::{BadId, NoValidToken, NotYours, Unknown};
 /// The header that carries an admission token on `POST /classes`.
 pub(crate) const ADMISSION_HEADER: &str = "x-sugang-admission";
 
+/// The students' routes (served as HAL, like the other resources).
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/queue/tickets", post(take))
         .route("/queue/tickets/{id}", get(show))
         .route("/queue/tickets/{id}/events", get(events))
-        .route("/admin/gate", get(gate).put(set_gate))
+}
+
+/// The operator's route (plain JSON, like the rest of `/admin`).
+pub(crate) fn admin_router() -> Router<AppState> {
+    Router::new().route("/admin/gate", get(gate).put(set_gate))
 }
 
 /// While the gate is on: 428 unless the request carries an unexpired
@@ -186,15 +191,17 @@ pub(crate) struct GateChange {
     /// `false` lets everyone in.
     enabled: Option<bool>,
     /// Admissions per second, 1 to 1,000,000.
+    #[serde(default, deserialize_with = "crate::nullable")]
     #[schema(schema_with = integers::count)]
-    admit_per_second: Option<Int>,
+    admit_per_second: Option<Option<Int>>,
     /// RFC 3339: tickets taken before it are shuffled at it. `null`: open now.
     #[serde(default, deserialize_with = "crate::nullable")]
     #[schema(value_type = Option<String>, format = DateTime, example = "2026-12-01T09:00:00Z")]
     opens_at: Option<Option<String>>,
     /// How long an admission holds, 1 to 86,400 s.
+    #[serde(default, deserialize_with = "crate::nullable")]
     #[schema(schema_with = integers::ttl_secs)]
-    admission_ttl_secs: Option<Int>,
+    admission_ttl_secs: Option<Option<Int>>,
 }
 
 impl GateChange {
@@ -202,13 +209,15 @@ impl GateChange {
         if let Some(enabled) = self.enabled {
             settings.enabled = enabled;
         }
-        if let Some(Int(rate)) = self.admit_per_second {
+        if let Some(rate) = self.admit_per_second {
+            let Int(rate) = rate.ok_or_else(|| ApiError::invalid("admitPerSecond", "must not be null"))?;
             settings.admit_per_second = u32::try_from(rate)
                 .ok()
                 .filter(|r| (1..=MAX_ADMIT_PER_SECOND).contains(r))
                 .ok_or_else(|| ApiError::invalid("admitPerSecond", format!("must be 1 to {MAX_ADMIT_PER_SECOND}")))?;
         }
-        if let Some(Int(ttl)) = self.admission_ttl_secs {
+        if let Some(ttl) = self.admission_ttl_secs {
+            let Int(ttl) = ttl.ok_or_else(|| ApiError::invalid("admissionTtlSecs", "must not be null"))?;
             settings.admission_ttl_secs =
                 u32::try_from(ttl).ok().filter(|t| (1..=MAX_ADMISSION_TTL_SECS).contains(t)).ok_or_else(|| {
                     ApiError::invalid("admissionTtlSecs", format!("must be 1 to {MAX_ADMISSION_TTL_SECS} seconds"))

@@ -170,9 +170,12 @@ async fn gate_settings_are_checked_and_kept() {
     app.put("/admin/gate", json!({"admitPerSecond": 0})).await.assert_problem(422, Some("admitPerSecond"));
     app.put("/admin/gate", json!({"admitPerSecond": "fast"})).await.assert_problem(422, Some("admitPerSecond"));
     app.put("/admin/gate", json!({"admissionTtlSecs": 0})).await.assert_problem(422, Some("admissionTtlSecs"));
+    app.put("/admin/gate", json!({"admitPerSecond": null})).await.assert_problem(422, Some("admitPerSecond"));
+    app.put("/admin/gate", json!({"admissionTtlSecs": null})).await.assert_problem(422, Some("admissionTtlSecs"));
     app.put("/admin/gate", json!({"opensAt": "tomorrow"})).await.assert_problem(422, Some("opensAt"));
     let gate = app.get("/admin/gate").await;
     assert_eq!(gate.status, StatusCode::OK);
+    assert_eq!(gate.header("content-type"), Some("application/json"), "plain JSON, like the rest of /admin");
     for field in [
         "enabled",
         "admitPerSecond",
