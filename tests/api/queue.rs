@@ -285,3 +285,136 @@ async fn a_rush_through_the_gate_serves_places_in_order_and_every_invariant_hold
         "put back"
     );
 }
+
+/// `sugang serve` over `data` on a free loopback port (durable: fsync),
+/// ready; killed when dropped.
+async fn serve(data: &std::path::Path) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sugang"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data)
+        .env_remove("SUGANG_JWT_SECRET")
+        .env_remove("SUGANG_DURABILITY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(ready) = reqwest::get(format!("{url}/health/ready")).await
+            && ready.status() == StatusCode::OK
+        {
+            return (child, url);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "sugang serve did not become ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_keeps_every_acknowledged_ticket_its_place_and_its_admission() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, url) = serve(&data).await;
+    let client = reqwest::Client::new();
+    let send = |method: Method, path: &str, body: Option<Value>| {
+        let mut request = client.request(method, format!("{url}{path}"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await?;
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            Ok::<_, reqwest::Error>((status, body))
+        }
+    };
+    let (status, _) = send(
+        Method::PUT,
+        "/admin/gate",
+        Some(json!({"enabled": true, "admitPerSecond": 20, "opensAt": rfc3339_in(1), "admissionTtlSecs": 600})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let mut acknowledged: Vec<Value> = Vec::new();
+    for i in 0..30 {
+        let (status, ticket) =
+            send(Method::POST, "/queue/tickets", Some(json!({"student": format!("early-{i}")}))).await.unwrap();
+        assert_eq!(status, StatusCode::CREATED);
+        acknowledged.push(ticket);
+    }
+    // After the opening, some are admitted while more students keep coming.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, gate) = send(Method::GET, "/admin/gate", None).await.unwrap();
+        if gate["admittedTotal"].as_u64().unwrap_or(0) >= 5 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no admissions: {gate}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut seen = Vec::new();
+    for ticket in &acknowledged {
+        let (_, now) = send(Method::GET, &format!("/queue/tickets/{}", ticket["id"]), None).await.unwrap();
+        seen.push(now);
+    }
+    let late = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut taken = Vec::new();
+            for i in 0.. {
+                let sent =
+                    client.post(format!("{url}/queue/tickets")).json(&json!({"student": format!("late-{i}")})).send();
+                let Ok(response) = sent.await else { break };
+                if response.status() != StatusCode::CREATED {
+                    break;
+                }
+                let Ok(ticket) = response.json::<Value>().await else { break };
+                taken.push(ticket);
+            }
+            taken
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().await.expect("SIGKILL");
+    let late = late.await.unwrap();
+    assert!(!late.is_empty(), "tickets were being taken when the server was killed");
+    seen.extend(late);
+
+    let (_child, url) = serve(&data).await;
+    let client = reqwest::Client::new();
+    let mut highest = 0;
+    for before in &seen {
+        let id = before["id"].as_u64().unwrap();
+        highest = highest.max(id);
+        let after: Value = client.get(format!("{url}/queue/tickets/{id}")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(after["student"], before["student"], "ticket {id} kept");
+        if before["place"].is_u64() {
+            assert_eq!(after["place"], before["place"], "ticket {id}'s place kept");
+        }
+        if before["status"] == "ADMITTED" {
+            assert_eq!(after["admission"], before["admission"], "ticket {id}'s admission kept, and its key");
+        }
+    }
+    // Ids stay dense: the next ticket follows every stored one.
+    let fresh: Value = client
+        .post(format!("{url}/queue/tickets"))
+        .json(&json!({"student": "after"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = fresh["id"].as_u64().unwrap();
+    assert!(next > highest, "a new ticket {next} after the acknowledged {highest}");
+    for id in 1..next {
+        let status = client.get(format!("{url}/queue/tickets/{id}")).send().await.unwrap().status();
+        assert_eq!(status, StatusCode::OK, "ticket {id} of 1..{next} exists: no hole");
+    }
+}
