@@ -412,6 +412,7 @@ test('with the gate on, a student waits, is admitted and enrolls', async () => {
     await page.getByRole('button', { name: 'Pay and enroll' }).click();
     await page.locator('#enroll-result', { hasText: 'The waiting room is on' }).waitFor({ timeout: WAIT });
     await page.locator('#queue-status[data-status="waiting"]').waitFor({ timeout: WAIT });
+    await page.waitForFunction(() => document.activeElement.id === 'waiting-title');
     const before = Number(await page.locator('#queue-position').textContent());
     assert.ok(before >= 1, `a position: ${before}`);
     assert.match(await page.locator('#queue-eta').textContent(), /^\d+ s$/);

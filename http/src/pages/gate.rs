@@ -15,7 +15,7 @@ use super::PageContext;
 pub(super) fn waiting_room(ctx: &PageContext) -> Markup {
     html! {
         section #waiting-room aria-labelledby="waiting-title" hidden {
-            h2 #waiting-title { (ctx.t("gate.title")) }
+            h2 #waiting-title tabindex="-1" { (ctx.t("gate.title")) }
             p.hint { (ctx.t("gate.explain")) }
             dl {
                 dt { (ctx.t("gate.course")) } dd #queue-course { "-" }

@@ -51,7 +51,9 @@
       return;
     }
     sessionStorage.setItem(KEY, JSON.stringify({ ticket: reply.body.id, student: enroll.student, courseName, enroll }));
-    show(reply.body);
+    await show(reply.body);
+    // Where the student now waits: the keyboard and the screen reader go there too.
+    document.getElementById('waiting-title').focus();
   }
 
   /** Shows a ticket; enrolls once admitted; looks again in a second otherwise. */
