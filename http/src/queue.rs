@@ -367,6 +367,16 @@ struct Follow {
     _counted: Counted,
 }
 
+/// What the queue's movement means for a waiting ticket.
+enum Step {
+    /// Not enough to tell anyone.
+    Still,
+    /// Moved by 1 % or more: the ticket with its new position and ETA.
+    Moved(TicketView),
+    /// Its status may have changed (or it was not placed yet): read it.
+    Read,
+}
+
 impl Follow {
     /// The next ticket to send; `None` ends the stream (expired, draining,
     /// or the gate failed).
@@ -386,7 +396,14 @@ impl Follow {
                 TicketStatus::Waiting => match tokio::time::timeout(DRAIN_CHECK, self.progress.changed()).await {
                     Ok(Ok(())) => {
                         let progress = *self.progress.borrow_and_update();
-                        self.moved(progress)
+                        match self.step(progress) {
+                            Step::Still => false,
+                            Step::Read => true,
+                            Step::Moved(view) => {
+                                self.last = view.clone();
+                                return Some(view);
+                            }
+                        }
                     }
                     Ok(Err(_)) => return None,
                     Err(_) => false,
@@ -414,20 +431,26 @@ impl Follow {
         }
     }
 
-    /// Whether the queue's movement may have moved this ticket by 1 % or
-    /// changed its status (then it is read again).
-    fn moved(&self, progress: GateProgress) -> bool {
-        match (self.last.ticket.place, self.last.position) {
-            (Some(place), Some(position)) => {
-                if place <= progress.admitted_through {
-                    return true;
-                }
-                let now = place - progress.admitted_through;
-                position.saturating_sub(now) >= (position / 100).max(1)
-            }
+    /// Where the queue's movement leaves this ticket. A placed ticket's
+    /// position follows from the published progress alone (its place minus
+    /// the highest place admitted), so a waiting stream asks the gate
+    /// nothing until its ticket's turn comes.
+    fn step(&self, progress: GateProgress) -> Step {
+        let (Some(place), Some(position)) = (self.last.ticket.place, self.last.position) else {
             // Not placed yet: a shuffle may have placed it.
-            _ => true,
+            return Step::Read;
+        };
+        if place <= progress.admitted_through {
+            return Step::Read;
         }
+        let now = place - progress.admitted_through;
+        if position.saturating_sub(now) < (position / 100).max(1) {
+            return Step::Still;
+        }
+        let mut view = self.last.clone();
+        view.position = Some(now);
+        view.eta_secs = Some(now.div_ceil(u64::from(progress.admit_per_second.max(1))));
+        Step::Moved(view)
     }
 }
 

@@ -3,7 +3,8 @@
 //! Before the rush the gate is turned on at `RATE` admissions per second
 //! with its opening far ahead; every student takes a ticket; then the gate
 //! is opened, which shuffles those tickets once. The rush's workers take
-//! the students in their place order: each waits (polling its ticket, more
+//! the students in their place order: each waits on its ticket's event
+//! stream (or, if the stream is refused or ends, polls the ticket, more
 //! often the nearer it is) until its student is admitted, then enrolls with
 //! the admission token. A sampler reads `GET /admin/gate` meanwhile for the
 //! largest queue. The summary adds the wait after the opening (server
@@ -124,27 +125,63 @@ impl Room {
         })
     }
 
-    /// Waits until the student of the `k`-th place is admitted.
+    /// Waits until the student of the `k`-th place is admitted: on the
+    /// ticket's event stream, or by polling if the stream is refused or
+    /// ends first.
     pub(super) async fn admit(&self, k: usize) -> Result<Admission, RushError> {
         let student = self.order[k];
         let id = self.tickets[student].id;
         let path = format!("/queue/tickets/{id}");
-        loop {
-            let ticket = self.api.get(&path).await?;
-            match ticket["status"].as_str() {
-                Some("ADMITTED") => {
-                    let token = ticket["admission"]
-                        .as_str()
-                        .ok_or_else(|| RushError::Shape { what: format!("{path}: admitted without a token") })?;
-                    let at = ticket["admittedAt"]
-                        .as_str()
-                        .and_then(parse_rfc3339)
-                        .ok_or_else(|| RushError::Shape { what: format!("{path}: admitted without an admittedAt") })?;
-                    if let Ok(mut admitted) = self.admitted_at_ms.lock() {
-                        admitted[student] = Some(at);
-                    }
-                    return Ok(Admission { student, token: token.to_owned() });
+        let ticket = match self.streamed(&path).await? {
+            Some(ticket) => ticket,
+            None => self.polled(&path).await?,
+        };
+        let token = ticket["admission"]
+            .as_str()
+            .ok_or_else(|| RushError::Shape { what: format!("{path}: admitted without a token") })?;
+        let at = ticket["admittedAt"]
+            .as_str()
+            .and_then(parse_rfc3339)
+            .ok_or_else(|| RushError::Shape { what: format!("{path}: admitted without an admittedAt") })?;
+        if let Ok(mut admitted) = self.admitted_at_ms.lock() {
+            admitted[student] = Some(at);
+        }
+        Ok(Admission { student, token: token.to_owned() })
+    }
+
+    /// Follows `path/events` until the ticket is admitted; `None` when the
+    /// stream cannot be opened or ends (or times out) before that.
+    async fn streamed(&self, path: &str) -> Result<Option<Value>, RushError> {
+        let events = format!("{path}/events");
+        let Ok(mut response) = self.api.request(Method::GET, &events).send().await else { return Ok(None) };
+        if response.status() != StatusCode::OK {
+            return Ok(None);
+        }
+        let mut buffer: Vec<u8> = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = buffer.drain(..end + 2).collect();
+                let event = String::from_utf8_lossy(&event);
+                let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) else { continue };
+                let ticket: Value = serde_json::from_str(data.trim())
+                    .map_err(|e| RushError::Shape { what: format!("{events}: {e}") })?;
+                match ticket["status"].as_str() {
+                    Some("ADMITTED") => return Ok(Some(ticket)),
+                    Some("WAITING") => {}
+                    _ => return Err(RushError::Shape { what: format!("{events}: {ticket}") }),
                 }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads the ticket until it is admitted, more often the nearer it is.
+    async fn polled(&self, path: &str) -> Result<Value, RushError> {
+        loop {
+            let ticket = self.api.get(path).await?;
+            match ticket["status"].as_str() {
+                Some("ADMITTED") => return Ok(ticket),
                 Some("WAITING") => {
                     // Look again after about half the expected wait.
                     let position = ticket["position"].as_u64().unwrap_or(1) as f64;

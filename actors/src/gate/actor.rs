@@ -62,6 +62,8 @@ pub struct Progress {
     pub shuffles: u64,
     /// Bumped when the settings change.
     pub settings: u64,
+    /// The admission rate set (for ETAs computed from the movement).
+    pub admit_per_second: u32,
 }
 
 pub(crate) enum GateMsg {
@@ -153,6 +155,7 @@ impl Actor for GateActor {
             p.admitted_through = queue.admitted_through();
             p.shuffles += 1;
             p.settings += 1;
+            p.admit_per_second = record.settings.admit_per_second;
         });
         tracing::info!(
             tickets = queue.admitted_total() + queue.waiting_count(),
@@ -297,8 +300,14 @@ impl GateState {
         tracing::warn!(settings = ?record.settings, "gate settings changed");
         self.shared.enabled.store(record.settings.enabled, Ordering::SeqCst);
         self.record = record;
-        let shared = self.shared.clone();
-        self.persist(myself, batch, move || shared.progress.send_modify(|p| p.settings += 1)).await?;
+        let (shared, rate) = (self.shared.clone(), self.record.settings.admit_per_second);
+        let published = move || {
+            shared.progress.send_modify(|p| {
+                p.settings += 1;
+                p.admit_per_second = rate;
+            })
+        };
+        self.persist(myself, batch, published).await?;
         let status = self.status();
         self.answer(reply, status);
         Ok(())
