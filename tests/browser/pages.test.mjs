@@ -418,6 +418,12 @@ test('with the gate on, a student waits, is admitted and enrolls', async () => {
     assert.match(await page.locator('#queue-eta').textContent(), /^\d+ s$/);
     assert.equal(await page.locator('#queue-course').textContent(), 'rush-hour');
     await shot(page, 'waiting-room');
+    // The place moves on screen as others are admitted (its event stream).
+    await page.waitForFunction(
+      (b) => Number(document.getElementById('queue-position').textContent) < b || document.getElementById('queue-status').dataset.status !== 'waiting',
+      before,
+      { timeout: WAIT },
+    );
 
     // A reload keeps the place: the same ticket, a position no worse.
     const ticket = await page.evaluate(() => JSON.parse(sessionStorage.getItem('sugang.queue')).ticket);

@@ -1,7 +1,9 @@
 // The waiting room. On the catalog: when POST /classes answers 428 the
 // student takes a ticket (POST /queue/tickets: the same ticket again on a
-// retry), sees the position and the ETA, and once admitted the enrollment
-// is sent on with the admission (X-Sugang-Admission). The ticket and the
+// retry), sees the position and the ETA move (the ticket's Server-Sent
+// Events with auth off; with a token, which an EventSource cannot send, a
+// look every second), and once admitted the enrollment is sent on with
+// the admission (X-Sugang-Admission). The ticket and the
 // enrollment wait in this tab's sessionStorage, so a reload keeps the
 // place. On /ops: the live queue (GET /admin/gate) and its settings (PUT).
 'use strict';
@@ -16,6 +18,7 @@
   const room = document.getElementById('waiting-room');
   const status = document.getElementById('queue-status');
   let timer = null;
+  let source = null; // the ticket's event stream, while following it
 
   const text = (id, value) => {
     document.getElementById(id).textContent = value;
@@ -30,9 +33,31 @@
     }
   }
 
+  function stopFollowing() {
+    clearTimeout(timer);
+    if (source) source.close();
+    source = null;
+  }
+
   function forget() {
     sessionStorage.removeItem(KEY);
-    clearTimeout(timer);
+    stopFollowing();
+  }
+
+  /** Waits for the ticket's next move: its stream with auth off, else a look in a second. */
+  function follow(mine) {
+    if (!sugang.open) {
+      timer = setTimeout(poll, POLL_MS);
+      return;
+    }
+    if (source) return;
+    source = new EventSource(`/queue/tickets/${mine.ticket}/events`);
+    source.addEventListener('ticket', (e) => show(JSON.parse(e.data)));
+    source.addEventListener('error', () => {
+      // Refused (too many streams) or cut: look instead.
+      stopFollowing();
+      timer = setTimeout(poll, POLL_MS);
+    });
   }
 
   function say(key, outcome, vars) {
@@ -67,8 +92,9 @@
       text('queue-position', ticket.position == null ? t('gate.notOpen') : String(ticket.position));
       text('queue-eta', ticket.etaSecs == null ? '-' : t('gate.seconds', { s: ticket.etaSecs }));
       say('gate.waiting', 'waiting');
-      timer = setTimeout(poll, POLL_MS);
+      follow(mine);
     } else if (ticket.status === 'ADMITTED') {
+      stopFollowing();
       text('queue-position', '-');
       text('queue-eta', '-');
       say('gate.admitted', 'admitted');
