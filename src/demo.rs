@@ -21,9 +21,12 @@
 //! - `crash`: SIGKILL under load, three times; every acknowledgment holds.
 //! - `waitlist`: a full course, a cancellation, the first in line enrolled
 //!   in the same moment, a declined card passing the seat on.
+//! - `gate`: a rush against the waiting room: the shuffle at the opening,
+//!   admission at a rate changed live, places served in order.
 
 mod breaker;
 mod crash;
+mod gate;
 mod replay;
 mod supervision;
 mod waitlist;
@@ -59,6 +62,9 @@ pub(crate) enum Scenario {
     /// A full course's waitlist: a cancellation enrolls the first in line at
     /// once; a declined card passes the seat to the next.
     Waitlist,
+    /// A rush against the waiting room: tickets shuffled at the opening,
+    /// admission at a rate changed live, places served in order.
+    Gate,
 }
 
 impl Scenario {
@@ -69,6 +75,7 @@ impl Scenario {
             Scenario::Replay => "replay",
             Scenario::Crash => "crash",
             Scenario::Waitlist => "waitlist",
+            Scenario::Gate => "gate",
         }
     }
 }
@@ -88,6 +95,7 @@ pub(crate) async fn run(scenario: Scenario) -> ExitCode {
         Scenario::Replay => replay::run(&timeline, &workdir.path).await,
         Scenario::Crash => crash::run(&timeline, &workdir.path).await,
         Scenario::Waitlist => waitlist::run(&timeline, &workdir.path).await,
+        Scenario::Gate => gate::run(&timeline, &workdir.path).await,
     };
     let code = timeline.verdict(outcome);
     if code == ExitCode::SUCCESS {

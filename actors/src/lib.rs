@@ -22,6 +22,8 @@
 //! - `bus`: durable pub/sub over the event log: the publisher, subscriber
 //!   workers (offsets committed with effects, scale-out by key), retention.
 //! - `delivery`, `mypage`, `notifier`: the subscribers (projections).
+//! - `gate`: the waiting room: tickets, the shuffle at the opening,
+//!   admission at a set rate, admission tokens; its actor and supervisor.
 //! - `faults`: the fault-injection knobs.
 //! - `metrics`: the name, type and help text of every metric family recorded
 //!   here and in the store.
@@ -45,6 +47,7 @@ mod enrollment;
 mod entity;
 mod event;
 mod faults;
+mod gate;
 mod metrics;
 mod model;
 mod mypage;
@@ -65,6 +68,11 @@ pub use enrollment::{EnrollStatus, Enrollment};
 pub use entity::{AskError, SupervisionConfig, SupervisorSnapshot};
 pub use event::{CourseDetails, Event, RejectReason};
 pub use faults::{Faults, SagaStep};
+pub use gate::actor::Progress as GateProgress;
+pub use gate::{
+    AdmissionError, Admitted, GateRejection, GateSettings, GateStatus, MAX_ADMISSION_TTL_SECS, MAX_ADMIT_PER_SECOND,
+    Ticket, TicketStatus, TicketView,
+};
 pub use metrics::{METRIC_FAMILIES, MetricFamily, MetricKind, describe as describe_metrics};
 pub use model::{
     Capacity, CourseId, CourseName, EnrollmentId, Fee, FieldError, MinStudents, PayMethod, StudentName, TeacherName,

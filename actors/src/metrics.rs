@@ -114,6 +114,24 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
         Counter,
         "Read-model writes and notifications a subscriber made, by subscriber",
     ),
+    // The waiting room.
+    family("sugang_gate_waiting", Gauge, "Tickets in the waiting room not yet admitted (early ones included)"),
+    family("sugang_gate_admitted_total", Counter, "Tickets the waiting room admitted"),
+    family(
+        "sugang_gate_admitted_per_second",
+        Gauge,
+        "Admissions per second over the last two seconds, as of the gate's last tick",
+    ),
+    family(
+        "sugang_gate_wait_seconds",
+        Histogram,
+        "Time from taking a ticket to its admission, in seconds (early tickets wait for the opening too)",
+    ),
+    family(
+        "sugang_gate_refused_total",
+        Counter,
+        "Enrollments refused with 428 while the waiting room is on, by reason: missing, invalid, not_yours, expired (recorded by the HTTP front)",
+    ),
     // The journal (recorded by sugang-storage).
     family(
         "sugang_journal_batches_total",

@@ -253,6 +253,7 @@ async fn show(
 
 /// Enrolls a student and charges the fee; answers once it is completed.
 #[utoipa::path(post, path = "/classes", tag = "classes", request_body = NewClass,
+    params(("X-Sugang-Admission" = Option<String>, Header, description = "While the waiting room is on: the admission token of the student's admitted ticket (`/queue/tickets`)")),
     responses(
         (status = 201, description = "Enrolled and paid", body = ClassModel, headers(
             ("Location" = String, description = "The new class"),
@@ -270,6 +271,7 @@ async fn show(
         (status = 404, description = "Unknown course", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Course full (and its waitlist, if asked), already enrolled, or a stale fee", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "The waiting room is on: send an admission (`X-Sugang-Admission`) from `/queue/tickets`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Payment unavailable or overloaded (see Retry-After)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),
     ))]
@@ -277,11 +279,13 @@ async fn show(
 async fn enroll(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
+    headers: axum::http::HeaderMap,
     Json(body): Json<NewClass>,
 ) -> Result<Response, ApiError> {
     caller.require_role(Role::Student)?;
     let (request, waitlist) = body.parse(caller.name())?;
     caller.require_person(Role::Student, request.student.as_str())?;
+    crate::queue::require_admission(&state, &request.student, &headers)?;
     if waitlist {
         let done = state.sugang.enroll_or_join(request).await?;
         return Ok(match done.value {

@@ -22,6 +22,8 @@
 //! - `courses`, `classes`, `payments`, `deliveries`, `schedules`, `mypages`,
 //!   `notifications`, `waitlists`: one module per resource, each with its
 //!   `router()`.
+//! - `queue`: the waiting room (`/queue/tickets`, `/admin/gate`) and the
+//!   admission check of `POST /classes`.
 //! - `admin`: the supervision tree, the breaker, fault injection.
 //! - `ops`: health, readiness, Prometheus metrics, the OpenAPI route.
 //! - `openapi`: the generated OpenAPI 3.1 document.
@@ -44,6 +46,7 @@ mod ops;
 mod origin;
 mod pages;
 mod payments;
+mod queue;
 mod schedules;
 mod server;
 mod waitlists;
@@ -93,8 +96,14 @@ fn router() -> Router<AppState> {
         .merge(mypages::router())
         .merge(notifications::router())
         .merge(waitlists::router())
+        .merge(queue::router())
         .layer(axum::middleware::from_fn(hal::content_type));
-    Router::new().merge(resources).merge(admin::router()).merge(ops::router()).merge(pages::router())
+    Router::new()
+        .merge(resources)
+        .merge(admin::router())
+        .merge(queue::admin_router())
+        .merge(ops::router())
+        .merge(pages::router())
 }
 
 /// Waits (bounded) until `subscriber`'s read model has applied the events up

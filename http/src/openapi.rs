@@ -52,6 +52,11 @@ use utoipa::{Modify, OpenApi};
         crate::admin::panic_course,
         crate::admin::set_subscriber,
         crate::admin::backup,
+        crate::queue::take,
+        crate::queue::show,
+        crate::queue::events,
+        crate::queue::gate,
+        crate::queue::set_gate,
     ),
     modifiers(&BearerAuth, &EdgeResponses, &HalResponses),
     tags(
@@ -62,7 +67,8 @@ use utoipa::{Modify, OpenApi};
         (name = "waitlists", description = "Waitlist entries: joined by POST /classes with waitlist, left by DELETE"),
         (name = "read models", description = "Course schedules, my-pages, notifications (read only)"),
         (name = "operations", description = "Health, metrics, this document"),
-        (name = "admin", description = "Supervision tree, breaker, fault injection"),
+        (name = "waiting room", description = "Tickets of the waiting room in front of enrollment on registration day"),
+        (name = "admin", description = "Supervision tree, breaker, fault injection, the waiting room's gate"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -203,6 +209,11 @@ pub(crate) mod integers {
     /// An id: from 1 (as a string, up to 18 digits).
     pub(crate) fn id() -> RefOr<Schema> {
         integer(1, i64::MAX, r"^0*[1-9][0-9]{0,17}$", false)
+    }
+
+    /// An admission's time to live: 1 to 86400 s.
+    pub(crate) fn ttl_secs() -> RefOr<Schema> {
+        integer(1, 86_400, r"^0*([1-9][0-9]{0,3}|[1-7][0-9]{4}|8[0-5][0-9]{3}|86[0-3][0-9]{2}|86400)$", false)
     }
 
     /// A simulated latency: 0 to 60000 ms, or `null` (absent: 0).

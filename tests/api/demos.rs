@@ -156,6 +156,17 @@ fn demo_crash_keeps_every_acknowledged_enrollment_through_three_sigkills() {
 }
 
 #[test]
+fn demo_gate_shuffles_at_the_opening_holds_the_rate_and_serves_places_in_order() {
+    let out = demo_passes("gate");
+    assert!(out.contains("428 Precondition Required"), "no ticket, no enrollment\n{out}");
+    assert!(out.contains("take tickets before the opening: 201×100"), "{out}");
+    let measured: Vec<&str> = out.lines().filter(|l| l.contains("measured from their admittedAt")).collect();
+    assert_eq!(measured.len(), 2, "the rate before and after the live change\n{out}");
+    assert!(out.contains("(0 admitted before an earlier place)"), "{out}");
+    assert!(out.contains("30 enrolled, 70 found the course full"), "{out}");
+}
+
+#[test]
 #[should_panic(expected = "a ✓ next to a false comparison")]
 fn a_check_mark_next_to_a_false_comparison_is_caught() {
     comparisons_hold("           ✓ it stayed open for its reset timeout (1999 ms ≥ 2000 ms)\n");

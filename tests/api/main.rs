@@ -20,6 +20,8 @@
 //! - `openapi`: the OpenAPI document lists every route.
 //! - `metrics`: every `/metrics` family has HELP and TYPE; the dashboard's
 //!   queries name exposed series.
+//! - `queue`: the waiting room: admissions required by `POST /classes` (428),
+//!   tickets, their stream, the gate, who may do what.
 //! - `pages`: the web pages, the live seat stream, the catalog's speed.
 //! - `demos`: every `sugang demo` scenario passes its own verdict.
 //! - `store`: `sugang store verify|backup`, and a damaged store refused.
@@ -36,6 +38,7 @@ mod ids;
 mod metrics;
 mod openapi;
 mod pages;
+mod queue;
 mod rush;
 mod scenario;
 mod shutdown;

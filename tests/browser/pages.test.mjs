@@ -5,9 +5,6 @@
 //
 // Run: `npm install && npm test` here, after `cargo build --bin sugang`.
 // SUGANG_BIN picks another binary; CHROMIUM another browser.
-//
-// Not covered yet: the waiting room, whose page comes with the
-// registration-day issue.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -418,5 +415,73 @@ test('with auth on, a student cannot see another student\'s data', async () => {
     await kimPage.goto('/ops');
     await kimPage.locator('#need-who', { hasText: 'Operators only.' }).waitFor({ timeout: WAIT });
     await Promise.all([ctx.close(), kimCtx.close()]);
+  });
+});
+
+test('with the gate on, a student waits, is admitted and enrolls', async () => {
+  const server = await startServer();
+  await withLog(server, async () => {
+    const id = await course(server, 'rush-hour', 'Hong-Gil-dong', { capacity: 10 });
+    // The operator turns the waiting room on from the console, at one admission a second.
+    const opsCtx = await context(server);
+    const ops = await opsCtx.newPage();
+    await ops.goto('/ops');
+    await pick(ops, 'admin', 'root');
+    await ops.locator('#gate-state[data-enabled="false"]').waitFor({ timeout: WAIT });
+    await ops.getByLabel('Waiting room on').check();
+    await ops.getByLabel('Admissions per second').fill('1');
+    await ops.getByRole('button', { name: 'Apply' }).click();
+    await ops.locator('#gate-result', { hasText: 'Done.' }).waitFor({ timeout: WAIT });
+    await ops.locator('#gate-state[data-enabled="true"]').waitFor({ timeout: WAIT });
+    // Five students are in the queue first.
+    for (const s of ['q1', 'q2', 'q3', 'q4', 'q5']) {
+      assert.equal((await call(server, 'POST', '/queue/tickets', { student: s })).status, 201);
+    }
+
+    const ctx = await context(server);
+    const page = await ctx.newPage();
+    await page.goto('/');
+    await pick(page, 'student', 'Kim-Soon-hee');
+    const row = page.locator(`#catalog tr[data-course-id="${id}"]`);
+    await row.getByRole('button', { name: 'Enroll' }).click();
+    await page.getByLabel('Textbook delivery address').fill('Seoul');
+    await page.getByRole('button', { name: 'Pay and enroll' }).click();
+    await page.locator('#enroll-result', { hasText: 'The waiting room is on' }).waitFor({ timeout: WAIT });
+    await page.locator('#queue-status[data-status="waiting"]').waitFor({ timeout: WAIT });
+    await page.waitForFunction(() => document.activeElement.id === 'waiting-title');
+    const before = Number(await page.locator('#queue-position').textContent());
+    assert.ok(before >= 1, `a position: ${before}`);
+    assert.match(await page.locator('#queue-eta').textContent(), /^\d+ s$/);
+    assert.equal(await page.locator('#queue-course').textContent(), 'rush-hour');
+    await shot(page, 'waiting-room');
+    // The place moves on screen as others are admitted (its event stream).
+    await page.waitForFunction(
+      (b) => Number(document.getElementById('queue-position').textContent) < b || document.getElementById('queue-status').dataset.status !== 'waiting',
+      before,
+      { timeout: WAIT },
+    );
+
+    // A reload keeps the place: the same ticket, a position no worse.
+    const ticket = await page.evaluate(() => JSON.parse(sessionStorage.getItem('sugang.queue')).ticket);
+    await page.reload();
+    await page.locator('#waiting-room').waitFor({ state: 'visible', timeout: WAIT });
+    await page.waitForFunction(() => /^\d+$/.test(document.getElementById('queue-position').textContent) || document.getElementById('queue-status').dataset.status !== 'waiting');
+    const kept = await page.evaluate(() => JSON.parse(sessionStorage.getItem('sugang.queue'))?.ticket ?? null);
+    // (null only if the admission came while reloading and the page went straight on.)
+    if (kept !== null) assert.equal(kept, ticket, 'the same ticket after the reload');
+    const mine = await call(server, 'POST', '/queue/tickets', { student: 'Kim-Soon-hee' });
+    assert.equal(mine.status, 200, 'the page took one ticket, and asking again is that ticket');
+    assert.equal(mine.body.id, ticket);
+
+    // Admitted, and straight on to the enrollment.
+    await page.locator('#queue-status[data-status="201"]', { hasText: 'You are enrolled.' }).waitFor({ timeout: 20_000 });
+    await row.locator('.count', { hasText: '1' }).waitFor({ timeout: WAIT });
+    const classes = await call(server, 'GET', '/classes?student=Kim-Soon-hee');
+    assert.equal(classes.body.page.totalElements, 1);
+    // The console shows the queue drained.
+    await ops.locator('#gate-waiting', { hasText: /^0$/ }).waitFor({ timeout: WAIT });
+    await ops.locator('#gate-admitted', { hasText: /^6$/ }).waitFor({ timeout: WAIT });
+    await shot(ops, 'ops-gate');
+    await Promise.all([ctx.close(), opsCtx.close()]);
   });
 });

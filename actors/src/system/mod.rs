@@ -37,6 +37,7 @@ use crate::course::actor::{CourseFailure, CourseKind};
 use crate::enrollment::actor::{EnrollmentKind, SagaFailure};
 use crate::entity::{AskError, Entities, SupervisionConfig};
 use crate::faults::Faults;
+use crate::gate::actor::GateHandle;
 use crate::payment::actor::{BreakerGate, PaymentConfig};
 use crate::payment::gateway::{GatewayFaults, SimulatedGateway};
 use crate::supervision::RestartPolicy;
@@ -199,6 +200,8 @@ struct Inner {
     root: ActorRef<RootMsg>,
     /// The breaker's published state: enrollments fail fast while it is open.
     gate: Arc<BreakerGate>,
+    /// The waiting room (the gate actor under its supervisor).
+    waiting_room: GateHandle,
     /// The next course id; held while a registration is asked, so a refused
     /// one takes no id.
     next_course_id: tokio::sync::Mutex<u64>,
@@ -217,6 +220,11 @@ pub struct Sugang {
 }
 
 impl Sugang {
+    /// The waiting room (its facade methods are in `gate::facade`).
+    pub(crate) fn waiting_room(&self) -> &GateHandle {
+        &self.inner.waiting_room
+    }
+
     pub fn store(&self) -> &Store {
         &self.inner.store
     }

@@ -107,6 +107,10 @@ impl Sugang {
                     retry_after_ms: self.inner.payment.held_down_for().map(|d| d.as_millis() as u64),
                     ..TreeNode::plain("payment", running(self.inner.payment.get().get_cell()))
                 },
+                TreeNode {
+                    restarts: self.inner.waiting_room.restarts(),
+                    ..TreeNode::plain("gate", self.inner.waiting_room.actor().is_ok())
+                },
             ],
         }
     }

@@ -19,6 +19,7 @@ use crate::delivery::DeliveryProjection;
 use crate::enrollment::actor::{EnrollmentCtx, EnrollmentKind, EnrollmentMsg};
 use crate::entity::{Entities, Redelivery};
 use crate::faults::Faults;
+use crate::gate::actor::GateHandle;
 use crate::mypage::MyPageProjection;
 use crate::notifier::NotifierProjection;
 use crate::payment::actor::{BreakerGate, PaymentActor, PaymentArgs};
@@ -126,6 +127,10 @@ impl Sugang {
         .await
         .map_err(spawn_err)?;
 
+        let waiting_room = GateHandle::start(store.clone(), journal.clone(), config.restart, root.get_cell())
+            .await
+            .map_err(StartError::Spawn)?;
+
         let next_course_id = store.scan(&COURSES).keys().next_back().transpose()?.unwrap_or(0) + 1;
         let high_water = [
             store.get(&COUNTERS, &RESERVATIONS_COUNTER.to_owned())?.map(|c| c.0),
@@ -149,6 +154,7 @@ impl Sugang {
                 faults,
                 root,
                 gate,
+                waiting_room,
                 next_course_id: tokio::sync::Mutex::new(next_course_id),
                 reservations: tokio::sync::Mutex::new(Reservations { next: high_water + 1, limit: high_water }),
                 bus,
@@ -208,6 +214,9 @@ impl Sugang {
             self.inner.bus.supervisor_cell(),
         ] {
             supervisor.stop_children_and_wait(Some("shutdown".into()), wait).await;
+        }
+        if let Some(gate) = self.inner.waiting_room.supervisor_cell() {
+            gate.stop_children_and_wait(Some("shutdown".into()), wait).await;
         }
         self.inner.root.stop_children_and_wait(Some("shutdown".into()), wait).await;
         let _ = self.inner.root.stop_and_wait(Some("shutdown".into()), wait).await;

@@ -3,7 +3,8 @@
 //!
 //! The scripts are plain JavaScript of our own, no framework and no build
 //! step: `common.js` (who you are, the API client, the strings),
-//! `student.js`, `instructor.js`, `ops.js`.
+//! `student.js`, `instructor.js`, `ops.js`, `gate.js` (the waiting room and
+//! the operator's gate).
 
 use axum::extract::Path;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
@@ -18,6 +19,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("student.js", "text/javascript; charset=utf-8", include_str!("assets/student.js")),
     ("instructor.js", "text/javascript; charset=utf-8", include_str!("assets/instructor.js")),
     ("ops.js", "text/javascript; charset=utf-8", include_str!("assets/ops.js")),
+    ("gate.js", "text/javascript; charset=utf-8", include_str!("assets/gate.js")),
 ];
 
 /// `GET /assets/{name}`. Revalidated on every load (`no-cache`): the

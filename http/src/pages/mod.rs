@@ -9,9 +9,8 @@
 //! supervision tree) is fetched by the page's script from the JSON API with
 //! the person's own token, so the API's checks decide what each person sees.
 //!
-//! Not here yet: the waitlist and waiting-room pages, which come with the
-//! registration-day issue (its `/waitlists` and `/queue` API); no page
-//! pretends they exist.
+//! Not here yet: the waitlist page, which comes with the registration-day
+//! issue's `/waitlists` API; no page pretends it exists.
 //!
 //! # Layout
 //!
@@ -22,8 +21,10 @@
 //! - `student`: the catalog with search and the enroll form; my page.
 //! - `instructor`: an instructor's courses and rosters.
 //! - `ops`: the operator console.
+//! - `gate`: the waiting room on the catalog and the gate's controls on `/ops`.
 
 mod assets;
+mod gate;
 mod i18n;
 mod instructor;
 mod live;

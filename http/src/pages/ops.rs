@@ -5,7 +5,7 @@
 //!
 //! A shell only: the script reads `/admin/*` and `/metrics` with the
 //! operator's token (admins only, as the API says) about once a second.
-//! The waiting room's controls come with the registration-day issue.
+//! The waiting room's live queue and controls are `gate`'s.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, RawQuery, State};
@@ -91,6 +91,7 @@ pub(crate) async fn page(
             }
             p #fault-result role="status" aria-live="polite" {}
         }
+        (super::gate::controls(&ctx))
     };
     ctx.render(Section::Ops, "ops.title", raw.as_deref().unwrap_or(""), main)
 }

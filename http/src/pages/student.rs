@@ -165,6 +165,7 @@ fn catalog_main(ctx: &PageContext, q: &str, number: usize, seq: u64, page: &Cata
             p #enroll-result role="status" aria-live="polite" {}
             p #waitlist-place role="status" aria-live="polite" hidden {}
         }
+        (super::gate::waiting_room(ctx))
     }
 }
 

@@ -66,8 +66,8 @@ const sugang = (() => {
   }
 
   /** Calls the JSON API: `{status, headers, body}`; status 0 when the server cannot be reached. */
-  async function api(method, path, body) {
-    const headers = { Accept: 'application/json' };
+  async function api(method, path, body, extraHeaders) {
+    const headers = { Accept: 'application/json', ...extraHeaders };
     const person = who();
     if (person && person.token) headers.Authorization = `Bearer ${person.token}`;
     const init = { method, headers };

@@ -144,6 +144,11 @@
       waiting = { id: reply.body.id, courseId: reply.body.courseId };
       place.hidden = true;
     }
+    if (reply.status === 428) {
+      // The waiting room (gate.js) takes it from here.
+      const courseName = document.getElementById('enroll-course').textContent;
+      document.dispatchEvent(new CustomEvent('sugang:gate', { detail: { enroll: body, courseName } }));
+    }
     if (reply.status === 201) {
       const link = document.createElement('a');
       link.href = `/mypage?after=${reply.headers.get('X-Sugang-Seq') || ''}`;
