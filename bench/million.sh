@@ -41,6 +41,7 @@
 # Usage: bench/million.sh   STUDENTS=1000000 COURSES=10000 CAPACITY=100
 #                           CONCURRENCY=128 PASSIVATE_MS=5000
 #                           DURABILITY=fsync|relaxed CACHE_MB=64 to change;
+#                           FEATURES=mimalloc to build the server with them;
 #                           DATA_DIR=DIR (new or empty) to put the data
 #                           there, KEEP=1 to keep it (and the logs) after.
 set -euo pipefail
@@ -63,7 +64,7 @@ SETTLE_TIMEOUT_S=${SETTLE_TIMEOUT_S:-120}
 # How long a start may take before the run is called failed.
 READY_TIMEOUT_S=${READY_TIMEOUT_S:-300}
 
-cargo build --release --quiet --bin sugang
+cargo build --release --quiet --bin sugang ${FEATURES:+--features "$FEATURES"}
 load_before=$(cut -d" " -f1 /proc/loadavg)
 
 work=$(mktemp -d)
