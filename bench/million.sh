@@ -41,6 +41,7 @@
 # Usage: bench/million.sh   STUDENTS=1000000 COURSES=10000 CAPACITY=100
 #                           CONCURRENCY=128 PASSIVATE_MS=5000
 #                           DURABILITY=fsync|relaxed CACHE_MB=64 to change;
+#                           FEATURES=mimalloc to build the server with them;
 #                           DATA_DIR=DIR (new or empty) to put the data
 #                           there, KEEP=1 to keep it (and the logs) after.
 set -euo pipefail
@@ -63,7 +64,7 @@ SETTLE_TIMEOUT_S=${SETTLE_TIMEOUT_S:-120}
 # How long a start may take before the run is called failed.
 READY_TIMEOUT_S=${READY_TIMEOUT_S:-300}
 
-cargo build --release --quiet --bin sugang
+cargo build --release --quiet --bin sugang ${FEATURES:+--features "$FEATURES"}
 load_before=$(cut -d" " -f1 /proc/loadavg)
 
 work=$(mktemp -d)
@@ -221,16 +222,17 @@ read -r sample_student sample_course <<<"$(sample_filters)"
 deep_page=$((completed / 20 / 2))
 pages_report=""
 pages_lines=""
-for path in "/classes?page=0&size=20" "/classes?page=$deep_page&size=20" "/classes?student=$sample_student" \
-    "/classes?courseId=$sample_course" "/classes?status=CANCELED" "/classes?status=COMPLETED" \
-    "/courses?page=0&size=20" "/payments?page=0&size=20" "/deliveries?student=$sample_student" \
-    "/inquiryMypages?page=0&size=20" "/notifications?page=0&size=20" "/notifications?recipient=$sample_student"; do
+for entry in "classes_page0 /classes?page=0&size=20" "classes_deep /classes?page=$deep_page&size=20" \
+    "classes_student /classes?student=$sample_student" "classes_course /classes?courseId=$sample_course" \
+    "classes_canceled /classes?status=CANCELED" "classes_completed /classes?status=COMPLETED" \
+    "courses /courses?page=0&size=20" "payments /payments?page=0&size=20" \
+    "deliveries_student /deliveries?student=$sample_student" "inquiry_mypages /inquiryMypages?page=0&size=20" \
+    "notifications /notifications?page=0&size=20" "notifications_recipient /notifications?recipient=$sample_student"; do
+    read -r name path <<<"$entry"
     ms=$(page_ms "$path")
     pages_report+="            GET $path: $ms ms"$'\n'
-    name=$(echo "$path" | sed 's/[?&=\/]/_/g; s/__*/_/g; s/^_//; s/_$//')
     pages_lines+="page_ms_$name=$ms"$'\n'
 done
-classes_page0_ms=$(page_ms "/classes?page=0&size=20")
 
 # 4. Stop, and start again on the same data.
 stop_started=$(now_ns)
@@ -293,6 +295,5 @@ rss_target_${RSS_TARGET_MB}mb=$rss_verdict
 restart_target_${RESTART_TARGET_MS}ms=$restart_verdict
 keys_total=$keys_total
 keys_per_enrollment=$keys_per_enrollment
-classes_page0_ms=$classes_page0_ms
 $pages_lines
 REPORT

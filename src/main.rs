@@ -13,6 +13,12 @@
 //! - `memory`: glibc's arenas capped and freed memory trimmed, for `serve`.
 //! - `rush`: the registration-rush load generator and its invariant check.
 
+/// With the `mimalloc` feature: mimalloc instead of glibc's malloc (see
+/// `memory`).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 mod demo;
 mod memory;

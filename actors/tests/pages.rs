@@ -174,3 +174,54 @@ async fn every_list_pages_by_seek_exactly_as_a_full_read_would() {
     }
     system.shutdown().await;
 }
+
+/// A value no record type decodes (an unknown schema version).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Unreadable;
+
+impl sugang_storage::Record for Unreadable {
+    const VERSION: u8 = 250;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_page_reads_only_its_own_records() {
+    // A record far from the first page is made unreadable: a list that read
+    // every match (and counted them) would fail; a seek never touches it.
+    let dir = tempfile::tempdir().unwrap();
+    let system = Sugang::start(config(dir.path())).await.unwrap();
+    let course = system.register_course(TeacherName::parse("Hong").unwrap(), details("korean")).await.unwrap().value.id;
+    for i in 0..30 {
+        system.enroll(request(course, &format!("s{i}"))).await.unwrap();
+    }
+    caught_up(&system).await;
+    system.shutdown().await;
+    {
+        let store = sugang_storage::Store::open(dir.path(), sugang_storage::StoreOptions::default()).unwrap();
+        let (journal, task) =
+            sugang_storage::Journal::start(&store, sugang_storage::JournalOptions::default()).unwrap();
+        let mut batch = sugang_storage::Batch::new();
+        for table in ["enrollments", "payments", "deliveries", "mypage_students", "notifications"] {
+            let table: sugang_storage::Table<u64, Unreadable> = sugang_storage::Table::new(table);
+            batch.put(&table, &20, &Unreadable).unwrap();
+        }
+        journal.commit(batch).await.unwrap();
+        drop(journal);
+        task.await.unwrap();
+    }
+    let system = Sugang::start(config(dir.path())).await.unwrap();
+    let first = PageRequest { number: 0, size: 5 };
+    let all = PageRequest { number: 0, size: 1000 };
+    let classes = system.enrollments(&EnrollmentFilter::default(), first).unwrap();
+    assert_eq!((classes.total, classes.items.len()), (30, 5));
+    let completed = EnrollmentFilter { status: Some(EnrollStatus::Completed), ..Default::default() };
+    assert_eq!(system.enrollments(&completed, first).unwrap().total, 30);
+    assert_eq!(system.payments(None, first).unwrap().total, 30);
+    assert_eq!(system.deliveries(None, None, first).unwrap().total, 30);
+    assert_eq!(system.student_views(None, first).unwrap().total, 30);
+    assert!(system.notifications(None, None, first).unwrap().total >= 30);
+    // The damage is there for whoever reads it.
+    assert!(system.enrollments(&EnrollmentFilter::default(), all).is_err());
+    assert!(system.payments(None, all).is_err());
+    assert!(system.notifications(None, None, all).is_err());
+    system.shutdown().await;
+}
