@@ -276,3 +276,26 @@ async fn seat_requests_past_the_parking_limit_are_shed_at_once_with_retry_after(
     assert_eq!(first.await.unwrap().unwrap(), StatusCode::CREATED);
     assert_eq!((shed, full), (4, 2), "two parked, the rest shed");
 }
+
+/// Two operators change different fields of the gate at once: a field left
+/// out keeps its current value (API.md), so both changes hold, whatever the
+/// interleaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_gate_changes_of_different_fields_both_hold() {
+    let app = spawn_app().await;
+    for round in 1..=30_u64 {
+        let rate = 100 + round;
+        let ttl = 1000 + round;
+        let (a, b) = tokio::join!(
+            app.put("/admin/gate", json!({"admitPerSecond": rate})),
+            app.put("/admin/gate", json!({"admissionTtlSecs": ttl}))
+        );
+        assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK), "{a:?} {b:?}");
+        let gate = app.get("/admin/gate").await;
+        assert_eq!(
+            (gate.body["admitPerSecond"].as_u64(), gate.body["admissionTtlSecs"].as_u64()),
+            (Some(rate), Some(ttl)),
+            "round {round}: one change overwrote the other: {gate:?}"
+        );
+    }
+}

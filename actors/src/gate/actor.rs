@@ -83,6 +83,12 @@ pub(crate) enum GateMsg {
         settings: GateSettings,
         reply: RpcReplyPort<Result<GateStatus, GateFailure>>,
     },
+    /// Change the settings as they are when the message is handled (a
+    /// field left out of an operator's change keeps its latest value).
+    Update {
+        change: Box<dyn FnOnce(GateSettings) -> GateSettings + Send>,
+        reply: RpcReplyPort<Result<GateStatus, GateFailure>>,
+    },
     Tick,
     /// A batch failed: the in-memory queue is ahead of the disk.
     Poisoned(String),
@@ -195,6 +201,10 @@ impl Actor for GateActor {
                 Ok(())
             }
             GateMsg::Set { settings, reply } => state.set(&myself, settings, reply).await,
+            GateMsg::Update { change, reply } => {
+                let settings = change(state.record.settings.clone());
+                state.set(&myself, settings, reply).await
+            }
             GateMsg::Tick => state.tick(&myself).await,
             GateMsg::Poisoned(reason) => Err(format!("a gate batch failed: {reason}").into()),
         }
