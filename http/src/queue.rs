@@ -54,6 +54,7 @@ pub(crate) fn require_admission(state: &AppState, student: &StudentName, headers
     let token = headers.get(ADMISSION_HEADER).and_then(|v| v.to_str().ok());
     state.sugang.check_admission(student, token).map_err(|e| {
         metrics::counter!("sugang_gate_refused_total", "reason" => reason(e)).increment(1);
+        tracing::info!(student = %student, reason = reason(e), "enrollment refused: no valid admission (428)");
         ApiError::PreconditionRequired(e.to_string())
     })
 }
