@@ -328,3 +328,77 @@ async fn an_admission_granted_while_the_gate_was_off_does_not_skip_a_gate_turned
         .expect("an answer");
     assert_eq!(early.status(), StatusCode::PRECONDITION_REQUIRED, "enrolled before the opening, ahead of the queue");
 }
+
+/// Malformed input on the other new fields: `waitlist`, `waitlistCapacity`,
+/// a ticket's `student`, and ticket ids. Each is refused naming the field
+/// (or the id), and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_waitlist_and_ticket_input_is_refused_naming_the_field() {
+    let app = spawn_app().await;
+    for bad in
+        [json!(-1), json!(1.5), json!("many"), json!(true), json!(1e2), json!(1_000_001), json!(4_294_967_296_u64)]
+    {
+        let body = json!({"name": "korean", "teacher": "Hong", "fee": 1, "capacity": 1, "waitlistCapacity": bad});
+        let reply = app.post("/courses", body).await;
+        assert_eq!((reply.status.as_u16(), reply.field()), (422, Some("waitlistCapacity")), "{bad}: {reply:?}");
+    }
+    assert_eq!(app.get("/courses").await.body["page"]["totalElements"], 0, "no course was created");
+    let course = app.course("korean", "Hong", 1, Some(1)).await;
+    for bad in [json!(-1), json!("x"), json!(null)] {
+        let reply = app.patch(&format!("/courses/{course}"), json!({"waitlistCapacity": bad})).await;
+        assert_eq!((reply.status.as_u16(), reply.field()), (422, Some("waitlistCapacity")), "{bad}: {reply:?}");
+    }
+    for bad in [json!("yes"), json!(1), json!({})] {
+        let reply = app.post("/classes", json!({"courseId": course, "student": "Kim", "waitlist": bad})).await;
+        assert_eq!((reply.status.as_u16(), reply.field()), (422, Some("waitlist")), "{bad}: {reply:?}");
+    }
+    assert_eq!(app.get("/classes").await.body["page"]["totalElements"], 0, "nobody was enrolled");
+    for bad in [json!(""), json!("   "), json!("\u{200b}"), json!(7), json!(null), json!("x".repeat(201))] {
+        let reply = app.post("/queue/tickets", json!({"student": bad})).await;
+        assert_eq!((reply.status.as_u16(), reply.field()), (422, Some("student")), "{bad}: {reply:?}");
+    }
+    assert_eq!(app.post("/queue/tickets", json!({})).await.field(), Some("student"));
+    assert_eq!(app.get("/admin/gate").await.body["waiting"], 0, "no ticket was taken");
+    for id in ["0", "-1", "abc", "1.5", "99999999999999999999999"] {
+        let reply = app.get(&format!("/queue/tickets/{id}")).await;
+        assert!(matches!(reply.status.as_u16(), 400 | 404), "{id}: {reply:?}");
+    }
+    app.get("/queue/tickets/1").await.assert_problem(404, None);
+    app.get("/waitlists/1").await.assert_problem(404, None);
+    app.delete("/waitlists/1").await.assert_problem(404, None);
+}
+
+/// A join and a cancellation at once: whichever the course decides first,
+/// the joining student ends up with the freed seat (enrolled at once, or
+/// waitlisted and promoted in the batch that frees it), never a seat left
+/// empty while someone waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_and_a_cancel_at_once_leave_no_seat_empty_while_someone_waits() {
+    let app = spawn_app().await;
+    for round in 0..5 {
+        let course = app
+            .post(
+                "/courses",
+                json!({"name": format!("c{round}"), "teacher": "Hong", "fee": 1, "capacity": 1, "waitlistCapacity": 3}),
+            )
+            .await
+            .body["id"]
+            .as_u64()
+            .unwrap();
+        let park = app.enroll(course, "Park").await;
+        assert_eq!(park.status, StatusCode::CREATED, "{park:?}");
+        let class = park.body["id"].as_u64().unwrap();
+        let join = json!({"courseId": course, "student": "Lee", "waitlist": true});
+        let cancel = format!("/classes/{class}");
+        let (joined, canceled) = tokio::join!(app.post("/classes", join), app.delete(&cancel));
+        assert_eq!(canceled.status, StatusCode::NO_CONTENT, "{canceled:?}");
+        assert!(matches!(joined.status.as_u16(), 201 | 202), "{joined:?}");
+        eventually("Lee to hold the freed seat", || async {
+            let shown = app.get(&format!("/courses/{course}")).await;
+            shown.body["studentCount"] == 1 && shown.body["waitlistLength"] == 0
+        })
+        .await;
+        let lees = app.get(&format!("/classes?courseId={course}&student=Lee&status=COMPLETED")).await;
+        assert_eq!(lees.body["page"]["totalElements"], 1, "round {round}: {lees:?}");
+    }
+}
