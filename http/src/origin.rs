@@ -48,8 +48,10 @@ pub(crate) async fn loopback_only(State(open): State<bool>, request: Request<Bod
 fn check(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), &'static str> {
     // An absolute-form request target names its host in the URI; hyper
     // keeps it there, and it must agree with loopback as `Host` must.
+    // The whole authority is read, not `Authority::host`, which keeps
+    // `127.0.0.1` of `127.0.0.1:8080.evil.example` (a port that is no port).
     if let Some(authority) = uri.authority()
-        && !is_loopback_host(authority.host())
+        && !is_loopback_host(host_of(authority.as_str()))
     {
         return Err(HOST_REFUSAL);
     }
@@ -63,7 +65,11 @@ fn check(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), &'static
     if !safe && let Some(origin) = headers.get(ORIGIN) {
         let origin = origin.to_str().map_err(|_| ORIGIN_REFUSAL)?;
         // `Origin: null` (a sandboxed frame, a file:// page) is no one's.
-        let host = origin.parse::<Uri>().ok().and_then(|uri| uri.host().map(str::to_owned)).ok_or(ORIGIN_REFUSAL)?;
+        let host = origin
+            .parse::<Uri>()
+            .ok()
+            .and_then(|uri| uri.authority().map(|a| host_of(a.as_str()).to_owned()))
+            .ok_or(ORIGIN_REFUSAL)?;
         if !is_loopback_host(&host) {
             return Err(ORIGIN_REFUSAL);
         }
@@ -165,6 +171,39 @@ mod tests {
         }
         for origin in ["http://127.0.0.1:8080", "http://localhost:3000", "http://[::1]:8080"] {
             assert_eq!(verdict(Method::POST, "/classes", &[local, ("origin", origin)]), Ok(()), "{origin}");
+        }
+    }
+
+    /// Review of issue 13: spellings an attacker controls in `Origin` (a
+    /// page's URL) and `Host` (a rebound name) that only look like loopback.
+    #[test]
+    fn loopback_lookalikes_are_refused() {
+        let local = ("host", "127.0.0.1:8080");
+        for origin in [
+            "http://localhost@evil.example",
+            "http://127.0.0.1@evil.example:8080",
+            "http://127.0.0.1:8080.evil.example",
+            "http://evil.example#@localhost",
+            "http://evil.example?@localhost",
+            "http://localhost.evil.example:8080",
+            "http://[::ffff:127.0.0.1]:8080.evil.example",
+            "http://0.0.0.0:8080",
+            "http://127.0.0.1 .evil.example",
+        ] {
+            assert_eq!(
+                verdict(Method::POST, "/classes", &[local, ("origin", origin)]),
+                Err(ORIGIN_REFUSAL),
+                "{origin}"
+            );
+        }
+        for host in ["localhost:8080.evil.example", "127.0.0.1:80:81", "localhost@evil.example", "127.0.0.1:8080 evil"]
+        {
+            assert_eq!(verdict(Method::GET, "/courses", &[("host", host)]), Err(HOST_REFUSAL), "{host}");
+        }
+        for uri in
+            ["http://localhost@evil.example/courses", "http://evil.example:80/courses", "https://0.0.0.0/courses"]
+        {
+            assert_eq!(verdict(Method::GET, uri, &[("host", "127.0.0.1")]), Err(HOST_REFUSAL), "{uri}");
         }
     }
 }

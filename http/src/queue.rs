@@ -54,6 +54,7 @@ pub(crate) fn require_admission(state: &AppState, student: &StudentName, headers
     let token = headers.get(ADMISSION_HEADER).and_then(|v| v.to_str().ok());
     state.sugang.check_admission(student, token).map_err(|e| {
         metrics::counter!("sugang_gate_refused_total", "reason" => reason(e)).increment(1);
+        tracing::info!(student = %student, reason = reason(e), "enrollment refused: no valid admission (428)");
         ApiError::PreconditionRequired(e.to_string())
     })
 }
@@ -185,7 +186,7 @@ impl From<GateStatus> for GateModel {
 
 /// `PUT /admin/gate`: a field left out keeps its current value, so the rate
 /// can be changed alone while the gate runs.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct GateChange {
     /// `false` lets everyone in.
@@ -491,7 +492,12 @@ async fn set_gate(
     Json(change): Json<GateChange>,
 ) -> Result<JsonBody<GateModel>, ApiError> {
     caller.require_admin()?;
+    // Checked here against the settings as they are (422 naming the field);
+    // applied by the gate to its settings as they are then, so two changes
+    // of different fields at once both hold. The checks are per field, so
+    // a change valid on one base is valid on any.
     let current = state.sugang.gate().await?.settings;
-    let settings = change.apply(current)?;
-    Ok(JsonBody(state.sugang.set_gate(settings).await?.into()))
+    change.clone().apply(current)?;
+    let status = state.sugang.update_gate(move |now| change.apply(now.clone()).unwrap_or(now)).await?;
+    Ok(JsonBody(status.into()))
 }

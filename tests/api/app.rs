@@ -30,6 +30,9 @@ pub struct Options {
     pub header_timeout: Option<Duration>,
     /// How long a client may take over its body; None: the contract's 10 s.
     pub body_timeout: Option<Duration>,
+    /// How many seat requests may wait per course behind payments in
+    /// progress; None: the default.
+    pub park_limit: Option<usize>,
 }
 
 impl Default for Options {
@@ -41,6 +44,7 @@ impl Default for Options {
             max_in_flight: 1024,
             header_timeout: None,
             body_timeout: None,
+            park_limit: None,
         }
     }
 }
@@ -111,6 +115,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let mut config = Config::new(dir.path().join("data"));
     config.durability = options.durability;
     config.bus.max_wait = options.max_wait;
+    if let Some(limit) = options.park_limit {
+        config.park_limit = limit;
+    }
     let sugang = Sugang::start(config).await.expect("sugang starts");
     let disk_faults = sugang.disk_faults().clone();
     let auth = options.secret.map_or_else(Auth::open, |secret| Auth::with_secret(secret).expect("a strong secret"));

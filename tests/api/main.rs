@@ -26,6 +26,8 @@
 //! - `demos`: every `sugang demo` scenario passes its own verdict.
 //! - `store`: `sugang store verify|backup`, and a damaged store refused.
 //! - `waitlists`: truthful "full" and the waitlists of registration day.
+//! - `review`: registration day attacked: malformed gate settings, one
+//!   person acting for another, races, the parking bound.
 
 mod app;
 mod auth;
@@ -39,6 +41,7 @@ mod metrics;
 mod openapi;
 mod pages;
 mod queue;
+mod review;
 mod rush;
 mod scenario;
 mod shutdown;

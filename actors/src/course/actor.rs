@@ -359,7 +359,13 @@ impl CourseActorState {
         let parking = self.ctx.parking;
         if self.parked.len() >= parking.limit {
             metrics::counter!("sugang_seat_waits_total", "outcome" => "shed").increment(1);
-            tracing::debug!(course_id = self.id.get(), waiting = self.parked.len(), "seat request shed: too many wait");
+            let reservation = command.enrollment_id().map(|id| id.get());
+            tracing::info!(
+                course_id = self.id.get(),
+                reservation,
+                waiting = self.parked.len(),
+                "seat request shed: too many wait behind payments in progress (503)"
+            );
             let _ = reply.send(Err(CourseFailure::Busy(AskError::Overloaded { kind: "course", id: self.id.get() })));
             return;
         }
@@ -376,6 +382,14 @@ impl CourseActorState {
             if front.deadline <= Instant::now() {
                 if let Some(parked) = self.parked.pop_front() {
                     metrics::counter!("sugang_seat_waits_total", "outcome" => "timeout").increment(1);
+                    if let CourseCommand::ReserveSeat { enrollment_id, student, .. } = &parked.command {
+                        tracing::info!(
+                            course_id = self.id.get(),
+                            reservation = enrollment_id.get(),
+                            student = %student,
+                            "a parked seat request timed out behind payments in progress (503)"
+                        );
+                    }
                     let reason = "every seat is still held by a payment in progress".to_owned();
                     let busy = AskError::Unavailable { kind: "course", id: self.id.get(), reason };
                     let _ = parked.reply.send(Err(CourseFailure::Busy(busy)));

@@ -83,6 +83,12 @@ pub(crate) enum GateMsg {
         settings: GateSettings,
         reply: RpcReplyPort<Result<GateStatus, GateFailure>>,
     },
+    /// Change the settings as they are when the message is handled (a
+    /// field left out of an operator's change keeps its latest value).
+    Update {
+        change: Box<dyn FnOnce(GateSettings) -> GateSettings + Send>,
+        reply: RpcReplyPort<Result<GateStatus, GateFailure>>,
+    },
     Tick,
     /// A batch failed: the in-memory queue is ahead of the disk.
     Poisoned(String),
@@ -195,6 +201,10 @@ impl Actor for GateActor {
                 Ok(())
             }
             GateMsg::Set { settings, reply } => state.set(&myself, settings, reply).await,
+            GateMsg::Update { change, reply } => {
+                let settings = change(state.record.settings.clone());
+                state.set(&myself, settings, reply).await
+            }
             GateMsg::Tick => state.tick(&myself).await,
             GateMsg::Poisoned(reason) => Err(format!("a gate batch failed: {reason}").into()),
         }
@@ -265,6 +275,9 @@ impl GateState {
             self.answer(reply, (view, false));
             return Ok(());
         }
+        // The early tickets go in first if the opening has passed since
+        // the last tick.
+        self.open_if_due(myself, now).await?;
         let settings = self.record.settings.clone();
         let ticket = self.queue.take(student, now, settings.is_open(now));
         let mut batch = Batch::new();
@@ -352,20 +365,29 @@ impl GateState {
         }
     }
 
+    /// Once the opening has passed, shuffles the early tickets into the
+    /// queue (one batch). Run by every tick, and before a ticket is taken:
+    /// a ticket taken after the opening but before the next tick must
+    /// queue behind every early one, not ahead of them.
+    async fn open_if_due(&mut self, myself: &ActorRef<GateMsg>, now_ms: u64) -> Result<(), ActorProcessingErr> {
+        if self.queue.early().is_empty() || !self.record.settings.is_open(now_ms) {
+            return Ok(());
+        }
+        let order = shuffle(self.queue.early().to_vec()).map_err(|_| "the random source failed")?;
+        let placed = self.queue.place_early(order);
+        let mut batch = Batch::new();
+        for t in &placed {
+            batch.put(&TICKETS, &t.id, t)?;
+        }
+        tracing::info!(tickets = placed.len(), "gate opened: early tickets shuffled into the queue");
+        let shared = self.shared.clone();
+        self.persist(myself, batch, move || shared.progress.send_modify(|p| p.shuffles += 1)).await
+    }
+
     async fn tick(&mut self, myself: &ActorRef<GateMsg>) -> Result<(), ActorProcessingErr> {
         let (now, now_ms) = (Instant::now(), now_ms());
         let settings = self.record.settings.clone();
-        if !self.queue.early().is_empty() && settings.is_open(now_ms) {
-            let order = shuffle(self.queue.early().to_vec()).map_err(|_| "the random source failed")?;
-            let placed = self.queue.place_early(order);
-            let mut batch = Batch::new();
-            for t in &placed {
-                batch.put(&TICKETS, &t.id, t)?;
-            }
-            tracing::info!(tickets = placed.len(), "gate opened: early tickets shuffled into the queue");
-            let shared = self.shared.clone();
-            self.persist(myself, batch, move || shared.progress.send_modify(|p| p.shuffles += 1)).await?;
-        }
+        self.open_if_due(myself, now_ms).await?;
         let waiting = self.queue.placed_waiting();
         let n = if settings.enabled {
             self.ticker.admit(now, settings.admit_per_second, waiting)

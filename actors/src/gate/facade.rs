@@ -57,6 +57,17 @@ impl Sugang {
         self.ask_gate(|reply| GateMsg::Set { settings, reply }).await
     }
 
+    /// Changes the gate's settings by `change`, applied by the gate to its
+    /// settings as they are when it gets there (no lost update between two
+    /// changes at once); the result is validated as by [`Sugang::set_gate`].
+    #[tracing::instrument(skip_all)]
+    pub async fn update_gate(
+        &self,
+        change: impl FnOnce(GateSettings) -> GateSettings + Send + 'static,
+    ) -> Result<GateStatus, CommandError> {
+        self.ask_gate(|reply| GateMsg::Update { change: Box::new(change), reply }).await
+    }
+
     /// The student's ticket: a new one (`true`) or their live one again.
     #[tracing::instrument(skip_all, fields(student = %student))]
     pub async fn take_ticket(&self, student: StudentName) -> Result<(TicketView, bool), CommandError> {

@@ -234,6 +234,56 @@ mod actor {
         parent.stop(None);
     }
 
+    /// A ticket taken after the opening but before the gate's next tick has
+    /// shuffled the early tickets in must not be placed ahead of them: it
+    /// arrived later than every one of them (API.md: arriving early gives
+    /// no advantage, and after the opening the queue is FIFO). On a paused
+    /// tokio clock no tick runs between the opening (wall clock) and the
+    /// late take, so the window is certain.
+    #[tokio::test(start_paused = true)]
+    async fn a_ticket_taken_at_the_opening_before_the_shuffle_queues_behind_the_early_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            dir.path(),
+            StoreOptions { durability: Durability::Relaxed { flush_every_ms: 1000 }, ..StoreOptions::default() },
+        )
+        .expect("open");
+        let (journal, _task) = Journal::start(&store, JournalOptions::default()).expect("journal");
+        let (parent, _) = Actor::spawn(None, Parent, ()).await.expect("parent");
+        let gate =
+            GateHandle::start(store.clone(), journal, RestartPolicy::default(), parent.get_cell()).await.expect("gate");
+        let opens_at = crate::faults::now_ms() + 300;
+        let settings =
+            GateSettings { enabled: true, admit_per_second: 1, opens_at_ms: Some(opens_at), admission_ttl_secs: 600 };
+        ask(&gate, |reply| GateMsg::Set { settings, reply }).await;
+        let mut early = Vec::new();
+        for i in 0..20 {
+            let (view, _) = ask(&gate, |reply| GateMsg::Take { student: student(&format!("early-{i}")), reply }).await;
+            assert_eq!(view.ticket.place, None, "taken before the opening");
+            early.push(view.ticket.id);
+        }
+        // The opening passes on the wall clock; the paused tokio clock runs
+        // no tick meanwhile.
+        while crate::faults::now_ms() <= opens_at {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (late, _) = ask(&gate, |reply| GateMsg::Take { student: student("late"), reply }).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let late_place = ask(&gate, |reply| GateMsg::Get { id: late.ticket.id, reply })
+            .await
+            .and_then(|v| v.ticket.place)
+            .expect("placed");
+        for id in early {
+            let place = ask(&gate, |reply| GateMsg::Get { id, reply })
+                .await
+                .and_then(|v| v.ticket.place)
+                .expect("the early ticket was placed by the shuffle");
+            assert!(place < late_place, "early ticket {id} got place {place}, behind the late ticket's {late_place}");
+        }
+        parent.stop_children_and_wait(None, None).await;
+        parent.stop(None);
+    }
+
     /// A gate actor that fails is restarted by its supervisor from disk:
     /// every ticket keeps its place and its id, and asking again finds it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
