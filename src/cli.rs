@@ -86,9 +86,15 @@ pub(crate) struct ServeArgs {
     /// Gateway calls in flight at most (the bulkhead).
     #[arg(long, env = "SUGANG_BULKHEAD", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) bulkhead: u64,
-    /// An entity actor idle this long passivates, in milliseconds.
-    #[arg(long, env = "SUGANG_PASSIVATE_AFTER_MS", default_value_t = 120_000)]
+    /// A course actor idle this long passivates, in milliseconds.
+    #[arg(long, env = "SUGANG_PASSIVATE_AFTER_MS", default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub(crate) passivate_after_ms: u64,
+    /// An enrollment actor idle this long passivates, in milliseconds. Short:
+    /// its saga is done once it answered, its record is on disk, and a rush
+    /// starts one per request (a 409 too), so idling for minutes holds a
+    /// mailbox per request in memory.
+    #[arg(long, env = "SUGANG_PASSIVATE_ENROLLMENTS_AFTER_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub(crate) passivate_enrollments_after_ms: u64,
     /// Restarts of one supervised actor (entity, payment, subscriber worker)
     /// allowed within the window …
     #[arg(long, env = "SUGANG_MAX_RESTARTS", default_value_t = 5)]
@@ -181,8 +187,9 @@ impl ServeArgs {
             max_backoff: Duration::from_millis(self.restart_backoff_max_ms),
             escalate_after: (self.restart_escalate_after > 0).then_some(self.restart_escalate_after),
         };
+        config.courses.idle = Duration::from_millis(self.passivate_after_ms);
+        config.enrollments.idle = Duration::from_millis(self.passivate_enrollments_after_ms);
         for supervision in [&mut config.courses, &mut config.enrollments] {
-            supervision.idle = Duration::from_millis(self.passivate_after_ms);
             supervision.restart = config.restart;
             supervision.max_pending = self.max_pending as usize;
         }
