@@ -474,7 +474,9 @@ async fn gate(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Resu
 }
 
 /// Sets the gate: on or off, the admission rate, the opening, the admission
-/// TTL. Each can change while the gate runs.
+/// TTL. Each can change while the gate runs. Turning the gate on starts a new
+/// waiting room: admissions given before (while it was off, to anyone at
+/// once) are void, and their students take a new ticket.
 #[utoipa::path(put, path = "/admin/gate", tag = "admin", request_body = GateChange,
     responses(
         (status = 200, description = "The gate as set", body = GateModel),

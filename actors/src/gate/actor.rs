@@ -46,11 +46,19 @@ const RATE_WINDOW: Duration = Duration::from_secs(2);
 pub(crate) struct GateShared {
     /// Whether admissions are required (the stored setting, as last written).
     pub(crate) enabled: AtomicBool,
-    /// Signs and checks admission tokens; drawn once and stored.
-    pub(crate) key: AdmissionKey,
+    /// Signs and checks admission tokens: drawn when the gate is created,
+    /// and again each time it is turned on (see [`GateState::set`]); stored.
+    pub(crate) key: RwLock<AdmissionKey>,
     /// How far the queue has moved, published once durable: ticket streams
     /// wait on it instead of asking the actor.
     pub(crate) progress: watch::Sender<Progress>,
+}
+
+impl GateShared {
+    /// The key admission tokens are signed and checked with now.
+    pub(crate) fn admission_key(&self) -> std::sync::RwLockReadGuard<'_, AdmissionKey> {
+        self.key.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// The queue's movement, for ticket streams.
@@ -213,7 +221,7 @@ impl Actor for GateActor {
 
 impl GateState {
     fn view(&self, ticket: &super::Ticket, now_ms: u64) -> TicketView {
-        self.queue.view(ticket, now_ms, self.record.settings.admit_per_second, &self.shared.key)
+        self.queue.view(ticket, now_ms, self.record.settings.admit_per_second, &self.shared.admission_key())
     }
 
     /// Replies with `value` once every batch submitted so far is durable.
@@ -307,14 +315,31 @@ impl GateState {
             return Ok(());
         }
         let mut record = self.record.clone();
-        record.settings = settings;
+        // Turning the gate on starts a new waiting room: an admission given
+        // while it was off (at once, to anyone who asked) must not let its
+        // student past the queue. A new key voids every token signed before,
+        // and the admitted tickets expire so their students can queue anew.
+        let turned_on = settings.enabled && !record.settings.enabled;
         let mut batch = Batch::new();
+        if turned_on {
+            record.key = new_key().map_err(|_| "the operating system's random source failed".to_owned())?;
+            let expired = self.queue.expire_admitted(now_ms());
+            for ticket in &expired {
+                batch.put(&TICKETS, &ticket.id, ticket)?;
+            }
+            tracing::warn!(expired = expired.len(), "gate turned on: admissions given while it was off are void");
+        }
+        record.settings = settings;
         batch.put(&GATE, &GATE_KEY.to_owned(), &record)?;
         tracing::warn!(settings = ?record.settings, "gate settings changed");
         self.shared.enabled.store(record.settings.enabled, Ordering::SeqCst);
         self.record = record;
         let (shared, rate) = (self.shared.clone(), self.record.settings.admit_per_second);
+        let new_key = turned_on.then_some(self.record.key);
         let published = move || {
+            if let Some(key) = new_key {
+                *shared.key.write().unwrap_or_else(std::sync::PoisonError::into_inner) = AdmissionKey::new(&key);
+            }
             shared.progress.send_modify(|p| {
                 p.settings += 1;
                 p.admit_per_second = rate;
@@ -454,7 +479,7 @@ impl GateHandle {
         let record = load_or_create(&store, &journal).await?;
         let shared = Arc::new(GateShared {
             enabled: AtomicBool::new(record.settings.enabled),
-            key: AdmissionKey::new(&record.key),
+            key: RwLock::new(AdmissionKey::new(&record.key)),
             progress: watch::Sender::new(Progress::default()),
         });
         let handle = GateHandle(Arc::new(GateSlot {

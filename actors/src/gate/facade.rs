@@ -96,6 +96,6 @@ impl Sugang {
             return Ok(());
         }
         let token = token.ok_or(AdmissionError::Missing)?;
-        self.waiting_room().shared().key.verify(token, student, now_ms()).map(drop)
+        self.waiting_room().shared().admission_key().verify(token, student, now_ms()).map(drop)
     }
 }

@@ -297,6 +297,19 @@ impl Queue {
         changed
     }
 
+    /// Ends every admission still live at `now_ms` (the gate is turned on
+    /// anew). Returns the tickets changed, for the caller to store.
+    pub(crate) fn expire_admitted(&mut self, now_ms: u64) -> Vec<Ticket> {
+        let mut changed = Vec::new();
+        for t in &mut self.tickets {
+            if let Some(admitted) = t.admitted.as_mut().filter(|a| a.expires_at_ms > now_ms) {
+                admitted.expires_at_ms = now_ms;
+                changed.push(t.clone());
+            }
+        }
+        changed
+    }
+
     /// Tickets waiting (placed or early).
     pub(crate) fn waiting_count(&self) -> u64 {
         (self.waiting.len() + self.early.len()) as u64
