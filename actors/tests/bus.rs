@@ -18,6 +18,9 @@
 //! Every wait is a poll of a condition with a deadline, never a bare sleep
 //! (the one exception, in the retention test, says why).
 
+mod common;
+use common::{config, request};
+
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -28,11 +31,11 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use sugang_actors::{
-    CommandError, Config, CourseDetails, CourseId, CourseName, CoursePatch, Delivery, DeliveryStatus, EnrollRequest,
-    EnrollStatus, EnrollmentFilter, EnrollmentId, Event, Fee, InstructorView, MinStudents, Notification, PageRequest,
-    PayMethod, PayStatus, Payment, Schedule, StudentName, StudentView, Sugang, TeacherName, TextBook,
+    CommandError, Config, CourseDetails, CourseId, CourseName, CoursePatch, Delivery, DeliveryStatus, EnrollStatus,
+    EnrollmentFilter, EnrollmentId, Event, Fee, InstructorView, MinStudents, Notification, PageRequest, PayStatus,
+    Payment, Schedule, StudentName, StudentView, Sugang, TeacherName, TextBook,
 };
-use sugang_storage::{Committed, Durability, Store, StoreOptions};
+use sugang_storage::{Committed, Store, StoreOptions};
 use tokio::time::Instant;
 
 const ALL: PageRequest = PageRequest { number: 0, size: 1_000_000 };
@@ -50,26 +53,6 @@ fn details(name: &str, fee: i64, min_students: i64) -> CourseDetails {
         capacity: None,
         min_students: MinStudents::parse(min_students).unwrap(),
     }
-}
-
-fn request(course: CourseId, student: &str) -> EnrollRequest {
-    EnrollRequest {
-        course_id: course,
-        student: StudentName::parse(student).unwrap(),
-        expected_fee: None,
-        pay_method: PayMethod::parse(None).unwrap(),
-        pay_account: None,
-        addr: Some(format!("{student}'s address")),
-        telephone: None,
-    }
-}
-
-/// The defaults over `dir`, with relaxed durability: these tests are about
-/// the bus, not about fsync (the crash test keeps fsync where it kills).
-fn config(dir: &Path) -> Config {
-    let mut config = Config::new(dir);
-    config.durability = Durability::Relaxed { flush_every_ms: 100 };
-    config
 }
 
 async fn register(system: &Sugang, name: &str, fee: i64, min_students: i64) -> CourseId {

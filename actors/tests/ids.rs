@@ -12,47 +12,17 @@
 //!
 //! Every wait is a poll of a condition with a deadline, never a bare sleep.
 
-use std::path::Path;
+mod common;
+use common::{config, details, request};
+
 use std::time::Duration;
 
-use sugang_actors::{
-    Capacity, CommandError, Config, CourseDetails, CourseId, CourseName, EnrollRequest, EnrollmentFilter, Fee,
-    MinStudents, PageRequest, PayMethod, StudentName, Sugang, TeacherName,
-};
-use sugang_storage::Durability;
+use sugang_actors::{CommandError, CourseId, EnrollRequest, EnrollmentFilter, Fee, PageRequest, Sugang, TeacherName};
 use tokio::time::Instant;
 
 const ALL: PageRequest = PageRequest { number: 0, size: 100_000 };
 /// The simulated gateway declines this card.
 const DECLINED_CARD: &str = "4000000000000002";
-
-fn config(dir: &Path) -> Config {
-    let mut config = Config::new(dir);
-    config.durability = Durability::Relaxed { flush_every_ms: 50 };
-    config
-}
-
-fn details(name: &str, fee: i64, capacity: Option<i64>) -> CourseDetails {
-    CourseDetails {
-        name: CourseName::parse(name).unwrap(),
-        fee: Fee::parse(fee).unwrap(),
-        text_book: None,
-        capacity: capacity.map(|c| Capacity::parse(c).unwrap()),
-        min_students: MinStudents::default(),
-    }
-}
-
-fn request(course: CourseId, student: &str) -> EnrollRequest {
-    EnrollRequest {
-        course_id: course,
-        student: StudentName::parse(student).unwrap(),
-        expected_fee: None,
-        pay_method: PayMethod::parse(None).unwrap(),
-        pay_account: None,
-        addr: Some("Seoul".into()),
-        telephone: None,
-    }
-}
 
 async fn register(system: &Sugang, name: &str, fee: i64, capacity: Option<i64>) -> CourseId {
     let teacher = TeacherName::parse("Hong").unwrap();

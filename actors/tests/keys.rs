@@ -3,25 +3,16 @@
 //! model, reactions and offsets), counted by the journal per table. The
 //! bounds are the budget: raising one needs a reason.
 
+mod common;
+use common::{config, request};
+
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use sugang_actors::Config;
-use sugang_actors::{
-    CourseDetails, CourseId, CourseName, EnrollRequest, Fee, MinStudents, PayMethod, StudentName, Sugang, TeacherName,
-    TextBook,
-};
-use sugang_storage::Durability;
+use sugang_actors::{CourseDetails, CourseName, Fee, MinStudents, Sugang, TeacherName, TextBook};
 use tokio::time::Instant;
 
 const SUBSCRIBERS: [&str; 4] = ["delivery", "mypage", "notifier", "waitlist"];
-
-fn config(dir: &Path) -> Config {
-    let mut config = Config::new(dir);
-    config.durability = Durability::Relaxed { flush_every_ms: 100 };
-    config
-}
 
 fn details(name: &str) -> CourseDetails {
     CourseDetails {
@@ -30,18 +21,6 @@ fn details(name: &str) -> CourseDetails {
         text_book: Some(TextBook::parse(&format!("{name} reader")).unwrap()),
         capacity: None,
         min_students: MinStudents::parse(1).unwrap(),
-    }
-}
-
-fn request(course: CourseId, student: &str) -> EnrollRequest {
-    EnrollRequest {
-        course_id: course,
-        student: StudentName::parse(student).unwrap(),
-        expected_fee: None,
-        pay_method: PayMethod::parse(None).unwrap(),
-        pay_account: None,
-        addr: Some(format!("{student}'s address")),
-        telephone: None,
     }
 }
 

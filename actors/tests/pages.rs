@@ -4,21 +4,16 @@
 //! are dense and not. The reference is what the test itself did, and items
 //! read one by one by id.
 
-use std::path::Path;
+mod common;
+use common::{config, request};
+
 use std::time::Duration;
 
 use sugang_actors::{
-    Config, CourseDetails, CourseId, CourseName, EnrollRequest, EnrollStatus, EnrollmentFilter, EnrollmentId, Fee,
-    MinStudents, PageRequest, Paged, PayMethod, RecipientRole, StudentName, Sugang, TeacherName, TextBook,
+    CourseDetails, CourseId, CourseName, EnrollStatus, EnrollmentFilter, EnrollmentId, Fee, MinStudents, PageRequest,
+    Paged, RecipientRole, Sugang, TeacherName, TextBook,
 };
-use sugang_storage::Durability;
 use tokio::time::Instant;
-
-fn config(dir: &Path) -> Config {
-    let mut config = Config::new(dir);
-    config.durability = Durability::Relaxed { flush_every_ms: 100 };
-    config
-}
 
 fn details(name: &str) -> CourseDetails {
     CourseDetails {
@@ -27,18 +22,6 @@ fn details(name: &str) -> CourseDetails {
         text_book: Some(TextBook::parse("reader").unwrap()),
         capacity: None,
         min_students: MinStudents::parse(2).unwrap(),
-    }
-}
-
-fn request(course: CourseId, student: &str) -> EnrollRequest {
-    EnrollRequest {
-        course_id: course,
-        student: StudentName::parse(student).unwrap(),
-        expected_fee: None,
-        pay_method: PayMethod::parse(None).unwrap(),
-        pay_account: None,
-        addr: Some("addr".into()),
-        telephone: None,
     }
 }
 

@@ -1,33 +1,13 @@
 //! The enrollment saga end to end, in process, over a real store.
 
+mod common;
+use common::{details, paying as request};
+
 use std::time::Duration;
 
 use sugang_actors::{
-    Capacity, CommandError, Config, CourseDetails, CourseId, CourseName, EnrollRequest, EnrollStatus, EnrollmentFilter,
-    Fee, MinStudents, PageRequest, PayMethod, PayStatus, StudentName, Sugang, TeacherName,
+    CommandError, Config, EnrollStatus, EnrollmentFilter, PageRequest, PayStatus, Sugang, TeacherName,
 };
-
-fn details(name: &str, fee: i64, capacity: Option<i64>) -> CourseDetails {
-    CourseDetails {
-        name: CourseName::parse(name).unwrap(),
-        fee: Fee::parse(fee).unwrap(),
-        text_book: None,
-        capacity: capacity.map(|c| Capacity::parse(c).unwrap()),
-        min_students: MinStudents::default(),
-    }
-}
-
-fn request(course: CourseId, student: &str, account: Option<&str>) -> EnrollRequest {
-    EnrollRequest {
-        course_id: course,
-        student: StudentName::parse(student).unwrap(),
-        expected_fee: None,
-        pay_method: PayMethod::parse(None).unwrap(),
-        pay_account: account.map(str::to_owned),
-        addr: Some("Seoul".into()),
-        telephone: None,
-    }
-}
 
 async fn start(dir: &std::path::Path) -> Sugang {
     Sugang::start(Config::new(dir)).await.expect("start")

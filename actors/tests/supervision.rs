@@ -14,15 +14,17 @@
 //! Every wait is a poll of a condition with a deadline; the polls during a
 //! hold-down check at each step that nothing moved.
 
+mod common;
+use common::request;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
 use sugang_actors::{
-    CommandError, Config, CourseDetails, CourseId, CourseName, EnrollRequest, EnrollStatus, EnrollmentFilter, Fee,
-    MinStudents, Notification, PageRequest, PayMethod, RestartPolicy, StudentName, SubscriberStatus, Sugang,
-    TeacherName, TreeNode,
+    CommandError, Config, CourseDetails, CourseId, CourseName, EnrollStatus, EnrollmentFilter, Fee, MinStudents,
+    Notification, PageRequest, RestartPolicy, SubscriberStatus, Sugang, TeacherName, TreeNode,
 };
 use sugang_storage::Durability;
 use tokio::time::Instant;
@@ -44,18 +46,6 @@ fn config(dir: &Path) -> Config {
         escalate_after: Some(5),
     };
     config
-}
-
-fn request(course: CourseId, student: &str) -> EnrollRequest {
-    EnrollRequest {
-        course_id: course,
-        student: StudentName::parse(student).unwrap(),
-        expected_fee: None,
-        pay_method: PayMethod::parse(None).unwrap(),
-        pay_account: None,
-        addr: Some("Seoul".into()),
-        telephone: None,
-    }
 }
 
 async fn register(system: &Sugang, name: &str) -> CourseId {

@@ -6,49 +6,20 @@
 //!
 //! Every wait is a poll of a condition with a deadline, never a bare sleep.
 
+mod common;
+use common::{config, details, request};
+
 use std::future::Future;
-use std::path::Path;
 use std::time::Duration;
 
 use sugang_actors::{
-    BreakerConfig, Capacity, CommandError, Config, CourseDetails, CourseId, CourseName, EnrollRequest, EnrollStatus,
-    EnrollmentFilter, Fee, GatewayFaults, MinStudents, PageRequest, PayMethod, PayStatus, SagaStep, StudentName,
-    Sugang, SupervisorSnapshot, TeacherName,
+    BreakerConfig, CommandError, Config, CourseId, EnrollStatus, EnrollmentFilter, GatewayFaults, PageRequest,
+    PayStatus, SagaStep, Sugang, SupervisorSnapshot, TeacherName,
 };
 use sugang_storage::Durability;
 use tokio::time::Instant;
 
 const ALL: PageRequest = PageRequest { number: 0, size: 100_000 };
-
-fn details(name: &str, fee: i64, capacity: Option<i64>) -> CourseDetails {
-    CourseDetails {
-        name: CourseName::parse(name).unwrap(),
-        fee: Fee::parse(fee).unwrap(),
-        text_book: None,
-        capacity: capacity.map(|c| Capacity::parse(c).unwrap()),
-        min_students: MinStudents::default(),
-    }
-}
-
-fn request(course: CourseId, student: &str) -> EnrollRequest {
-    EnrollRequest {
-        course_id: course,
-        student: StudentName::parse(student).unwrap(),
-        expected_fee: None,
-        pay_method: PayMethod::parse(None).unwrap(),
-        pay_account: None,
-        addr: Some("Seoul".into()),
-        telephone: None,
-    }
-}
-
-/// The defaults over `dir`, with relaxed durability: these tests are about
-/// the actors, not about fsync (the crash tests keep fsync).
-fn config(dir: &Path) -> Config {
-    let mut config = Config::new(dir);
-    config.durability = Durability::Relaxed { flush_every_ms: 100 };
-    config
-}
 
 async fn register(system: &Sugang, name: &str, fee: i64, capacity: Option<i64>) -> CourseId {
     let teacher = TeacherName::parse("Hong").unwrap();

@@ -2,12 +2,15 @@
 //! payment in progress instead of being told the course is full), and
 //! waitlists hand a freed seat to the first in line.
 
+mod common;
+use common::paying as request;
+
 use std::time::Duration;
 
 use sugang_actors::{
-    Capacity, CommandError, Config, CourseDetails, CourseId, CourseName, CoursePatch, EnrollRequest, EnrollStatus,
-    Enrolled, EnrollmentFilter, Fee, GatewayFaults, MinStudents, PageRequest, PayMethod, PayStatus, SagaStep,
-    StudentName, Sugang, TeacherName, WaitStatus, WaitlistEntry, WaitlistFilter,
+    Capacity, CommandError, Config, CourseDetails, CourseId, CourseName, CoursePatch, EnrollStatus, Enrolled,
+    EnrollmentFilter, Fee, GatewayFaults, MinStudents, PageRequest, PayStatus, SagaStep, Sugang, TeacherName,
+    WaitStatus, WaitlistEntry, WaitlistFilter,
 };
 
 const ALL: PageRequest = PageRequest { number: 0, size: 1000 };
@@ -21,18 +24,6 @@ fn details(capacity: Option<i64>) -> CourseDetails {
         text_book: None,
         capacity: capacity.map(|c| Capacity::parse(c).unwrap()),
         min_students: MinStudents::default(),
-    }
-}
-
-fn request(course: CourseId, student: &str, account: Option<&str>) -> EnrollRequest {
-    EnrollRequest {
-        course_id: course,
-        student: StudentName::parse(student).unwrap(),
-        expected_fee: None,
-        pay_method: PayMethod::parse(None).unwrap(),
-        pay_account: account.map(str::to_owned),
-        addr: Some("Seoul".into()),
-        telephone: None,
     }
 }
 
