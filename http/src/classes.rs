@@ -175,6 +175,35 @@ fn find(state: &AppState, id: u64) -> Result<Enrollment, ApiError> {
 
 /// 403 unless the caller is the enrollment's student (as a student), its
 /// course's teacher (as an instructor), or an admin.
+/// The `student` filter a caller may list a course's entries with: an admin
+/// any, an instructor only within one of their own courses (`courseId`
+/// required), a student only their own. `what` names the list in the
+/// refusal ("classes", "waitlist").
+pub(crate) fn listing_student(
+    state: &AppState,
+    caller: &Caller,
+    course_id: Option<u64>,
+    requested: Option<String>,
+    what: &str,
+) -> Result<Option<String>, ApiError> {
+    match caller.role() {
+        Role::Admin => Ok(requested),
+        Role::Instructor => {
+            let course = course_id.ok_or_else(|| {
+                ApiError::Forbidden(format!("an instructor lists the {what} of one of their courses: give courseId"))
+            })?;
+            let record = state
+                .sugang
+                .course(CourseId::parse(course)?)
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::NotFound(format!("course {course} not found")))?;
+            caller.require_person(Role::Instructor, record.teacher.as_str())?;
+            Ok(requested)
+        }
+        Role::Student => caller.as_self(Role::Student, requested),
+    }
+}
+
 fn may_read(caller: &Caller, e: &Enrollment) -> Result<(), ApiError> {
     caller
         .require_person(Role::Student, e.student.as_str())
@@ -212,22 +241,7 @@ async fn list(
     };
     let requested = params.text("student")?;
     let page = params.page()?;
-    let student = match caller.role() {
-        Role::Admin => requested,
-        Role::Instructor => {
-            let course = course_id.ok_or_else(|| {
-                ApiError::Forbidden("an instructor lists the classes of one of their courses: give courseId".into())
-            })?;
-            let record = state
-                .sugang
-                .course(CourseId::parse(course)?)
-                .map_err(ApiError::internal)?
-                .ok_or_else(|| ApiError::NotFound(format!("course {course} not found")))?;
-            caller.require_person(Role::Instructor, record.teacher.as_str())?;
-            requested
-        }
-        Role::Student => caller.as_self(Role::Student, requested)?,
-    };
+    let student = listing_student(&state, &caller, course_id, requested, "classes")?;
     let filter = EnrollmentFilter { student, course_id, status };
     let paged = state.sugang.enrollments(&filter, page).map_err(ApiError::internal)?;
     Ok(JsonBody(ClassCollection::new(map_page(paged, ClassModel::from), page, self_href(&uri))))

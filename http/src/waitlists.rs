@@ -13,7 +13,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json as JsonBody, Router};
 use serde::Serialize;
-use sugang_actors::{CourseId, WaitStatus, WaitlistEntry, WaitlistFilter};
+use sugang_actors::{WaitStatus, WaitlistEntry, WaitlistFilter};
 use utoipa::ToSchema;
 
 use crate::auth::{AuthUser, Caller, Role};
@@ -151,22 +151,7 @@ async fn list(
     };
     let requested = params.text("student")?;
     let page = params.page()?;
-    let student = match caller.role() {
-        Role::Admin => requested,
-        Role::Instructor => {
-            let course = course_id.ok_or_else(|| {
-                ApiError::Forbidden("an instructor lists the waitlist of one of their courses: give courseId".into())
-            })?;
-            let record = state
-                .sugang
-                .course(CourseId::parse(course)?)
-                .map_err(ApiError::internal)?
-                .ok_or_else(|| ApiError::NotFound(format!("course {course} not found")))?;
-            caller.require_person(Role::Instructor, record.teacher.as_str())?;
-            requested
-        }
-        Role::Student => caller.as_self(Role::Student, requested)?,
-    };
+    let student = crate::classes::listing_student(&state, &caller, course_id, requested, "waitlist")?;
     caught_up(&state, SUBSCRIBER, &params).await?;
     let filter = WaitlistFilter { course_id, student, status };
     let paged = state.sugang.waitlist_entries(&filter, page).map_err(ApiError::internal)?;
