@@ -89,14 +89,18 @@ pub(super) async fn run(t: &Timeline, dir: &Path) -> Result<String, Aborted> {
             "after restart {round}: the server found {interrupted} sagas interrupted mid-flight (seat held, not \
              completed) and compensated them: seat given back, charge voided"
         ));
-        t.expect(
-            interrupted >= 1,
-            format!("round {round}: the kill caught enrollments mid-saga ({interrupted} compensated at start)"),
-        );
+        // Whether a given kill lands while a seat is held is a matter of
+        // timing (a request in flight may not have reached its course yet):
+        // each round says what it found; the rounds together must have
+        // caught at least one saga mid-flight (checked after the last).
         interrupted_total += interrupted;
         verify(t, &server.api, &acked, &outcome.cut, &courses, round).await?;
         server.narrate_log(t);
     }
+    t.expect(
+        interrupted_total >= 1,
+        format!("the kills caught enrollments mid-saga ({interrupted_total} compensated at the restarts)"),
+    );
     let pid = server.pid();
     let status = server.terminate(t).await?;
     t.say(format!("SIGTERM to pid {pid}: {status}"));
