@@ -8,13 +8,11 @@ use std::path::Path;
 
 use sugang_storage::{Batch, Durability, Journal, JournalOptions, Store, StoreOptions};
 
-use crate::delivery::{DELIVERIES, DELIVERIES_BY_STUDENT, Delivery, DeliveryStatus};
+use crate::delivery::{DELIVERIES, Delivery, DeliveryStatus};
 use crate::enrollment::{EnrollStatus, Enrollment};
 use crate::event::CourseDetails;
 use crate::model::{CourseId, CourseName, EnrollmentId, Fee, MinStudents, PayMethod, StudentName, TeacherName};
-use crate::mypage::{
-    INSTRUCTOR_VIEWS, INSTRUCTOR_VIEWS_BY_TEACHER, InstructorView, STUDENT_VIEWS, STUDENT_VIEWS_BY_STUDENT, StudentView,
-};
+use crate::mypage::{INSTRUCTOR_VIEWS, INSTRUCTOR_VIEWS_BY_TEACHER, InstructorView, STUDENT_VIEWS, StudentView};
 use crate::notifier::{NOTIFICATIONS, NOTIFICATIONS_BY_RECIPIENT, Notification, RecipientRole};
 use crate::payment::{PayStatus, Payment};
 use crate::tables::{
@@ -115,6 +113,7 @@ pub async fn fill(dir: &Path, courses: u64, enrollments: u64) -> Result<(), Box<
             pay_method: pay_method.clone(),
             status: if canceled(i) { PayStatus::Canceled } else { PayStatus::Approved },
             approved_at_ms: i,
+            charge_key: i,
         };
         batch.put(&PAYMENTS, &i, &payment)?;
         let delivery = Delivery {
@@ -127,7 +126,6 @@ pub async fn fill(dir: &Path, courses: u64, enrollments: u64) -> Result<(), Box<
             status: if canceled(i) { DeliveryStatus::Canceled } else { DeliveryStatus::Started },
         };
         batch.put(&DELIVERIES, &i, &delivery)?;
-        batch.put(&DELIVERIES_BY_STUDENT, &(student.as_str().to_owned(), i), &Indexed)?;
         let view = StudentView {
             id: i,
             apply_id: EnrollmentId::assigned(i),
@@ -139,7 +137,6 @@ pub async fn fill(dir: &Path, courses: u64, enrollments: u64) -> Result<(), Box<
             delivery_status: None,
         };
         batch.put(&STUDENT_VIEWS, &i, &view)?;
-        batch.put(&STUDENT_VIEWS_BY_STUDENT, &(student.as_str().to_owned(), i), &Indexed)?;
         let notification = Notification {
             id: i,
             recipient: student.as_str().to_owned(),

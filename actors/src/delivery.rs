@@ -10,8 +10,8 @@ use sugang_storage::{Batch, Committed, Count, Record, StorageError, Store, Table
 use crate::bus::{Part, Projection, ProjectionError};
 use crate::event::Event;
 use crate::model::{CourseId, EnrollmentId, StudentName, TextBook};
-use crate::paging::{PageRequest, Paged, RecountError, count, id_page, index_page, paginate, set_count};
-use crate::tables::Indexed;
+use crate::paging::{PageRequest, Paged, RecountError, count, id_page, paginate, present_page, set_count};
+use crate::tables::ENROLLMENTS_BY_STUDENT;
 
 /// The API's `deliveryStatus`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,8 +44,6 @@ pub struct Delivery {
 impl Record for Delivery {}
 
 pub(crate) const DELIVERIES: Table<u64, Delivery> = Table::new("deliveries");
-/// (student, delivery id).
-pub(crate) const DELIVERIES_BY_STUDENT: Table<(String, u64), Indexed> = Table::new("deliveries_by_student");
 
 /// `"all"`: shipments recorded (a canceled one stays), added to in the batch
 /// that records one.
@@ -97,7 +95,6 @@ impl Projection for DeliveryProjection {
                     status: DeliveryStatus::Started,
                 };
                 batch.put(&DELIVERIES, &id, &delivery)?;
-                batch.put(&DELIVERIES_BY_STUDENT, &(student.as_str().to_owned(), id), &Indexed)?;
                 batch.add(&DELIVERY_COUNTS, &"all".to_owned(), 1);
                 let started = Event::DeliveryStarted {
                     enrollment_id: *enrollment_id,
@@ -155,7 +152,10 @@ impl crate::Sugang {
         let keep = |d: &Delivery| student.is_none_or(|s| d.student.as_str() == s);
         match (apply_id, student) {
             (Some(id), _) => paginate(store.get(&DELIVERIES, &id)?.into_iter().filter(keep).map(Ok), page),
-            (None, Some(student)) => index_page(store, &DELIVERIES_BY_STUDENT, &student.to_owned(), &DELIVERIES, page),
+            // A student's shipments are their enrollments' (same ids).
+            (None, Some(student)) => {
+                present_page(store, &ENROLLMENTS_BY_STUDENT, &student.to_owned(), &DELIVERIES, page)
+            }
             (None, None) => id_page(store, &DELIVERIES, count(store, &DELIVERY_COUNTS, "all")?, page),
         }
     }

@@ -57,6 +57,7 @@ mod payment;
 mod supervision;
 mod system;
 mod tables;
+mod transaction;
 mod waitlist;
 
 pub use bus::{BusConfig, SubscriberStatus};

@@ -23,9 +23,11 @@ use crate::delivery::DeliveryStatus;
 use crate::enrollment::EnrollStatus;
 use crate::event::Event;
 use crate::model::{CourseId, CourseName, EnrollmentId, Fee, MinStudents, StudentName, TeacherName, TextBook};
-use crate::paging::{PageRequest, Paged, RECOUNT_CHUNK, RecountError, count, id_page, index_page, set_count};
+use crate::paging::{
+    PageRequest, Paged, RECOUNT_CHUNK, RecountError, count, id_page, index_page, present_page, set_count,
+};
 use crate::payment::PayStatus;
-use crate::tables::Indexed;
+use crate::tables::{ENROLLMENTS_BY_STUDENT, Indexed};
 
 /// A student's view of one enrollment (`/inquiryMypages`). Its id is the
 /// enrollment's.
@@ -74,7 +76,6 @@ pub struct Schedule {
 impl Record for Schedule {}
 
 pub(crate) const STUDENT_VIEWS: Table<u64, StudentView> = Table::new("mypage_students");
-pub(crate) const STUDENT_VIEWS_BY_STUDENT: Table<(String, u64), Indexed> = Table::new("mypage_students_by_student");
 pub(crate) const INSTRUCTOR_VIEWS: Table<u64, InstructorView> = Table::new("mypage_instructors");
 pub(crate) const INSTRUCTOR_VIEWS_BY_TEACHER: Table<(String, u64), Indexed> =
     Table::new("mypage_instructors_by_teacher");
@@ -245,7 +246,6 @@ impl Projection for MyPageProjection {
                         delivery_status: None,
                     };
                     batch.put(&STUDENT_VIEWS, &id, &view)?;
-                    batch.put(&STUDENT_VIEWS_BY_STUDENT, &(student.as_str().to_owned(), id), &Indexed)?;
                     batch.add(&MYPAGE_COUNTS, &"students".to_owned(), 1);
                     effects += 1;
                 }
@@ -285,7 +285,8 @@ impl crate::Sugang {
     pub fn student_views(&self, student: Option<&str>, page: PageRequest) -> Result<Paged<StudentView>, StorageError> {
         let store = self.store();
         let paged = match student {
-            Some(student) => index_page(store, &STUDENT_VIEWS_BY_STUDENT, &student.to_owned(), &STUDENT_VIEWS, page)?,
+            // A student's views are their enrollments' (same ids).
+            Some(student) => present_page(store, &ENROLLMENTS_BY_STUDENT, &student.to_owned(), &STUDENT_VIEWS, page)?,
             None => id_page(store, &STUDENT_VIEWS, count(store, &MYPAGE_COUNTS, "students")?, page)?,
         };
         Ok(Paged { items: with_delivery(store, paged.items)?, total: paged.total })

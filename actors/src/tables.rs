@@ -92,6 +92,6 @@ pub(crate) const PAYMENTS: Table<u64, Payment> = Table::new("payments");
 /// enrollment id → the refund the gateway owes it.
 pub(crate) const REFUNDS: Table<u64, RefundOwed> = Table::new("refunds_owed");
 pub(crate) const COUNTERS: Table<String, Counter> = Table::new("counters");
-/// enrollment id → the key its fee was charged under. Absent for enrollments
-/// stored before reservation keys existed: they were charged under their id.
+/// enrollment id → the key its fee was charged under: layout 1 only (now
+/// on the payment), read by the layout upgrade (`system::layout`).
 pub(crate) const CHARGE_KEYS: Table<u64, ChargeKey> = Table::new("charge_keys");

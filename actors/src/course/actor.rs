@@ -42,6 +42,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sugang_storage::{Batch, EncodeError, Journal, Pending, Store};
+
+use crate::transaction::{Transaction, TransactionRejection};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -58,10 +60,6 @@ use crate::waitlist::{
     COURSE_WAITLISTS, EntryRecord, EntryState, WAITLIST_ENTRIES, WAITLIST_LIVE, WAITLIST_STATUS, WaitStatus,
     WaitlistSettings,
 };
-
-/// Writes a saga adds to a course's batch, built from the course's events, so
-/// that a saga step and the seat change it rests on commit together.
-pub(crate) type Also = Box<dyn FnOnce(&[Event]) -> Result<Batch, EncodeError> + Send>;
 
 /// What course actors share.
 pub(crate) struct CourseCtx {
@@ -111,7 +109,9 @@ impl EnrollmentIds {
 pub(crate) enum CourseMsg {
     Command {
         command: CourseCommand,
-        also: Option<Also>,
+        /// The parts of a saga step other aggregates own, committed with
+        /// the course's in one batch (see `transaction`).
+        transaction: Option<Transaction>,
         reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
     },
     /// Saga step 3: confirm the seat held under `reservation` as a completed
@@ -121,7 +121,7 @@ pub(crate) enum CourseMsg {
         reservation: EnrollmentId,
         student: StudentName,
         completion: Completion,
-        also: Option<Also>,
+        transaction: Option<Transaction>,
         reply: RpcReplyPort<Result<CourseReply, CourseFailure>>,
     },
     IdleCheck,
@@ -154,6 +154,9 @@ pub(crate) struct CourseReply {
 pub(crate) enum CourseFailure {
     #[error(transparent)]
     Rejected(#[from] CourseRejection),
+    /// Another part of the saga step's transaction refused.
+    #[error(transparent)]
+    Transaction(#[from] TransactionRejection),
     #[error("storage: {0}")]
     Storage(String),
     /// The seat request could not wait for a payment in progress: too many
@@ -284,7 +287,7 @@ impl Actor for CourseActor {
         state: &mut CourseActorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            CourseMsg::Command { command, also, reply } => {
+            CourseMsg::Command { command, transaction, reply } => {
                 state.last_active = Instant::now();
                 if state.ctx.faults.course_must_panic(state.id.get()) {
                     panic!("injected fault: course {} panics", state.id);
@@ -292,7 +295,7 @@ impl Actor for CourseActor {
                 let retry = matches!(command, CourseCommand::ReserveSeat { .. }).then(|| command.clone());
                 let decided = match retry {
                     Some(_) => state.reserve(command).await,
-                    None => state.execute(command, also).await,
+                    None => state.execute(command, transaction).await,
                 };
                 match (decided, retry) {
                     (
@@ -303,12 +306,12 @@ impl Actor for CourseActor {
                 }
                 state.serve_parked(&myself).await?;
             }
-            CourseMsg::Complete { reservation, student, completion, also, reply } => {
+            CourseMsg::Complete { reservation, student, completion, transaction, reply } => {
                 state.last_active = Instant::now();
                 if state.ctx.faults.course_must_panic(state.id.get()) {
                     panic!("injected fault: course {} panics", state.id);
                 }
-                let decided = state.complete(reservation, &student, completion, also).await;
+                let decided = state.complete(reservation, &student, completion, transaction).await;
                 state.answer(&myself, decided, reply)?;
                 state.serve_parked(&myself).await?;
             }
@@ -465,7 +468,7 @@ impl CourseActorState {
         reservation: EnrollmentId,
         student: &StudentName,
         completion: Completion,
-        also: Option<Also>,
+        transaction: Option<Transaction>,
     ) -> Decided {
         let done = match &self.course {
             CourseState::Active(course) | CourseState::Deleted(course) => course.completed_as(reservation, student),
@@ -478,7 +481,8 @@ impl CourseActorState {
         let ids = self.ctx.enrollment_ids.clone();
         let mut next = ids.0.lock().await;
         let enrollment_id = EnrollmentId::assigned(*next);
-        let decided = self.execute(CourseCommand::ConfirmSeat { reservation, enrollment_id, completion }, also).await;
+        let confirm = CourseCommand::ConfirmSeat { reservation, enrollment_id, completion };
+        let decided = self.execute(confirm, transaction).await;
         let completes = |events: &[Event]| events.iter().any(|e| matches!(e, Event::EnrollmentCompleted { .. }));
         if matches!(&decided, Decided::Submitted { events, .. } if completes(events)) {
             *next += 1;
@@ -497,7 +501,7 @@ impl CourseActorState {
     /// then cannot be handed to the journal, the state is ahead of the disk
     /// and the actor fails at once, to restart from storage.
     #[tracing::instrument(level = "debug", skip_all, fields(course_id = self.id.get()))]
-    async fn execute(&mut self, command: CourseCommand, also: Option<Also>) -> Decided {
+    async fn execute(&mut self, command: CourseCommand, transaction: Option<Transaction>) -> Decided {
         let enrollment = command.enrollment_id();
         let (joining, joiner) = match &command {
             CourseCommand::ReserveSeat { join: Some(joining), student, .. } => {
@@ -513,7 +517,8 @@ impl CourseActorState {
             }
             _ => None,
         };
-        let events = match decide(&self.course, command, now_ms()) {
+        let at_ms = now_ms();
+        let events = match decide(&self.course, command, at_ms) {
             Ok(events) => events,
             Err(rejection) => {
                 let rejection = match rejection {
@@ -535,15 +540,26 @@ impl CourseActorState {
                 seq,
             });
         }
+        // The other parts of a transaction decide before anything is
+        // applied: one that refuses refuses the command as a whole.
+        let joined = match transaction.filter(|_| !events.is_empty()).map(|t| t.decide(&events, at_ms)) {
+            None => None,
+            Some(Ok(Ok(joined))) => Some(joined),
+            Some(Ok(Err(rejection))) => {
+                tracing::warn!(course_id = self.id.get(), enrollment_id = ?enrollment.map(|e| e.get()), %rejection, "a saga step's transaction refused");
+                return Decided::Refused(rejection.into());
+            }
+            Some(Err(e)) => return Decided::Refused(CourseFailure::Storage(e.to_string())),
+        };
         let mut batch = Batch::new();
         if !events.is_empty() {
             let before = std::mem::replace(&mut self.course, CourseState::Unregistered { id: self.id });
             self.course = events.iter().fold(before, apply);
-            let written = persist(&self.course, &events, moved, joining).and_then(|mut batch| {
-                if let Some(also) = also {
-                    batch.extend(also(&events)?);
+            let written = persist(&self.course, &events, moved, joining).map(|mut batch| {
+                if let Some(joined) = joined {
+                    batch.extend(joined.batch);
                 }
-                Ok(batch)
+                batch
             });
             batch = match written {
                 Ok(batch) => batch,

@@ -2,11 +2,12 @@
 //!
 //! Enroll: reserve a seat (course) → charge the fee (payment) → confirm the
 //! seat, which commits the completed enrollment and its approved payment in
-//! the same batch (course). A refusal at any step releases the seat; a charge
-//! that may have happened (a timeout) is voided through an owed refund.
+//! the same batch (course, with `transaction::Transaction::Enroll`). A
+//! refusal at any step releases the seat; a charge that may have happened (a
+//! timeout) is voided through an owed refund (`Transaction::Void`).
 //! Cancel: release the seat, committing the canceled enrollment and the
-//! payment's `CANCEL_PENDING` together (course) → refund (payment), retried
-//! until it succeeds.
+//! payment's `CANCEL_PENDING` together (course, `Transaction::Cancel`) →
+//! refund (payment), retried until it succeeds.
 //!
 //! The pending seat is the saga's durable marker: an actor that starts and
 //! finds one for its id (a restart, or start-up recovery) compensates it.
@@ -33,7 +34,7 @@
 //! (course full, declined card, stale fee, payment unavailable) takes no
 //! id. From then on everything (the enrollment, its payment, shipment and
 //! views, its cancellation) is keyed by the enrollment id; the reservation
-//! key is kept in `charge_keys` for the refund of a cancellation.
+//! key is kept on the payment (`charge_key`) for the refund of a cancellation.
 //!
 //! Crash recovery is unchanged: until the completion commits, the pending
 //! seat under the reservation key says the saga is unfinished and start-up
@@ -45,11 +46,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use sugang_storage::{Batch, EncodeError, Store};
+use sugang_storage::Store;
 use tokio::time::Instant;
 
-use super::{CancelPlan, Enrollment, EnrollmentCommand, EnrollmentRejection, EnrollmentState, apply, decide};
-use crate::course::actor::{Also, CourseFailure, CourseKind, CourseMsg, CourseReply};
+use super::{Decision, Enrollment, EnrollmentCommand, EnrollmentRejection, EnrollmentState, apply, decide};
+use crate::course::actor::{CourseFailure, CourseKind, CourseMsg, CourseReply};
 use crate::course::{Completion, CourseCommand, CourseRejection, Joining, StoredPayment, promoted_entry};
 use crate::entity::{AskError, Entities, EntityArgs, EntityKind, IdleCheck, Redelivery, Registry, schedule_idle_check};
 use crate::event::{Event, RejectReason};
@@ -57,11 +58,9 @@ use crate::faults::{Faults, SagaStep, now_ms};
 use crate::model::{CourseId, EnrollmentId, Fee, PayMethod, StudentName};
 use crate::payment::actor::{PaymentFailure, PaymentMsg};
 use crate::payment::gateway::{ChargeReceipt, ChargeRequest};
-use crate::payment::{PaymentCommand, PaymentState};
-use crate::tables::{
-    CHARGE_KEYS, ChargeKey, ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, Indexed, PAYMENTS, PENDING,
-    REFUNDS, RefundOwed, RefundPurpose, SEATS,
-};
+use crate::payment::{PaymentRejection, PaymentState};
+use crate::tables::{ENROLLMENTS, PAYMENTS, PENDING, REFUNDS, RefundPurpose, SEATS};
+use crate::transaction::{Transaction, TransactionRejection};
 use crate::waitlist::WAITLIST_ENTRIES;
 
 /// What a student asks for, parsed.
@@ -84,6 +83,9 @@ pub enum SagaFailure {
     Course(#[from] CourseRejection),
     #[error(transparent)]
     Enrollment(#[from] EnrollmentRejection),
+    /// The payment refused its part of a saga step (see `transaction`).
+    #[error(transparent)]
+    Payment(#[from] PaymentRejection),
     #[error("payment declined: {reason}")]
     PaymentDeclined { reason: String },
     /// The payment could not be made: timeout, breaker open, bulkhead full.
@@ -248,23 +250,19 @@ impl EnrollmentActorState {
         &self,
         course_id: CourseId,
         command: CourseCommand,
-        also: impl Fn() -> Option<Also>,
+        transaction: Option<Transaction>,
     ) -> Result<CourseReply, SagaFailure> {
         let reply = self
             .ctx
             .courses
             .ask(
                 course_id.get(),
-                |reply| CourseMsg::Command { command: command.clone(), also: also(), reply },
+                |reply| CourseMsg::Command { command: command.clone(), transaction: transaction.clone(), reply },
                 self.ctx.ask_timeout,
                 Redelivery::Idempotent,
             )
             .await?;
-        reply.map_err(|failure| match failure {
-            CourseFailure::Rejected(rejection) => SagaFailure::Course(rejection),
-            CourseFailure::Storage(e) => SagaFailure::Storage(e),
-            CourseFailure::Busy(e) => SagaFailure::Unavailable(e),
-        })
+        reply.map_err(SagaFailure::from)
     }
 
     #[tracing::instrument(skip_all, fields(enrollment_id = self.id.get(), course_id = request.course_id.get()))]
@@ -288,7 +286,7 @@ impl EnrollmentActorState {
             }),
         };
         let step = Instant::now();
-        let reserved = self.ask_course(course_id, reserve, || None).await?;
+        let reserved = self.ask_course(course_id, reserve, None).await?;
         if let Some(entry_id) = reserved.waitlisted {
             let new = reserved.events.iter().any(|e| matches!(e, Event::WaitlistJoined { .. }));
             return Err(SagaFailure::Waitlisted { entry_id, new, seq: reserved.seq });
@@ -336,7 +334,7 @@ impl EnrollmentActorState {
             telephone: request.telephone.clone(),
         };
         let step = Instant::now();
-        let confirmed = self.complete(course_id, &request, completion, fee).await;
+        let confirmed = self.complete(course_id, &request, completion).await;
         metrics::histogram!("sugang_saga_step_seconds", "step" => "confirm").record(step.elapsed().as_secs_f64());
         let confirmed = match confirmed {
             Ok(confirmed) => confirmed,
@@ -432,7 +430,7 @@ impl EnrollmentActorState {
             addr: request.addr.clone(),
             telephone: request.telephone.clone(),
         };
-        match self.complete(course_id, &request, completion, fee).await {
+        match self.complete(course_id, &request, completion).await {
             Ok(confirmed) => {
                 self.unfinished = false;
                 metrics::counter!("sugang_enrollments_total", "outcome" => "completed").increment(1);
@@ -453,38 +451,26 @@ impl EnrollmentActorState {
         course_id: CourseId,
         request: &EnrollRequest,
         completion: Completion,
-        fee: Fee,
     ) -> Result<CourseReply, SagaFailure> {
         let reservation = self.id;
-        let (student, pay_method) = (request.student.clone(), request.pay_method.clone());
+        let transaction = Transaction::Enroll { charge_key: reservation, pay_method: request.pay_method.clone() };
         let reply = self
             .ctx
             .courses
             .ask(
                 course_id.get(),
-                |reply| {
-                    let (student, pay_method) = (student.clone(), pay_method.clone());
-                    let writes = student.clone();
-                    let also: Also = Box::new(move |events: &[Event]| {
-                        completion_writes(reservation, course_id, writes, fee, pay_method, events)
-                    });
-                    CourseMsg::Complete {
-                        reservation,
-                        student,
-                        completion: completion.clone(),
-                        also: Some(also),
-                        reply,
-                    }
+                |reply| CourseMsg::Complete {
+                    reservation,
+                    student: request.student.clone(),
+                    completion: completion.clone(),
+                    transaction: Some(transaction.clone()),
+                    reply,
                 },
                 self.ctx.ask_timeout,
                 Redelivery::Idempotent,
             )
             .await?;
-        reply.map_err(|failure| match failure {
-            CourseFailure::Rejected(rejection) => SagaFailure::Course(rejection),
-            CourseFailure::Storage(e) => SagaFailure::Storage(e),
-            CourseFailure::Busy(e) => SagaFailure::Unavailable(e),
-        })
+        reply.map_err(SagaFailure::from)
     }
 
     async fn charge(&self, request: ChargeRequest) -> Result<ChargeReceipt, PaymentFailure> {
@@ -521,19 +507,8 @@ impl EnrollmentActorState {
             return Ok(());
         };
         let release = CourseCommand::ReleaseSeat { enrollment_id: id, reason };
-        let owed = RefundOwed { purpose: RefundPurpose::Void, since_ms: now_ms() };
-        let released = self
-            .ask_course(pending.course_id, release, || {
-                let owed = owed.clone();
-                void.then(|| -> Also {
-                    Box::new(move |_: &[Event]| {
-                        let mut batch = Batch::new();
-                        batch.put(&REFUNDS, &id.get(), &owed)?;
-                        Ok(batch)
-                    })
-                })
-            })
-            .await?;
+        let transaction = void.then(|| Transaction::Void { reservation: id, since_ms: now_ms() });
+        let released = self.ask_course(pending.course_id, release, transaction).await?;
         self.unfinished = false;
         if released.events.is_empty() {
             // No seat under the reservation any more: released before, or
@@ -563,7 +538,7 @@ impl EnrollmentActorState {
             return Err(EnrollmentRejection::NotFound(id).into());
         };
         let course_id = match plan {
-            CancelPlan::Nothing => {
+            Decision::Nothing | Decision::Record(_) => {
                 // An idempotent repeat: nothing is written, but a refund still
                 // owed is nudged along.
                 let owed =
@@ -577,19 +552,15 @@ impl EnrollmentActorState {
                 }
                 return Ok((current.as_ref().clone(), self.ctx.store.events().last_seq()));
             }
-            CancelPlan::Release { course_id } => course_id,
+            Decision::Release { course_id } => course_id,
         };
-        let before = self.enrollment.clone();
         let payment = match self.ctx.store.get(&PAYMENTS, &id.get()).map_err(|e| SagaFailure::Storage(e.to_string()))? {
             Some(payment) => PaymentState::Recorded(payment),
             None => PaymentState::None { enrollment_id: id },
         };
-        let released = self
-            .ask_course(course_id, CourseCommand::CancelSeat { enrollment_id: id }, || {
-                let (before, payment) = (before.clone(), payment.clone());
-                Some(Box::new(move |events: &[Event]| cancellation_writes(&before, payment, events)))
-            })
-            .await?;
+        let transaction = Transaction::Cancel { enrollment: current.clone(), payment };
+        let released =
+            self.ask_course(course_id, CourseCommand::CancelSeat { enrollment_id: id }, Some(transaction)).await?;
         self.enrollment = released.events.iter().fold(self.enrollment.clone(), apply);
         self.ctx.faults.reached(SagaStep::CancelCommitted, id.get());
         metrics::counter!("sugang_enrollments_total", "outcome" => "canceled").increment(1);
@@ -616,67 +587,16 @@ impl EnrollmentActorState {
     }
 }
 
-/// What commits with the seat confirmation: the enrollment record and its
-/// indexes, the approved payment with its event, and the key the fee was
-/// charged under (`reservation`), which a later refund needs.
-fn completion_writes(
-    reservation: EnrollmentId,
-    course_id: CourseId,
-    student: StudentName,
-    fee: Fee,
-    pay_method: PayMethod,
-    events: &[Event],
-) -> Result<Batch, EncodeError> {
-    let mut batch = Batch::new();
-    let Some(id) = events.iter().find_map(|event| match event {
-        Event::EnrollmentCompleted { enrollment_id, .. } => Some(*enrollment_id),
-        _ => None,
-    }) else {
-        return Ok(batch);
-    };
-    let enrollment = events.iter().fold(EnrollmentState::Absent { id }, apply);
-    let EnrollmentState::Recorded(record) = &enrollment else { return Ok(batch) };
-    let at_ms = record.created_at_ms;
-    batch.put(&ENROLLMENTS, &id.get(), record)?;
-    batch.put(&CHARGE_KEYS, &id.get(), &ChargeKey(reservation.get()))?;
-    batch.put(&ENROLLMENTS_BY_STUDENT, &(record.student.as_str().to_owned(), id.get()), &Indexed)?;
-    batch.put(&ENROLLMENTS_BY_COURSE, &(course_id.get(), id.get()), &Indexed)?;
-    let payment = PaymentState::None { enrollment_id: id };
-    let approve = PaymentCommand::Approve { course_id, student, amount: fee, pay_method };
-    let payment_events = crate::payment::decide(&payment, approve, at_ms).unwrap_or_default();
-    let payment = payment_events.iter().fold(payment, crate::payment::apply);
-    if let PaymentState::Recorded(payment) = &payment {
-        batch.put(&PAYMENTS, &id.get(), payment)?;
+impl From<CourseFailure> for SagaFailure {
+    fn from(failure: CourseFailure) -> Self {
+        match failure {
+            CourseFailure::Rejected(rejection) => SagaFailure::Course(rejection),
+            CourseFailure::Transaction(TransactionRejection::Enrollment(rejection)) => {
+                SagaFailure::Enrollment(rejection)
+            }
+            CourseFailure::Transaction(TransactionRejection::Payment(rejection)) => SagaFailure::Payment(rejection),
+            CourseFailure::Storage(e) => SagaFailure::Storage(e),
+            CourseFailure::Busy(e) => SagaFailure::Unavailable(e),
+        }
     }
-    for event in &payment_events {
-        batch.append(event.partition_key(), event)?;
-    }
-    // The class and payment lists' counts (see `queries`).
-    super::queries::count_events(&mut batch, events.iter().chain(&payment_events))?;
-    Ok(batch)
-}
-
-/// What commits with the seat release of a cancellation: the canceled
-/// enrollment, the payment's `CANCEL_PENDING`, and the refund now owed.
-fn cancellation_writes(
-    before: &EnrollmentState,
-    payment: PaymentState,
-    events: &[Event],
-) -> Result<Batch, EncodeError> {
-    let mut batch = Batch::new();
-    let EnrollmentState::Recorded(record) = events.iter().fold(before.clone(), apply) else { return Ok(batch) };
-    let id = record.id.get();
-    let at_ms = record.canceled_at_ms.unwrap_or(record.created_at_ms);
-    batch.put(&ENROLLMENTS, &id, &record)?;
-    batch.put(&REFUNDS, &id, &RefundOwed { purpose: RefundPurpose::Cancel, since_ms: at_ms })?;
-    let payment_events = crate::payment::decide(&payment, PaymentCommand::RequestCancel, at_ms).unwrap_or_default();
-    if let PaymentState::Recorded(payment) = payment_events.iter().fold(payment, crate::payment::apply) {
-        batch.put(&PAYMENTS, &id, &payment)?;
-    }
-    for event in &payment_events {
-        batch.append(event.partition_key(), event)?;
-    }
-    // The class and payment lists' counts (see `queries`).
-    super::queries::count_events(&mut batch, events.iter().chain(&payment_events))?;
-    Ok(batch)
 }

@@ -9,10 +9,11 @@ pub(crate) mod actor;
 pub(crate) mod queries;
 
 use serde::{Deserialize, Serialize};
-use sugang_storage::Record;
+use sugang_storage::{Batch, EncodeError, Record};
 
 use crate::event::Event;
 use crate::model::{CourseId, CourseName, EnrollmentId, Fee, PayMethod, StudentName, TeacherName, TextBook};
+use crate::tables::{ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, Indexed};
 
 /// The API's `status` of a class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,18 +63,23 @@ pub enum EnrollmentState {
     Recorded(Box<Enrollment>),
 }
 
-/// What can be asked of a recorded enrollment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What can be asked of an enrollment.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EnrollmentCommand {
+    /// Record the enrollment whose seat its course confirmed: the course's
+    /// `EnrollmentCompleted` (saga step 3, see `transaction`).
+    Enroll(Box<Event>),
     Cancel,
 }
 
-/// What canceling means for an enrollment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CancelPlan {
-    /// Give the seat back in this course and refund the fee.
+/// What a command means for an enrollment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Enroll: this is the new record.
+    Record(Box<Enrollment>),
+    /// Cancel: give the seat back in this course and refund the fee.
     Release { course_id: CourseId },
-    /// Already canceled: an idempotent repeat, nothing to do.
+    /// An idempotent repeat: nothing to do.
     Nothing,
 }
 
@@ -82,19 +88,53 @@ pub enum CancelPlan {
 pub enum EnrollmentRejection {
     #[error("enrollment {0} does not exist")]
     NotFound(EnrollmentId),
+    /// An enrollment is recorded once, under an id never used before.
+    #[error("enrollment {0} is already recorded")]
+    AlreadyRecorded(EnrollmentId),
+    /// What was to be recorded is not a completed enrollment under this id.
+    #[error("enrollment {0} cannot be recorded from this event")]
+    NotACompletion(EnrollmentId),
 }
 
-/// Decides what a command means for the enrollment. The events of a
-/// cancellation come from the course (it releases the seat) and the payment
-/// (it owes the refund), which the saga asks in turn.
-pub fn decide(state: &EnrollmentState, command: EnrollmentCommand) -> Result<CancelPlan, EnrollmentRejection> {
+/// Decides what a command means for the enrollment. The events come from
+/// the course (it confirms or releases the seat) and the payment; the
+/// enrollment says whether they may be recorded (see `transaction`).
+pub fn decide(state: &EnrollmentState, command: EnrollmentCommand) -> Result<Decision, EnrollmentRejection> {
     match (state, command) {
+        (EnrollmentState::Absent { id }, EnrollmentCommand::Enroll(completed)) => {
+            match apply(EnrollmentState::Absent { id: *id }, &completed) {
+                EnrollmentState::Recorded(record) => Ok(Decision::Record(record)),
+                EnrollmentState::Absent { id } => Err(EnrollmentRejection::NotACompletion(id)),
+            }
+        }
+        (EnrollmentState::Recorded(e), EnrollmentCommand::Enroll(completed)) => {
+            match apply(EnrollmentState::Absent { id: e.id }, &completed) {
+                EnrollmentState::Recorded(again) if again == *e => Ok(Decision::Nothing),
+                _ => Err(EnrollmentRejection::AlreadyRecorded(e.id)),
+            }
+        }
         (EnrollmentState::Absent { id }, EnrollmentCommand::Cancel) => Err(EnrollmentRejection::NotFound(*id)),
         (EnrollmentState::Recorded(e), EnrollmentCommand::Cancel) => match e.status {
-            EnrollStatus::Completed => Ok(CancelPlan::Release { course_id: e.course_id }),
-            EnrollStatus::Canceled => Ok(CancelPlan::Nothing),
+            EnrollStatus::Completed => Ok(Decision::Release { course_id: e.course_id }),
+            EnrollStatus::Canceled => Ok(Decision::Nothing),
         },
     }
+}
+
+/// Writes an enrollment as `record` now is, with what its lists keep: the
+/// student index for a new one, the counts for the `events` of its batch.
+/// The enrollment's one writer (through `transaction`).
+pub(crate) fn write_recorded(batch: &mut Batch, record: &Enrollment, events: &[Event]) -> Result<(), EncodeError> {
+    let id = record.id.get();
+    batch.put(&ENROLLMENTS, &id, record)?;
+    if events
+        .iter()
+        .any(|e| matches!(e, Event::EnrollmentCompleted { enrollment_id, .. } if *enrollment_id == record.id))
+    {
+        batch.put(&ENROLLMENTS_BY_STUDENT, &(record.student.as_str().to_owned(), id), &Indexed)?;
+        batch.put(&ENROLLMENTS_BY_COURSE, &(record.course_id.get(), id), &Indexed)?;
+    }
+    queries::count_events(batch, events)
 }
 
 /// Applies an event. Total: other events leave the enrollment as it is.

@@ -29,9 +29,9 @@ pub struct EnrollmentFilter {
     pub status: Option<EnrollStatus>,
 }
 
-/// What the class and payment lists need kept, for the events one saga batch
-/// commits (a completion with its payment, or a cancellation): the saga's
-/// batch builders call it once each, so the counts move with the records.
+/// What the class (and so the payment) lists need kept, for the events one
+/// saga batch commits (a completion, or a cancellation): the enrollment's
+/// writer calls it once per batch, so the counts move with the records.
 pub(crate) fn count_events<'a>(
     batch: &mut Batch,
     events: impl IntoIterator<Item = &'a Event>,
@@ -46,15 +46,14 @@ pub(crate) fn count_events<'a>(
                 batch.add(&ENROLLMENT_COUNTS, &EnrollStatus::Canceled.as_str().to_owned(), 1);
                 batch.put(&ENROLLMENTS_CANCELED, &enrollment_id.get(), &Indexed)?;
             }
-            Event::PaymentApproved { .. } => crate::payment::queries::count_recorded(batch),
             _ => {}
         }
     }
     Ok(())
 }
 
-/// Rebuilds the counts and the canceled index from the table, and the
-/// payments' count (see `paging::backfill`).
+/// Rebuilds the counts and the canceled index from the table (see
+/// `paging::backfill`); the payments' count is theirs.
 pub(crate) fn recount(store: &Store, batch: &mut Batch, full: &mut Vec<Batch>) -> Result<(), RecountError> {
     let (mut all, mut canceled) = (0, 0);
     for item in store.scan(&ENROLLMENTS) {
@@ -69,8 +68,7 @@ pub(crate) fn recount(store: &Store, batch: &mut Batch, full: &mut Vec<Batch>) -
         }
     }
     set_count(batch, &ENROLLMENT_COUNTS, EnrollStatus::Completed.as_str(), all - canceled)?;
-    set_count(batch, &ENROLLMENT_COUNTS, EnrollStatus::Canceled.as_str(), canceled)?;
-    crate::payment::queries::recount(store, batch)
+    set_count(batch, &ENROLLMENT_COUNTS, EnrollStatus::Canceled.as_str(), canceled)
 }
 
 /// The ids of completed enrollments from the `skip`th, at most `take`: the

@@ -75,14 +75,14 @@ fn completion_records_the_enrollment_from_its_event() {
 #[test]
 fn canceling_a_completed_enrollment_releases_its_seat() {
     let state = apply(absent(), &completed(id(), 100));
-    assert_eq!(decide(&state, EnrollmentCommand::Cancel), Ok(CancelPlan::Release { course_id: course_id() }));
+    assert_eq!(decide(&state, EnrollmentCommand::Cancel), Ok(Decision::Release { course_id: course_id() }));
 }
 
 #[test]
 fn cancellation_marks_the_enrollment_canceled_once() {
     let state = apply(apply(absent(), &completed(id(), 100)), &canceled(id(), 200));
     assert_eq!(state, expected_record(EnrollStatus::Canceled, Some(200)));
-    assert_eq!(decide(&state, EnrollmentCommand::Cancel), Ok(CancelPlan::Nothing));
+    assert_eq!(decide(&state, EnrollmentCommand::Cancel), Ok(Decision::Nothing));
     // A replayed cancellation keeps the first cancellation time.
     assert_eq!(apply(state, &canceled(id(), 300)), expected_record(EnrollStatus::Canceled, Some(200)));
 }
@@ -106,4 +106,38 @@ fn events_of_another_enrollment_leave_it_unchanged() {
 #[test]
 fn a_cancellation_before_completion_is_ignored() {
     assert_eq!(apply(absent(), &canceled(id(), 200)), absent());
+}
+
+#[test]
+fn enrolling_records_the_completion_under_its_id() {
+    let EnrollmentState::Recorded(record) = expected_record(EnrollStatus::Completed, None) else { unreachable!() };
+    assert_eq!(
+        decide(&absent(), EnrollmentCommand::Enroll(Box::new(completed(id(), 100)))),
+        Ok(Decision::Record(record))
+    );
+}
+
+#[test]
+fn enrolling_refuses_what_is_not_this_enrollments_completion() {
+    let other = EnrollmentId::assigned(12);
+    assert_eq!(
+        decide(&absent(), EnrollmentCommand::Enroll(Box::new(completed(other, 100)))),
+        Err(EnrollmentRejection::NotACompletion(id()))
+    );
+    assert_eq!(
+        decide(&absent(), EnrollmentCommand::Enroll(Box::new(canceled(id(), 100)))),
+        Err(EnrollmentRejection::NotACompletion(id()))
+    );
+}
+
+#[test]
+fn enrolling_again_is_a_repeat_when_identical_and_refused_otherwise() {
+    let state = apply(absent(), &completed(id(), 100));
+    assert_eq!(decide(&state, EnrollmentCommand::Enroll(Box::new(completed(id(), 100)))), Ok(Decision::Nothing));
+    // The same id recorded again with other facts would overwrite an
+    // acknowledged enrollment: refused.
+    assert_eq!(
+        decide(&state, EnrollmentCommand::Enroll(Box::new(completed(id(), 999)))),
+        Err(EnrollmentRejection::AlreadyRecorded(id()))
+    );
 }

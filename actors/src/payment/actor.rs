@@ -21,10 +21,10 @@ use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerConfig, BreakerSnapshot, Permit};
 use super::gateway::{ChargeReceipt, ChargeRequest, GatewayError, PaymentGateway};
-use super::{PaymentCommand, PaymentState, apply, decide};
+use super::{PaymentCommand, PaymentState, decide};
 use crate::faults::now_ms;
 use crate::model::EnrollmentId;
-use crate::tables::{CHARGE_KEYS, PAYMENTS, REFUNDS, RefundPurpose};
+use crate::tables::{PAYMENTS, REFUNDS, RefundPurpose};
 
 /// Payment settings.
 #[derive(Clone, Debug)]
@@ -473,7 +473,7 @@ impl PaymentActorState {
 fn charge_key(store: &Store, owed: EnrollmentId, purpose: RefundPurpose) -> Result<u64, sugang_storage::StorageError> {
     Ok(match purpose {
         RefundPurpose::Void => owed.get(),
-        RefundPurpose::Cancel => store.get(&CHARGE_KEYS, &owed.get())?.map_or(owed.get(), |key| key.0),
+        RefundPurpose::Cancel => store.get(&PAYMENTS, &owed.get())?.map_or(owed.get(), |payment| payment.charge_key),
     })
 }
 
@@ -493,13 +493,7 @@ async fn record_refund(
             None => PaymentState::None { enrollment_id },
         };
         let events = decide(&state, PaymentCommand::ConfirmCancel, now_ms()).map_err(|e| e.to_string())?;
-        let next = events.iter().fold(state, apply);
-        if let PaymentState::Recorded(payment) = &next {
-            batch.put(&PAYMENTS, &enrollment_id.get(), payment).map_err(|e| e.to_string())?;
-        }
-        for event in &events {
-            batch.append(event.partition_key(), event).map_err(|e| e.to_string())?;
-        }
+        super::write_events(&mut batch, state, &events, None).map_err(|e| e.to_string())?;
     }
     journal.commit(batch).await.map(|receipt| receipt.seq).map_err(|e| e.to_string())
 }

@@ -11,10 +11,11 @@ pub mod gateway;
 pub(crate) mod queries;
 
 use serde::{Deserialize, Serialize};
-use sugang_storage::Record;
+use sugang_storage::{Batch, EncodeError, Record};
 
 use crate::event::Event;
 use crate::model::{CourseId, EnrollmentId, Fee, PayMethod, StudentName};
+use crate::tables::{PAYMENTS, REFUNDS, RefundOwed};
 
 /// The API's `payStatus`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,9 +46,74 @@ pub struct Payment {
     pub pay_method: PayMethod,
     pub status: PayStatus,
     pub approved_at_ms: u64,
+    /// The key the gateway charged the fee under (the saga's reservation
+    /// key): what a refund names.
+    pub charge_key: u64,
 }
 
-impl Record for Payment {}
+/// A payment as version 1 stored it: its charge key was a record of its
+/// own (`charge_keys`, folded in by the layout upgrade of `system::layout`).
+#[derive(Deserialize)]
+struct PaymentV1 {
+    enrollment_id: EnrollmentId,
+    course_id: CourseId,
+    student: StudentName,
+    amount: Fee,
+    pay_method: PayMethod,
+    status: PayStatus,
+    approved_at_ms: u64,
+}
+
+impl Record for Payment {
+    /// 2: `charge_key` added.
+    const VERSION: u8 = 2;
+
+    /// Version 1 had no charge key: until the layout upgrade sets it, the
+    /// enrollment id, which is what enrollments from before reservation
+    /// keys were charged under.
+    fn upgrade(version: u8, body: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| {
+            postcard::from_bytes::<PaymentV1>(body).map(|v1| Payment {
+                charge_key: v1.enrollment_id.get(),
+                enrollment_id: v1.enrollment_id,
+                course_id: v1.course_id,
+                student: v1.student,
+                amount: v1.amount,
+                pay_method: v1.pay_method,
+                status: v1.status,
+                approved_at_ms: v1.approved_at_ms,
+            })
+        })
+    }
+}
+
+/// Writes what `events` do to the payment in `state`, and appends them: the
+/// payment's one writer (through `transaction` for approvals and refund
+/// requests, through its actor for confirmed refunds). An approval keeps
+/// `charge_key` on the record (the events do not carry it).
+pub(crate) fn write_events(
+    batch: &mut Batch,
+    state: PaymentState,
+    events: &[Event],
+    charge_key: Option<u64>,
+) -> Result<(), EncodeError> {
+    if let PaymentState::Recorded(mut payment) = events.iter().fold(state, apply) {
+        if let Some(key) = charge_key {
+            payment.charge_key = key;
+        }
+        batch.put(&PAYMENTS, &payment.enrollment_id.get(), &payment)?;
+    }
+    for event in events {
+        batch.append(event.partition_key(), event)?;
+    }
+    Ok(())
+}
+
+/// Records that the gateway owes `id` a refund (retried until it succeeds).
+pub(crate) fn write_refund_owed(batch: &mut Batch, id: EnrollmentId, owed: &RefundOwed) -> Result<(), EncodeError> {
+    batch.put(&REFUNDS, &id.get(), owed)?;
+    Ok(())
+}
 
 /// A payment's lifecycle.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +129,7 @@ pub enum PaymentState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PaymentCommand {
     /// The gateway approved the charge.
-    Approve { course_id: CourseId, student: StudentName, amount: Fee, pay_method: PayMethod },
+    Approve { course_id: CourseId, student: StudentName, amount: Fee, pay_method: PayMethod, charge_key: u64 },
     /// The enrollment was canceled: the fee is owed back.
     RequestCancel,
     /// The gateway confirmed the refund.
@@ -82,16 +148,17 @@ pub enum PaymentRejection {
 /// Decides what a payment command means. Repeats are idempotent.
 pub fn decide(state: &PaymentState, command: PaymentCommand, at_ms: u64) -> Result<Vec<Event>, PaymentRejection> {
     match (state, command) {
-        (PaymentState::None { enrollment_id }, PaymentCommand::Approve { course_id, student, amount, pay_method }) => {
-            Ok(vec![Event::PaymentApproved {
-                enrollment_id: *enrollment_id,
-                course_id,
-                student,
-                amount,
-                pay_method,
-                at_ms,
-            }])
-        }
+        (
+            PaymentState::None { enrollment_id },
+            PaymentCommand::Approve { course_id, student, amount, pay_method, .. },
+        ) => Ok(vec![Event::PaymentApproved {
+            enrollment_id: *enrollment_id,
+            course_id,
+            student,
+            amount,
+            pay_method,
+            at_ms,
+        }]),
         (PaymentState::None { enrollment_id }, _) => Err(PaymentRejection::NotFound(*enrollment_id)),
         (PaymentState::Recorded(payment), PaymentCommand::Approve { .. }) => match payment.status {
             PayStatus::Approved => Ok(vec![]),
@@ -132,6 +199,8 @@ pub fn apply(state: PaymentState, event: &Event) -> PaymentState {
             pay_method: pay_method.clone(),
             status: PayStatus::Approved,
             approved_at_ms: *at_ms,
+            // The approval's writer sets the key the charge was made under.
+            charge_key: enrollment_id.get(),
         }),
         (PaymentState::Recorded(mut payment), Event::PaymentCancelRequested { enrollment_id, .. })
             if payment.enrollment_id == *enrollment_id && payment.status == PayStatus::Approved =>
@@ -159,6 +228,7 @@ mod tests {
             student: StudentName::parse("Kim").unwrap(),
             amount: Fee::parse(10_000).unwrap(),
             pay_method: PayMethod::parse(None).unwrap(),
+            charge_key: 1 << 48,
         }
     }
 

@@ -1,32 +1,16 @@
-//! The payment queries of the facade, beside the table they read, and the
-//! count they need kept: payments recorded, added to in the batch that
-//! records a payment (the completion's, see `enrollment::queries::count_events`).
+//! The payment queries of the facade, beside the table they read. The count
+//! of payments is the count of enrollments (completed and canceled): each
+//! records its payment in the batch that records it, and both stay.
 
-use sugang_storage::{Batch, Count, StorageError, Store, Table};
+use sugang_storage::StorageError;
 
 use super::Payment;
 use crate::Sugang;
+use crate::enrollment::EnrollStatus;
+use crate::enrollment::queries::ENROLLMENT_COUNTS;
 use crate::model::EnrollmentId;
-use crate::paging::{PageRequest, Paged, RecountError, count, id_page, paginate, set_count};
+use crate::paging::{PageRequest, Paged, count, id_page, paginate};
 use crate::tables::PAYMENTS;
-
-/// `"all"`: payments recorded (a payment stays, whatever its status).
-pub(crate) const PAYMENT_COUNTS: Table<String, Count> = Table::new("payment_counts");
-
-/// A payment was recorded in this batch.
-pub(crate) fn count_recorded(batch: &mut Batch) {
-    batch.add(&PAYMENT_COUNTS, &"all".to_owned(), 1);
-}
-
-/// Rebuilds the count from the table (see `paging::backfill`).
-pub(crate) fn recount(store: &Store, batch: &mut Batch) -> Result<(), RecountError> {
-    let mut n = 0;
-    for key in store.scan(&PAYMENTS).keys() {
-        key?;
-        n += 1;
-    }
-    set_count(batch, &PAYMENT_COUNTS, "all", n)
-}
 
 impl Sugang {
     /// A payment (its id is its enrollment's).
@@ -38,7 +22,14 @@ impl Sugang {
     pub fn payments(&self, apply_id: Option<u64>, page: PageRequest) -> Result<Paged<Payment>, StorageError> {
         match apply_id {
             Some(id) => paginate(self.store().get(&PAYMENTS, &id)?.into_iter().map(Ok), page),
-            None => id_page(self.store(), &PAYMENTS, count(self.store(), &PAYMENT_COUNTS, "all")?, page),
+            None => {
+                // Every enrollment recorded its payment in the same batch,
+                // and both stay: their counts are one.
+                let store = self.store();
+                let completed = count(store, &ENROLLMENT_COUNTS, EnrollStatus::Completed.as_str())?;
+                let canceled = count(store, &ENROLLMENT_COUNTS, EnrollStatus::Canceled.as_str())?;
+                id_page(store, &PAYMENTS, completed + canceled, page)
+            }
         }
     }
 }

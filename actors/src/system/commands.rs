@@ -46,7 +46,7 @@ impl Sugang {
             .courses
             .ask(
                 id.get(),
-                |reply| CourseMsg::Command { command: command.clone(), also: None, reply },
+                |reply| CourseMsg::Command { command: command.clone(), transaction: None, reply },
                 self.inner.config.ask_timeout,
                 Redelivery::Idempotent,
             )

@@ -18,6 +18,7 @@
 //! can act on ([`CommandError`]).
 
 mod commands;
+mod layout;
 mod ops;
 mod root;
 mod start;
@@ -165,6 +166,8 @@ impl From<SagaFailure> for CommandError {
             SagaFailure::Enrollment(crate::enrollment::EnrollmentRejection::NotFound(id)) => {
                 CommandError::NotFound { what: "enrollment", id: id.get() }
             }
+            SagaFailure::Enrollment(r) => CommandError::Conflict(r.to_string()),
+            SagaFailure::Payment(r) => CommandError::Conflict(r.to_string()),
             SagaFailure::PaymentDeclined { reason } => CommandError::PaymentDeclined(reason),
             SagaFailure::PaymentUnavailable { reason, retry_after } => CommandError::Unavailable {
                 reason: format!("payment unavailable: {reason}"),
@@ -183,6 +186,7 @@ impl From<CourseFailure> for CommandError {
     fn from(f: CourseFailure) -> Self {
         match f {
             CourseFailure::Rejected(r) => r.into(),
+            CourseFailure::Transaction(r) => CommandError::Conflict(r.to_string()),
             CourseFailure::Storage(e) => CommandError::Internal(e),
             CourseFailure::Busy(e) => e.into(),
         }

@@ -37,8 +37,10 @@ impl Sugang {
         )?;
         let (journal, journal_task) =
             Journal::start(&store, JournalOptions::default()).map_err(|e| StartError::Spawn(e.to_string()))?;
-        // Counts the lists read, rebuilt once for a store written before
-        // they were kept; before anything else writes.
+        // The record layout, upgraded once for a store written under an
+        // earlier one; then the counts the lists read, rebuilt once for a
+        // store written before they were kept; before anything else writes.
+        super::layout::upgrade(&store, &journal).await?;
         crate::paging::backfill(&store, &journal).await?;
         let faults = Arc::new(Faults::default());
         let gateway = SimulatedGateway::with_faults(config.gateway_faults);

@@ -280,7 +280,7 @@ impl Sugang {
                 record.course_id.get(),
                 |reply| CourseMsg::Command {
                     command: CourseCommand::LeaveWaitlist { entry_id: id },
-                    also: None,
+                    transaction: None,
                     reply,
                 },
                 self.ask_timeout(),
