@@ -16,7 +16,7 @@ use crate::mypage::{INSTRUCTOR_VIEWS, INSTRUCTOR_VIEWS_BY_TEACHER, InstructorVie
 use crate::notifier::{NOTIFICATIONS, NOTIFICATIONS_BY_RECIPIENT, Notification, RecipientRole};
 use crate::payment::{PayStatus, Payment};
 use crate::tables::{
-    COURSES, CourseRecord, ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, Indexed, PAYMENTS,
+    COURSES, CourseRecord, ENROLLMENTS, ENROLLMENTS_BY_STUDENT, Indexed, PAYMENTS, SEATS, SeatState, StoredSeat,
 };
 
 /// The student of enrollment `i` (1-based): two enrollments each.
@@ -82,6 +82,7 @@ pub async fn fill(dir: &Path, courses: u64, enrollments: u64) -> Result<(), Box<
         };
         batch.put(&INSTRUCTOR_VIEWS, &c, &view)?;
     }
+    crate::system::layout::mark_current(&mut batch)?;
     journal.commit(std::mem::take(&mut batch)).await?;
     for i in 1..=enrollments {
         let c = course_of(i, courses);
@@ -104,7 +105,8 @@ pub async fn fill(dir: &Path, courses: u64, enrollments: u64) -> Result<(), Box<
         };
         batch.put(&ENROLLMENTS, &i, &enrollment)?;
         batch.put(&ENROLLMENTS_BY_STUDENT, &(student.as_str().to_owned(), i), &Indexed)?;
-        batch.put(&ENROLLMENTS_BY_COURSE, &(c, i), &Indexed)?;
+        let state = if canceled(i) { SeatState::Canceled } else { SeatState::Confirmed };
+        batch.put(&SEATS, &(c, i), &StoredSeat { student: student.clone(), fee, state })?;
         let payment = Payment {
             enrollment_id: EnrollmentId::assigned(i),
             course_id: CourseId::assigned(c),

@@ -100,15 +100,27 @@ pub(crate) fn index_page<P: Key + Clone, V: Record>(
     table: &Table<u64, V>,
     page: PageRequest,
 ) -> Result<Paged<V>, StorageError> {
-    let (skip, mut total, mut ids) = (page.skip(), 0usize, Vec::with_capacity(page.size.min(1000)));
-    for key in store.scan_prefix(index, part).keys() {
-        let (_, id) = key?;
-        if total >= skip && ids.len() < page.size {
-            ids.push(id);
+    walked_page(store, store.scan_prefix(index, part).keys().map(|key| key.map(|(_, id)| id)), table, page)
+}
+
+/// A page of the records of `table` whose ids `ids` yields, in its order:
+/// the total is how many it yields, walked (keys, no value); only the page's
+/// records are read.
+pub(crate) fn walked_page<V: Record>(
+    store: &Store,
+    ids: impl Iterator<Item = Result<u64, StorageError>>,
+    table: &Table<u64, V>,
+    page: PageRequest,
+) -> Result<Paged<V>, StorageError> {
+    let (skip, mut total, mut chosen) = (page.skip(), 0usize, Vec::with_capacity(page.size.min(1000)));
+    for id in ids {
+        let id = id?;
+        if total >= skip && chosen.len() < page.size {
+            chosen.push(id);
         }
         total += 1;
     }
-    let items = lookup(store, table, ids.into_iter().map(Ok)).collect::<Result<_, _>>()?;
+    let items = lookup(store, table, chosen.into_iter().map(Ok)).collect::<Result<_, _>>()?;
     Ok(Paged { items, total })
 }
 

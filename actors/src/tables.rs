@@ -10,7 +10,7 @@ use sugang_storage::{Record, Table};
 use crate::course::Seat;
 use crate::enrollment::Enrollment;
 use crate::event::CourseDetails;
-use crate::model::{CourseId, TeacherName};
+use crate::model::{CourseId, Fee, StudentName, TeacherName};
 use crate::payment::Payment;
 
 /// A course as stored: its details and its studentCount (the seats are
@@ -27,17 +27,44 @@ pub struct CourseRecord {
 }
 
 impl Record for CourseRecord {}
-impl Record for Seat {}
 
-/// A seat taken by a saga that has not finished: the saga's durable marker.
-/// Whatever is here at start-up was interrupted and is compensated.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingSeat {
-    pub course_id: CourseId,
-    pub since_ms: u64,
+/// Where a stored seat stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeatState {
+    /// Held by a saga that has not finished (under its reservation key).
+    Held,
+    /// A completed enrollment's (under its enrollment id).
+    Confirmed,
+    /// A canceled enrollment's, kept (it holds no seat): a course's seats
+    /// are also the index of its enrollments (`GET /classes?courseId=`).
+    Canceled,
 }
 
-impl Record for PendingSeat {}
+/// A seat as stored in [`SEATS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSeat {
+    pub student: StudentName,
+    pub fee: Fee,
+    pub state: SeatState,
+}
+
+impl StoredSeat {
+    pub(crate) fn new(seat: &Seat) -> Self {
+        let state = if seat.confirmed { SeatState::Confirmed } else { SeatState::Held };
+        StoredSeat { student: seat.student.clone(), fee: seat.fee, state }
+    }
+}
+
+impl Record for StoredSeat {
+    /// 2: a canceled enrollment's seat is kept, so the state replaces the
+    /// `confirmed` flag.
+    const VERSION: u8 = 2;
+
+    /// Version 1 was the course's `Seat` itself (held or confirmed).
+    fn upgrade(version: u8, body: &[u8]) -> Option<Result<Self, postcard::Error>> {
+        (version == 1).then(|| postcard::from_bytes::<Seat>(body).map(|seat| StoredSeat::new(&seat)))
+    }
+}
 
 /// Why the gateway owes a refund.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,15 +105,13 @@ pub struct Counter(pub u64);
 impl Record for Counter {}
 
 pub(crate) const COURSES: Table<u64, CourseRecord> = Table::new("courses");
-/// (course id, enrollment id) → seat.
-pub(crate) const SEATS: Table<(u64, u64), Seat> = Table::new("seats");
-/// enrollment id → the course whose seat its unfinished saga holds.
-pub(crate) const PENDING: Table<u64, PendingSeat> = Table::new("pending_seats");
+/// (course id, saga key or enrollment id) → seat: the holds of unfinished
+/// sagas (from `RESERVATION_BASE`), and below them the seats of the course's
+/// enrollments, canceled ones included: the index of its enrollments.
+pub(crate) const SEATS: Table<(u64, u64), StoredSeat> = Table::new("seats");
 pub(crate) const ENROLLMENTS: Table<u64, Enrollment> = Table::new("enrollments");
 /// (student, enrollment id).
 pub(crate) const ENROLLMENTS_BY_STUDENT: Table<(String, u64), Indexed> = Table::new("enrollments_by_student");
-/// (course id, enrollment id).
-pub(crate) const ENROLLMENTS_BY_COURSE: Table<(u64, u64), Indexed> = Table::new("enrollments_by_course");
 /// enrollment id (= payment id) → payment.
 pub(crate) const PAYMENTS: Table<u64, Payment> = Table::new("payments");
 /// enrollment id → the refund the gateway owes it.

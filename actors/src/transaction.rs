@@ -174,6 +174,19 @@ mod tests {
         }
     }
 
+    fn canceled(id: u64) -> Event {
+        Event::EnrollmentCanceled {
+            enrollment_id: EnrollmentId::assigned(id),
+            course_id: CourseId::assigned(3),
+            course_name: CourseName::parse("Rust").unwrap(),
+            teacher: TeacherName::parse("Lee").unwrap(),
+            student: StudentName::parse("Kim").unwrap(),
+            fee: Fee::parse(50_000).unwrap(),
+            student_count: 0,
+            at_ms: 200,
+        }
+    }
+
     fn enroll() -> Transaction {
         Transaction::Enroll {
             charge_key: EnrollmentId::assigned(RESERVATION),
@@ -199,8 +212,9 @@ mod tests {
     #[tokio::test]
     async fn enrolling_records_the_enrollment_and_its_approved_payment_with_the_charge_key() {
         let batch = decided(enroll().decide(&[completed(9)], 100));
-        // The enrollment, its two indexes, its count; the payment; its event.
-        assert_eq!((batch.key_count(), batch.event_count()), (6, 1));
+        // The enrollment, its student index, its count; the payment; its
+        // event (by course, the course's seat indexes it).
+        assert_eq!((batch.key_count(), batch.event_count()), (5, 1));
         let (_dir, store) = committed(batch).await;
         let enrollment = store.get(&ENROLLMENTS, &9).unwrap().unwrap();
         assert_eq!(enrollment.status, EnrollStatus::Completed);
@@ -235,16 +249,7 @@ mod tests {
         else {
             unreachable!()
         };
-        let canceled = Event::EnrollmentCanceled {
-            enrollment_id: EnrollmentId::assigned(9),
-            course_id: CourseId::assigned(3),
-            course_name: CourseName::parse("Rust").unwrap(),
-            teacher: TeacherName::parse("Lee").unwrap(),
-            student: StudentName::parse("Kim").unwrap(),
-            fee: Fee::parse(50_000).unwrap(),
-            student_count: 0,
-            at_ms: 200,
-        };
+        let canceled = canceled(9);
         let missing = PaymentState::None { enrollment_id: EnrollmentId::assigned(9) };
         let cancel = Transaction::Cancel { enrollment: enrollment.clone(), payment: missing };
         let refused = cancel.decide(std::slice::from_ref(&canceled), 200).expect("encodes").err();
@@ -257,21 +262,62 @@ mod tests {
         let (_dir, store) = committed(enrolled).await;
         let enrollment = store.get(&ENROLLMENTS, &9).unwrap().unwrap();
         let payment = PaymentState::Recorded(store.get(&PAYMENTS, &9).unwrap().unwrap());
-        let canceled = Event::EnrollmentCanceled {
-            enrollment_id: EnrollmentId::assigned(9),
-            course_id: CourseId::assigned(3),
-            course_name: CourseName::parse("Rust").unwrap(),
-            teacher: TeacherName::parse("Lee").unwrap(),
-            student: StudentName::parse("Kim").unwrap(),
-            fee: Fee::parse(50_000).unwrap(),
-            student_count: 0,
-            at_ms: 200,
-        };
+        let canceled = canceled(9);
         let cancel = Transaction::Cancel { enrollment: Box::new(enrollment), payment };
         let (_dir, store) = committed(decided(cancel.decide(&[canceled], 200))).await;
         assert_eq!(store.get(&ENROLLMENTS, &9).unwrap().unwrap().status, EnrollStatus::Canceled);
         let payment = store.get(&PAYMENTS, &9).unwrap().unwrap();
         assert_eq!((payment.status, payment.charge_key), (PayStatus::CancelPending, RESERVATION));
         assert!(store.contains(&REFUNDS, &9).unwrap());
+    }
+}
+
+#[cfg(test)]
+mod in_the_system {
+    use sugang_storage::{Batch, Durability};
+
+    use crate::event::CourseDetails;
+    use crate::model::{CourseName, Fee, MinStudents, PayMethod, StudentName, TeacherName};
+    use crate::tables::PAYMENTS;
+    use crate::{CommandError, Config, EnrollRequest, EnrollStatus, Sugang};
+
+    /// A part that refuses refuses the whole step: the course keeps the
+    /// seat, the enrollment stays completed. (Before the transaction was
+    /// named, the payment's rejection was dropped and the seat released.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancellation_the_payment_refuses_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path());
+        config.durability = Durability::Relaxed { flush_every_ms: 50 };
+        let system = Sugang::start(config).await.unwrap();
+        let details = CourseDetails {
+            name: CourseName::parse("korean").unwrap(),
+            fee: Fee::parse(100).unwrap(),
+            text_book: None,
+            capacity: None,
+            min_students: MinStudents::parse(1).unwrap(),
+        };
+        let course = system.register_course(TeacherName::parse("Hong").unwrap(), details).await.unwrap().value.id;
+        let request = EnrollRequest {
+            course_id: course,
+            student: StudentName::parse("Kim").unwrap(),
+            expected_fee: None,
+            pay_method: PayMethod::parse(None).unwrap(),
+            pay_account: None,
+            addr: None,
+            telephone: None,
+        };
+        let id = system.enroll(request).await.unwrap().value.id;
+        // The payment record is gone (as if lost): its part cannot decide.
+        let mut batch = Batch::new();
+        batch.delete(&PAYMENTS, &id.get());
+        system.journal().commit(batch).await.unwrap();
+
+        let refused = system.cancel(id).await.unwrap_err();
+        assert!(matches!(&refused, CommandError::Conflict(m) if m.contains("no payment")), "{refused:?}");
+        assert_eq!(system.enrollment(id).unwrap().map(|e| e.status), Some(EnrollStatus::Completed));
+        let seats = system.seat_counts(course).unwrap();
+        assert_eq!((seats.confirmed, seats.pending), (1, 0), "the seat is still taken");
+        system.shutdown().await;
     }
 }

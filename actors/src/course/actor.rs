@@ -55,7 +55,8 @@ use crate::entity::{AskError, EntityArgs, EntityKind, IdleCheck, Registry, sched
 use crate::event::Event;
 use crate::faults::{Faults, now_ms};
 use crate::model::{CourseId, EnrollmentId, StudentName};
-use crate::tables::{COURSES, CourseRecord, Indexed, PENDING, PendingSeat, SEATS};
+use crate::system::RESERVATION_BASE;
+use crate::tables::{COURSES, CourseRecord, Indexed, SEATS, SeatState, StoredSeat};
 use crate::waitlist::{
     COURSE_WAITLISTS, EntryRecord, EntryState, WAITLIST_ENTRIES, WAITLIST_LIVE, WAITLIST_STATUS, WaitStatus,
     WaitlistSettings,
@@ -212,6 +213,30 @@ enum Decided {
     AheadOfDisk(String),
 }
 
+/// The seats held by unfinished sagas, in every course. A hold is a seat
+/// under a saga's reservation key (from `RESERVATION_BASE`, promotions'
+/// keys above), which sorts after every enrollment id among its course's
+/// seats: each course costs one seek. The hold is the saga's durable marker,
+/// written and removed with the seat itself: what start-up recovery resumes
+/// or compensates.
+pub(crate) fn holds(store: &Store) -> Result<Vec<(CourseId, EnrollmentId)>, sugang_storage::StorageError> {
+    let mut holds = Vec::new();
+    for course in store.scan(&COURSES).keys() {
+        let course = course?;
+        for key in store.scan_prefix_from(&SEATS, &course, &(course, RESERVATION_BASE)).keys() {
+            let (_, key) = key?;
+            holds.push((CourseId::assigned(course), EnrollmentId::assigned(key)));
+        }
+    }
+    Ok(holds)
+}
+
+/// The course whose seat the saga of `key` holds, if any: a walk of every
+/// course's holds, for the rare saga actor restarted after a failure.
+pub(crate) fn hold_of(store: &Store, key: EnrollmentId) -> Result<Option<CourseId>, sugang_storage::StorageError> {
+    Ok(holds(store)?.into_iter().find_map(|(course, held)| (held == key).then_some(course)))
+}
+
 /// Loads a course and its seats from the store.
 pub(crate) fn load(store: &Store, id: CourseId) -> Result<CourseState, sugang_storage::StorageError> {
     let Some(record) = store.get(&COURSES, &id.get())? else {
@@ -240,10 +265,15 @@ pub(crate) fn load(store: &Store, id: CourseId) -> Result<CourseState, sugang_st
     }
     for item in store.scan_prefix(&SEATS, &id.get()) {
         let ((_, enrollment), seat) = item?;
+        let confirmed = match seat.state {
+            SeatState::Held => false,
+            SeatState::Confirmed => true,
+            SeatState::Canceled => continue,
+        };
         let enrollment = crate::model::EnrollmentId::assigned(enrollment);
         course.holders.insert(seat.student.clone(), enrollment);
-        course.student_count += u32::from(seat.confirmed);
-        course.seats.insert(enrollment, seat);
+        course.student_count += u32::from(confirmed);
+        course.seats.insert(enrollment, Seat { student: seat.student, fee: seat.fee, confirmed });
     }
     Ok(if record.deleted { CourseState::Deleted(course) } else { CourseState::Active(course) })
 }
@@ -704,24 +734,27 @@ fn persist(
     }
     for event in events {
         match event {
-            Event::SeatReserved { enrollment_id, student, fee, at_ms, .. } => {
-                let seat = Seat { student: student.clone(), fee: *fee, confirmed: false };
+            Event::SeatReserved { enrollment_id, student, fee, .. } => {
+                // The hold is also the saga's durable marker (see `holds`).
+                let seat = StoredSeat { student: student.clone(), fee: *fee, state: SeatState::Held };
                 batch.put(&SEATS, &(id, enrollment_id.get()), &seat)?;
-                batch.put(&PENDING, &enrollment_id.get(), &PendingSeat { course_id: course.id, since_ms: *at_ms })?;
             }
             Event::EnrollmentCompleted { enrollment_id, .. } => {
                 if let Some(seat) = course.seats.get(enrollment_id) {
-                    batch.put(&SEATS, &(id, enrollment_id.get()), seat)?;
+                    batch.put(&SEATS, &(id, enrollment_id.get()), &StoredSeat::new(seat))?;
                 }
                 let reservation = moved.unwrap_or(*enrollment_id);
                 if reservation != *enrollment_id {
                     batch.delete(&SEATS, &(id, reservation.get()));
                 }
-                batch.delete(&PENDING, &reservation.get());
             }
-            Event::SeatReleased { enrollment_id, .. } | Event::EnrollmentCanceled { enrollment_id, .. } => {
+            Event::SeatReleased { enrollment_id, .. } => {
                 batch.delete(&SEATS, &(id, enrollment_id.get()));
-                batch.delete(&PENDING, &enrollment_id.get());
+            }
+            Event::EnrollmentCanceled { enrollment_id, student, fee, .. } => {
+                // Kept, canceled: the course's seats index its enrollments.
+                let seat = StoredSeat { student: student.clone(), fee: *fee, state: SeatState::Canceled };
+                batch.put(&SEATS, &(id, enrollment_id.get()), &seat)?;
             }
             Event::WaitlistJoined { entry_id, student, at_ms, .. } => {
                 if let Some(payment) = &joining {

@@ -59,7 +59,8 @@ use crate::model::{CourseId, EnrollmentId, Fee, PayMethod, StudentName};
 use crate::payment::actor::{PaymentFailure, PaymentMsg};
 use crate::payment::gateway::{ChargeReceipt, ChargeRequest};
 use crate::payment::{PaymentRejection, PaymentState};
-use crate::tables::{ENROLLMENTS, PAYMENTS, PENDING, REFUNDS, RefundPurpose, SEATS};
+use crate::system::RESERVATION_BASE;
+use crate::tables::{ENROLLMENTS, PAYMENTS, REFUNDS, RefundPurpose, SEATS};
 use crate::transaction::{Transaction, TransactionRejection};
 use crate::waitlist::WAITLIST_ENTRIES;
 
@@ -124,8 +125,11 @@ pub(crate) enum EnrollmentMsg {
     Cancel {
         reply: RpcReplyPort<Result<(Enrollment, u64), SagaFailure>>,
     },
-    /// Compensate a saga this id left unfinished (nothing if there is none).
+    /// Resume (a promotion) or compensate a saga this id left unfinished,
+    /// holding a seat in `course` if start-up recovery found one (nothing
+    /// if there is none).
     Recover {
+        course: Option<CourseId>,
         reply: Option<RpcReplyPort<Result<(), SagaFailure>>>,
     },
     IdleCheck,
@@ -158,8 +162,9 @@ pub(crate) struct EnrollmentActorState {
     ctx: Arc<EnrollmentCtx>,
     registry: Arc<Registry>,
     last_active: Instant,
-    /// A seat of an unfinished saga is still held: compensation is due.
-    unfinished: bool,
+    /// The course whose seat this unfinished saga holds: until it confirms
+    /// or releases it, the actor stays live and compensation is due.
+    held: Option<CourseId>,
 }
 
 impl Actor for EnrollmentActor {
@@ -173,13 +178,26 @@ impl Actor for EnrollmentActor {
         args: EntityArgs<EnrollmentCtx>,
     ) -> Result<EnrollmentActorState, ActorProcessingErr> {
         let id = EnrollmentId::assigned(args.id);
-        let enrollment = match args.ctx.store.get(&ENROLLMENTS, &id.get())? {
+        // A saga's key (from `RESERVATION_BASE`) names no enrollment record,
+        // and an enrollment id no pending seat: nothing is read that cannot
+        // be there. A saga key's actor that starts afresh either runs a new
+        // saga (its key was never used) or is told to `Recover`; one that
+        // restarts after a failure looks for the seat its saga left.
+        let saga = id.get() >= RESERVATION_BASE;
+        let enrollment = match saga {
+            true => None,
+            false => args.ctx.store.get(&ENROLLMENTS, &id.get())?,
+        };
+        let enrollment = match enrollment {
             Some(record) => EnrollmentState::Recorded(Box::new(record)),
             None => EnrollmentState::Absent { id },
         };
-        let unfinished = args.ctx.store.contains(&PENDING, &id.get())?;
-        if unfinished {
-            myself.send_message(EnrollmentMsg::Recover { reply: None })?;
+        let held = match saga && args.restarted {
+            true => crate::course::actor::hold_of(&args.ctx.store, id)?,
+            false => None,
+        };
+        if held.is_some() {
+            myself.send_message(EnrollmentMsg::Recover { course: None, reply: None })?;
         }
         schedule_idle_check(&myself, args.registry.config.idle);
         Ok(EnrollmentActorState {
@@ -188,7 +206,7 @@ impl Actor for EnrollmentActor {
             ctx: args.ctx,
             registry: args.registry,
             last_active: Instant::now(),
-            unfinished,
+            held,
         })
     }
 
@@ -212,7 +230,7 @@ impl Actor for EnrollmentActor {
                 let _ = reply.send(answer);
                 // The saga is over and everything it did is in storage: free
                 // the memory now rather than after the idle time.
-                if !state.unfinished && state.registry.begin_passivation(state.id.get(), myself.get_id()) {
+                if state.held.is_none() && state.registry.begin_passivation(state.id.get(), myself.get_id()) {
                     myself.send_message(EnrollmentMsg::Stop)?;
                 }
             }
@@ -220,14 +238,17 @@ impl Actor for EnrollmentActor {
                 let answer = state.cancel().await;
                 let _ = reply.send(answer);
             }
-            EnrollmentMsg::Recover { reply } => {
+            EnrollmentMsg::Recover { course, reply } => {
+                if course.is_some() {
+                    state.held = course;
+                }
                 let answer = match promoted_entry(state.id) {
                     Some(entry_id) => state.promote(entry_id).await,
                     None => state.compensate(RejectReason::Interrupted, true).await,
                 };
                 if let Err(e) = &answer {
                     tracing::warn!(enrollment_id = state.id.get(), error = %e, "compensation failed; retrying");
-                    myself.send_after(Duration::from_secs(1), || EnrollmentMsg::Recover { reply: None });
+                    myself.send_after(Duration::from_secs(1), || EnrollmentMsg::Recover { course: None, reply: None });
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(answer);
@@ -235,7 +256,7 @@ impl Actor for EnrollmentActor {
             }
             EnrollmentMsg::IdleCheck => {
                 // A saga holding a seat stays live until it is compensated.
-                if state.registry.idle_check(state.id.get(), &myself, state.last_active, state.unfinished) {
+                if state.registry.idle_check(state.id.get(), &myself, state.last_active, state.held.is_some()) {
                     myself.send_message(EnrollmentMsg::Stop)?;
                 }
             }
@@ -292,7 +313,7 @@ impl EnrollmentActorState {
             return Err(SagaFailure::Waitlisted { entry_id, new, seq: reserved.seq });
         }
         metrics::histogram!("sugang_saga_step_seconds", "step" => "reserve").record(step.elapsed().as_secs_f64());
-        self.unfinished = true;
+        self.held = Some(course_id);
         self.ctx.faults.reached(SagaStep::SeatReserved, id.get());
         let fee = reserved
             .seat
@@ -344,7 +365,7 @@ impl EnrollmentActorState {
                 return Err(failure);
             }
         };
-        self.unfinished = false;
+        self.held = None;
         let enrollment_id =
             confirmed.seat_id.ok_or_else(|| SagaFailure::Storage("the confirmed seat has no enrollment id".into()))?;
         let recorded = match confirmed.events.iter().fold(EnrollmentState::Absent { id: enrollment_id }, apply) {
@@ -376,25 +397,21 @@ impl EnrollmentActorState {
     async fn promote(&mut self, entry_id: u64) -> Result<(), SagaFailure> {
         let id = self.id;
         let storage = |e: sugang_storage::StorageError| SagaFailure::Storage(e.to_string());
-        let Some(pending) = self.ctx.store.get(&PENDING, &id.get()).map_err(storage)? else {
-            self.unfinished = false;
-            return Ok(());
-        };
-        let course_id = pending.course_id;
         let entry = self
             .ctx
             .store
             .get(&WAITLIST_ENTRIES, &entry_id)
             .map_err(storage)?
             .ok_or_else(|| SagaFailure::Storage(format!("waitlist entry {entry_id} is missing")))?;
-        let fee = self
-            .ctx
-            .store
-            .get(&SEATS, &(course_id.get(), id.get()))
-            .map_err(storage)?
-            .map(|seat| seat.fee)
-            .ok_or_else(|| SagaFailure::Storage("the promoted seat is missing from the course".into()))?;
-        self.unfinished = true;
+        let course_id = entry.course_id;
+        // The seat held under this key is the promotion's marker: once it is
+        // confirmed (moved to its enrollment id) or released, it is over.
+        let Some(seat) = self.ctx.store.get(&SEATS, &(course_id.get(), id.get())).map_err(storage)? else {
+            self.held = None;
+            return Ok(());
+        };
+        let fee = seat.fee;
+        self.held = Some(course_id);
         self.ctx.faults.reached(SagaStep::PromotionReserved, id.get());
         let request = EnrollRequest {
             course_id,
@@ -432,7 +449,7 @@ impl EnrollmentActorState {
         };
         match self.complete(course_id, &request, completion).await {
             Ok(confirmed) => {
-                self.unfinished = false;
+                self.held = None;
                 metrics::counter!("sugang_enrollments_total", "outcome" => "completed").increment(1);
                 tracing::info!(reservation = id.get(), entry_id, enrollment_id = ?confirmed.seat_id.map(|e| e.get()), "promoted entry enrolled");
                 Ok(())
@@ -501,24 +518,22 @@ impl EnrollmentActorState {
     /// the gateway owes back whatever it may have charged, and asks for it.
     async fn compensate(&mut self, reason: RejectReason, void: bool) -> Result<(), SagaFailure> {
         let id = self.id;
-        let Some(pending) = self.ctx.store.get(&PENDING, &id.get()).map_err(|e| SagaFailure::Storage(e.to_string()))?
-        else {
-            self.unfinished = false;
+        let Some(course_id) = self.held else {
             return Ok(());
         };
         let release = CourseCommand::ReleaseSeat { enrollment_id: id, reason };
         let transaction = void.then(|| Transaction::Void { reservation: id, since_ms: now_ms() });
-        let released = self.ask_course(pending.course_id, release, transaction).await?;
-        self.unfinished = false;
+        let released = self.ask_course(course_id, release, transaction).await?;
+        self.held = None;
         if released.events.is_empty() {
             // No seat under the reservation any more: released before, or
             // confirmed by a completion that committed after all (a timed-out
             // confirmation). Only a void owed durably is pursued: never the
             // charge of an enrollment that completed.
-            tracing::info!(reservation = id.get(), course_id = pending.course_id.get(), "no seat left to release");
+            tracing::info!(reservation = id.get(), course_id = course_id.get(), "no seat left to release");
         } else {
             metrics::counter!("sugang_enrollments_total", "outcome" => "rejected").increment(1);
-            tracing::info!(reservation = id.get(), course_id = pending.course_id.get(), ?reason, void, "seat released");
+            tracing::info!(reservation = id.get(), course_id = course_id.get(), ?reason, void, "seat released");
         }
         if void && self.ctx.store.contains(&REFUNDS, &id.get()).map_err(|e| SagaFailure::Storage(e.to_string()))? {
             let _ = self.ctx.payment.get().send_message(PaymentMsg::Refund {

@@ -13,7 +13,7 @@ use sugang_storage::{Batch, EncodeError, Record};
 
 use crate::event::Event;
 use crate::model::{CourseId, CourseName, EnrollmentId, Fee, PayMethod, StudentName, TeacherName, TextBook};
-use crate::tables::{ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, Indexed};
+use crate::tables::{ENROLLMENTS, ENROLLMENTS_BY_STUDENT, Indexed};
 
 /// The API's `status` of a class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,8 +131,8 @@ pub(crate) fn write_recorded(batch: &mut Batch, record: &Enrollment, events: &[E
         .iter()
         .any(|e| matches!(e, Event::EnrollmentCompleted { enrollment_id, .. } if *enrollment_id == record.id))
     {
+        // By course, the course's seats index it (see `tables::SEATS`).
         batch.put(&ENROLLMENTS_BY_STUDENT, &(record.student.as_str().to_owned(), id), &Indexed)?;
-        batch.put(&ENROLLMENTS_BY_COURSE, &(record.course_id.get(), id), &Indexed)?;
     }
     queries::count_events(batch, events)
 }

@@ -11,8 +11,10 @@ use crate::event::Event;
 use crate::model::EnrollmentId;
 use crate::paging::{
     PageRequest, Paged, RECOUNT_CHUNK, RecountError, count, id_page, index_page, lookup, paginate, set_count,
+    walked_page,
 };
-use crate::tables::{ENROLLMENTS, ENROLLMENTS_BY_COURSE, ENROLLMENTS_BY_STUDENT, Indexed};
+use crate::system::RESERVATION_BASE;
+use crate::tables::{ENROLLMENTS, ENROLLMENTS_BY_STUDENT, Indexed, SEATS};
 
 /// Per status (`"COMPLETED"`, `"CANCELED"`); all is their sum.
 pub(crate) const ENROLLMENT_COUNTS: Table<String, Count> = Table::new("enrollment_counts");
@@ -97,6 +99,17 @@ fn completed_ids(store: &Store, skip: usize, take: usize) -> Result<Vec<u64>, St
     Ok(ids)
 }
 
+/// The ids of course `course`'s enrollments, completed or canceled, in
+/// order: its seats' keys below the holds of unfinished sagas (see
+/// `tables::SEATS`), walked without reading a value.
+fn of_course(store: &Store, course: u64) -> impl Iterator<Item = Result<u64, StorageError>> + '_ {
+    store
+        .scan_prefix(&SEATS, &course)
+        .keys()
+        .map(|key| key.map(|(_, id)| id))
+        .take_while(|id| id.as_ref().map_or(true, |id| *id < RESERVATION_BASE))
+}
+
 impl Sugang {
     /// A completed or canceled enrollment.
     pub fn enrollment(&self, id: EnrollmentId) -> Result<Option<Enrollment>, StorageError> {
@@ -119,16 +132,16 @@ impl Sugang {
         };
         match (&filter.student, filter.course_id, status) {
             (Some(student), None, None) => index_page(store, &ENROLLMENTS_BY_STUDENT, student, &ENROLLMENTS, page),
-            (None, Some(course), None) => index_page(store, &ENROLLMENTS_BY_COURSE, &course, &ENROLLMENTS, page),
+            (None, Some(course), None) => walked_page(store, of_course(store, course), &ENROLLMENTS, page),
             (Some(student), _, _) => {
                 let ids =
                     store.scan_prefix(&ENROLLMENTS_BY_STUDENT, &student.clone()).keys().map(|k| k.map(|(_, id)| id));
                 paginate(lookup(store, &ENROLLMENTS, ids).filter(|e| e.as_ref().map_or(true, &matches)), page)
             }
-            (None, Some(course), _) => {
-                let ids = store.scan_prefix(&ENROLLMENTS_BY_COURSE, &course).keys().map(|k| k.map(|(_, id)| id));
-                paginate(lookup(store, &ENROLLMENTS, ids).filter(|e| e.as_ref().map_or(true, &matches)), page)
-            }
+            (None, Some(course), _) => paginate(
+                lookup(store, &ENROLLMENTS, of_course(store, course)).filter(|e| e.as_ref().map_or(true, &matches)),
+                page,
+            ),
             (None, None, Some(EnrollStatus::Canceled)) => {
                 let total = count(store, &ENROLLMENT_COUNTS, EnrollStatus::Canceled.as_str())?;
                 let ids = store.scan(&ENROLLMENTS_CANCELED).keys().skip(page.skip()).take(page.size);

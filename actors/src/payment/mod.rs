@@ -53,16 +53,19 @@ pub struct Payment {
 
 /// A payment as version 1 stored it: its charge key was a record of its
 /// own (`charge_keys`, folded in by the layout upgrade of `system::layout`).
-#[derive(Deserialize)]
-struct PaymentV1 {
-    enrollment_id: EnrollmentId,
-    course_id: CourseId,
-    student: StudentName,
-    amount: Fee,
-    pay_method: PayMethod,
-    status: PayStatus,
-    approved_at_ms: u64,
+#[derive(Serialize, Deserialize)]
+pub(crate) struct PaymentV1 {
+    pub(crate) enrollment_id: EnrollmentId,
+    pub(crate) course_id: CourseId,
+    pub(crate) student: StudentName,
+    pub(crate) amount: Fee,
+    pub(crate) pay_method: PayMethod,
+    pub(crate) status: PayStatus,
+    pub(crate) approved_at_ms: u64,
 }
+
+/// Written only by tests, to make a store as version 1 left it.
+impl Record for PaymentV1 {}
 
 impl Record for Payment {
     /// 2: `charge_key` added.

@@ -24,7 +24,7 @@ pub(super) const RESERVATIONS_COUNTER: &str = "reservations";
 /// be, so a saga's key and an enrollment id never name the same thing in the
 /// tables and registries both use (seats, owed refunds, enrollment actors).
 /// Below 2^53, so it survives a JSON number.
-pub(super) const RESERVATION_BASE: u64 = 1 << 48;
+pub(crate) const RESERVATION_BASE: u64 = 1 << 48;
 
 /// Hands out saga reservation keys in order, never twice, even across
 /// restarts: the gateway's ledger knows charges by them and outlives a

@@ -5,12 +5,14 @@
 //! | layout | what changed |
 //! | --- | --- |
 //! | 1 | (no marker) the fjall release as first written |
-//! | 2 | a payment keeps the key its fee was charged under (`charge_keys` folded in); deliveries and my-page views are found by student through the enrollments' own index (`deliveries_by_student` and `mypage_students_by_student` gone); the payments' count is the enrollments' (`payment_counts` gone): three keys fewer per enrollment, four alone |
+//! | 2 | a canceled enrollment keeps its (canceled) seat, so a course's seats index its enrollments (`enrollments_by_course` gone); a payment keeps the key its fee was charged under (`charge_keys` folded in); deliveries and my-page views are found by student through the enrollments' own index (`deliveries_by_student` and `mypage_students_by_student` gone); the payments' count is the enrollments' (`payment_counts` gone); a saga's seat hold is its own marker of an unfinished saga (`pending_seats` gone): six keys fewer per enrollment, seven alone |
 
 use sugang_storage::{Batch, Journal, Store, Table};
 
 use super::StartError;
-use crate::tables::{CHARGE_KEYS, COUNTERS, COURSES, Counter, Indexed, PAYMENTS};
+use crate::tables::{
+    CHARGE_KEYS, COUNTERS, COURSES, Counter, ENROLLMENTS, Indexed, PAYMENTS, SEATS, SeatState, StoredSeat,
+};
 
 /// The layout this release reads and writes.
 pub(crate) const LAYOUT: u64 = 2;
@@ -21,8 +23,20 @@ const CHUNK: usize = 10_000;
 /// The student indexes of the read models layout 1 kept.
 const DELIVERIES_BY_STUDENT: Table<(String, u64), Indexed> = Table::new("deliveries_by_student");
 const STUDENT_VIEWS_BY_STUDENT: Table<(String, u64), Indexed> = Table::new("mypage_students_by_student");
+/// Layout 1's markers of unfinished sagas (the hold itself is the marker
+/// now: `course::actor::holds`).
+const PENDING: Table<u64, Indexed> = Table::new("pending_seats");
+/// Layout 1's index of a course's enrollments.
+const ENROLLMENTS_BY_COURSE: Table<(u64, u64), Indexed> = Table::new("enrollments_by_course");
 /// The payments' count layout 1 kept.
 const PAYMENT_COUNTS: Table<String, sugang_storage::Count> = Table::new("payment_counts");
+
+/// Marks a store being filled from scratch (benchmarks) as written in
+/// [`LAYOUT`].
+pub(crate) fn mark_current(batch: &mut Batch) -> Result<(), sugang_storage::EncodeError> {
+    batch.put(&COUNTERS, &LAYOUT_KEY.to_owned(), &Counter(LAYOUT))?;
+    Ok(())
+}
 
 /// Upgrades the store to [`LAYOUT`] (a new store just gets the marker), or
 /// refuses a store written by a later release.
@@ -59,6 +73,23 @@ pub(crate) async fn upgrade(store: &Store, journal: &Journal) -> Result<(), Star
                 commit(std::mem::take(&mut batch)).await?;
             }
         }
+        // A canceled enrollment's seat was deleted: put back as canceled.
+        for key in store.scan(&ENROLLMENTS_BY_COURSE).keys() {
+            let (course, id) = key?;
+            if !store.contains(&SEATS, &(course, id))?
+                && let Some(enrollment) = store.get(&ENROLLMENTS, &id)?
+            {
+                let seat = StoredSeat { student: enrollment.student, fee: enrollment.fee, state: SeatState::Canceled };
+                batch.put(&SEATS, &(course, id), &seat).map_err(encode)?;
+            }
+            batch.delete(&ENROLLMENTS_BY_COURSE, &(course, id));
+            if batch.key_count() >= CHUNK {
+                commit(std::mem::take(&mut batch)).await?;
+            }
+        }
+        for key in store.scan(&PENDING).keys() {
+            batch.delete(&PENDING, &key?);
+        }
         for table in [&DELIVERIES_BY_STUDENT, &STUDENT_VIEWS_BY_STUDENT] {
             for key in store.scan(table).keys() {
                 batch.delete(table, &key?);
@@ -90,31 +121,21 @@ pub(crate) async fn upgrade(store: &Store, journal: &Journal) -> Result<(), Star
 mod tests {
     use std::time::Duration;
 
-    use serde::Serialize;
-    use sugang_storage::{Durability, JournalOptions, Record, StoreOptions};
+    use sugang_storage::{Durability, JournalOptions, StoreOptions};
 
     use super::*;
+    use crate::course::Seat;
     use crate::event::CourseDetails;
-    use crate::model::{CourseId, CourseName, EnrollmentId, Fee, MinStudents, PayMethod, StudentName, TeacherName};
-    use crate::payment::PayStatus;
+    use crate::model::{CourseName, Fee, MinStudents, PayMethod, StudentName, TeacherName};
+    use crate::payment::PaymentV1;
     use crate::tables::ChargeKey;
-    use crate::{Config, EnrollRequest, PageRequest, Sugang};
-
-    /// A payment as layout 1 wrote it (record version 1: no charge key).
-    #[derive(Serialize, serde::Deserialize)]
-    struct PaymentV1 {
-        enrollment_id: EnrollmentId,
-        course_id: CourseId,
-        student: StudentName,
-        amount: Fee,
-        pay_method: PayMethod,
-        status: PayStatus,
-        approved_at_ms: u64,
-    }
-
-    impl Record for PaymentV1 {}
+    use crate::{Config, EnrollRequest, EnrollmentFilter, PageRequest, Sugang};
 
     const PAYMENTS_V1: Table<u64, PaymentV1> = Table::new("payments");
+    /// Version 1 seats were the course's `Seat` itself.
+    const SEATS_V1: Table<(u64, u64), Seat> = Table::new("seats");
+
+    impl sugang_storage::Record for Seat {}
 
     fn config(dir: &std::path::Path) -> Config {
         let mut config = Config::new(dir);
@@ -133,7 +154,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_layout_1_store_is_upgraded_once_and_keeps_every_charge_key() {
+    async fn a_layout_1_store_is_upgraded_once_keeping_every_charge_key_seat_and_listing() {
         let dir = tempfile::tempdir().unwrap();
         let system = Sugang::start(config(dir.path())).await.unwrap();
         let details = CourseDetails {
@@ -157,6 +178,8 @@ mod tests {
             };
             ids.push(system.enroll(request).await.unwrap().value.id);
         }
+        // b's enrollment is canceled: layout 1 deleted its seat.
+        system.cancel(ids[1]).await.unwrap();
         let seq = system.last_seq();
         for name in ["delivery", "mypage"] {
             assert!(system.wait_for(name, seq).await);
@@ -166,9 +189,16 @@ mod tests {
         system.shutdown().await;
 
         // Rewritten as layout 1 stored it: no marker, version-1 payments
-        // beside their charge keys, the read models' own student indexes.
+        // beside their charge keys, the read models' own student indexes,
+        // the course's index of its enrollments, version-1 seats, a canceled
+        // enrollment's seat deleted.
+        let c = course.get();
         with_journal(dir.path(), |store, batch| {
             batch.delete(&COUNTERS, &LAYOUT_KEY.to_owned());
+            let seat =
+                Seat { student: StudentName::parse("a").unwrap(), fee: Fee::parse(100).unwrap(), confirmed: true };
+            batch.put(&SEATS_V1, &(c, ids[0].get()), &seat).unwrap();
+            batch.delete(&SEATS, &(c, ids[1].get()));
             for (id, key) in ids.iter().zip(&keys) {
                 let p = store.get(&PAYMENTS, &id.get()).unwrap().unwrap();
                 let v1 = PaymentV1 {
@@ -184,6 +214,8 @@ mod tests {
                 batch.put(&CHARGE_KEYS, &id.get(), &ChargeKey(*key)).unwrap();
                 batch.put(&DELIVERIES_BY_STUDENT, &(p.student.as_str().to_owned(), id.get()), &Indexed).unwrap();
                 batch.put(&STUDENT_VIEWS_BY_STUDENT, &(p.student.as_str().to_owned(), id.get()), &Indexed).unwrap();
+                batch.put(&PENDING, key, &Indexed).unwrap();
+                batch.put(&ENROLLMENTS_BY_COURSE, &(c, id.get()), &Indexed).unwrap();
             }
         })
         .await;
@@ -196,10 +228,20 @@ mod tests {
         assert_eq!(store.scan(&CHARGE_KEYS).count(), 0);
         assert_eq!(store.scan(&DELIVERIES_BY_STUDENT).count(), 0);
         assert_eq!(store.scan(&STUDENT_VIEWS_BY_STUDENT).count(), 0);
-        // The views are still found by student.
+        assert_eq!(store.scan(&PENDING).count(), 0);
+        assert_eq!(store.scan(&ENROLLMENTS_BY_COURSE).count(), 0);
+        // The views are still found by student, the enrollments by course
+        // (through its seats, the canceled one's put back), and the course
+        // counts its one seat taken.
         let page = PageRequest { number: 0, size: 20 };
         assert_eq!(system.student_views(Some("a"), page).unwrap().total, 1);
         assert_eq!(system.deliveries(None, Some("b"), page).unwrap().total, 1);
+        let by_course = EnrollmentFilter { course_id: Some(c), ..Default::default() };
+        let listed: Vec<_> = system.enrollments(&by_course, page).unwrap().items.iter().map(|e| e.id).collect();
+        assert_eq!(listed, ids);
+        assert_eq!(store.get(&SEATS, &(c, ids[1].get())).unwrap().map(|s| s.state), Some(SeatState::Canceled));
+        let counts = system.seat_counts(course).unwrap();
+        assert_eq!((counts.confirmed, counts.pending), (1, 0));
         system.shutdown().await;
     }
 

@@ -18,7 +18,7 @@
 //! can act on ([`CommandError`]).
 
 mod commands;
-mod layout;
+pub(crate) mod layout;
 mod ops;
 mod root;
 mod start;
@@ -43,7 +43,7 @@ use crate::payment::actor::{BreakerGate, PaymentConfig};
 use crate::payment::gateway::{GatewayFaults, SimulatedGateway};
 use crate::supervision::RestartPolicy;
 
-pub(crate) use commands::Reservations;
+pub(crate) use commands::{RESERVATION_BASE, Reservations};
 pub use ops::{TreeNode, TreeSnapshot};
 pub(crate) use root::{PaymentHandle, RootMsg};
 
@@ -231,6 +231,13 @@ impl Sugang {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The journal, for the crate's tests to change the store under a
+    /// running system.
+    #[cfg(test)]
+    pub(crate) fn journal(&self) -> &Journal {
+        &self.inner.journal
     }
 
     /// Writes a consistent copy of the running store into `to`: exactly the

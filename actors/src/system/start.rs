@@ -25,7 +25,7 @@ use crate::notifier::NotifierProjection;
 use crate::payment::actor::{BreakerGate, PaymentActor, PaymentArgs};
 use crate::payment::gateway::{PaymentGateway, SimulatedGateway};
 use crate::supervision::RestartHistory;
-use crate::tables::{COUNTERS, COURSES, ENROLLMENTS, PENDING, REFUNDS};
+use crate::tables::{COUNTERS, COURSES, ENROLLMENTS, REFUNDS};
 
 impl Sugang {
     /// Opens the data directory, starts the journal and the supervision tree,
@@ -134,11 +134,13 @@ impl Sugang {
             .map_err(StartError::Spawn)?;
 
         let next_course_id = store.scan(&COURSES).keys().next_back().transpose()?.unwrap_or(0) + 1;
+        // The seats unfinished sagas hold: their markers.
+        let holds = crate::course::actor::holds(&store)?;
         let high_water = [
             store.get(&COUNTERS, &RESERVATIONS_COUNTER.to_owned())?.map(|c| c.0),
             // Below the promotions' range (those keys are the waitlist's,
             // few: at most the waitlist entries being enrolled).
-            store.scan(&PENDING).keys().rev().find(|k| k.as_ref().map_or(true, |k| *k < PROMOTION_BASE)).transpose()?,
+            holds.iter().map(|(_, key)| key.get()).filter(|k| *k < PROMOTION_BASE).max(),
             store.scan(&REFUNDS).keys().rev().find(|k| k.as_ref().map_or(true, |k| *k < PROMOTION_BASE)).transpose()?,
         ]
         .into_iter()
@@ -165,27 +167,27 @@ impl Sugang {
                 journal_task: std::sync::Mutex::new(Some(journal_task)),
             }),
         };
-        system.recover().await?;
+        system.recover(holds).await;
         Ok(system)
     }
 
-    /// Rule 4: every saga that was in flight is compensated (its seat given
-    /// back, whatever may have been charged voided); owed refunds resume in
-    /// the payment actor on its own.
-    async fn recover(&self) -> Result<(), StartError> {
-        let pending: Vec<u64> = self.inner.store.scan(&PENDING).keys().collect::<Result<_, _>>()?;
-        if pending.is_empty() {
-            return Ok(());
+    /// Rule 4: every saga that was in flight, found by the seat it holds,
+    /// is compensated (its seat given back, whatever may have been charged
+    /// voided) or, a waitlist promotion, resumed; owed refunds resume in the
+    /// payment actor on its own.
+    async fn recover(&self, holds: Vec<(crate::model::CourseId, crate::model::EnrollmentId)>) {
+        if holds.is_empty() {
+            return;
         }
-        tracing::warn!(count = pending.len(), "compensating sagas interrupted by the last stop");
-        for id in pending {
-            // Activation finds the pending seat and compensates it.
+        tracing::warn!(count = holds.len(), "resuming or compensating sagas interrupted by the last stop");
+        for (course, key) in holds {
+            let id = key.get();
             let resumed = self
                 .inner
                 .classes
                 .ask(
                     id,
-                    |reply| EnrollmentMsg::Recover { reply: Some(reply) },
+                    |reply| EnrollmentMsg::Recover { course: Some(course), reply: Some(reply) },
                     self.inner.config.ask_timeout,
                     Redelivery::Idempotent,
                 )
@@ -200,7 +202,6 @@ impl Sugang {
                 }
             }
         }
-        Ok(())
     }
 
     /// Stops the tree (entity actors first, then their supervisors and the

@@ -26,7 +26,7 @@ use crate::entity::{Entities, Redelivery};
 use crate::model::{CourseId, EnrollmentId, StudentName};
 use crate::paging::{PageRequest, Paged};
 use crate::system::{CommandError, Done, Sugang};
-use crate::tables::{Indexed, SEATS};
+use crate::tables::{Indexed, SEATS, SeatState};
 
 pub use view::WaitlistFilter;
 
@@ -161,7 +161,7 @@ pub(crate) fn run_promotions(
                 let ran = classes
                     .ask(
                         key.get(),
-                        |reply| EnrollmentMsg::Recover { reply: Some(reply) },
+                        |reply| EnrollmentMsg::Recover { course: None, reply: Some(reply) },
                         timeout,
                         Redelivery::Idempotent,
                     )
@@ -216,10 +216,10 @@ impl Sugang {
         let mut counts = SeatCounts::default();
         for item in self.store().scan_prefix(&SEATS, &id.get()) {
             let (_, seat) = item?;
-            if seat.confirmed {
-                counts.confirmed += 1;
-            } else {
-                counts.pending += 1;
+            match seat.state {
+                SeatState::Confirmed => counts.confirmed += 1,
+                SeatState::Held => counts.pending += 1,
+                SeatState::Canceled => {}
             }
         }
         Ok(counts)
