@@ -57,6 +57,8 @@ mod payment;
 mod supervision;
 mod system;
 mod tables;
+#[cfg(test)]
+mod testing;
 mod transaction;
 mod waitlist;
 

@@ -232,17 +232,16 @@ pub(crate) fn set_count(
 mod tests {
     use std::time::Duration;
 
-    use sugang_storage::{Durability, Journal, JournalOptions, StoreOptions};
+    use sugang_storage::{Journal, JournalOptions, StoreOptions};
 
     use super::*;
+    use crate::Sugang;
     use crate::course::queries::COURSE_COUNTS;
     use crate::delivery::DELIVERY_COUNTS;
     use crate::enrollment::queries::ENROLLMENT_COUNTS;
-    use crate::event::CourseDetails;
-    use crate::model::{CourseName, Fee, MinStudents, PayMethod, StudentName, TeacherName};
     use crate::mypage::MYPAGE_COUNTS;
     use crate::notifier::queries::NOTIFICATION_COUNTS;
-    use crate::{Config, EnrollRequest, Sugang};
+    use crate::testing::{config, korean, request};
 
     /// Every kept count, as (table, key, value).
     fn counts(store: &Store) -> Vec<(&'static str, &'static str, u64)> {
@@ -265,29 +264,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn counts_are_kept_with_the_records_and_rebuilt_for_a_store_without_them() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path());
-        config.durability = Durability::Relaxed { flush_every_ms: 50 };
+        let config = config(dir.path());
         let system = Sugang::start(config.clone()).await.unwrap();
-        let details = CourseDetails {
-            name: CourseName::parse("korean").unwrap(),
-            fee: Fee::parse(100).unwrap(),
-            text_book: None,
-            capacity: None,
-            min_students: MinStudents::parse(1).unwrap(),
-        };
-        let course = system.register_course(TeacherName::parse("Hong").unwrap(), details).await.unwrap().value.id;
+        let course = korean(&system).await;
         let mut ids = Vec::new();
         for student in ["a", "b", "c"] {
-            let request = EnrollRequest {
-                course_id: course,
-                student: StudentName::parse(student).unwrap(),
-                expected_fee: None,
-                pay_method: PayMethod::parse(None).unwrap(),
-                pay_account: None,
-                addr: None,
-                telephone: None,
-            };
-            ids.push(system.enroll(request).await.unwrap().value.id);
+            ids.push(system.enroll(request(course, student)).await.unwrap().value.id);
         }
         let seq = system.cancel(ids[1]).await.unwrap().seq;
         for name in ["delivery", "mypage", "notifier"] {

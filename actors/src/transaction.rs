@@ -274,12 +274,11 @@ mod tests {
 
 #[cfg(test)]
 mod in_the_system {
-    use sugang_storage::{Batch, Durability};
+    use sugang_storage::Batch;
 
-    use crate::event::CourseDetails;
-    use crate::model::{CourseName, Fee, MinStudents, PayMethod, StudentName, TeacherName};
     use crate::tables::PAYMENTS;
-    use crate::{CommandError, Config, EnrollRequest, EnrollStatus, Sugang};
+    use crate::testing::{config, korean, request};
+    use crate::{CommandError, EnrollStatus, Sugang};
 
     /// A part that refuses refuses the whole step: the course keeps the
     /// seat, the enrollment stays completed. (Before the transaction was
@@ -287,27 +286,9 @@ mod in_the_system {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cancellation_the_payment_refuses_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path());
-        config.durability = Durability::Relaxed { flush_every_ms: 50 };
-        let system = Sugang::start(config).await.unwrap();
-        let details = CourseDetails {
-            name: CourseName::parse("korean").unwrap(),
-            fee: Fee::parse(100).unwrap(),
-            text_book: None,
-            capacity: None,
-            min_students: MinStudents::parse(1).unwrap(),
-        };
-        let course = system.register_course(TeacherName::parse("Hong").unwrap(), details).await.unwrap().value.id;
-        let request = EnrollRequest {
-            course_id: course,
-            student: StudentName::parse("Kim").unwrap(),
-            expected_fee: None,
-            pay_method: PayMethod::parse(None).unwrap(),
-            pay_account: None,
-            addr: None,
-            telephone: None,
-        };
-        let id = system.enroll(request).await.unwrap().value.id;
+        let system = Sugang::start(config(dir.path())).await.unwrap();
+        let course = korean(&system).await;
+        let id = system.enroll(request(course, "Kim")).await.unwrap().value.id;
         // The payment record is gone (as if lost): its part cannot decide.
         let mut batch = Batch::new();
         batch.delete(&PAYMENTS, &id.get());

@@ -121,27 +121,21 @@ pub(crate) async fn upgrade(store: &Store, journal: &Journal) -> Result<(), Star
 mod tests {
     use std::time::Duration;
 
-    use sugang_storage::{Durability, JournalOptions, StoreOptions};
+    use sugang_storage::{JournalOptions, StoreOptions};
 
     use super::*;
     use crate::course::Seat;
-    use crate::event::CourseDetails;
-    use crate::model::{CourseName, Fee, MinStudents, PayMethod, StudentName, TeacherName};
+    use crate::model::{Fee, StudentName};
     use crate::payment::PaymentV1;
     use crate::tables::ChargeKey;
-    use crate::{Config, EnrollRequest, EnrollmentFilter, PageRequest, Sugang};
+    use crate::testing::{config, korean, request};
+    use crate::{EnrollmentFilter, PageRequest, Sugang};
 
     const PAYMENTS_V1: Table<u64, PaymentV1> = Table::new("payments");
     /// Version 1 seats were the course's `Seat` itself.
     const SEATS_V1: Table<(u64, u64), Seat> = Table::new("seats");
 
     impl sugang_storage::Record for Seat {}
-
-    fn config(dir: &std::path::Path) -> Config {
-        let mut config = Config::new(dir);
-        config.durability = Durability::Relaxed { flush_every_ms: 50 };
-        config
-    }
 
     async fn with_journal(dir: &std::path::Path, write: impl FnOnce(&Store, &mut Batch)) {
         let store = Store::open(dir, StoreOptions::default()).unwrap();
@@ -157,26 +151,10 @@ mod tests {
     async fn a_layout_1_store_is_upgraded_once_keeping_every_charge_key_seat_and_listing() {
         let dir = tempfile::tempdir().unwrap();
         let system = Sugang::start(config(dir.path())).await.unwrap();
-        let details = CourseDetails {
-            name: CourseName::parse("korean").unwrap(),
-            fee: Fee::parse(100).unwrap(),
-            text_book: None,
-            capacity: None,
-            min_students: MinStudents::parse(1).unwrap(),
-        };
-        let course = system.register_course(TeacherName::parse("Hong").unwrap(), details).await.unwrap().value.id;
+        let course = korean(&system).await;
         let mut ids = Vec::new();
         for student in ["a", "b"] {
-            let request = EnrollRequest {
-                course_id: course,
-                student: StudentName::parse(student).unwrap(),
-                expected_fee: None,
-                pay_method: PayMethod::parse(None).unwrap(),
-                pay_account: None,
-                addr: None,
-                telephone: None,
-            };
-            ids.push(system.enroll(request).await.unwrap().value.id);
+            ids.push(system.enroll(request(course, student)).await.unwrap().value.id);
         }
         // b's enrollment is canceled: layout 1 deleted its seat.
         system.cancel(ids[1]).await.unwrap();
