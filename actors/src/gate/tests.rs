@@ -188,6 +188,17 @@ mod actor {
         }
     }
 
+    /// A gate actor on a new store (in a temporary directory, kept alive by
+    /// the first item), under a parent that stands in for the root.
+    async fn supervised_gate(durability: Durability) -> (tempfile::TempDir, ActorRef<()>, GateHandle) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions { durability, ..StoreOptions::default() }).expect("open");
+        let (journal, _task) = Journal::start(&store, JournalOptions::default()).expect("journal");
+        let (parent, _) = Actor::spawn(None, Parent, ()).await.expect("parent");
+        let gate = GateHandle::start(store, journal, RestartPolicy::default(), parent.get_cell()).await.expect("gate");
+        (dir, parent, gate)
+    }
+
     async fn ask<T: Send + 'static>(
         gate: &GateHandle,
         msg: impl FnOnce(ractor::RpcReplyPort<Result<T, crate::gate::actor::GateFailure>>) -> GateMsg,
@@ -200,16 +211,7 @@ mod actor {
     /// admitted at 200 per (virtual) second, then at 50/s after a live change.
     #[tokio::test(start_paused = true)]
     async fn the_gate_admits_at_the_configured_rate_on_a_paused_clock() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(
-            dir.path(),
-            StoreOptions { durability: Durability::Relaxed { flush_every_ms: 1000 }, ..StoreOptions::default() },
-        )
-        .expect("open");
-        let (journal, _task) = Journal::start(&store, JournalOptions::default()).expect("journal");
-        let (parent, _) = Actor::spawn(None, Parent, ()).await.expect("parent");
-        let gate =
-            GateHandle::start(store.clone(), journal, RestartPolicy::default(), parent.get_cell()).await.expect("gate");
+        let (_dir, parent, gate) = supervised_gate(Durability::Relaxed { flush_every_ms: 1000 }).await;
         let rate =
             |r: u32| GateSettings { enabled: true, admit_per_second: r, opens_at_ms: None, admission_ttl_secs: 600 };
         ask(&gate, |reply| GateMsg::Set { settings: rate(200), reply }).await;
@@ -242,16 +244,7 @@ mod actor {
     /// late take, so the window is certain.
     #[tokio::test(start_paused = true)]
     async fn a_ticket_taken_at_the_opening_before_the_shuffle_queues_behind_the_early_ones() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(
-            dir.path(),
-            StoreOptions { durability: Durability::Relaxed { flush_every_ms: 1000 }, ..StoreOptions::default() },
-        )
-        .expect("open");
-        let (journal, _task) = Journal::start(&store, JournalOptions::default()).expect("journal");
-        let (parent, _) = Actor::spawn(None, Parent, ()).await.expect("parent");
-        let gate =
-            GateHandle::start(store.clone(), journal, RestartPolicy::default(), parent.get_cell()).await.expect("gate");
+        let (_dir, parent, gate) = supervised_gate(Durability::Relaxed { flush_every_ms: 1000 }).await;
         let opens_at = crate::faults::now_ms() + 300;
         let settings =
             GateSettings { enabled: true, admit_per_second: 1, opens_at_ms: Some(opens_at), admission_ttl_secs: 600 };
@@ -288,12 +281,7 @@ mod actor {
     /// every ticket keeps its place and its id, and asking again finds it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_gate_is_restarted_from_disk_with_every_place() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
-        let (journal, _task) = Journal::start(&store, JournalOptions::default()).expect("journal");
-        let (parent, _) = Actor::spawn(None, Parent, ()).await.expect("parent");
-        let gate =
-            GateHandle::start(store.clone(), journal, RestartPolicy::default(), parent.get_cell()).await.expect("gate");
+        let (_dir, parent, gate) = supervised_gate(StoreOptions::default().durability).await;
         let settings = GateSettings { enabled: true, admit_per_second: 1, opens_at_ms: None, admission_ttl_secs: 600 };
         ask(&gate, |reply| GateMsg::Set { settings, reply }).await;
         let mut before = Vec::new();
