@@ -7,25 +7,14 @@
 //! /courses` with the instructor's token, so the API decides what they may
 //! see and change, each course's waitlist length included.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, RawQuery, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::html;
 
-use super::student::LangQuery;
-use super::{PageContext, Section};
-use crate::AppState;
+use super::{Section, Shell};
 
 /// `GET /instructor`.
-pub(crate) async fn page(
-    State(state): State<AppState>,
-    query: Result<Query<LangQuery>, QueryRejection>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let query = query.map(|Query(q)| q).unwrap_or_default();
-    let ctx = PageContext::new(&state, query.lang(), &headers);
+pub(crate) async fn page(shell: Shell) -> Response {
+    let ctx = &shell.ctx;
     let main = html! {
         h1 { (ctx.t("instructor.title")) }
         p #need-who.hint role="status" {}
@@ -61,5 +50,5 @@ pub(crate) async fn page(
             ul #roster {}
         }
     };
-    ctx.render(Section::Instructor, "instructor.title", raw.as_deref().unwrap_or(""), main)
+    shell.render(Section::Instructor, "instructor.title", main)
 }

@@ -9,9 +9,6 @@
 //! supervision tree) is fetched by the page's script from the JSON API with
 //! the person's own token, so the API's checks decide what each person sees.
 //!
-//! Not here yet: the waitlist page, which comes with the registration-day
-//! issue's `/waitlists` API; no page pretends it exists.
-//!
 //! # Layout
 //!
 //! - `i18n`: the language of a request and every string, in Korean and English.
@@ -106,6 +103,34 @@ struct PageContext {
     chosen: bool,
     /// No JWT secret: the identity picker instead of the token field.
     open: bool,
+}
+
+/// What a shell page (one its script fills from the API: my page, the
+/// instructor's, the operator's) needs of its request: the page context and
+/// the raw query, for the language switch. A malformed query is ignored, as
+/// it is by the pages that read one.
+struct Shell {
+    ctx: PageContext,
+    query: String,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Shell {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let lang = axum::extract::Query::<student::LangQuery>::try_from_uri(&parts.uri).ok().map(|q| q.0);
+        let ctx = PageContext::new(state, lang.as_ref().and_then(|q| q.lang()), &parts.headers);
+        Ok(Shell { ctx, query: parts.uri.query().unwrap_or("").to_owned() })
+    }
+}
+
+impl Shell {
+    fn render(&self, section: Section, title: &'static str, main: Markup) -> Response {
+        self.ctx.render(section, title, &self.query, main)
+    }
 }
 
 impl PageContext {

@@ -7,25 +7,14 @@
 //! operator's token (admins only, as the API says) about once a second.
 //! The waiting room's live queue and controls are `gate`'s.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, RawQuery, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::html;
 
-use super::student::LangQuery;
-use super::{PageContext, Section};
-use crate::AppState;
+use super::{Section, Shell};
 
 /// `GET /ops`.
-pub(crate) async fn page(
-    State(state): State<AppState>,
-    query: Result<Query<LangQuery>, QueryRejection>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let query = query.map(|Query(q)| q).unwrap_or_default();
-    let ctx = PageContext::new(&state, query.lang(), &headers);
+pub(crate) async fn page(shell: Shell) -> Response {
+    let ctx = &shell.ctx;
     let main = html! {
         h1 { (ctx.t("ops.title")) }
         p #need-who.hint role="status" {}
@@ -91,7 +80,7 @@ pub(crate) async fn page(
             }
             p #fault-result role="status" aria-live="polite" {}
         }
-        (super::gate::controls(&ctx))
+        (super::gate::controls(ctx))
     };
-    ctx.render(Section::Ops, "ops.title", raw.as_deref().unwrap_or(""), main)
+    shell.render(Section::Ops, "ops.title", main)
 }

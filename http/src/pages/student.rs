@@ -14,7 +14,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use sugang_actors::{CourseRecord, PageRequest, WaitlistSettings};
 
-use super::{PageContext, Section};
+use super::{PageContext, Section, Shell};
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -245,14 +245,8 @@ impl LangQuery {
 
 /// `GET /mypage`: the shell; the script fills it from `/inquiryMypages`
 /// and `/notifications` as the signed-in student.
-pub(crate) async fn mypage(
-    State(state): State<AppState>,
-    query: Result<Query<LangQuery>, QueryRejection>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let query = query.map(|Query(q)| q).unwrap_or_default();
-    let ctx = PageContext::new(&state, query.lang(), &headers);
+pub(crate) async fn mypage(shell: Shell) -> Response {
+    let ctx = &shell.ctx;
     let main = html! {
         h1 { (ctx.t("mypage.title")) }
         p #need-who.hint role="status" {}
@@ -267,7 +261,7 @@ pub(crate) async fn mypage(
             ul #notifications {}
         }
     };
-    ctx.render(Section::MyPage, "mypage.title", raw.as_deref().unwrap_or(""), main)
+    shell.render(Section::MyPage, "mypage.title", main)
 }
 
 #[cfg(test)]
