@@ -73,6 +73,10 @@ pub enum ApiError {
     /// 422: a field that was read but does not make sense.
     #[error("{field}: {detail}")]
     Invalid { field: String, detail: String },
+    /// 429 with `Retry-After`: one client holds too much of a shared
+    /// resource (streams of one ticket).
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after: Duration },
     /// 503 with `Retry-After`: payment unavailable, overloaded, draining, or
     /// a read model that did not catch up in time.
     #[error("{detail}")]
@@ -98,6 +102,11 @@ impl ApiError {
         ApiError::Unavailable { detail: detail.into(), retry_after }
     }
 
+    /// 429 that asks the client to come back after `retry_after`.
+    pub(crate) fn too_many(detail: impl Into<String>, retry_after: Duration) -> Self {
+        ApiError::TooManyRequests { detail: detail.into(), retry_after }
+    }
+
     /// 500, logging `cause` (the body stays generic).
     pub(crate) fn internal(cause: impl std::fmt::Display) -> Self {
         ApiError::Internal(cause.to_string())
@@ -117,6 +126,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -153,7 +163,7 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match &self {
-            ApiError::Unavailable { retry_after, .. } => {
+            ApiError::Unavailable { retry_after, .. } | ApiError::TooManyRequests { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(*retry_after)));
             }
             ApiError::Unauthorized(_) => {

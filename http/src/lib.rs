@@ -76,6 +76,8 @@ pub(crate) struct AppState {
     ready: Arc<AtomicBool>,
     /// Renders `/metrics`.
     metrics: PrometheusHandle,
+    /// Ticket streams open, per ticket (see `queue`).
+    ticket_streams: queue::TicketStreams,
 }
 
 impl AppState {

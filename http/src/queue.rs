@@ -303,10 +303,18 @@ async fn show(
 /// The most ticket streams open at once (each holds a connection); beyond
 /// it, 503 and the page polls instead.
 const MAX_STREAMS: usize = 4096;
+/// The most streams open at once on one ticket, so on one student's (a few
+/// tabs): one person cannot take every stream from the others; beyond it,
+/// 429.
+const MAX_STREAMS_PER_TICKET: usize = 4;
 /// How often a quiet stream checks that the server is not draining.
 const DRAIN_CHECK: Duration = Duration::from_secs(1);
 
 static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
+/// Streams open per ticket (only tickets with one open are here), kept by
+/// the server that serves them.
+#[derive(Clone, Default)]
+pub(crate) struct TicketStreams(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, usize>>>);
 
 /// One open ticket stream, counted while it lives.
 struct Counted;
@@ -324,6 +332,33 @@ impl Drop for Counted {
     }
 }
 
+/// One open stream of one ticket, counted while it lives.
+struct PerTicket(TicketStreams, u64);
+
+impl PerTicket {
+    fn take(streams: &TicketStreams, ticket: u64) -> Option<PerTicket> {
+        let mut open = streams.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ticket).or_default();
+        if *n >= MAX_STREAMS_PER_TICKET {
+            return None;
+        }
+        *n += 1;
+        Some(PerTicket(streams.clone(), ticket))
+    }
+}
+
+impl Drop for PerTicket {
+    fn drop(&mut self) {
+        let mut open = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// The ticket as Server-Sent Events (`event: ticket`, data: the ticket):
 /// once at once, then whenever its position moves by at least 1 % (at least
 /// one place) or its status changes; the stream ends after `EXPIRED`.
@@ -332,6 +367,8 @@ impl Drop for Counted {
     responses(
         (status = 200, description = "A stream of the ticket (`text/event-stream`, `event: ticket`, data as `GET /queue/tickets/{id}`)", content_type = "text/event-stream", body = String),
         BadId, NoValidToken, NotYours, Unknown,
+        (status = 429, description = "Too many streams open on this ticket (4): close one, or poll", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds"))),
         (status = 503, description = "Too many streams open, or the waiting room is restarting (see Retry-After)", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),
     ))]
@@ -345,7 +382,11 @@ async fn events(
         .ok_or_else(|| ApiError::unavailable("too many ticket streams are open", Duration::from_secs(5)))?;
     let progress = state.sugang.gate_progress();
     let first = find(&state, &caller, id).await?;
-    let follow = Follow { state, progress, last: first.clone(), first: Some(first), _counted: counted };
+    let per_ticket = PerTicket::take(&state.ticket_streams, id).ok_or_else(|| {
+        tracing::info!(ticket_id = id, "ticket stream refused: too many open on this ticket (429)");
+        ApiError::too_many("too many streams are open on this ticket: close one, or poll", Duration::from_secs(5))
+    })?;
+    let follow = Follow { state, progress, last: first.clone(), first: Some(first), _counted: (counted, per_ticket) };
     let stream = futures_util::stream::unfold(follow, |mut follow| async move {
         let view = follow.next().await?;
         let event = SseEvent::default().event("ticket").json_data(TicketModel::from(view)).unwrap_or_else(|e| {
@@ -365,7 +406,8 @@ struct Follow {
     last: TicketView,
     /// Sent first, at once.
     first: Option<TicketView>,
-    _counted: Counted,
+    /// Counted while the stream lives: among all streams, and its ticket's.
+    _counted: (Counted, PerTicket),
 }
 
 /// What the queue's movement means for a waiting ticket.

@@ -126,6 +126,7 @@ pub async fn serve(
         auth: config.auth.clone(),
         ready: ready.clone(),
         metrics: ops::prometheus(),
+        ticket_streams: Default::default(),
     };
     let app = app(state, &config);
     tracing::info!(%addr, open = config.auth.is_open(), "sugang is listening");

@@ -259,6 +259,35 @@ async fn a_ticket_stream_sends_the_ticket_then_its_moves_and_its_admission() {
     assert!(tickets.last().unwrap()["admission"].is_string(), "the admission arrives on the stream");
 }
 
+/// One person cannot take every ticket stream from the others: a fifth
+/// stream on one ticket is 429 (with Retry-After), another student's is
+/// still served, and closing one frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_holds_at_most_four_streams_at_once() {
+    let app = spawn_app().await;
+    app.put("/admin/gate", json!({"enabled": true, "admitPerSecond": 1, "opensAt": rfc3339_in(3600)})).await;
+    take(&app, "a").await;
+    take(&app, "b").await;
+    let open = |id: u64| app.client.get(app.url(&format!("/queue/tickets/{id}/events"))).send();
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let stream = open(1).await.expect("a stream");
+        assert_eq!(stream.status(), StatusCode::OK);
+        streams.push(stream);
+    }
+    let refused = open(1).await.expect("an answer");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    let other = open(2).await.expect("a stream");
+    assert_eq!(other.status(), StatusCode::OK, "another student's ticket is served");
+    drop(streams.pop());
+    eventually("a closed stream frees its place", || async {
+        open(1).await.expect("an answer").status() == StatusCode::OK
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rush_through_the_gate_serves_places_in_order_and_every_invariant_holds() {
     let app = spawn_app().await;
