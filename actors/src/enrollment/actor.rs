@@ -286,7 +286,7 @@ impl EnrollmentActorState {
         reply.map_err(SagaFailure::from)
     }
 
-    #[tracing::instrument(skip_all, fields(enrollment_id = self.id.get(), course_id = request.course_id.get()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(enrollment_id = self.id.get(), course_id = request.course_id.get()))]
     async fn enroll(&mut self, request: EnrollRequest, join: bool) -> Result<(Enrollment, u64), SagaFailure> {
         let id = self.id;
         let course_id = request.course_id;
@@ -393,7 +393,7 @@ impl EnrollmentActorState {
     /// `ENROLLED`) or releases it (`FAILED`, the seat passes on). Resumed
     /// the same way after a crash: nothing here is charged twice under one
     /// key, and a seat no longer pending means it is over.
-    #[tracing::instrument(skip_all, fields(reservation = self.id.get(), entry_id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(reservation = self.id.get(), entry_id))]
     async fn promote(&mut self, entry_id: u64) -> Result<(), SagaFailure> {
         let id = self.id;
         let storage = |e: sugang_storage::StorageError| SagaFailure::Storage(e.to_string());
@@ -545,7 +545,7 @@ impl EnrollmentActorState {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(enrollment_id = self.id.get()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(enrollment_id = self.id.get()))]
     async fn cancel(&mut self) -> Result<(Enrollment, u64), SagaFailure> {
         let id = self.id;
         let plan = decide(&self.enrollment, EnrollmentCommand::Cancel)?;
