@@ -181,7 +181,9 @@ impl Cluster {
             .connect(addrs)
             .await
             .map_err(|source| ConnectError::Connect { urls: config.urls.clone(), source })?;
-        let js = jetstream::new(client.clone());
+        // Requests and acks time out after 2 s rather than 5: an append then
+        // retries (de-duplicated) while a stream elects a new leader.
+        let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(client.clone());
         let log_config = stream::Config {
             name: LOG_STREAM.to_string(),
             subjects: vec![LOG_SUBJECTS.to_string()],
@@ -196,26 +198,24 @@ impl Cluster {
         };
         let log = retry_layout("the log stream", || js.get_or_create_stream(log_config.clone())).await?;
         check_replicas("the log stream", log.cached_info().config.num_replicas, config.replicas)?;
-        let lease_config = kv::Config {
-            bucket: LEASE_BUCKET.to_string(),
-            description: "sugang course ownership leases (TTL = lease duration)".to_string(),
-            history: 1,
-            max_age: config.lease_ttl,
-            num_replicas: config.replicas,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        };
-        let leases = retry_layout("the lease bucket", || js.create_key_value(lease_config.clone())).await?;
-        let node_config = kv::Config {
-            bucket: NODE_BUCKET.to_string(),
-            description: "sugang node heartbeats (TTL = node liveness)".to_string(),
-            history: 1,
-            max_age: config.node_ttl,
-            num_replicas: config.replicas,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        };
-        let nodes = retry_layout("the node bucket", || js.create_key_value(node_config.clone())).await?;
+        let leases = bucket(
+            &js,
+            "the lease bucket",
+            LEASE_BUCKET,
+            "sugang course ownership leases (TTL = lease duration)",
+            config.lease_ttl,
+            config.replicas,
+        )
+        .await?;
+        let nodes = bucket(
+            &js,
+            "the node bucket",
+            NODE_BUCKET,
+            "sugang node heartbeats (TTL = node liveness)",
+            config.node_ttl,
+            config.replicas,
+        )
+        .await?;
         for (what, name) in [("the lease bucket", LEASE_BUCKET), ("the node bucket", NODE_BUCKET)] {
             let stream = retry_layout(what, || js.get_stream(format!("KV_{name}"))).await?;
             check_replicas(what, stream.cached_info().config.num_replicas, config.replicas)?;
@@ -254,6 +254,12 @@ impl Cluster {
         Ok(self.log.get_info().await?.config.num_replicas)
     }
 
+    /// The server name of the log stream's leader (`None` on a single
+    /// server that reports no cluster).
+    pub async fn log_leader(&self) -> Result<Option<String>, async_nats::Error> {
+        Ok(self.log.get_info().await?.cluster.and_then(|c| c.leader))
+    }
+
     /// The last sequence of the whole log (0 when empty): the global seq.
     pub async fn log_last_seq(&self) -> Result<u64, async_nats::Error> {
         Ok(self.log.get_info().await?.state.last_sequence)
@@ -266,6 +272,38 @@ fn check_replicas(what: &'static str, have: usize, want: usize) -> Result<(), Co
     } else {
         Err(ConnectError::Layout { what, source: format!("exists with {have} replicas, configured {want}").into() })
     }
+}
+
+/// Creates (or finds) a key-value bucket keeping one value per key for
+/// `ttl`. The bucket's stream is created here, with the settings
+/// `async-nats` gives a bucket, because its `create_key_value` first reads
+/// account details that NATS 2.9 does not send.
+async fn bucket(
+    js: &jetstream::Context,
+    what: &'static str,
+    name: &str,
+    description: &str,
+    ttl: Duration,
+    replicas: usize,
+) -> Result<kv::Store, ConnectError> {
+    let stream_config = stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(description.to_string()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        max_age: ttl,
+        // De-duplication may not outlive the values.
+        duplicate_window: ttl.min(Duration::from_secs(120)),
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    retry_layout(what, || js.get_or_create_stream(stream_config.clone())).await?;
+    retry_layout(what, || js.get_key_value(name)).await
 }
 
 /// Runs a layout call until it succeeds, retrying for up to 30 s (a cluster

@@ -100,6 +100,36 @@ fn decode(message: &async_nats::jetstream::Message) -> Result<LogEntry, ReplayEr
 }
 
 impl Cluster {
+    /// An ordered consumer's messages on `filter` from stream sequence
+    /// `from`. Its creation is retried for up to the append timeout: right
+    /// after a NATS server died, the first attempt can time out while the
+    /// cluster notices.
+    async fn ordered(&self, filter: String, from: u64) -> Result<pull::Ordered, ReplayError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let created = self
+                .log
+                .create_consumer(pull::OrderedConfig {
+                    filter_subject: filter.clone(),
+                    deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
+                    ..Default::default()
+                })
+                .await;
+            let err: async_nats::Error = match created {
+                Ok(consumer) => match consumer.messages().await {
+                    Ok(messages) => return Ok(messages),
+                    Err(err) => err.into(),
+                },
+                Err(err) => err.into(),
+            };
+            if started.elapsed() >= self.config.append_timeout {
+                return Err(ReplayError::Nats(err));
+            }
+            tracing::debug!(filter, error = %err, "could not create an ordered consumer, retrying");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// `course`'s history from stream sequence `from` (1 for all of it, or
     /// the seq after a snapshot's) up to and including `up_to` (`None`: its
     /// last message now), in order, with its chain checked from the first
@@ -121,16 +151,7 @@ impl Cluster {
         if up_to < from {
             return Ok(Vec::new());
         }
-        let consumer = self
-            .log
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: course_subject(course),
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from },
-                ..Default::default()
-            })
-            .await
-            .map_err(|err| ReplayError::Nats(err.into()))?;
-        let mut messages = consumer.messages().await.map_err(|err| ReplayError::Nats(err.into()))?;
+        let mut messages = self.ordered(course_subject(course), from).await?;
         let mut out: Vec<LogEntry> = Vec::new();
         while let Some(message) = messages.next().await {
             let message = message.map_err(|err| ReplayError::Nats(err.into()))?;
@@ -156,16 +177,7 @@ impl Cluster {
     /// The whole log in order from stream sequence `from`, every course
     /// interleaved as committed, waiting for new messages at the end.
     pub async fn log_reader(&self, from: u64) -> Result<LogReader, ReplayError> {
-        let consumer = self
-            .log
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: LOG_SUBJECTS.to_string(),
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from.max(1) },
-                ..Default::default()
-            })
-            .await
-            .map_err(|err| ReplayError::Nats(err.into()))?;
-        let messages = consumer.messages().await.map_err(|err| ReplayError::Nats(err.into()))?;
+        let messages = self.ordered(LOG_SUBJECTS.to_string(), from.max(1)).await?;
         Ok(LogReader { messages, last: std::collections::HashMap::new() })
     }
 }

@@ -1,0 +1,450 @@
+//! sugang-cluster against real nats-server processes: a single server for
+//! most tests, a 3-server JetStream cluster for the R3 ones. Each test starts
+//! its own servers on free loopback ports ([`LocalNats`]) and kills them when
+//! it ends. Needs Debian's `nats-server` on the PATH.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sugang_cluster::{
+    AcquireError, AppendError, Cluster, ClusterConfig, CommitBatch, ConnectError, EntryKind, Event, ForwardError,
+    LeaseError, LocalNats, LogEntry, TakeoverError, Write,
+};
+
+/// A node's config on `nats` with short leases, so expiry tests run fast.
+fn config(nats: &LocalNats, node: &str) -> ClusterConfig {
+    let mut config = ClusterConfig::new(nats.urls(), node);
+    config.replicas = if nats.len() == 3 { 3 } else { 1 };
+    config.lease_ttl = Duration::from_secs(1);
+    config.node_ttl = Duration::from_secs(1);
+    config
+}
+
+async fn node(nats: &LocalNats, name: &str) -> Cluster {
+    match Cluster::connect(config(nats, name)).await {
+        Ok(cluster) => cluster,
+        Err(err) => panic!("node {name} could not join: {err}"),
+    }
+}
+
+/// One enrollment of `course`: a seat-count write and an event keyed by the
+/// enrollment id.
+fn enrollment(course: u64, enrollment: u64) -> CommitBatch {
+    CommitBatch {
+        writes: vec![Write {
+            key: format!("enrollment/{enrollment}").into_bytes(),
+            value: Some(format!("course {course}").into_bytes()),
+        }],
+        events: vec![Event { key: enrollment, payload: enrollment.to_be_bytes().to_vec() }],
+    }
+}
+
+/// The enrollment ids a history commits, in order.
+fn enrollments(history: &[LogEntry]) -> Vec<u64> {
+    history
+        .iter()
+        .filter_map(|entry| match &entry.kind {
+            EntryKind::Commit(batch) => Some(batch.events.iter().map(|e| e.key).collect::<Vec<_>>()),
+            EntryKind::Takeover => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `within`.
+async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn single() -> LocalNats {
+    LocalNats::single().expect("a local nats-server (apt-get install nats-server)")
+}
+
+fn cluster3() -> LocalNats {
+    LocalNats::cluster3().expect("three local nats-servers (apt-get install nats-server)")
+}
+
+// ---- 1. connection and layout ---------------------------------------------
+
+#[tokio::test]
+async fn connect_creates_the_layout_then_verifies_it() {
+    let nats = single();
+    let first = node(&nats, "a").await;
+    assert_eq!(first.log_replicas().await.unwrap(), 1);
+    assert_eq!(first.log_last_seq().await.unwrap(), 0);
+    // A second node finds the same layout and accepts it.
+    let second = node(&nats, "b").await;
+    assert_eq!(second.log_replicas().await.unwrap(), 1);
+
+    // A node configured with another lease TTL is refused, not silently
+    // given the bucket's.
+    let mut other_ttl = config(&nats, "c");
+    other_ttl.lease_ttl = Duration::from_secs(7);
+    match Cluster::connect(other_ttl).await {
+        Err(ConnectError::Layout { what, .. }) => assert_eq!(what, "the lease bucket"),
+        Err(err) => panic!("wrong error: {err}"),
+        Ok(_) => panic!("a lease TTL that differs from the bucket's was accepted"),
+    }
+    for bad in ["", "a.b", "a b", "x*"] {
+        let result = Cluster::connect(ClusterConfig::new(nats.urls(), bad)).await;
+        assert!(matches!(result, Err(ConnectError::Config(_))), "node name {bad:?} accepted");
+    }
+}
+
+#[tokio::test]
+async fn connect_with_r3_on_a_three_server_cluster() {
+    let nats = cluster3();
+    let a = node(&nats, "a").await;
+    assert_eq!(a.log_replicas().await.unwrap(), 3);
+    // A node configured R1 does not silently use (or shrink) the R3 layout.
+    let mut r1 = config(&nats, "b");
+    r1.replicas = 1;
+    assert!(matches!(Cluster::connect(r1).await, Err(ConnectError::Layout { .. })));
+}
+
+// ---- 2. leases and fencing ------------------------------------------------
+
+#[tokio::test]
+async fn two_nodes_race_for_a_lease_one_wins_and_the_loser_is_fenced() {
+    let nats = single();
+    let a = node(&nats, "a").await;
+    let b = node(&nats, "b").await;
+    let course = 7;
+    // Both look at the course's log first: empty.
+    assert_eq!(a.course_tail(course).await.unwrap(), None);
+    let (ra, rb) = tokio::join!(a.acquire(course), b.acquire(course));
+    let (winner, lease, loser, refused) = match (ra, rb) {
+        (Ok(lease), Err(err)) => (&a, lease, &b, err),
+        (Err(err), Ok(lease)) => (&b, lease, &a, err),
+        (ra, rb) => panic!("exactly one must win: {ra:?} / {rb:?}"),
+    };
+    match refused {
+        AcquireError::Held { owner, .. } => assert_eq!(owner.as_deref(), Some(winner.node())),
+        err => panic!("wrong refusal: {err}"),
+    }
+    let mut owner = winner.take_over(lease).await.unwrap();
+    owner.append(&enrollment(course, 1)).await.unwrap();
+
+    // The loser, acting on the empty log it saw, appends: refused by the
+    // server, nothing stored.
+    let refused = loser.append_after(course, 0, 0, "loser-1", &enrollment(course, 2)).await;
+    assert!(matches!(refused, Err(AppendError::Fenced { course: 7, expected: 0 })), "{refused:?}");
+    // Even knowing the marker's seq, it is fenced once the owner appended.
+    let refused = loser.append_after(course, owner.takeover_seq(), 0, "loser-2", &enrollment(course, 3)).await;
+    assert!(matches!(refused, Err(AppendError::Fenced { .. })), "{refused:?}");
+    // It cannot take the lease either while the owner renews.
+    owner.renew().await.unwrap();
+    assert!(matches!(loser.acquire(course).await, Err(AcquireError::Held { .. })));
+
+    let history = winner.course_history(course, 1, None).await.unwrap();
+    assert_eq!(enrollments(&history), vec![1]);
+    assert_eq!(history[0].kind, EntryKind::Takeover);
+}
+
+#[tokio::test]
+async fn concurrent_appends_after_the_same_seq_store_exactly_one() {
+    let nats = single();
+    let a = node(&nats, "a").await;
+    let b = node(&nats, "b").await;
+    let course = 3;
+    let mut stored = 0;
+    let mut expected = 0;
+    for round in 0..20u64 {
+        let (id_a, id_b) = (format!("a-{round}"), format!("b-{round}"));
+        let (batch_a, batch_b) = (enrollment(course, round * 2), enrollment(course, round * 2 + 1));
+        let (ra, rb) = tokio::join!(
+            a.append_after(course, expected, 1, &id_a, &batch_a),
+            b.append_after(course, expected, 2, &id_b, &batch_b),
+        );
+        match (ra, rb) {
+            (Ok(won), Err(AppendError::Fenced { .. })) | (Err(AppendError::Fenced { .. }), Ok(won)) => {
+                stored += 1;
+                expected = won.seq;
+            }
+            (ra, rb) => panic!("round {round}: exactly one must be stored: {ra:?} / {rb:?}"),
+        }
+    }
+    assert_eq!(stored, 20);
+    let history = a.course_history(course, 1, None).await.unwrap();
+    assert_eq!(history.len(), 20, "the chain holds one message per round");
+}
+
+#[tokio::test]
+async fn renewal_keeps_a_lease_and_release_frees_it() {
+    let nats = single();
+    let a = node(&nats, "a").await;
+    let b = node(&nats, "b").await;
+    let mut lease = a.acquire(1).await.unwrap();
+    // Renewed every 300 ms for 2.5 lease TTLs: never free.
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.renew(&mut lease).await.unwrap();
+        assert!(matches!(b.acquire(1).await, Err(AcquireError::Held { .. })));
+    }
+    let info = b.lease_of(1).await.unwrap().expect("a live lease");
+    assert_eq!((info.record.node.as_str(), info.record.epoch), ("a", lease.epoch()));
+    // A renewal against a stale revision is refused.
+    let mut stale = lease.clone();
+    a.renew(&mut lease).await.unwrap();
+    assert!(matches!(a.renew(&mut stale).await, Err(LeaseError::Lost { .. })));
+    // Released: b acquires at once, with a later epoch.
+    a.release(lease.clone()).await.unwrap();
+    let taken = b.acquire(1).await.unwrap();
+    assert!(taken.epoch() > lease.epoch());
+    assert!(matches!(a.renew(&mut lease).await, Err(LeaseError::Lost { .. })));
+}
+
+/// The SIGSTOP case: an owner stops renewing (paused), its lease expires,
+/// another node takes the course over and rebuilds it from the log; when the
+/// old owner wakes up its late append is refused and nothing is counted twice.
+#[tokio::test]
+async fn a_paused_owner_loses_its_lease_and_its_late_append_is_refused() {
+    let nats = single();
+    let a = node(&nats, "a").await;
+    let b = node(&nats, "b").await;
+    let course = 42;
+    let mut old = a.own(course).await.unwrap();
+    for id in 1..=5 {
+        old.append(&enrollment(course, id)).await.unwrap();
+    }
+    // a is paused: no renewals. b gets the lease once the TTL has passed.
+    let paused = Instant::now();
+    let lease = eventually(Duration::from_secs(10), "the paused owner's lease expires", || async {
+        b.acquire(course).await.ok()
+    })
+    .await;
+    assert!(paused.elapsed() >= Duration::from_millis(900), "lease taken after {:?}", paused.elapsed());
+    assert!(old.lease().lapsed());
+    let mut new = b.take_over(lease).await.unwrap();
+    let taken = b.course_history(course, 1, Some(new.takeover_seq())).await.unwrap();
+    assert_eq!(enrollments(&taken), vec![1, 2, 3, 4, 5], "the new owner rebuilds every acknowledged write");
+    for id in 6..=8 {
+        new.append(&enrollment(course, id)).await.unwrap();
+    }
+
+    // a wakes up and carries on as if it still owned the course.
+    let late = old.append(&enrollment(course, 99)).await;
+    assert!(matches!(late, Err(AppendError::Fenced { course: 42, .. })), "{late:?}");
+    assert!(old.is_fenced());
+    assert!(matches!(old.append(&enrollment(course, 100)).await, Err(AppendError::Fenced { .. })));
+    assert!(matches!(old.renew().await, Err(LeaseError::Lost { .. })));
+    // A stale lease cannot take over again either.
+    let stale = old.lease().clone();
+    assert!(matches!(a.take_over(stale).await, Err(TakeoverError::Superseded { .. })));
+
+    let history = a.course_history(course, 1, None).await.unwrap();
+    assert_eq!(enrollments(&history), vec![1, 2, 3, 4, 5, 6, 7, 8], "each enrollment once, the late one nowhere");
+    let markers: Vec<(String, u64)> =
+        history.iter().filter(|e| e.kind == EntryKind::Takeover).map(|e| (e.node.clone(), e.epoch)).collect();
+    assert_eq!(markers, vec![("a".to_string(), old.lease().epoch()), ("b".to_string(), new.lease().epoch())]);
+}
+
+/// R3: one of the three NATS servers is SIGKILLed while an owner appends;
+/// every acknowledged append is in the log, once, in order.
+#[tokio::test]
+async fn r3_kill_one_server_under_appends_loses_no_acknowledged_append() {
+    let mut nats = cluster3();
+    let a = node(&nats, "a").await;
+    let course = 5;
+    let mut owner = a.own(course).await.unwrap();
+    let total = 300u64;
+    let kill_at = 100u64;
+    let mut acked = Vec::new();
+    let mut unavailable = 0;
+    let mut retried = 0;
+    for id in 1..=total {
+        if id == kill_at {
+            // The stream leader if we can tell, else the first server.
+            let leader = a.log_leader().await.ok().flatten();
+            let victim = leader
+                .as_deref()
+                .and_then(|name| name.strip_prefix('n').and_then(|n| n.parse::<usize>().ok()))
+                .map_or(0, |n| n - 1);
+            eprintln!(
+                "killing NATS server n{} (stream leader {leader:?}) after {} acked appends",
+                victim + 1,
+                acked.len()
+            );
+            nats.kill(victim);
+        }
+        match owner.append(&enrollment(course, id)).await {
+            Ok(appended) => {
+                retried += u64::from(appended.attempts > 1);
+                acked.push(id);
+            }
+            Err(AppendError::Unavailable { .. }) => unavailable += 1,
+            Err(err) => panic!("append {id}: {err}"),
+        }
+    }
+    eprintln!("{} of {total} appends acknowledged, {retried} after a retry, {unavailable} unavailable", acked.len());
+    assert!(acked.len() as u64 >= total - 5, "the service continued on two servers: {} acked", acked.len());
+    // Read back through a fresh connection.
+    let reader = node(&nats, "reader").await;
+    let history = reader.course_history(course, 1, None).await.unwrap();
+    let stored = enrollments(&history);
+    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+    for id in &stored {
+        *counts.entry(*id).or_default() += 1;
+    }
+    for id in &acked {
+        assert_eq!(counts.get(id), Some(&1), "acknowledged enrollment {id} stored {:?} times", counts.get(id));
+    }
+    assert!(counts.values().all(|&n| n == 1), "an enrollment stored twice");
+}
+
+// ---- 3. replay --------------------------------------------------------------
+
+#[tokio::test]
+async fn replay_a_course_from_a_snapshot_and_the_whole_log_in_order() {
+    let nats = single();
+    let a = node(&nats, "a").await;
+    let mut one = a.own(1).await.unwrap();
+    let mut two = a.own(2).await.unwrap();
+    let mut snapshot = 0;
+    for id in 1..=6 {
+        let appended =
+            if id % 2 == 1 { one.append(&enrollment(1, id)).await } else { two.append(&enrollment(2, id)).await };
+        if id == 3 {
+            snapshot = appended.unwrap().seq;
+        } else {
+            appended.unwrap();
+        }
+    }
+    // Course 1 on its own, whole and from after a snapshot at enrollment 3.
+    let all = a.course_history(1, 1, None).await.unwrap();
+    assert_eq!(enrollments(&all), vec![1, 3, 5]);
+    assert!(all.iter().all(|e| e.course == 1));
+    let tail = a.course_history(1, snapshot + 1, None).await.unwrap();
+    assert_eq!(enrollments(&tail), vec![5]);
+    assert_eq!(a.course_history(1, 1, Some(snapshot)).await.unwrap().len(), 3, "marker, 1 and 3");
+    assert!(a.course_history(9, 1, None).await.unwrap().is_empty());
+
+    // The whole log: both courses interleaved in commit order, seqs 1..=8.
+    let mut reader = a.log_reader(1).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        let entry = reader.next().await.unwrap().unwrap();
+        seen.push(entry);
+    }
+    let seqs: Vec<u64> = seen.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+    assert_eq!(enrollments(&seen), vec![1, 2, 3, 4, 5, 6]);
+    // It waits for, and gets, what commits next.
+    let waiting = tokio::spawn(async move { reader.next().await.map(|e| e.map(|e| (e.seq, e.course))) });
+    one.append(&enrollment(1, 7)).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    assert_eq!(next.unwrap().unwrap(), (9, 1));
+    // From a seq, it starts there.
+    let mut later = a.log_reader(8).await.unwrap();
+    assert_eq!(later.next().await.unwrap().unwrap().seq, 8);
+}
+
+// ---- 4. forwarding ------------------------------------------------------------
+
+#[tokio::test]
+async fn a_forwarded_command_reaches_the_owner_or_gets_a_typed_refusal() {
+    let nats = single();
+    let a = node(&nats, "a").await;
+    let b = node(&nats, "b").await;
+    let c = node(&nats, "c").await;
+    let owned = a.own(1).await.unwrap();
+    let _given_up = a.acquire(2).await.unwrap(); // a holds the lease but no longer serves course 2
+    let _silent = c.acquire(3).await.unwrap(); // c never serves commands
+    let mut commands = a.serve_commands().await.unwrap();
+    let owned_course = owned.course();
+    let server = tokio::spawn(async move {
+        while let Some(request) = commands.next().await {
+            if request.course() == owned_course {
+                let mut answer = b"ok:".to_vec();
+                answer.extend_from_slice(request.payload());
+                request.respond(answer.into()).await.unwrap();
+            } else {
+                request.not_owner().await.unwrap();
+            }
+        }
+    });
+    let answer = b.forward(1, Bytes::from_static(b"enroll 17")).await.unwrap();
+    assert_eq!(&answer[..], b"ok:enroll 17");
+    let err = b.forward(2, Bytes::from_static(b"x")).await.unwrap_err();
+    assert!(matches!(err, ForwardError::NotOwner { course: 2, ref node } if node == "a"), "{err}");
+    assert!(err.retry_after_lookup());
+    let err = b.forward(3, Bytes::from_static(b"x")).await.unwrap_err();
+    assert!(matches!(err, ForwardError::Unreachable { course: 3, ref node } if node == "c"), "{err}");
+    let err = b.forward(4, Bytes::from_static(b"x")).await.unwrap_err();
+    assert!(matches!(err, ForwardError::NoOwner { course: 4 }), "{err}");
+    server.abort();
+}
+
+// ---- 5. node registry ---------------------------------------------------------
+
+#[tokio::test]
+async fn the_registry_lists_live_nodes_their_courses_and_lease_ages() {
+    let nats = single();
+    // Heartbeats live 600 ms, leases 2 s: a silent node is seen as not live
+    // while its leases still hold.
+    let registry_node = |name: &str| {
+        let mut config = config(&nats, name);
+        config.node_ttl = Duration::from_millis(600);
+        config.lease_ttl = Duration::from_secs(2);
+        Cluster::connect(config)
+    };
+    let a = registry_node("a").await.unwrap();
+    let b = registry_node("b").await.unwrap();
+    let _ha = a.start_heartbeat(Duration::from_millis(150)).await.unwrap();
+    let hb = b.start_heartbeat(Duration::from_millis(150)).await.unwrap();
+    let mut one = a.acquire(1).await.unwrap();
+    let mut two = a.acquire(2).await.unwrap();
+    let _three = b.acquire(3).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.renew(&mut one).await.unwrap();
+    let nodes = a.nodes().await.unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
+    assert_eq!(names, vec!["a", "b"]);
+    assert!(nodes.iter().all(|n| n.live && n.heartbeat_ms_ago.unwrap() < 600), "{nodes:?}");
+    let courses: Vec<u64> = nodes[0].courses.iter().map(|c| c.course).collect();
+    assert_eq!(courses, vec![1, 2]);
+    assert_eq!(nodes[1].courses.iter().map(|c| c.course).collect::<Vec<_>>(), vec![3]);
+    let c1 = &nodes[0].courses[0];
+    assert_eq!(c1.epoch, one.epoch());
+    assert!(c1.held_ms >= 400 && c1.renewed_ms_ago < 400, "{c1:?}");
+    assert!(nodes[1].courses[0].renewed_ms_ago >= 400, "{:?}", nodes[1].courses[0]);
+
+    // b stops heartbeating (and never renews course 3): first it shows as
+    // not live while its lease holds, then it is gone; a stays, renewing.
+    drop(hb);
+    let mut seen_not_live = false;
+    let start = Instant::now();
+    loop {
+        a.renew(&mut one).await.unwrap();
+        a.renew(&mut two).await.unwrap();
+        let nodes = a.nodes().await.unwrap();
+        assert!(nodes[0].node == "a" && nodes[0].live && nodes[0].courses.len() == 2, "{nodes:?}");
+        match nodes.get(1) {
+            Some(b) if !b.live => {
+                assert_eq!(b.courses.iter().map(|c| c.course).collect::<Vec<_>>(), vec![3]);
+                seen_not_live = true;
+            }
+            Some(_) => {}
+            None => break,
+        }
+        assert!(start.elapsed() < Duration::from_secs(6), "b still listed: {nodes:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen_not_live, "b was never listed as not live while its lease held");
+    a.leave().await.unwrap();
+    assert!(a.nodes().await.unwrap()[0].live.eq(&false), "a left the registry but keeps its leases");
+}
