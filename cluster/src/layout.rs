@@ -254,6 +254,12 @@ impl Cluster {
         Ok(self.log.get_info().await?.config.num_replicas)
     }
 
+    /// The NATS client's counters (messages and bytes in and out): what the
+    /// round trips per append are measured with.
+    pub fn statistics(&self) -> std::sync::Arc<async_nats::Statistics> {
+        self.client.statistics()
+    }
+
     /// The server name of the log stream's leader (`None` on a single
     /// server that reports no cluster).
     pub async fn log_leader(&self) -> Result<Option<String>, async_nats::Error> {

@@ -182,6 +182,19 @@ async fn concurrent_appends_after_the_same_seq_store_exactly_one() {
     assert_eq!(history.len(), 20, "the chain holds one message per round");
 }
 
+/// An append whose ack was lost is sent again with the same message id: the
+/// log keeps it once, and the retry is answered with the first one's seq.
+#[tokio::test]
+async fn a_retried_append_is_stored_once() {
+    let nats = single();
+    let a = node(&nats, "a").await;
+    let first = a.append_after(9, 0, 1, "c9-e1-n1", &enrollment(9, 1)).await.unwrap();
+    let again = a.append_after(9, 0, 1, "c9-e1-n1", &enrollment(9, 1)).await.unwrap();
+    assert_eq!(first.seq, again.seq);
+    let history = a.course_history(9, 1, None).await.unwrap();
+    assert_eq!(enrollments(&history), vec![1]);
+}
+
 #[tokio::test]
 async fn renewal_keeps_a_lease_and_release_frees_it() {
     let nats = single();
