@@ -245,14 +245,15 @@ async fn a_paused_owner_loses_its_lease_and_its_late_append_is_refused() {
     let mut new = b.take_over(lease).await.unwrap();
     let taken = b.course_history(course, 1, Some(new.takeover_seq())).await.unwrap();
     assert_eq!(enrollments(&taken), vec![1, 2, 3, 4, 5], "the new owner rebuilds every acknowledged write");
-    for id in 6..=8 {
-        new.append(&enrollment(course, id)).await.unwrap();
-    }
 
-    // a wakes up and carries on as if it still owned the course.
+    // a wakes up before b wrote anything and carries on as if it still
+    // owned the course: the takeover marker alone fences it.
     let late = old.append(&enrollment(course, 99)).await;
     assert!(matches!(late, Err(AppendError::Fenced { course: 42, .. })), "{late:?}");
     assert!(old.is_fenced());
+    for id in 6..=8 {
+        new.append(&enrollment(course, id)).await.unwrap();
+    }
     assert!(matches!(old.append(&enrollment(course, 100)).await, Err(AppendError::Fenced { .. })));
     assert!(matches!(old.renew().await, Err(LeaseError::Lost { .. })));
     // A stale lease cannot take over again either.
