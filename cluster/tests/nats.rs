@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sugang_cluster::{
     AcquireError, AppendError, Cluster, ClusterConfig, CommitBatch, ConnectError, EntryKind, Event, ForwardError,
-    LeaseError, LocalNats, LogEntry, TakeoverError, Write,
+    LeaseError, LocalNats, LogEntry, ReplayError, TakeoverError, Write,
 };
 
 /// A node's config on `nats` with short leases, so expiry tests run fast.
@@ -389,6 +389,35 @@ async fn replay_a_course_from_a_snapshot_and_the_whole_log_in_order() {
     // From a seq, it starts there.
     let mut later = a.log_reader(8).await.unwrap();
     assert_eq!(later.next().await.unwrap().unwrap().seq, 8);
+}
+
+/// A message that bypassed the fence (published without the expected
+/// sequence, naming a seq it does not follow) breaks the course's chain:
+/// replay refuses to rebuild from it instead of counting it.
+#[tokio::test]
+async fn replay_refuses_a_chain_broken_by_an_unfenced_write() {
+    let nats = single();
+    let a = node(&nats, "a").await;
+    let mut owner = a.own(4).await.unwrap();
+    owner.append(&enrollment(4, 1)).await.unwrap();
+    let raw = async_nats::jetstream::new(async_nats::connect(nats.url(0)).await.unwrap());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Sugang-Kind", "takeover");
+    headers.insert("Sugang-Node", "rogue");
+    headers.insert("Sugang-Epoch", "1");
+    headers.insert("Sugang-Prev", "1");
+    raw.publish_with_headers("sugang.log.course.4", headers, Bytes::new()).await.unwrap().await.unwrap();
+    match a.course_history(4, 1, None).await {
+        Err(ReplayError::BrokenChain { course: 4, seq: 3, prev: 1, before: 2 }) => {}
+        other => panic!("a broken chain was replayed: {other:?}"),
+    }
+    let mut reader = a.log_reader(1).await.unwrap();
+    assert!(reader.next().await.unwrap().is_ok());
+    assert!(reader.next().await.unwrap().is_ok());
+    assert!(matches!(reader.next().await.unwrap(), Err(ReplayError::BrokenChain { seq: 3, .. })));
+    // Something that is not a log message at all is named, not skipped.
+    raw.publish("sugang.log.course.5", Bytes::from_static(b"junk")).await.unwrap().await.unwrap();
+    assert!(matches!(a.course_history(5, 1, None).await, Err(ReplayError::Malformed { seq: 4, .. })));
 }
 
 // ---- 4. forwarding ------------------------------------------------------------
