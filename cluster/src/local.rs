@@ -75,7 +75,21 @@ impl LocalNats {
         LocalNats::start(3)
     }
 
+    /// Starts `count` servers; a start that fails (a port taken between
+    /// picking it and the server binding it) is tried again, three times in
+    /// all.
     fn start(count: usize) -> Result<LocalNats, LocalNatsError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match LocalNats::try_start(count) {
+                Err(LocalNatsError::NotListening { .. }) if tries < 3 => continue,
+                result => return result,
+            }
+        }
+    }
+
+    fn try_start(count: usize) -> Result<LocalNats, LocalNatsError> {
         let dir = tempfile::Builder::new().prefix("sugang-nats-").tempdir()?;
         let mut ports = Vec::new();
         for _ in 0..count * 2 {
@@ -135,16 +149,26 @@ impl LocalNats {
         Ok(())
     }
 
-    fn wait_listening(&self, i: usize) -> Result<(), LocalNatsError> {
-        let server = &self.servers[i];
+    /// Waits until server `i` accepts connections, and is still running (a
+    /// server that exited did not get its port: whatever answers is not it).
+    fn wait_listening(&mut self, i: usize) -> Result<(), LocalNatsError> {
         let waited = Duration::from_secs(10);
         let start = Instant::now();
         while start.elapsed() < waited {
+            let server = &mut self.servers[i];
+            let exited = match server.child.as_mut() {
+                Some(child) => !matches!(child.try_wait(), Ok(None)),
+                None => true,
+            };
+            if exited {
+                break;
+            }
             if std::net::TcpStream::connect(("127.0.0.1", server.port)).is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let server = &self.servers[i];
         let log = std::fs::read_to_string(&server.log).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         Err(LocalNatsError::NotListening {

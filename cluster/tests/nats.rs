@@ -433,9 +433,12 @@ async fn a_forwarded_command_reaches_the_owner_or_gets_a_typed_refusal() {
     let _silent = c.acquire(3).await.unwrap(); // c never serves commands
     let mut commands = a.serve_commands().await.unwrap();
     let owned_course = owned.course();
+    let a_owns = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let a_owns_in_server = a_owns.clone();
     let server = tokio::spawn(async move {
+        let a_owns = a_owns_in_server;
         while let Some(request) = commands.next().await {
-            if request.course() == owned_course {
+            if request.course() == owned_course && a_owns.load(std::sync::atomic::Ordering::SeqCst) {
                 let mut answer = b"ok:".to_vec();
                 answer.extend_from_slice(request.payload());
                 request.respond(answer.into()).await.unwrap();
@@ -453,7 +456,24 @@ async fn a_forwarded_command_reaches_the_owner_or_gets_a_typed_refusal() {
     assert!(matches!(err, ForwardError::Unreachable { course: 3, ref node } if node == "c"), "{err}");
     let err = b.forward(4, Bytes::from_static(b"x")).await.unwrap_err();
     assert!(matches!(err, ForwardError::NoOwner { course: 4 }), "{err}");
+
+    // The owner hands course 1 over: b's cached owner refuses, and after a
+    // lease lookup the command reaches the new owner.
+    a_owns.store(false, std::sync::atomic::Ordering::SeqCst);
+    owned.release().await.unwrap();
+    let _taken = c.own(1).await.unwrap();
+    let mut c_commands = c.serve_commands().await.unwrap();
+    let c_server = tokio::spawn(async move {
+        while let Some(request) = c_commands.next().await {
+            request.respond(Bytes::from_static(b"ok from c")).await.unwrap();
+        }
+    });
+    let err = b.forward_to("a", 1, Bytes::from_static(b"enroll 18")).await.unwrap_err();
+    assert!(err.retry_after_lookup(), "{err}");
+    let answer = b.forward(1, Bytes::from_static(b"enroll 18")).await.unwrap();
+    assert_eq!(&answer[..], b"ok from c");
     server.abort();
+    c_server.abort();
 }
 
 // ---- 5. node registry ---------------------------------------------------------
