@@ -6,6 +6,11 @@
 //! and the NATS messages and bytes per append from the client's statistics
 //! (one publish out and one ack in is one round trip).
 //!
+//! Then a takeover: a course with 1,000 commits is released by its owner and
+//! taken by another node, which acquires the lease, appends its marker and
+//! replays the history; printed: how long that took (an owner that dies
+//! rather than releasing adds up to one lease TTL before the lease is free).
+//!
 //! `cargo bench -p sugang-cluster --bench appends` (set SUGANG_BENCH_SECS to
 //! change the 3 s per row). Everything shares the machine's two cores: the
 //! servers, the client and the bench.
@@ -98,16 +103,39 @@ async fn run(nats: &LocalNats, replicas: usize, owners: usize, secs: f64, first_
     }
 }
 
+/// Releases a course with `commits` commits and times another node's
+/// takeover: acquire, marker, replay.
+async fn takeover(nats: &LocalNats, replicas: usize, commits: u64, course: u64) -> (Duration, usize) {
+    let connect = |node: &str| {
+        let mut config = ClusterConfig::new(nats.urls(), node);
+        config.replicas = replicas;
+        Cluster::connect(config)
+    };
+    let old = connect("takeover-old").await.expect("connect");
+    let new = connect("takeover-new").await.expect("connect");
+    let mut owner = old.own(course).await.expect("own");
+    for n in 1..=commits {
+        owner.append(&batch(course, n)).await.expect("append");
+    }
+    owner.release().await.expect("release");
+    let started = Instant::now();
+    let taken = new.own(course).await.expect("take over");
+    let history = new.course_history(course, 1, Some(taken.takeover_seq())).await.expect("replay");
+    (started.elapsed(), history.len())
+}
+
 fn main() {
     let secs: f64 = std::env::var("SUGANG_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let mut rows = Vec::new();
+    let mut takeovers = Vec::new();
     for replicas in [1, 3] {
         let nats = if replicas == 1 { LocalNats::single() } else { LocalNats::cluster3() }
             .expect("local nats-server (apt-get install nats-server)");
         for (i, owners) in [1usize, 16, 64].into_iter().enumerate() {
             rows.push(runtime.block_on(run(&nats, replicas, owners, secs, 1000 * (i as u64 + 1))));
         }
+        takeovers.push((replicas, runtime.block_on(takeover(&nats, replicas, 1000, 99_999))));
     }
     println!(
         "| replicas | owners | appends/s | p50 | p99 | msgs out/append | msgs in/append | bytes out/append | retried |"
@@ -125,6 +153,13 @@ fn main() {
             r.in_msgs,
             r.out_bytes,
             r.retried,
+        );
+    }
+    println!();
+    for (replicas, (took, entries)) in takeovers {
+        println!(
+            "R{replicas} takeover of a course with 1000 commits: {:.1} ms (acquire, marker, replay of {entries} entries)",
+            took.as_secs_f64() * 1e3
         );
     }
 }

@@ -49,6 +49,13 @@
 //! SIGKILL of any server, and on R3 the loss of one machine, but not a power
 //! cut of a majority of the servers at once; R1 is for development.
 //!
+//! Measured on this project's 2-core machine, servers, client and bench
+//! sharing the cores (enrollment-sized batches of 6 writes and 4 events,
+//! ~930 bytes on the wire): R1 15 K appends/s from one owner (p99 0.16 ms),
+//! 45 K/s from 64 owners (p99 9 ms); R3 2.5 K/s from one owner (p99 1.6 ms),
+//! 19 K/s from 64 owners (p99 14 ms). A takeover of a course with 1,000
+//! commits (acquire, marker, replay) takes 9–13 ms once the lease is free.
+//!
 //! # Layout
 //!
 //! - `layout`: [`ClusterConfig`], [`Cluster::connect`], the stream, bucket
