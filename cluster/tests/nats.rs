@@ -438,6 +438,9 @@ async fn a_forwarded_command_reaches_the_owner_or_gets_a_typed_refusal() {
     let server = tokio::spawn(async move {
         let a_owns = a_owns_in_server;
         while let Some(request) = commands.next().await {
+            if request.course() == 5 {
+                continue; // a command a never answers
+            }
             if request.course() == owned_course && a_owns.load(std::sync::atomic::Ordering::SeqCst) {
                 let mut answer = b"ok:".to_vec();
                 answer.extend_from_slice(request.payload());
@@ -456,6 +459,17 @@ async fn a_forwarded_command_reaches_the_owner_or_gets_a_typed_refusal() {
     assert!(matches!(err, ForwardError::Unreachable { course: 3, ref node } if node == "c"), "{err}");
     let err = b.forward(4, Bytes::from_static(b"x")).await.unwrap_err();
     assert!(matches!(err, ForwardError::NoOwner { course: 4 }), "{err}");
+    // An owner that does not answer: a timeout, which is not retried blindly
+    // (the command may have been carried out).
+    let _slow = a.acquire(5).await.unwrap();
+    let mut impatient = config(&nats, "impatient");
+    impatient.forward_timeout = Duration::from_millis(300);
+    let impatient = Cluster::connect(impatient).await.unwrap();
+    let sent = Instant::now();
+    let err = impatient.forward(5, Bytes::from_static(b"x")).await.unwrap_err();
+    assert!(matches!(err, ForwardError::TimedOut { course: 5, .. }), "{err}");
+    assert!(!err.retry_after_lookup());
+    assert!(sent.elapsed() < Duration::from_secs(3), "the forward timeout was not applied: {:?}", sent.elapsed());
 
     // The owner hands course 1 over: b's cached owner refuses, and after a
     // lease lookup the command reaches the new owner.
