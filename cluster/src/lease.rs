@@ -169,8 +169,9 @@ impl Cluster {
     }
 
     /// Renews `lease` by compare-and-set on the revision held: it lives a
-    /// full TTL from now. Fails with [`LeaseError::Lost`] if the key moved
-    /// on (the lease expired; another node may own the course).
+    /// full TTL from now. Renew every third of the TTL or so, so one slow
+    /// renewal does not lose the course. Fails with [`LeaseError::Lost`] if
+    /// the key moved on (the lease expired; another node may own the course).
     pub async fn renew(&self, lease: &mut Lease) -> Result<(), LeaseError> {
         let course = lease.course;
         let sent = Instant::now();
