@@ -1,0 +1,251 @@
+//! Course ownership leases: one live owner per course, in the `sugang_leases`
+//! key-value bucket whose max age is the lease duration.
+//!
+//! Owns the lease records (key `course.<id>`, a JSON [`LeaseRecord`]).
+//! [`Cluster::acquire`] creates the key, which succeeds only if it holds no
+//! live value (never written, expired by the bucket's max age, or released);
+//! [`Cluster::renew`] rewrites it by compare-and-set on the revision held, so
+//! a lease that expired and was taken by another node cannot be renewed;
+//! [`Cluster::release`] deletes it by compare-and-set too. The revision of the
+//! acquiring write is the lease's *epoch*: KV revisions are the bucket
+//! stream's sequence, so a later owner always has a higher epoch.
+//!
+//! A lease alone never makes a write safe (a paused owner does not know its
+//! lease lapsed): the fence in `owner` does. Must not write the log.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+
+use crate::layout::{Cluster, course_of_lease_key, lease_key};
+
+/// What a lease key holds (JSON, readable with `nats kv get`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LeaseRecord {
+    /// The owning node.
+    pub node: String,
+    /// The revision of the write that acquired it: the fencing epoch.
+    /// 0 in the acquiring write itself (its revision is not known before),
+    /// set by the first renewal.
+    pub epoch: u64,
+    /// When it was acquired, unix milliseconds (the owner's clock).
+    pub acquired_at_ms: u64,
+}
+
+/// A course lease this node holds (or held: see [`Lease::lapsed`]).
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// The course.
+    pub(crate) course: u64,
+    /// The revision of the acquiring write: the fencing epoch every append
+    /// carries.
+    pub(crate) epoch: u64,
+    /// The revision of the last write (acquire or renew): what the next
+    /// renewal compares against.
+    pub(crate) revision: u64,
+    /// When this node sent the acquiring write, unix ms.
+    pub(crate) acquired_at_ms: u64,
+    /// When this node sent the last successful write: the bucket expires the
+    /// key at least a TTL after it (the server stamps it later).
+    pub(crate) renewed_at: Instant,
+    /// The bucket's max age.
+    pub(crate) ttl: Duration,
+}
+
+impl Lease {
+    /// The course it is for.
+    pub fn course(&self) -> u64 {
+        self.course
+    }
+
+    /// The fencing epoch (the acquiring write's revision).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The revision the next renewal compares against.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// True once a TTL has passed since the last successful write, by this
+    /// node's monotonic clock: another node may own the course by now.
+    pub fn lapsed(&self) -> bool {
+        self.renewed_at.elapsed() >= self.ttl
+    }
+}
+
+/// Why a lease could not be acquired.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    /// Another node (or this one, earlier) holds a live lease.
+    #[error("course {course} is owned by {owner:?}")]
+    Held {
+        /// The course.
+        course: u64,
+        /// The live owner, when its record could be read.
+        owner: Option<String>,
+    },
+    /// NATS did not answer or failed.
+    #[error("lease of course {course}: {source}")]
+    Nats {
+        /// The course.
+        course: u64,
+        /// The client's error.
+        source: async_nats::Error,
+    },
+}
+
+/// Why a lease could not be renewed or released.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The key is no longer at the revision held: the lease expired and may
+    /// be someone else's. Stop serving the course.
+    #[error("lease of course {course} lost (revision {revision} is no longer current)")]
+    Lost {
+        /// The course.
+        course: u64,
+        /// The revision this node held.
+        revision: u64,
+    },
+    /// NATS did not answer or failed; the lease may still be held.
+    #[error("lease of course {course}: {source}")]
+    Nats {
+        /// The course.
+        course: u64,
+        /// The client's error.
+        source: async_nats::Error,
+    },
+}
+
+/// A live lease as read from the bucket.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseInfo {
+    /// The course.
+    pub course: u64,
+    /// What the lease key holds.
+    pub record: LeaseRecord,
+    /// The key's current revision.
+    pub revision: u64,
+    /// When the key was last written (acquired or renewed), unix ms, by the
+    /// server's clock.
+    pub written_at_ms: u64,
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn datetime_ms(entry: kv::Entry) -> u64 {
+    (entry.created.unix_timestamp_nanos() / 1_000_000).max(0) as u64
+}
+
+impl Cluster {
+    /// Acquires `course`'s lease for this node: succeeds only if nobody holds
+    /// a live one. The lease then lives for the configured TTL unless
+    /// [renewed](Cluster::renew).
+    #[tracing::instrument(skip(self), fields(node = %self.config.node))]
+    pub async fn acquire(&self, course: u64) -> Result<Lease, AcquireError> {
+        let sent = Instant::now();
+        let acquired_at_ms = unix_ms();
+        let record = LeaseRecord { node: self.config.node.clone(), epoch: 0, acquired_at_ms };
+        let body = serde_json::to_vec(&record).map_err(|err| AcquireError::Nats { course, source: err.into() })?;
+        match self.leases.create(lease_key(course), body.into()).await {
+            Ok(revision) => Ok(Lease {
+                course,
+                epoch: revision,
+                revision,
+                acquired_at_ms,
+                renewed_at: sent,
+                ttl: self.config.lease_ttl,
+            }),
+            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let owner = self.lease_of(course).await.ok().flatten().map(|info| info.record.node);
+                Err(AcquireError::Held { course, owner })
+            }
+            Err(err) => Err(AcquireError::Nats { course, source: err.into() }),
+        }
+    }
+
+    /// Renews `lease` by compare-and-set on the revision held: it lives a
+    /// full TTL from now. Renew every third of the TTL or so, so one slow
+    /// renewal does not lose the course. Fails with [`LeaseError::Lost`] if
+    /// the key moved on (the lease expired; another node may own the course).
+    pub async fn renew(&self, lease: &mut Lease) -> Result<(), LeaseError> {
+        let course = lease.course;
+        let sent = Instant::now();
+        let record =
+            LeaseRecord { node: self.config.node.clone(), epoch: lease.epoch, acquired_at_ms: lease.acquired_at_ms };
+        let body = serde_json::to_vec(&record).map_err(|err| LeaseError::Nats { course, source: err.into() })?;
+        match self.leases.update(lease_key(course), body.into(), lease.revision).await {
+            Ok(revision) => {
+                lease.revision = revision;
+                lease.renewed_at = sent;
+                Ok(())
+            }
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                tracing::warn!(course, revision = lease.revision, node = %self.config.node, "lease lost at renewal");
+                Err(LeaseError::Lost { course, revision: lease.revision })
+            }
+            Err(err) => Err(LeaseError::Nats { course, source: err.into() }),
+        }
+    }
+
+    /// Gives `lease` up (a delete by compare-and-set on the revision held),
+    /// so another node can acquire the course at once.
+    pub async fn release(&self, lease: Lease) -> Result<(), LeaseError> {
+        let course = lease.course;
+        match self.leases.delete_expect_revision(lease_key(course), Some(lease.revision)).await {
+            Ok(()) => Ok(()),
+            // A delete whose revision moved on is the lease already lost.
+            Err(err) => match self.lease_of(course).await {
+                Ok(Some(info)) if info.revision == lease.revision => {
+                    Err(LeaseError::Nats { course, source: err.into() })
+                }
+                Ok(_) => Err(LeaseError::Lost { course, revision: lease.revision }),
+                Err(_) => Err(LeaseError::Nats { course, source: err.into() }),
+            },
+        }
+    }
+
+    /// The live lease of `course`, if any.
+    pub async fn lease_of(&self, course: u64) -> Result<Option<LeaseInfo>, async_nats::Error> {
+        match self.leases.entry(lease_key(course)).await? {
+            Some(entry) if entry.operation == kv::Operation::Put => Ok(Some(lease_info(course, entry)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every live lease (one read of the bucket).
+    pub async fn leases(&self) -> Result<Vec<LeaseInfo>, async_nats::Error> {
+        use futures_util::StreamExt;
+        let mut out = Vec::new();
+        let mut keys = self.leases.keys().await?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            names.push(key?);
+        }
+        for key in names {
+            let Some(course) = course_of_lease_key(&key) else { continue };
+            if let Some(entry) = self.leases.entry(key).await?
+                && entry.operation == kv::Operation::Put
+            {
+                out.push(lease_info(course, entry)?);
+            }
+        }
+        out.sort_by_key(|info| info.course);
+        Ok(out)
+    }
+}
+
+fn lease_info(course: u64, entry: kv::Entry) -> Result<LeaseInfo, async_nats::Error> {
+    let mut record: LeaseRecord = serde_json::from_slice(&entry.value)?;
+    let revision = entry.revision;
+    if record.epoch == 0 {
+        // Not renewed yet: the acquiring write is the current one.
+        record.epoch = revision;
+    }
+    let written_at_ms = datetime_ms(entry);
+    Ok(LeaseInfo { course, record, revision, written_at_ms })
+}
