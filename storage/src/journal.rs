@@ -276,7 +276,7 @@ impl Journal {
             last_sync: Instant::now(),
             last_watermark: None,
         };
-        let task = tokio::spawn(writer.run(rx, options.max_group.max(1)));
+        let task = writer.spawn(rx, options.max_group.max(1));
         Ok((Journal { tx, faults, backups: Arc::new(tokio::sync::Mutex::new(())) }, task))
     }
 
@@ -533,28 +533,84 @@ struct Persist {
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Submission>, max_group: usize) {
+    /// Runs the writer on a thread of its own, and returns a task that ends
+    /// when it does; aborting the task stops the writer after the group in
+    /// hand, as dropping a task would. Its own OS thread, not a tokio task
+    /// that hands each group to `spawn_blocking`: the journal is the
+    /// service's one serial stage, and as a task it waited behind every HTTP
+    /// connection for a worker between groups (measured in
+    /// bench/PROFILE.md). If no thread can be started it runs as a task on
+    /// the caller's runtime (each group then blocks a worker while it
+    /// persists).
+    fn spawn(self, rx: mpsc::Receiver<Submission>, max_group: usize) -> JoinHandle<()> {
+        let (abort, aborted) = oneshot::channel::<()>();
+        let (done, finished) = oneshot::channel::<()>();
+        let slot = Arc::new(std::sync::Mutex::new(Some((self, rx, aborted))));
+        let take = |slot: &std::sync::Mutex<Option<_>>| slot.lock().map(|mut s| s.take()).unwrap_or(None);
+        let on_thread = {
+            let slot = slot.clone();
+            move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().build();
+                if let (Ok(runtime), Some((writer, rx, aborted))) = (runtime, take(&slot)) {
+                    runtime.block_on(writer.run(rx, aborted, max_group));
+                    let _ = done.send(());
+                }
+            }
+        };
+        match std::thread::Builder::new().name("sugang-journal".into()).spawn(on_thread) {
+            Ok(_) => tokio::spawn(async move {
+                let _abort_on_drop = abort;
+                let _ = finished.await;
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "no journal thread; the journal runs as a task");
+                let taken = take(&slot);
+                tokio::spawn(async move {
+                    let _abort_on_drop = abort;
+                    if let Some((writer, rx, aborted)) = taken {
+                        writer.run(rx, aborted, max_group).await;
+                    }
+                })
+            }
+        }
+    }
+
+    /// The writer's loop: waits for submissions and commits each group (on
+    /// this thread, synchronously), until every handle is dropped or the
+    /// journal's task is aborted.
+    async fn run(mut self, mut rx: mpsc::Receiver<Submission>, mut aborted: oneshot::Receiver<()>, max_group: usize) {
         let mut pending = Vec::with_capacity(max_group);
-        while rx.recv_many(&mut pending, max_group).await > 0 {
-            self.commit_group(&mut pending).await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut aborted => {
+                    tracing::warn!(last_seq = self.next_seq - 1, "journal aborted");
+                    return;
+                }
+                taken = rx.recv_many(&mut pending, max_group) => {
+                    if taken == 0 {
+                        break;
+                    }
+                    self.commit_group(&mut pending);
+                }
+            }
         }
         // Every handle is gone: make what was written durable, then stop.
         if self.failed.is_none() {
-            let store = self.store.clone();
+            let store = &self.store;
             let last = self.next_seq - 1;
-            let persisted = tokio::task::spawn_blocking(move || {
-                store.shared.db().persist(fjall::PersistMode::SyncAll).map_err(|e| e.to_string())?;
-                write_watermark(&mut lock(&store.shared.watermark), last).map_err(|e| e.to_string())
-            })
-            .await;
-            if let Ok(Err(e)) = persisted {
+            let persisted =
+                store.shared.db().persist(fjall::PersistMode::SyncAll).map_err(|e| e.to_string()).and_then(|()| {
+                    write_watermark(&mut lock(&store.shared.watermark), last).map_err(|e| e.to_string())
+                });
+            if let Err(e) = persisted {
                 tracing::error!(error = %e, "final journal persist failed");
             }
         }
         tracing::info!(last_seq = self.next_seq - 1, "journal stopped");
     }
 
-    async fn commit_group(&mut self, pending: &mut Vec<Submission>) {
+    fn commit_group(&mut self, pending: &mut Vec<Submission>) {
         if let Some(reason) = &self.failed {
             for submission in pending.drain(..) {
                 let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
@@ -600,7 +656,7 @@ impl Writer {
         }
 
         let persist = self.persist_for(seq - 1);
-        let outcome = self.write(group, persist).await;
+        let outcome = self.write(group, persist);
         let size = pending.len();
         metrics::histogram!("sugang_journal_group_size").record(size as f64);
         metrics::histogram!("sugang_journal_commit_seconds").record(started.elapsed().as_secs_f64());
@@ -656,16 +712,16 @@ impl Writer {
         Persist { sync, watermark: (sync && due && last_seq >= self.next_seq).then_some(last_seq) }
     }
 
-    /// Writes and persists one group on a blocking thread.
-    async fn write(&self, group: Group, persist: Persist) -> Result<(), CommitError> {
-        let store = self.store.clone();
-        let faults = self.faults.clone();
-        let joined = tokio::task::spawn_blocking(move || {
+    /// Writes and persists one group.
+    fn write(&self, group: Group, persist: Persist) -> Result<(), CommitError> {
+        let store = &self.store;
+        let faults = &self.faults;
+        {
             if DiskFaults::take(&faults.fail_writes) {
                 return Err(CommitError::Write("injected write fault".into()));
             }
             let started = Instant::now();
-            group.into_batch(&store)?.commit().map_err(|e| CommitError::Write(e.to_string()))?;
+            group.into_batch(store)?.commit().map_err(|e| CommitError::Write(e.to_string()))?;
             metrics::histogram!("sugang_journal_apply_seconds").record(started.elapsed().as_secs_f64());
             match faults.slow_flushes_ms.load(Ordering::SeqCst) {
                 0 => {}
@@ -683,8 +739,6 @@ impl Writer {
             }
             metrics::histogram!("sugang_journal_flush_seconds").record(started.elapsed().as_secs_f64());
             Ok(())
-        })
-        .await;
-        joined.unwrap_or_else(|e| Err(CommitError::Write(format!("journal writer thread failed: {e}"))))
+        }
     }
 }
