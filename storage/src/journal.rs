@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::codec::{Count, EncodeError, Key, Record, Table, decode_value, encode_value};
-use crate::log::{Envelope, event_key};
+use crate::log::{TailEvent, encode_envelope, event_key};
 use crate::store::{
     BackupError, Durability, META_LAST_SEQ, StorageError, Store, Verified, WATERMARK_EVERY, lock, offset_key,
     write_watermark,
@@ -406,6 +406,9 @@ struct Group {
     last_seq: Option<u64>,
 }
 
+/// What a group appends, kept for the log's in-memory tail once durable.
+type TailEvents = Vec<TailEvent>;
+
 impl Group {
     /// Keeps only the last write to each key (in submission order, the one
     /// that would win anyway), and sums the counter deltas per key: a key the
@@ -523,6 +526,15 @@ impl Group {
     }
 }
 
+/// Where the writer runs: see [`Writer::spawn`].
+#[derive(Clone, Copy)]
+enum Mode {
+    /// On its own thread, writing each group there.
+    Thread,
+    /// As a tokio task, writing each group on the blocking pool.
+    Task,
+}
+
 /// What the blocking thread asks of one group.
 #[derive(Clone, Copy)]
 struct Persist {
@@ -539,11 +551,22 @@ impl Writer {
     /// that hands each group to `spawn_blocking`: the journal is the
     /// service's one serial stage, and as a task it waited behind every HTTP
     /// connection for a worker between groups (measured in
-    /// bench/PROFILE.md). If no thread can be started it runs as a task on
-    /// the caller's runtime (each group then blocks a worker while it
-    /// persists).
+    /// bench/PROFILE.md). On a current-thread runtime (tests, tools; the only
+    /// kind whose clock can be paused, and a paused clock skips ahead while
+    /// its tasks wait on another thread, though not while they wait on
+    /// `spawn_blocking`), or if no thread can be started, it runs as a task
+    /// that writes each group on tokio's blocking pool, as before.
     fn spawn(self, rx: mpsc::Receiver<Submission>, max_group: usize) -> JoinHandle<()> {
         let (abort, aborted) = oneshot::channel::<()>();
+        let as_task = |writer: Writer, rx, aborted, abort: oneshot::Sender<()>| {
+            tokio::spawn(async move {
+                let _abort_on_drop = abort;
+                writer.run(rx, aborted, max_group, Mode::Task).await;
+            })
+        };
+        if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+            return as_task(self, rx, aborted, abort);
+        }
         let (done, finished) = oneshot::channel::<()>();
         let slot = Arc::new(std::sync::Mutex::new(Some((self, rx, aborted))));
         let take = |slot: &std::sync::Mutex<Option<_>>| slot.lock().map(|mut s| s.take()).unwrap_or(None);
@@ -552,7 +575,7 @@ impl Writer {
             move || {
                 let runtime = tokio::runtime::Builder::new_current_thread().build();
                 if let (Ok(runtime), Some((writer, rx, aborted))) = (runtime, take(&slot)) {
-                    runtime.block_on(writer.run(rx, aborted, max_group));
+                    runtime.block_on(writer.run(rx, aborted, max_group, Mode::Thread));
                     let _ = done.send(());
                 }
             }
@@ -564,13 +587,10 @@ impl Writer {
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "no journal thread; the journal runs as a task");
-                let taken = take(&slot);
-                tokio::spawn(async move {
-                    let _abort_on_drop = abort;
-                    if let Some((writer, rx, aborted)) = taken {
-                        writer.run(rx, aborted, max_group).await;
-                    }
-                })
+                match take(&slot) {
+                    Some((writer, rx, aborted)) => as_task(writer, rx, aborted, abort),
+                    None => tokio::spawn(async {}),
+                }
             }
         }
     }
@@ -578,7 +598,13 @@ impl Writer {
     /// The writer's loop: waits for submissions and commits each group (on
     /// this thread, synchronously), until every handle is dropped or the
     /// journal's task is aborted.
-    async fn run(mut self, mut rx: mpsc::Receiver<Submission>, mut aborted: oneshot::Receiver<()>, max_group: usize) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Submission>,
+        mut aborted: oneshot::Receiver<()>,
+        max_group: usize,
+        mode: Mode,
+    ) {
         let mut pending = Vec::with_capacity(max_group);
         loop {
             tokio::select! {
@@ -591,7 +617,7 @@ impl Writer {
                     if taken == 0 {
                         break;
                     }
-                    self.commit_group(&mut pending);
+                    self.commit_group(&mut pending, mode).await;
                 }
             }
         }
@@ -610,7 +636,7 @@ impl Writer {
         tracing::info!(last_seq = self.next_seq - 1, "journal stopped");
     }
 
-    fn commit_group(&mut self, pending: &mut Vec<Submission>) {
+    async fn commit_group(&mut self, pending: &mut Vec<Submission>, mode: Mode) {
         if let Some(reason) = &self.failed {
             for submission in pending.drain(..) {
                 let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
@@ -624,6 +650,7 @@ impl Writer {
         let mut receipts = Vec::with_capacity(pending.len());
         let mut seq = self.next_seq;
         let mut encode_failure = None;
+        let mut tail: TailEvents = Vec::new();
         for submission in pending.iter_mut() {
             let batch = std::mem::take(&mut submission.batch);
             let first_seq = (!batch.events.is_empty()).then_some(seq);
@@ -631,10 +658,11 @@ impl Writer {
             group.trimmed.extend(batch.trimmed);
             group.adds.extend(batch.adds);
             for (partition_key, payload) in batch.events {
-                match encode_value("events", &Envelope { at_ms, key: partition_key, payload }) {
+                match encode_envelope(at_ms, partition_key, &payload) {
                     Ok(value) => group.events.push((seq, value)),
                     Err(e) => encode_failure = Some(e.to_string()),
                 }
+                tail.push(TailEvent { seq, at_ms, key: partition_key, payload: Arc::new(payload) });
                 seq += 1;
             }
             receipts.push(Receipt { first_seq, seq: seq - 1 });
@@ -655,8 +683,17 @@ impl Writer {
             return;
         }
 
+        let trimmed_through = group.trimmed.iter().max().copied();
         let persist = self.persist_for(seq - 1);
-        let outcome = self.write(group, persist);
+        let outcome = match mode {
+            Mode::Thread => write(&self.store, &self.faults, group, persist),
+            Mode::Task => {
+                let (store, faults) = (self.store.clone(), self.faults.clone());
+                tokio::task::spawn_blocking(move || write(&store, &faults, group, persist))
+                    .await
+                    .unwrap_or_else(|e| Err(CommitError::Write(format!("journal writer thread failed: {e}"))))
+            }
+        };
         let size = pending.len();
         metrics::histogram!("sugang_journal_group_size").record(size as f64);
         metrics::histogram!("sugang_journal_commit_seconds").record(started.elapsed().as_secs_f64());
@@ -668,6 +705,13 @@ impl Writer {
                 }
                 if persist.watermark.is_some() {
                     self.last_watermark = Some(started);
+                }
+                // Durable: the log's readers may have them from memory.
+                if let Some(through) = trimmed_through {
+                    self.store.shared.tail.trim_through(through);
+                }
+                if !tail.is_empty() {
+                    self.store.shared.tail.push(tail);
                 }
                 // Only a group with events moves the log; waking subscribers
                 // for the others (offset commits, mostly) would be spurious.
@@ -711,34 +755,32 @@ impl Writer {
         let due = self.last_watermark.is_none_or(|at| at.elapsed() >= WATERMARK_EVERY);
         Persist { sync, watermark: (sync && due && last_seq >= self.next_seq).then_some(last_seq) }
     }
+}
 
-    /// Writes and persists one group.
-    fn write(&self, group: Group, persist: Persist) -> Result<(), CommitError> {
-        let store = &self.store;
-        let faults = &self.faults;
-        {
-            if DiskFaults::take(&faults.fail_writes) {
-                return Err(CommitError::Write("injected write fault".into()));
-            }
-            let started = Instant::now();
-            group.into_batch(store)?.commit().map_err(|e| CommitError::Write(e.to_string()))?;
-            metrics::histogram!("sugang_journal_apply_seconds").record(started.elapsed().as_secs_f64());
-            match faults.slow_flushes_ms.load(Ordering::SeqCst) {
-                0 => {}
-                ms => std::thread::sleep(Duration::from_millis(ms)),
-            }
-            if DiskFaults::take(&faults.fail_flushes) {
-                return Err(CommitError::Flush("injected persist fault".into()));
-            }
-            let started = Instant::now();
-            let mode = if persist.sync { fjall::PersistMode::SyncData } else { fjall::PersistMode::Buffer };
-            store.shared.db().persist(mode).map_err(|e| CommitError::Flush(e.to_string()))?;
-            if let Some(seq) = persist.watermark {
-                write_watermark(&mut lock(&store.shared.watermark), seq)
-                    .map_err(|e| CommitError::Flush(format!("watermark: {e}")))?;
-            }
-            metrics::histogram!("sugang_journal_flush_seconds").record(started.elapsed().as_secs_f64());
-            Ok(())
+/// Writes and persists one group (on the journal's thread, or a blocking one).
+fn write(store: &Store, faults: &DiskFaults, group: Group, persist: Persist) -> Result<(), CommitError> {
+    {
+        if DiskFaults::take(&faults.fail_writes) {
+            return Err(CommitError::Write("injected write fault".into()));
         }
+        let started = Instant::now();
+        group.into_batch(store)?.commit().map_err(|e| CommitError::Write(e.to_string()))?;
+        metrics::histogram!("sugang_journal_apply_seconds").record(started.elapsed().as_secs_f64());
+        match faults.slow_flushes_ms.load(Ordering::SeqCst) {
+            0 => {}
+            ms => std::thread::sleep(Duration::from_millis(ms)),
+        }
+        if DiskFaults::take(&faults.fail_flushes) {
+            return Err(CommitError::Flush("injected persist fault".into()));
+        }
+        let started = Instant::now();
+        let mode = if persist.sync { fjall::PersistMode::SyncData } else { fjall::PersistMode::Buffer };
+        store.shared.db().persist(mode).map_err(|e| CommitError::Flush(e.to_string()))?;
+        if let Some(seq) = persist.watermark {
+            write_watermark(&mut lock(&store.shared.watermark), seq)
+                .map_err(|e| CommitError::Flush(format!("watermark: {e}")))?;
+        }
+        metrics::histogram!("sugang_journal_flush_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 }
