@@ -276,7 +276,7 @@ impl Journal {
             last_sync: Instant::now(),
             last_watermark: None,
         };
-        let task = writer.spawn(rx, options.max_group.max(1));
+        let task = tokio::spawn(writer.run(rx, options.max_group.max(1)));
         Ok((Journal { tx, faults, backups: Arc::new(tokio::sync::Mutex::new(())) }, task))
     }
 
@@ -526,15 +526,6 @@ impl Group {
     }
 }
 
-/// Where the writer runs: see [`Writer::spawn`].
-#[derive(Clone, Copy)]
-enum Mode {
-    /// On its own thread, writing each group there.
-    Thread,
-    /// As a tokio task, writing each group on the blocking pool.
-    Task,
-}
-
 /// What the blocking thread asks of one group.
 #[derive(Clone, Copy)]
 struct Persist {
@@ -545,98 +536,31 @@ struct Persist {
 }
 
 impl Writer {
-    /// Runs the writer on a thread of its own, and returns a task that ends
-    /// when it does; aborting the task stops the writer after the group in
-    /// hand, as dropping a task would. Its own OS thread, not a tokio task
-    /// that hands each group to `spawn_blocking`: the journal is the
-    /// service's one serial stage, and as a task it waited behind every HTTP
-    /// connection for a worker between groups (measured in
-    /// bench/PROFILE.md). On a current-thread runtime (tests, tools; the only
-    /// kind whose clock can be paused, and a paused clock skips ahead while
-    /// its tasks wait on another thread, though not while they wait on
-    /// `spawn_blocking`), or if no thread can be started, it runs as a task
-    /// that writes each group on tokio's blocking pool, as before.
-    fn spawn(self, rx: mpsc::Receiver<Submission>, max_group: usize) -> JoinHandle<()> {
-        let (abort, aborted) = oneshot::channel::<()>();
-        let as_task = |writer: Writer, rx, aborted, abort: oneshot::Sender<()>| {
-            tokio::spawn(async move {
-                let _abort_on_drop = abort;
-                writer.run(rx, aborted, max_group, Mode::Task).await;
-            })
-        };
-        if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-            return as_task(self, rx, aborted, abort);
-        }
-        let (done, finished) = oneshot::channel::<()>();
-        let slot = Arc::new(std::sync::Mutex::new(Some((self, rx, aborted))));
-        let take = |slot: &std::sync::Mutex<Option<_>>| slot.lock().map(|mut s| s.take()).unwrap_or(None);
-        let on_thread = {
-            let slot = slot.clone();
-            move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().build();
-                if let (Ok(runtime), Some((writer, rx, aborted))) = (runtime, take(&slot)) {
-                    runtime.block_on(writer.run(rx, aborted, max_group, Mode::Thread));
-                    let _ = done.send(());
-                }
-            }
-        };
-        match std::thread::Builder::new().name("sugang-journal".into()).spawn(on_thread) {
-            Ok(_) => tokio::spawn(async move {
-                let _abort_on_drop = abort;
-                let _ = finished.await;
-            }),
-            Err(e) => {
-                tracing::warn!(error = %e, "no journal thread; the journal runs as a task");
-                match take(&slot) {
-                    Some((writer, rx, aborted)) => as_task(writer, rx, aborted, abort),
-                    None => tokio::spawn(async {}),
-                }
-            }
-        }
-    }
-
-    /// The writer's loop: waits for submissions and commits each group (on
-    /// this thread, synchronously), until every handle is dropped or the
-    /// journal's task is aborted.
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Submission>,
-        mut aborted: oneshot::Receiver<()>,
-        max_group: usize,
-        mode: Mode,
-    ) {
+    /// The writer's loop: waits for submissions and commits each group, its
+    /// write and persist on tokio's blocking pool, until every handle is
+    /// dropped.
+    async fn run(mut self, mut rx: mpsc::Receiver<Submission>, max_group: usize) {
         let mut pending = Vec::with_capacity(max_group);
-        loop {
-            tokio::select! {
-                biased;
-                _ = &mut aborted => {
-                    tracing::warn!(last_seq = self.next_seq - 1, "journal aborted");
-                    return;
-                }
-                taken = rx.recv_many(&mut pending, max_group) => {
-                    if taken == 0 {
-                        break;
-                    }
-                    self.commit_group(&mut pending, mode).await;
-                }
-            }
+        while rx.recv_many(&mut pending, max_group).await > 0 {
+            self.commit_group(&mut pending).await;
         }
         // Every handle is gone: make what was written durable, then stop.
         if self.failed.is_none() {
-            let store = &self.store;
+            let store = self.store.clone();
             let last = self.next_seq - 1;
-            let persisted =
-                store.shared.db().persist(fjall::PersistMode::SyncAll).map_err(|e| e.to_string()).and_then(|()| {
-                    write_watermark(&mut lock(&store.shared.watermark), last).map_err(|e| e.to_string())
-                });
-            if let Err(e) = persisted {
+            let persisted = tokio::task::spawn_blocking(move || {
+                store.shared.db().persist(fjall::PersistMode::SyncAll).map_err(|e| e.to_string())?;
+                write_watermark(&mut lock(&store.shared.watermark), last).map_err(|e| e.to_string())
+            })
+            .await;
+            if let Ok(Err(e)) = persisted {
                 tracing::error!(error = %e, "final journal persist failed");
             }
         }
         tracing::info!(last_seq = self.next_seq - 1, "journal stopped");
     }
 
-    async fn commit_group(&mut self, pending: &mut Vec<Submission>, mode: Mode) {
+    async fn commit_group(&mut self, pending: &mut Vec<Submission>) {
         if let Some(reason) = &self.failed {
             for submission in pending.drain(..) {
                 let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
@@ -685,15 +609,10 @@ impl Writer {
 
         let trimmed_through = group.trimmed.iter().max().copied();
         let persist = self.persist_for(seq - 1);
-        let outcome = match mode {
-            Mode::Thread => write(&self.store, &self.faults, group, persist),
-            Mode::Task => {
-                let (store, faults) = (self.store.clone(), self.faults.clone());
-                tokio::task::spawn_blocking(move || write(&store, &faults, group, persist))
-                    .await
-                    .unwrap_or_else(|e| Err(CommitError::Write(format!("journal writer thread failed: {e}"))))
-            }
-        };
+        let (store, faults) = (self.store.clone(), self.faults.clone());
+        let outcome = tokio::task::spawn_blocking(move || write(&store, &faults, group, persist))
+            .await
+            .unwrap_or_else(|e| Err(CommitError::Write(format!("journal writer thread failed: {e}"))));
         let size = pending.len();
         metrics::histogram!("sugang_journal_group_size").record(size as f64);
         metrics::histogram!("sugang_journal_commit_seconds").record(started.elapsed().as_secs_f64());
@@ -757,7 +676,7 @@ impl Writer {
     }
 }
 
-/// Writes and persists one group (on the journal's thread, or a blocking one).
+/// Writes and persists one group (on a blocking thread).
 fn write(store: &Store, faults: &DiskFaults, group: Group, persist: Persist) -> Result<(), CommitError> {
     {
         if DiskFaults::take(&faults.fail_writes) {
