@@ -213,6 +213,9 @@ done
 settle_ms=$((($(now_ns) - settle_started) / 1000000))
 rss_after_load=$(mb VmRSS)
 hwm=$(mb VmHWM)
+# What the resident memory is made of (anonymous: the heap; file: mapped files).
+awk '/^(Rss|Anonymous|Rss_Anon|Rss_File|Private_Dirty|Private_Clean):/ { printf "  smaps_rollup %s %.1f MB\n", $1, $2 / 1024 }' \
+    "/proc/$server_pid/smaps_rollup" >&2 || true
 data_dir_mb=$(du -sb "$data" | awk '{ printf "%.1f", $1 / 1048576 }')
 
 # 3b. The keys the load wrote, and what a page costs at this size.

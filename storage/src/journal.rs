@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::codec::{Count, EncodeError, Key, Record, Table, decode_value, encode_value};
-use crate::log::{Envelope, event_key};
+use crate::log::{TailEvent, encode_envelope, event_key};
 use crate::store::{
     BackupError, Durability, META_LAST_SEQ, StorageError, Store, Verified, WATERMARK_EVERY, lock, offset_key,
     write_watermark,
@@ -406,6 +406,9 @@ struct Group {
     last_seq: Option<u64>,
 }
 
+/// What a group appends, kept for the log's in-memory tail once durable.
+type TailEvents = Vec<TailEvent>;
+
 impl Group {
     /// Keeps only the last write to each key (in submission order, the one
     /// that would win anyway), and sums the counter deltas per key: a key the
@@ -533,6 +536,9 @@ struct Persist {
 }
 
 impl Writer {
+    /// The writer's loop: waits for submissions and commits each group, its
+    /// write and persist on tokio's blocking pool, until every handle is
+    /// dropped.
     async fn run(mut self, mut rx: mpsc::Receiver<Submission>, max_group: usize) {
         let mut pending = Vec::with_capacity(max_group);
         while rx.recv_many(&mut pending, max_group).await > 0 {
@@ -568,6 +574,7 @@ impl Writer {
         let mut receipts = Vec::with_capacity(pending.len());
         let mut seq = self.next_seq;
         let mut encode_failure = None;
+        let mut tail: TailEvents = Vec::new();
         for submission in pending.iter_mut() {
             let batch = std::mem::take(&mut submission.batch);
             let first_seq = (!batch.events.is_empty()).then_some(seq);
@@ -575,10 +582,11 @@ impl Writer {
             group.trimmed.extend(batch.trimmed);
             group.adds.extend(batch.adds);
             for (partition_key, payload) in batch.events {
-                match encode_value("events", &Envelope { at_ms, key: partition_key, payload }) {
+                match encode_envelope(at_ms, partition_key, &payload) {
                     Ok(value) => group.events.push((seq, value)),
                     Err(e) => encode_failure = Some(e.to_string()),
                 }
+                tail.push(TailEvent { seq, at_ms, key: partition_key, payload: Arc::new(payload) });
                 seq += 1;
             }
             receipts.push(Receipt { first_seq, seq: seq - 1 });
@@ -599,8 +607,12 @@ impl Writer {
             return;
         }
 
+        let trimmed_through = group.trimmed.iter().max().copied();
         let persist = self.persist_for(seq - 1);
-        let outcome = self.write(group, persist).await;
+        let (store, faults) = (self.store.clone(), self.faults.clone());
+        let outcome = tokio::task::spawn_blocking(move || write(&store, &faults, group, persist))
+            .await
+            .unwrap_or_else(|e| Err(CommitError::Write(format!("journal writer thread failed: {e}"))));
         let size = pending.len();
         metrics::histogram!("sugang_journal_group_size").record(size as f64);
         metrics::histogram!("sugang_journal_commit_seconds").record(started.elapsed().as_secs_f64());
@@ -612,6 +624,13 @@ impl Writer {
                 }
                 if persist.watermark.is_some() {
                     self.last_watermark = Some(started);
+                }
+                // Durable: the log's readers may have them from memory.
+                if let Some(through) = trimmed_through {
+                    self.store.shared.tail.trim_through(through);
+                }
+                if !tail.is_empty() {
+                    self.store.shared.tail.push(tail);
                 }
                 // Only a group with events moves the log; waking subscribers
                 // for the others (offset commits, mostly) would be spurious.
@@ -655,36 +674,32 @@ impl Writer {
         let due = self.last_watermark.is_none_or(|at| at.elapsed() >= WATERMARK_EVERY);
         Persist { sync, watermark: (sync && due && last_seq >= self.next_seq).then_some(last_seq) }
     }
+}
 
-    /// Writes and persists one group on a blocking thread.
-    async fn write(&self, group: Group, persist: Persist) -> Result<(), CommitError> {
-        let store = self.store.clone();
-        let faults = self.faults.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            if DiskFaults::take(&faults.fail_writes) {
-                return Err(CommitError::Write("injected write fault".into()));
-            }
-            let started = Instant::now();
-            group.into_batch(&store)?.commit().map_err(|e| CommitError::Write(e.to_string()))?;
-            metrics::histogram!("sugang_journal_apply_seconds").record(started.elapsed().as_secs_f64());
-            match faults.slow_flushes_ms.load(Ordering::SeqCst) {
-                0 => {}
-                ms => std::thread::sleep(Duration::from_millis(ms)),
-            }
-            if DiskFaults::take(&faults.fail_flushes) {
-                return Err(CommitError::Flush("injected persist fault".into()));
-            }
-            let started = Instant::now();
-            let mode = if persist.sync { fjall::PersistMode::SyncData } else { fjall::PersistMode::Buffer };
-            store.shared.db().persist(mode).map_err(|e| CommitError::Flush(e.to_string()))?;
-            if let Some(seq) = persist.watermark {
-                write_watermark(&mut lock(&store.shared.watermark), seq)
-                    .map_err(|e| CommitError::Flush(format!("watermark: {e}")))?;
-            }
-            metrics::histogram!("sugang_journal_flush_seconds").record(started.elapsed().as_secs_f64());
-            Ok(())
-        })
-        .await;
-        joined.unwrap_or_else(|e| Err(CommitError::Write(format!("journal writer thread failed: {e}"))))
+/// Writes and persists one group (on a blocking thread).
+fn write(store: &Store, faults: &DiskFaults, group: Group, persist: Persist) -> Result<(), CommitError> {
+    {
+        if DiskFaults::take(&faults.fail_writes) {
+            return Err(CommitError::Write("injected write fault".into()));
+        }
+        let started = Instant::now();
+        group.into_batch(store)?.commit().map_err(|e| CommitError::Write(e.to_string()))?;
+        metrics::histogram!("sugang_journal_apply_seconds").record(started.elapsed().as_secs_f64());
+        match faults.slow_flushes_ms.load(Ordering::SeqCst) {
+            0 => {}
+            ms => std::thread::sleep(Duration::from_millis(ms)),
+        }
+        if DiskFaults::take(&faults.fail_flushes) {
+            return Err(CommitError::Flush("injected persist fault".into()));
+        }
+        let started = Instant::now();
+        let mode = if persist.sync { fjall::PersistMode::SyncData } else { fjall::PersistMode::Buffer };
+        store.shared.db().persist(mode).map_err(|e| CommitError::Flush(e.to_string()))?;
+        if let Some(seq) = persist.watermark {
+            write_watermark(&mut lock(&store.shared.watermark), seq)
+                .map_err(|e| CommitError::Flush(format!("watermark: {e}")))?;
+        }
+        metrics::histogram!("sugang_journal_flush_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 }

@@ -34,7 +34,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::watch;
 
 use crate::codec::{Count, DecodeError, DecodeErrorKind, Key, Record, Table, decode_value, render_key};
-use crate::log::EventLog;
+use crate::log::{EventLog, Tail};
 
 /// The on-disk layout this release reads and writes (1 was sled's).
 const FORMAT_VERSION: u8 = 2;
@@ -152,6 +152,9 @@ pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     /// The last committed event seq; the journal publishes, subscribers watch.
     pub(crate) last_seq: watch::Sender<u64>,
+    /// The last durable events, in memory, for the subscribers that follow
+    /// the log (see [`Tail`]).
+    pub(crate) tail: Tail,
     /// Why the store stopped accepting writes, once a persist failed
     /// (fail-stop): the journal sets it, the service watches it.
     pub(crate) failure: watch::Sender<Option<Arc<str>>>,
@@ -303,6 +306,7 @@ impl Store {
                 options,
                 dir,
                 last_seq: watch::Sender::new(last_seq),
+                tail: Tail::default(),
                 failure: watch::Sender::new(None),
                 journal_started: AtomicBool::new(false),
                 watermark: Mutex::new(watermark),

@@ -1124,3 +1124,51 @@ async fn a_prefix_scan_seeks_to_a_key_and_stays_inside_its_prefix() {
     assert_eq!(ids(10), Vec::<u64>::new());
     close(store, journal, task).await;
 }
+
+// ---- the log's in-memory tail ----
+
+/// The subscribers read the newest events from memory, and what they read is
+/// exactly what a reader of the disk gets after a reopen; what retention
+/// removed is not served from memory either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_reads_alike_from_memory_and_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_put(&journal, 1, &seat("kim", 1), &["a", "b"]).await.unwrap();
+    commit_put(&journal, 2, &seat("lee", 2), &["c"]).await.unwrap();
+    commit_put(&journal, 3, &seat("park", 3), &["d", "e", "f"]).await.unwrap();
+    let log = store.events();
+    let from_memory = log.read::<Happened>(1, 100).unwrap();
+    assert_eq!(seqs(&from_memory), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        from_memory.iter().map(|e| (e.key, e.event.what.as_str())).collect::<Vec<_>>(),
+        vec![(1, "a"), (1, "b"), (2, "c"), (3, "d"), (3, "e"), (3, "f")]
+    );
+    assert_eq!(seqs(&log.read::<Happened>(3, 2).unwrap()), vec![3, 4], "from a seq, at most the limit");
+    assert!(log.read::<Happened>(7, 10).unwrap().is_empty(), "nothing past the last seq");
+    drop(log);
+    close(store, journal, task).await;
+
+    let store = open(tmp.path());
+    let from_disk = store.events().read::<Happened>(1, 100).unwrap();
+    assert_eq!(from_disk, from_memory, "the disk holds what memory served");
+    let (journal, task) = start(&store);
+    commit_put(&journal, 4, &seat("choi", 4), &["g"]).await.unwrap();
+    assert_eq!(seqs(&store.events().read::<Happened>(1, 100).unwrap()), (1..=7).collect::<Vec<_>>());
+    assert_eq!(store.events().read::<Happened>(5, 100).unwrap()[..2], from_disk[4..]);
+
+    // Retention: what it removed is not served from memory either.
+    let mut batch = Batch::new();
+    batch.set_offset("mypage", 4);
+    journal.commit(batch).await.unwrap();
+    let newest = store.events().read::<Happened>(7, 1).unwrap()[0].at_ms;
+    while now_ms() <= newest {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(journal.trim(&store, Duration::ZERO).await.unwrap(), 4);
+    assert_eq!(seqs(&store.events().read::<Happened>(0, 100).unwrap()), vec![5, 6, 7]);
+    assert_eq!(seqs(&store.events().read::<Happened>(3, 100).unwrap()), vec![5, 6, 7]);
+
+    close(store, journal, task).await;
+}
