@@ -223,6 +223,89 @@ mod tests {
         system.shutdown().await;
     }
 
+    /// A crash during the upgrade leaves a store some of whose chunks are
+    /// committed and whose marker is not written (it is written last): the
+    /// next start finishes the upgrade from there, keeping the charge keys
+    /// already folded in and folding the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_whose_upgrade_was_cut_short_is_finished_on_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let system = Sugang::start(config(dir.path())).await.unwrap();
+        let course = korean(&system).await;
+        let mut ids = Vec::new();
+        for student in ["a", "b", "c"] {
+            ids.push(system.enroll(request(course, student)).await.unwrap().value.id);
+        }
+        system.cancel(ids[1]).await.unwrap();
+        system.cancel(ids[2]).await.unwrap();
+        let seq = system.last_seq();
+        for name in ["delivery", "mypage"] {
+            assert!(system.wait_for(name, seq).await);
+        }
+        let keys: Vec<u64> = ids.iter().map(|id| system.payment(*id).unwrap().unwrap().charge_key).collect();
+        system.shutdown().await;
+
+        // As a crash after the first chunk leaves it: a's charge key folded
+        // into its payment (and gone from `charge_keys`), the rest as layout
+        // 1 wrote them, no marker.
+        let c = course.get();
+        with_journal(dir.path(), |store, batch| {
+            batch.delete(&COUNTERS, &LAYOUT_KEY.to_owned());
+            for (i, (id, key)) in ids.iter().zip(&keys).enumerate() {
+                let p = store.get(&PAYMENTS, &id.get()).unwrap().unwrap();
+                if i > 0 {
+                    let v1 = PaymentV1 {
+                        enrollment_id: p.enrollment_id,
+                        course_id: p.course_id,
+                        student: p.student.clone(),
+                        amount: p.amount,
+                        pay_method: p.pay_method.clone(),
+                        status: p.status,
+                        approved_at_ms: p.approved_at_ms,
+                    };
+                    batch.put(&PAYMENTS_V1, &id.get(), &v1).unwrap();
+                    batch.put(&CHARGE_KEYS, &id.get(), &ChargeKey(*key)).unwrap();
+                    // A canceled enrollment's seat was deleted.
+                    batch.delete(&SEATS, &(c, id.get()));
+                }
+                batch.put(&DELIVERIES_BY_STUDENT, &(p.student.as_str().to_owned(), id.get()), &Indexed).unwrap();
+                batch.put(&STUDENT_VIEWS_BY_STUDENT, &(p.student.as_str().to_owned(), id.get()), &Indexed).unwrap();
+                batch.put(&PENDING, key, &Indexed).unwrap();
+                batch.put(&ENROLLMENTS_BY_COURSE, &(c, id.get()), &Indexed).unwrap();
+            }
+        })
+        .await;
+
+        let system = Sugang::start(config(dir.path())).await.unwrap();
+        let store = system.store();
+        assert_eq!(store.get(&COUNTERS, &LAYOUT_KEY.to_owned()).unwrap(), Some(Counter(LAYOUT)));
+        let upgraded: Vec<u64> = ids.iter().map(|id| system.payment(*id).unwrap().unwrap().charge_key).collect();
+        assert_eq!(upgraded, keys, "each payment keeps the key its fee was charged under");
+        for (name, left) in [
+            ("charge_keys", store.scan(&CHARGE_KEYS).count()),
+            ("deliveries_by_student", store.scan(&DELIVERIES_BY_STUDENT).count()),
+            ("mypage_students_by_student", store.scan(&STUDENT_VIEWS_BY_STUDENT).count()),
+            ("pending_seats", store.scan(&PENDING).count()),
+            ("enrollments_by_course", store.scan(&ENROLLMENTS_BY_COURSE).count()),
+        ] {
+            assert_eq!(left, 0, "{name} is emptied");
+        }
+        let page = PageRequest { number: 0, size: 20 };
+        let by_course = EnrollmentFilter { course_id: Some(c), ..Default::default() };
+        let listed = system.enrollments(&by_course, page).unwrap();
+        assert_eq!(listed.items.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+        assert_eq!(listed.total, 3);
+        for id in &ids[1..] {
+            assert_eq!(store.get(&SEATS, &(c, id.get())).unwrap().map(|s| s.state), Some(SeatState::Canceled));
+        }
+        let counts = system.seat_counts(course).unwrap();
+        assert_eq!((counts.confirmed, counts.pending), (1, 0));
+        // The refund of a cancellation after the upgrade names the key the
+        // fee was charged under (a reservation key), not the enrollment id.
+        assert!(keys.iter().zip(&ids).all(|(key, id)| *key >= crate::system::RESERVATION_BASE && key != &id.get()));
+        system.shutdown().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_store_from_a_later_layout_is_refused() {
         let dir = tempfile::tempdir().unwrap();
