@@ -384,6 +384,57 @@ async fn a_charge_that_answers_too_late_is_voided() {
     system.shutdown().await;
 }
 
+/// A course's seats are the index of its enrollments (layout 2): its
+/// listing, filtered by status or not, and its pages' totals count its
+/// canceled enrollments (their seats kept as canceled) and never the seat a
+/// saga holds while its fee is being charged (a hold sorts above them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_course_listing_counts_its_canceled_enrollments_and_never_a_hold_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.payment.timeout = Duration::from_secs(30);
+    let system = Sugang::start(config).await.unwrap();
+    let course = register(&system, "history", 100, None).await;
+    let mut ids = Vec::new();
+    for student in ["a", "b", "c"] {
+        ids.push(system.enroll(request(course, student)).await.unwrap().value.id);
+    }
+    system.cancel(ids[1]).await.unwrap();
+
+    // d's saga holds a seat while the gateway takes its time.
+    system.set_gateway_faults(GatewayFaults { latency_ms: 3_000, failure_rate: 0.0, down: false });
+    let holding = tokio::spawn({
+        let system = system.clone();
+        async move { system.enroll(request(course, "d")).await }
+    });
+    wait_until("d's seat to be held", Duration::from_secs(10), || {
+        let counts = system.seat_counts(course).unwrap();
+        async move { counts.pending == 1 }
+    })
+    .await;
+
+    let listed = |status: Option<EnrollStatus>, page: PageRequest| {
+        let filter = EnrollmentFilter { course_id: Some(course.get()), status, ..Default::default() };
+        let paged = system.enrollments(&filter, page).unwrap();
+        (paged.items.iter().map(|e| e.id).collect::<Vec<_>>(), paged.total)
+    };
+    assert_eq!(listed(None, ALL), (ids.clone(), 3));
+    assert_eq!(listed(Some(EnrollStatus::Completed), ALL), (vec![ids[0], ids[2]], 2));
+    assert_eq!(listed(Some(EnrollStatus::Canceled), ALL), (vec![ids[1]], 1));
+    let second = PageRequest { number: 1, size: 1 };
+    assert_eq!(listed(None, second), (vec![ids[1]], 3));
+    assert_eq!(listed(Some(EnrollStatus::Completed), second), (vec![ids[2]], 2));
+    let last = PageRequest { number: 3, size: 1 };
+    assert_eq!(listed(None, last), (vec![], 3), "the hold is no page of the listing");
+
+    system.set_gateway_faults(GatewayFaults::default());
+    let d = holding.await.unwrap().expect("d is enrolled once the gateway answers");
+    let mut all = ids.clone();
+    all.push(d.value.id);
+    assert_eq!(listed(None, ALL), (all, 4));
+    system.shutdown().await;
+}
+
 // ---- 5. saga crash recovery ---------------------------------------------
 
 const CRASH_DIR: &str = "SUGANG_TEST_CRASH_DIR";
