@@ -435,6 +435,42 @@ async fn a_course_listing_counts_its_canceled_enrollments_and_never_a_hold_in_fl
     system.shutdown().await;
 }
 
+/// Two cancellations of one enrollment at once: both answer CANCELED, the
+/// fee is refunded once, the seat is given back once (the student may
+/// enroll again, and the course lists both enrollments).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrollment_canceled_twice_at_once_is_refunded_and_released_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = Sugang::start(config(dir.path())).await.unwrap();
+    let course = register(&system, "music", 700, Some(1)).await;
+    let first = system.enroll(request(course, "a")).await.unwrap().value.id;
+    let cancels: Vec<_> = (0..2)
+        .map(|_| {
+            let system = system.clone();
+            tokio::spawn(async move { system.cancel(first).await })
+        })
+        .collect();
+    for cancel in cancels {
+        let done = cancel.await.unwrap().expect("a cancellation is answered");
+        assert_eq!(done.value.status, EnrollStatus::Canceled);
+    }
+    assert_eq!(student_count(&system, course), 0);
+    let gateway = system.gateway().clone();
+    wait_until("the refund", Duration::from_secs(10), || {
+        let ledger = gateway.ledger();
+        async move { ledger.refunded == 1 }
+    })
+    .await;
+    let ledger = gateway.ledger();
+    assert_eq!((ledger.charged, ledger.refunded, ledger.voided, ledger.charged_amount), (0, 1, 0, 0), "{ledger:?}");
+    assert_eq!(system.payment(first).unwrap().map(|p| p.status), Some(PayStatus::Canceled));
+    let again = system.enroll(request(course, "a")).await.expect("the one seat is free again").value.id;
+    let filter = EnrollmentFilter { course_id: Some(course.get()), ..Default::default() };
+    let listed = system.enrollments(&filter, ALL).unwrap();
+    assert_eq!((listed.items.iter().map(|e| e.id).collect::<Vec<_>>(), listed.total), (vec![first, again], 2));
+    system.shutdown().await;
+}
+
 // ---- 5. saga crash recovery ---------------------------------------------
 
 const CRASH_DIR: &str = "SUGANG_TEST_CRASH_DIR";
