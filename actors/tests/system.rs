@@ -471,6 +471,51 @@ async fn an_enrollment_canceled_twice_at_once_is_refunded_and_released_once() {
     system.shutdown().await;
 }
 
+/// A saga whose compensation the course cannot take at that moment (its
+/// actor keeps failing) still gives its seat back once the course recovers,
+/// without waiting for the next start: the seat it holds is its marker, and
+/// its actor, kept live by it, retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compensation_the_course_refuses_for_a_while_is_retried_until_the_seat_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.payment.timeout = Duration::from_secs(30);
+    config.ask_timeout = Duration::from_millis(500);
+    config.courses.restart.backoff = Duration::from_millis(100);
+    let system = Sugang::start(config).await.unwrap();
+    let course = register(&system, "drama", 100, Some(1)).await;
+
+    // The gateway is slow, then refuses: the saga compensates (releases its
+    // seat) while its course panics on every message.
+    system.set_gateway_faults(GatewayFaults { latency_ms: 1_000, failure_rate: 0.0, down: true });
+    let saga = tokio::spawn({
+        let system = system.clone();
+        async move { system.enroll(request(course, "a")).await }
+    });
+    wait_until("a's seat to be held", Duration::from_secs(10), || {
+        let counts = system.seat_counts(course).unwrap();
+        async move { counts.pending == 1 }
+    })
+    .await;
+    system.faults().panic_course_always(course.get());
+    let refused = saga.await.unwrap();
+    assert!(refused.is_err(), "{refused:?}");
+    system.faults().heal_course(course.get());
+    system.set_gateway_faults(GatewayFaults::default());
+
+    wait_until("the held seat to be given back", Duration::from_secs(20), || {
+        let counts = system.seat_counts(course).unwrap();
+        async move { counts.pending == 0 }
+    })
+    .await;
+    wait_until("the course to take a new student", Duration::from_secs(20), || {
+        let system = system.clone();
+        async move { system.enroll(request(course, "b")).await.is_ok() }
+    })
+    .await;
+    system.shutdown().await;
+}
+
 // ---- 5. saga crash recovery ---------------------------------------------
 
 const CRASH_DIR: &str = "SUGANG_TEST_CRASH_DIR";
