@@ -384,6 +384,196 @@ async fn a_charge_that_answers_too_late_is_voided() {
     system.shutdown().await;
 }
 
+/// A course's seats are the index of its enrollments (layout 2): its
+/// listing, filtered by status or not, and its pages' totals count its
+/// canceled enrollments (their seats kept as canceled) and never the seat a
+/// saga holds while its fee is being charged (a hold sorts above them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_course_listing_counts_its_canceled_enrollments_and_never_a_hold_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.payment.timeout = Duration::from_secs(30);
+    let system = Sugang::start(config).await.unwrap();
+    let course = register(&system, "history", 100, None).await;
+    let mut ids = Vec::new();
+    for student in ["a", "b", "c"] {
+        ids.push(system.enroll(request(course, student)).await.unwrap().value.id);
+    }
+    system.cancel(ids[1]).await.unwrap();
+
+    // d's saga holds a seat while the gateway takes its time.
+    system.set_gateway_faults(GatewayFaults { latency_ms: 3_000, failure_rate: 0.0, down: false });
+    let holding = tokio::spawn({
+        let system = system.clone();
+        async move { system.enroll(request(course, "d")).await }
+    });
+    wait_until("d's seat to be held", Duration::from_secs(10), || {
+        let counts = system.seat_counts(course).unwrap();
+        async move { counts.pending == 1 }
+    })
+    .await;
+
+    let listed = |status: Option<EnrollStatus>, page: PageRequest| {
+        let filter = EnrollmentFilter { course_id: Some(course.get()), status, ..Default::default() };
+        let paged = system.enrollments(&filter, page).unwrap();
+        (paged.items.iter().map(|e| e.id).collect::<Vec<_>>(), paged.total)
+    };
+    assert_eq!(listed(None, ALL), (ids.clone(), 3));
+    assert_eq!(listed(Some(EnrollStatus::Completed), ALL), (vec![ids[0], ids[2]], 2));
+    assert_eq!(listed(Some(EnrollStatus::Canceled), ALL), (vec![ids[1]], 1));
+    let second = PageRequest { number: 1, size: 1 };
+    assert_eq!(listed(None, second), (vec![ids[1]], 3));
+    assert_eq!(listed(Some(EnrollStatus::Completed), second), (vec![ids[2]], 2));
+    let last = PageRequest { number: 3, size: 1 };
+    assert_eq!(listed(None, last), (vec![], 3), "the hold is no page of the listing");
+
+    system.set_gateway_faults(GatewayFaults::default());
+    let d = holding.await.unwrap().expect("d is enrolled once the gateway answers");
+    let mut all = ids.clone();
+    all.push(d.value.id);
+    assert_eq!(listed(None, ALL), (all, 4));
+    system.shutdown().await;
+}
+
+/// Two cancellations of one enrollment at once: both answer CANCELED, the
+/// fee is refunded once, the seat is given back once (the student may
+/// enroll again, and the course lists both enrollments).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrollment_canceled_twice_at_once_is_refunded_and_released_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = Sugang::start(config(dir.path())).await.unwrap();
+    let course = register(&system, "music", 700, Some(1)).await;
+    let first = system.enroll(request(course, "a")).await.unwrap().value.id;
+    let cancels: Vec<_> = (0..2)
+        .map(|_| {
+            let system = system.clone();
+            tokio::spawn(async move { system.cancel(first).await })
+        })
+        .collect();
+    for cancel in cancels {
+        let done = cancel.await.unwrap().expect("a cancellation is answered");
+        assert_eq!(done.value.status, EnrollStatus::Canceled);
+    }
+    assert_eq!(student_count(&system, course), 0);
+    let gateway = system.gateway().clone();
+    wait_until("the refund", Duration::from_secs(10), || {
+        let ledger = gateway.ledger();
+        async move { ledger.refunded == 1 }
+    })
+    .await;
+    let ledger = gateway.ledger();
+    assert_eq!((ledger.charged, ledger.refunded, ledger.voided, ledger.charged_amount), (0, 1, 0, 0), "{ledger:?}");
+    assert_eq!(system.payment(first).unwrap().map(|p| p.status), Some(PayStatus::Canceled));
+    let again = system.enroll(request(course, "a")).await.expect("the one seat is free again").value.id;
+    let filter = EnrollmentFilter { course_id: Some(course.get()), ..Default::default() };
+    let listed = system.enrollments(&filter, ALL).unwrap();
+    assert_eq!((listed.items.iter().map(|e| e.id).collect::<Vec<_>>(), listed.total), (vec![first, again], 2));
+    system.shutdown().await;
+}
+
+/// A saga whose compensation the course cannot take at that moment (its
+/// actor keeps failing) still gives its seat back once the course recovers,
+/// without waiting for the next start: the seat it holds is its marker, and
+/// its actor, kept live by it, retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compensation_the_course_refuses_for_a_while_is_retried_until_the_seat_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.payment.timeout = Duration::from_secs(30);
+    config.ask_timeout = Duration::from_millis(500);
+    config.courses.restart.backoff = Duration::from_millis(100);
+    let system = Sugang::start(config).await.unwrap();
+    let course = register(&system, "drama", 100, Some(1)).await;
+
+    // The gateway is slow, then refuses: the saga compensates (releases its
+    // seat) while its course panics on every message.
+    system.set_gateway_faults(GatewayFaults { latency_ms: 1_000, failure_rate: 0.0, down: true });
+    let saga = tokio::spawn({
+        let system = system.clone();
+        async move { system.enroll(request(course, "a")).await }
+    });
+    wait_until("a's seat to be held", Duration::from_secs(10), || {
+        let counts = system.seat_counts(course).unwrap();
+        async move { counts.pending == 1 }
+    })
+    .await;
+    system.faults().panic_course_always(course.get());
+    let refused = saga.await.unwrap();
+    assert!(refused.is_err(), "{refused:?}");
+    system.faults().heal_course(course.get());
+    system.set_gateway_faults(GatewayFaults::default());
+
+    wait_until("the held seat to be given back", Duration::from_secs(20), || {
+        let counts = system.seat_counts(course).unwrap();
+        async move { counts.pending == 0 }
+    })
+    .await;
+    wait_until("the course to take a new student", Duration::from_secs(20), || {
+        let system = system.clone();
+        async move { system.enroll(request(course, "b")).await.is_ok() }
+    })
+    .await;
+    system.shutdown().await;
+}
+
+/// A student's shipments and my-page views are found through their
+/// enrollments (layout 2): while the read models lag behind a new
+/// enrollment, every page's total is the records the pages can show (the
+/// one not written yet is in neither), and it joins both once written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_students_shipments_and_views_page_consistently_while_the_read_models_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let system = Sugang::start(config(dir.path())).await.unwrap();
+    let mut courses = Vec::new();
+    for i in 0..4 {
+        courses.push(register(&system, &format!("course{i}"), 100, None).await);
+    }
+    for course in &courses[..3] {
+        system.enroll(request(*course, "s")).await.unwrap();
+    }
+    system.enroll(request(courses[0], "t")).await.unwrap();
+    let seq = system.last_seq();
+    for name in ["delivery", "mypage"] {
+        assert!(system.wait_for(name, seq).await);
+    }
+    for name in ["delivery", "mypage"] {
+        system.faults().slow_subscriber(name, Duration::from_secs(3));
+    }
+    let late = system.enroll(request(courses[3], "s")).await.unwrap().value.id;
+    let pages = |size: usize| {
+        let mut shown = (Vec::new(), Vec::new());
+        let mut totals = (Vec::new(), Vec::new());
+        for number in 0..4 {
+            let page = PageRequest { number, size };
+            let d = system.deliveries(None, Some("s"), page).unwrap();
+            let v = system.student_views(Some("s"), page).unwrap();
+            totals.0.push(d.total);
+            totals.1.push(v.total);
+            shown.0.extend(d.items.into_iter().map(|d| d.student.as_str().to_owned()));
+            shown.1.extend(v.items.into_iter().map(|v| v.student.as_str().to_owned()));
+        }
+        (shown.0.len(), shown.1.len(), totals)
+    };
+    let (deliveries, views, totals) = pages(2);
+    if system.delivery(late.get()).unwrap().is_none() {
+        assert_eq!(deliveries, 3);
+        assert!(totals.0.iter().all(|t| *t == 3), "{totals:?}");
+    }
+    assert!(totals.0.iter().all(|t| *t == deliveries), "every page's total is what the pages show: {totals:?}");
+    assert!(totals.1.iter().all(|t| *t == views), "every page's total is what the pages show: {totals:?}");
+    for name in ["delivery", "mypage"] {
+        system.faults().slow_subscriber(name, Duration::ZERO);
+    }
+    let seq = system.last_seq();
+    for name in ["delivery", "mypage"] {
+        assert!(system.wait_for(name, seq).await);
+    }
+    let (deliveries, views, totals) = pages(3);
+    assert_eq!((deliveries, views), (4, 4));
+    assert_eq!(totals, (vec![4; 4], vec![4; 4]));
+    system.shutdown().await;
+}
+
 // ---- 5. saga crash recovery ---------------------------------------------
 
 const CRASH_DIR: &str = "SUGANG_TEST_CRASH_DIR";

@@ -233,6 +233,14 @@ impl Actor for EnrollmentActor {
                 if state.held.is_none() && state.registry.begin_passivation(state.id.get(), myself.get_id()) {
                     myself.send_message(EnrollmentMsg::Stop)?;
                 }
+                // A saga that ended still holding its seat (its compensation
+                // failed: the course did not answer) retries it, as a
+                // recovered one does, rather than keep the seat until the
+                // next start.
+                if state.held.is_some() {
+                    tracing::warn!(enrollment_id = state.id.get(), course_id = ?state.held.map(|c| c.get()), "the saga still holds its seat; compensating again");
+                    myself.send_after(Duration::from_secs(1), || EnrollmentMsg::Recover { course: None, reply: None });
+                }
             }
             EnrollmentMsg::Cancel { reply } => {
                 let answer = state.cancel().await;

@@ -127,6 +127,7 @@ mod tests {
     use crate::course::Seat;
     use crate::model::{Fee, StudentName};
     use crate::payment::PaymentV1;
+    use crate::payment::gateway::ChargeStatus;
     use crate::tables::ChargeKey;
     use crate::testing::{config, korean, request};
     use crate::{EnrollmentFilter, PageRequest, Sugang};
@@ -220,6 +221,98 @@ mod tests {
         assert_eq!(store.get(&SEATS, &(c, ids[1].get())).unwrap().map(|s| s.state), Some(SeatState::Canceled));
         let counts = system.seat_counts(course).unwrap();
         assert_eq!((counts.confirmed, counts.pending), (1, 0));
+        system.shutdown().await;
+    }
+
+    /// A crash during the upgrade leaves a store some of whose chunks are
+    /// committed and whose marker is not written (it is written last): the
+    /// next start finishes the upgrade from there, keeping the charge keys
+    /// already folded in and folding the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_whose_upgrade_was_cut_short_is_finished_on_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let system = Sugang::start(config(dir.path())).await.unwrap();
+        let course = korean(&system).await;
+        let mut ids = Vec::new();
+        for student in ["a", "b", "c", "d"] {
+            ids.push(system.enroll(request(course, student)).await.unwrap().value.id);
+        }
+        system.cancel(ids[1]).await.unwrap();
+        system.cancel(ids[2]).await.unwrap();
+        let seq = system.last_seq();
+        for name in ["delivery", "mypage"] {
+            assert!(system.wait_for(name, seq).await);
+        }
+        let keys: Vec<u64> = ids.iter().map(|id| system.payment(*id).unwrap().unwrap().charge_key).collect();
+        system.shutdown().await;
+
+        // As a crash after the first chunk leaves it: a's charge key folded
+        // into its payment (and gone from `charge_keys`), the rest as layout
+        // 1 wrote them (b and c canceled, their seats deleted), no marker.
+        let c = course.get();
+        with_journal(dir.path(), |store, batch| {
+            batch.delete(&COUNTERS, &LAYOUT_KEY.to_owned());
+            for (i, (id, key)) in ids.iter().zip(&keys).enumerate() {
+                let p = store.get(&PAYMENTS, &id.get()).unwrap().unwrap();
+                if i > 0 {
+                    let v1 = PaymentV1 {
+                        enrollment_id: p.enrollment_id,
+                        course_id: p.course_id,
+                        student: p.student.clone(),
+                        amount: p.amount,
+                        pay_method: p.pay_method.clone(),
+                        status: p.status,
+                        approved_at_ms: p.approved_at_ms,
+                    };
+                    batch.put(&PAYMENTS_V1, &id.get(), &v1).unwrap();
+                    batch.put(&CHARGE_KEYS, &id.get(), &ChargeKey(*key)).unwrap();
+                }
+                if i == 1 || i == 2 {
+                    // A canceled enrollment's seat was deleted.
+                    batch.delete(&SEATS, &(c, id.get()));
+                }
+                batch.put(&DELIVERIES_BY_STUDENT, &(p.student.as_str().to_owned(), id.get()), &Indexed).unwrap();
+                batch.put(&STUDENT_VIEWS_BY_STUDENT, &(p.student.as_str().to_owned(), id.get()), &Indexed).unwrap();
+                batch.put(&PENDING, key, &Indexed).unwrap();
+                batch.put(&ENROLLMENTS_BY_COURSE, &(c, id.get()), &Indexed).unwrap();
+            }
+        })
+        .await;
+
+        let system = Sugang::start(config(dir.path())).await.unwrap();
+        let store = system.store();
+        assert_eq!(store.get(&COUNTERS, &LAYOUT_KEY.to_owned()).unwrap(), Some(Counter(LAYOUT)));
+        let upgraded: Vec<u64> = ids.iter().map(|id| system.payment(*id).unwrap().unwrap().charge_key).collect();
+        assert_eq!(upgraded, keys, "each payment keeps the key its fee was charged under");
+        for (name, left) in [
+            ("charge_keys", store.scan(&CHARGE_KEYS).count()),
+            ("deliveries_by_student", store.scan(&DELIVERIES_BY_STUDENT).count()),
+            ("mypage_students_by_student", store.scan(&STUDENT_VIEWS_BY_STUDENT).count()),
+            ("pending_seats", store.scan(&PENDING).count()),
+            ("enrollments_by_course", store.scan(&ENROLLMENTS_BY_COURSE).count()),
+        ] {
+            assert_eq!(left, 0, "{name} is emptied");
+        }
+        let page = PageRequest { number: 0, size: 20 };
+        let by_course = EnrollmentFilter { course_id: Some(c), ..Default::default() };
+        let listed = system.enrollments(&by_course, page).unwrap();
+        assert_eq!(listed.items.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+        assert_eq!(listed.total, 4);
+        for id in &ids[1..3] {
+            assert_eq!(store.get(&SEATS, &(c, id.get())).unwrap().map(|s| s.state), Some(SeatState::Canceled));
+        }
+        let counts = system.seat_counts(course).unwrap();
+        assert_eq!((counts.confirmed, counts.pending), (2, 0));
+        // A cancellation after the upgrade refunds under the key the fee was
+        // charged under (a reservation key), whether it was folded before
+        // the crash (a) or after (d): this start's gateway saw no charge, so
+        // the refund shows as a void of that key, and none of the id.
+        for i in [0, 3] {
+            system.cancel(ids[i]).await.unwrap();
+            let gateway = system.gateway();
+            assert_eq!(gateway.charge_of(keys[i]), Some(ChargeStatus::Voided), "refunded under its charge key");
+            assert_eq!(gateway.charge_of(ids[i].get()), None, "nothing refunded under the enrollment id");
+        }
         system.shutdown().await;
     }
 
