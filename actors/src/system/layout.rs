@@ -148,17 +148,23 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_layout_1_store_is_upgraded_once_keeping_every_charge_key_seat_and_listing() {
-        let dir = tempfile::tempdir().unwrap();
-        let system = Sugang::start(config(dir.path())).await.unwrap();
+    /// A store with one course and these students enrolled, those at
+    /// `canceled` canceled, the read models caught up and the system
+    /// stopped: the course, the enrollment ids and their charge keys.
+    async fn enrolled(
+        dir: &std::path::Path,
+        students: &[&str],
+        canceled: &[usize],
+    ) -> (crate::model::CourseId, Vec<crate::model::EnrollmentId>, Vec<u64>) {
+        let system = Sugang::start(config(dir)).await.unwrap();
         let course = korean(&system).await;
         let mut ids = Vec::new();
-        for student in ["a", "b"] {
+        for student in students {
             ids.push(system.enroll(request(course, student)).await.unwrap().value.id);
         }
-        // b's enrollment is canceled: layout 1 deleted its seat.
-        system.cancel(ids[1]).await.unwrap();
+        for &i in canceled {
+            system.cancel(ids[i]).await.unwrap();
+        }
         let seq = system.last_seq();
         for name in ["delivery", "mypage"] {
             assert!(system.wait_for(name, seq).await);
@@ -166,6 +172,57 @@ mod tests {
         let keys: Vec<u64> = ids.iter().map(|id| system.payment(*id).unwrap().unwrap().charge_key).collect();
         assert!(keys.iter().zip(&ids).all(|(key, id)| key != &id.get()), "charged under reservation keys: {keys:?}");
         system.shutdown().await;
+        (course, ids, keys)
+    }
+
+    /// Rewrites enrollment `id` of course `c` as layout 1 stored it: its
+    /// payment at version 1 beside its charge key (unless `folded`: as if an
+    /// upgrade's first chunk had done it), and the indexes and marker layout
+    /// 1 kept.
+    fn as_layout_1(store: &Store, batch: &mut Batch, c: u64, id: u64, key: u64, folded: bool) {
+        let p = store.get(&PAYMENTS, &id).unwrap().unwrap();
+        if !folded {
+            let v1 = PaymentV1 {
+                enrollment_id: p.enrollment_id,
+                course_id: p.course_id,
+                student: p.student.clone(),
+                amount: p.amount,
+                pay_method: p.pay_method.clone(),
+                status: p.status,
+                approved_at_ms: p.approved_at_ms,
+            };
+            batch.put(&PAYMENTS_V1, &id, &v1).unwrap();
+            batch.put(&CHARGE_KEYS, &id, &ChargeKey(key)).unwrap();
+        }
+        batch.put(&DELIVERIES_BY_STUDENT, &(p.student.as_str().to_owned(), id), &Indexed).unwrap();
+        batch.put(&STUDENT_VIEWS_BY_STUDENT, &(p.student.as_str().to_owned(), id), &Indexed).unwrap();
+        batch.put(&PENDING, &key, &Indexed).unwrap();
+        batch.put(&ENROLLMENTS_BY_COURSE, &(c, id), &Indexed).unwrap();
+    }
+
+    /// The upgrade is done: the marker, every charge key on its payment, and
+    /// layout 1's tables emptied.
+    fn assert_upgraded(system: &Sugang, ids: &[crate::model::EnrollmentId], keys: &[u64]) {
+        let store = system.store();
+        assert_eq!(store.get(&COUNTERS, &LAYOUT_KEY.to_owned()).unwrap(), Some(Counter(LAYOUT)));
+        let upgraded: Vec<u64> = ids.iter().map(|id| system.payment(*id).unwrap().unwrap().charge_key).collect();
+        assert_eq!(upgraded, keys, "each payment keeps the key its fee was charged under");
+        for (name, left) in [
+            ("charge_keys", store.scan(&CHARGE_KEYS).count()),
+            ("deliveries_by_student", store.scan(&DELIVERIES_BY_STUDENT).count()),
+            ("mypage_students_by_student", store.scan(&STUDENT_VIEWS_BY_STUDENT).count()),
+            ("pending_seats", store.scan(&PENDING).count()),
+            ("enrollments_by_course", store.scan(&ENROLLMENTS_BY_COURSE).count()),
+        ] {
+            assert_eq!(left, 0, "{name} is emptied");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_layout_1_store_is_upgraded_once_keeping_every_charge_key_seat_and_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        // b's enrollment is canceled: layout 1 deleted its seat.
+        let (course, ids, keys) = enrolled(dir.path(), &["a", "b"], &[1]).await;
 
         // Rewritten as layout 1 stored it: no marker, version-1 payments
         // beside their charge keys, the read models' own student indexes,
@@ -179,36 +236,14 @@ mod tests {
             batch.put(&SEATS_V1, &(c, ids[0].get()), &seat).unwrap();
             batch.delete(&SEATS, &(c, ids[1].get()));
             for (id, key) in ids.iter().zip(&keys) {
-                let p = store.get(&PAYMENTS, &id.get()).unwrap().unwrap();
-                let v1 = PaymentV1 {
-                    enrollment_id: p.enrollment_id,
-                    course_id: p.course_id,
-                    student: p.student.clone(),
-                    amount: p.amount,
-                    pay_method: p.pay_method.clone(),
-                    status: p.status,
-                    approved_at_ms: p.approved_at_ms,
-                };
-                batch.put(&PAYMENTS_V1, &id.get(), &v1).unwrap();
-                batch.put(&CHARGE_KEYS, &id.get(), &ChargeKey(*key)).unwrap();
-                batch.put(&DELIVERIES_BY_STUDENT, &(p.student.as_str().to_owned(), id.get()), &Indexed).unwrap();
-                batch.put(&STUDENT_VIEWS_BY_STUDENT, &(p.student.as_str().to_owned(), id.get()), &Indexed).unwrap();
-                batch.put(&PENDING, key, &Indexed).unwrap();
-                batch.put(&ENROLLMENTS_BY_COURSE, &(c, id.get()), &Indexed).unwrap();
+                as_layout_1(store, batch, c, id.get(), *key, false);
             }
         })
         .await;
 
         let system = Sugang::start(config(dir.path())).await.unwrap();
         let store = system.store();
-        assert_eq!(store.get(&COUNTERS, &LAYOUT_KEY.to_owned()).unwrap(), Some(Counter(LAYOUT)));
-        let upgraded: Vec<u64> = ids.iter().map(|id| system.payment(*id).unwrap().unwrap().charge_key).collect();
-        assert_eq!(upgraded, keys, "each payment keeps the key its fee was charged under");
-        assert_eq!(store.scan(&CHARGE_KEYS).count(), 0);
-        assert_eq!(store.scan(&DELIVERIES_BY_STUDENT).count(), 0);
-        assert_eq!(store.scan(&STUDENT_VIEWS_BY_STUDENT).count(), 0);
-        assert_eq!(store.scan(&PENDING).count(), 0);
-        assert_eq!(store.scan(&ENROLLMENTS_BY_COURSE).count(), 0);
+        assert_upgraded(&system, &ids, &keys);
         // The views are still found by student, the enrollments by course
         // (through its seats, the canceled one's put back), and the course
         // counts its one seat taken.
@@ -231,20 +266,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_store_whose_upgrade_was_cut_short_is_finished_on_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
-        let system = Sugang::start(config(dir.path())).await.unwrap();
-        let course = korean(&system).await;
-        let mut ids = Vec::new();
-        for student in ["a", "b", "c", "d"] {
-            ids.push(system.enroll(request(course, student)).await.unwrap().value.id);
-        }
-        system.cancel(ids[1]).await.unwrap();
-        system.cancel(ids[2]).await.unwrap();
-        let seq = system.last_seq();
-        for name in ["delivery", "mypage"] {
-            assert!(system.wait_for(name, seq).await);
-        }
-        let keys: Vec<u64> = ids.iter().map(|id| system.payment(*id).unwrap().unwrap().charge_key).collect();
-        system.shutdown().await;
+        let (course, ids, keys) = enrolled(dir.path(), &["a", "b", "c", "d"], &[1, 2]).await;
 
         // As a crash after the first chunk leaves it: a's charge key folded
         // into its payment (and gone from `charge_keys`), the rest as layout
@@ -253,46 +275,18 @@ mod tests {
         with_journal(dir.path(), |store, batch| {
             batch.delete(&COUNTERS, &LAYOUT_KEY.to_owned());
             for (i, (id, key)) in ids.iter().zip(&keys).enumerate() {
-                let p = store.get(&PAYMENTS, &id.get()).unwrap().unwrap();
-                if i > 0 {
-                    let v1 = PaymentV1 {
-                        enrollment_id: p.enrollment_id,
-                        course_id: p.course_id,
-                        student: p.student.clone(),
-                        amount: p.amount,
-                        pay_method: p.pay_method.clone(),
-                        status: p.status,
-                        approved_at_ms: p.approved_at_ms,
-                    };
-                    batch.put(&PAYMENTS_V1, &id.get(), &v1).unwrap();
-                    batch.put(&CHARGE_KEYS, &id.get(), &ChargeKey(*key)).unwrap();
-                }
                 if i == 1 || i == 2 {
                     // A canceled enrollment's seat was deleted.
                     batch.delete(&SEATS, &(c, id.get()));
                 }
-                batch.put(&DELIVERIES_BY_STUDENT, &(p.student.as_str().to_owned(), id.get()), &Indexed).unwrap();
-                batch.put(&STUDENT_VIEWS_BY_STUDENT, &(p.student.as_str().to_owned(), id.get()), &Indexed).unwrap();
-                batch.put(&PENDING, key, &Indexed).unwrap();
-                batch.put(&ENROLLMENTS_BY_COURSE, &(c, id.get()), &Indexed).unwrap();
+                as_layout_1(store, batch, c, id.get(), *key, i == 0);
             }
         })
         .await;
 
         let system = Sugang::start(config(dir.path())).await.unwrap();
         let store = system.store();
-        assert_eq!(store.get(&COUNTERS, &LAYOUT_KEY.to_owned()).unwrap(), Some(Counter(LAYOUT)));
-        let upgraded: Vec<u64> = ids.iter().map(|id| system.payment(*id).unwrap().unwrap().charge_key).collect();
-        assert_eq!(upgraded, keys, "each payment keeps the key its fee was charged under");
-        for (name, left) in [
-            ("charge_keys", store.scan(&CHARGE_KEYS).count()),
-            ("deliveries_by_student", store.scan(&DELIVERIES_BY_STUDENT).count()),
-            ("mypage_students_by_student", store.scan(&STUDENT_VIEWS_BY_STUDENT).count()),
-            ("pending_seats", store.scan(&PENDING).count()),
-            ("enrollments_by_course", store.scan(&ENROLLMENTS_BY_COURSE).count()),
-        ] {
-            assert_eq!(left, 0, "{name} is emptied");
-        }
+        assert_upgraded(&system, &ids, &keys);
         let page = PageRequest { number: 0, size: 20 };
         let by_course = EnrollmentFilter { course_id: Some(c), ..Default::default() };
         let listed = system.enrollments(&by_course, page).unwrap();
