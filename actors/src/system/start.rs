@@ -275,3 +275,43 @@ impl Sugang {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sugang_storage::{Journal, JournalOptions, Store, StoreOptions};
+
+    use crate::testing::{config, korean, request};
+    use crate::{CommandError, Sugang};
+
+    /// A facade over a store with no actors (a cluster replica) serves reads
+    /// and refuses commands as unavailable; promoted, it runs them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_reads_refuses_commands_and_once_promoted_serves_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let system = Sugang::start(config(dir.path())).await.unwrap();
+        let course = korean(&system).await;
+        let enrolled = system.enroll(request(course, "kim")).await.unwrap();
+        assert!(system.wait_for("delivery", enrolled.seq).await);
+        system.shutdown().await;
+
+        let config = config(dir.path());
+        let store =
+            Store::open(dir.path(), StoreOptions { durability: config.durability, ..StoreOptions::default() }).unwrap();
+        let (journal, task) = Journal::start(&store, JournalOptions::default()).unwrap();
+        let replica = Sugang::replica(config, store, journal, task);
+        assert!(!replica.is_live());
+        assert_eq!(replica.course(course).unwrap().unwrap().student_count, 1);
+        assert!(replica.wait_for("delivery", enrolled.seq).await, "the offsets stored are the replica's to wait on");
+        assert!(matches!(replica.enroll(request(course, "lee")).await, Err(CommandError::Unavailable { .. })));
+        assert!(matches!(replica.cancel(enrolled.value.id).await, Err(CommandError::Unavailable { .. })));
+        assert_eq!(replica.tree().children.len(), 1, "only the journal runs on a replica");
+        assert!(replica.subscribers().await.is_empty());
+
+        replica.promote().await.unwrap();
+        replica.promote().await.unwrap();
+        assert!(replica.is_live());
+        replica.enroll(request(course, "lee")).await.unwrap();
+        assert_eq!(replica.course(course).unwrap().unwrap().student_count, 2);
+        replica.shutdown().await;
+    }
+}
