@@ -441,7 +441,10 @@ where
                 None => break,
             },
             // Reaps finished answers so the set does not grow.
-            Some(_) = answering.join_next(), if !answering.is_empty() => continue,
+            Some(joined) = answering.join_next(), if !answering.is_empty() => {
+                answered(joined);
+                continue;
+            }
         };
         let app = app.clone();
         answering.spawn(async move {
@@ -465,12 +468,24 @@ where
         });
     }
     drop(inbox);
-    let finished = async { while answering.join_next().await.is_some() {} };
+    let finished = async {
+        while let Some(joined) = answering.join_next().await {
+            answered(joined);
+        }
+    };
     if tokio::time::timeout(DRAIN_DEADLINE, finished).await.is_err() {
         tracing::warn!(
             after_s = DRAIN_DEADLINE.as_secs(),
             "forwarded requests still in progress at the drain deadline: dropped"
         );
+    }
+}
+
+/// Logs an answering task that did not finish (a panic): its forwarding
+/// node sees the reply channel dropped, and its client a 503.
+fn answered(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = joined {
+        tracing::error!(%error, "answering a forwarded request failed: no answer sent");
     }
 }
 

@@ -376,6 +376,8 @@ fn app(
         .route_layer(middleware::from_fn(ops::track_latency))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .with_state(state)
+        // Inside the body limit, so a replica reads what it forwards under
+        // the same limit as a handler would (413 before anything crosses).
         .layer(middleware::from_fn_with_state(config.cluster.clone(), cluster::forward))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(middleware::from_fn_with_state(config.body_limit, check_body_headers))
