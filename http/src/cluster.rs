@@ -219,6 +219,16 @@ pub(crate) fn describe_metrics() {
     );
 }
 
+/// Shows this module's counters at 0 from a cluster node's first scrape:
+/// a series that appears only on its first increment hides that increment
+/// from `rate()`.
+pub(crate) fn declare_series() {
+    for outcome in ["answered", "no_primary", "unreachable", "timed_out"] {
+        metrics::counter!(FORWARDED, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(REFUSED).increment(0);
+}
+
 /// Where a replica serves a request.
 #[derive(Debug, PartialEq, Eq)]
 enum Serve {
@@ -283,7 +293,7 @@ pub(crate) async fn forward(
     match serve_where(request.method(), request.uri().path()) {
         Serve::Here => next.run(request).await,
         Serve::Refuse => {
-            tracing::debug!(node = link.node(), uri = %request.uri(), "a ticket stream asked of a replica: refused");
+            tracing::info!(node = link.node(), uri = %request.uri(), "a ticket stream asked of a replica: 503, poll instead");
             ApiError::unavailable(
                 format!(
                     "node {} is a replica and ticket streams are the primary's: poll GET /queue/tickets/{{id}} instead",

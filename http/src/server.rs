@@ -144,6 +144,9 @@ pub async fn serve(
     };
     let app = app(state, &config);
     let node = config.cluster.as_ref().map(|link| link.node().to_owned());
+    if node.is_some() {
+        cluster::declare_series();
+    }
     tracing::info!(%addr, open = config.auth.is_open(), node, "sugang is listening");
     let (draining, drained) = watch::channel(false);
     let answering =

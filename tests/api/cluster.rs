@@ -192,6 +192,12 @@ async fn a_command_sent_to_a_replica_is_answered_by_the_primary() {
     assert!(stream.body["detail"].as_str().unwrap().contains("poll"), "{stream:?}");
     assert_eq!(p.link_b.forwards(), 2);
     assert_eq!(p.link_a.forwards(), 0, "the primary forwards nothing");
+    // Counted where they were forwarded, with HELP.
+    let metrics = p.b.send(Method::GET, "/metrics", None, Some(&admin)).await;
+    let text = metrics.body.as_str().expect("Prometheus text");
+    assert!(text.contains("# HELP sugang_cluster_forwarded_total "), "{text}");
+    assert!(text.contains("sugang_cluster_forwarded_total{outcome=\"answered\"}"), "{text}");
+    assert!(text.contains("sugang_cluster_forward_seconds"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
