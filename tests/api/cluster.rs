@@ -192,6 +192,12 @@ async fn a_command_sent_to_a_replica_is_answered_by_the_primary() {
     assert!(stream.body["detail"].as_str().unwrap().contains("poll"), "{stream:?}");
     assert_eq!(p.link_b.forwards(), 2);
     assert_eq!(p.link_a.forwards(), 0, "the primary forwards nothing");
+    // Counted where they were forwarded, with HELP.
+    let metrics = p.b.send(Method::GET, "/metrics", None, Some(&admin)).await;
+    let text = metrics.body.as_str().expect("Prometheus text");
+    assert!(text.contains("# HELP sugang_cluster_forwarded_total "), "{text}");
+    assert!(text.contains("sugang_cluster_forwarded_total{outcome=\"answered\"}"), "{text}");
+    assert!(text.contains("sugang_cluster_forward_seconds"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,4 +421,22 @@ async fn after_on_a_replica_waits_for_its_log_instead_of_409() {
     let never = p.b.send(Method::GET, &format!("/mypages?after={}", last + 1000), None, Some(&admin)).await;
     never.assert_problem(503, None);
     assert!(never.body["detail"].as_str().unwrap().contains("node b"), "{never:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_stops_answering_forwarded_requests_with_the_server() {
+    let mut p = pair(Some(SECRET)).await;
+    let admin = p.b.token(Role::Admin, "root");
+    let made = p.b.send(Method::POST, "/courses", Some(course_body("before")), Some(&admin)).await;
+    assert_eq!(made.status, 201);
+    let stopped = tokio::time::timeout(Duration::from_secs(10), p.a.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "the primary drains and stops: {stopped:?}");
+    // Its inbox is closed: a peer's request does not go in, and the
+    // replica's client hears 503 rather than waiting.
+    let (answer, _answered) = oneshot::channel();
+    let request = ForwardedRequest { method: "GET".into(), uri: "/courses".into(), headers: vec![], body: vec![] };
+    assert!(p.into_a.send((request, answer)).await.is_err(), "the inbox was dropped with the server");
+    let after = p.b.send(Method::POST, "/courses", Some(course_body("after")), Some(&admin)).await;
+    after.assert_problem(503, None);
+    assert_eq!(after.header("x-sugang-node"), Some("b"));
 }
