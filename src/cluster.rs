@@ -191,7 +191,6 @@ impl ClusterLink for Link {
     ) -> Pin<Box<dyn Future<Output = Result<ForwardedResponse, ForwardError>> + Send + '_>> {
         Box::pin(async move {
             let payload = postcard::to_allocvec(&request).map_err(|e| ForwardError::Unreachable(e.to_string()))?;
-            let started = Instant::now();
             // The primary as last seen, then once more after a fresh look at
             // the lease: it may have changed hands since.
             let mut node = match self.primary_name() {
@@ -200,9 +199,7 @@ impl ClusterLink for Link {
             };
             let mut looked_up = false;
             loop {
-                let outcome = self.forward_once(&node, payload.clone()).await;
-                metrics::histogram!("sugang_cluster_forward_seconds").record(started.elapsed().as_secs_f64());
-                match outcome {
+                match self.forward_once(&node, payload.clone()).await {
                     Ok(answer) => return Ok(answer),
                     Err(e) if e.retry_after_lookup() && !looked_up => {
                         looked_up = true;

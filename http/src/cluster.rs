@@ -333,6 +333,18 @@ async fn to_primary(link: &dyn ClusterLink, request: Request) -> Response {
                 ApiError::internal(format!("the primary's answer is not HTTP: {why}")).into_response()
             }
         },
+        Err(ForwardError::TimedOut) => {
+            // The request reached the primary, which did not answer: it
+            // may have carried it out before it died. A 503 would tell the
+            // client nothing was done.
+            tracing::warn!(node = link.node(), %method, %uri, "the primary did not answer a forwarded request: 504");
+            ApiError::GatewayTimeout(format!(
+                "node {} forwarded this request to the primary, which did not answer in time: it may or may not \
+                 have been carried out; read before repeating it",
+                link.node()
+            ))
+            .into_response()
+        }
         Err(error) => {
             tracing::warn!(node = link.node(), %method, %uri, %error, "forwarding to the primary failed: 503");
             ApiError::unavailable(

@@ -250,14 +250,12 @@ async fn a_forwarded_request_at_a_non_primary_is_refused_not_forwarded_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forward_errors_are_503_problems_with_retry_after() {
+async fn forward_errors_are_503_problems_with_retry_after_and_a_timeout_is_504() {
     let p = pair(Some(SECRET)).await;
     let admin = p.b.token(Role::Admin, "root");
-    for (failure, reason) in [
-        (Failure::NoPrimary, "no primary"),
-        (Failure::Unreachable, "primary unreachable: connection refused"),
-        (Failure::TimedOut, "did not answer in time"),
-    ] {
+    for (failure, reason) in
+        [(Failure::NoPrimary, "no primary"), (Failure::Unreachable, "primary unreachable: connection refused")]
+    {
         p.link_b.fail(Some(failure));
         let refused = p.b.send(Method::POST, "/courses", Some(course_body("korean")), Some(&admin)).await;
         refused.assert_problem(503, None);
@@ -266,6 +264,14 @@ async fn forward_errors_are_503_problems_with_retry_after() {
         let detail = refused.body["detail"].as_str().unwrap();
         assert!(detail.contains("node b") && detail.contains(reason), "{detail}");
     }
+    // Delivered but not answered: the command may have run, so not a 503
+    // (which says it did not) but a 504 that says so.
+    p.link_b.fail(Some(Failure::TimedOut));
+    let unknown = p.b.send(Method::POST, "/courses", Some(course_body("korean")), Some(&admin)).await;
+    unknown.assert_problem(504, None);
+    assert_eq!(unknown.header("retry-after"), None);
+    let detail = unknown.body["detail"].as_str().unwrap();
+    assert!(detail.contains("node b") && detail.contains("may or may not"), "{detail}");
     // The primary's inbox gone: unreachable, the same 503.
     p.link_b.fail(None);
     *p.link_b.to.lock().unwrap() = None;
