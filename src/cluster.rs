@@ -122,6 +122,19 @@ impl Link {
         }
     }
 
+    /// Returns once `node` no longer holds the primary lease (checked
+    /// every third of the TTL).
+    async fn primary_gone(&self, node: &str) {
+        loop {
+            tokio::time::sleep(self.lease_ttl / 3).await;
+            match self.cluster.primary().await {
+                Ok(Some(lease)) if lease.record.node == node => {}
+                Ok(_) => return,
+                Err(e) => tracing::debug!(error = %e, "reading the primary lease failed"),
+            }
+        }
+    }
+
     async fn forward_once(&self, node: &str, payload: Vec<u8>) -> Result<ForwardedResponse, NatsForwardError> {
         let answer = self.cluster.forward_to(node, 0, payload.into()).await?;
         postcard::from_bytes(&answer)
@@ -199,7 +212,17 @@ impl ClusterLink for Link {
             };
             let mut looked_up = false;
             loop {
-                match self.forward_once(&node, payload.clone()).await {
+                let outcome = tokio::select! {
+                    outcome = self.forward_once(&node, payload.clone()) => outcome,
+                    // A primary that died holding the request never answers:
+                    // say so once its lease is gone or taken, not after the
+                    // whole forward timeout.
+                    () = self.primary_gone(&node) => {
+                        tracing::warn!(primary = %node, "the primary lost its lease while a forwarded request was in flight");
+                        Err(NatsForwardError::TimedOut { course: 0, node: node.clone(), waited: Duration::ZERO })
+                    }
+                };
+                match outcome {
                     Ok(answer) => return Ok(answer),
                     Err(e) if e.retry_after_lookup() && !looked_up => {
                         looked_up = true;
