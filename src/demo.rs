@@ -514,7 +514,9 @@ impl LogEntry {
     /// A JSON log line worth narrating: a warning or error, or one of the
     /// few notable infos.
     fn parse(t: &Timeline, line: &str) -> Option<LogEntry> {
-        const NOTABLE_INFO: [&str; 9] = [
+        const NOTABLE_INFO: [&str; 11] = [
+            "took over the log",
+            "caught up with the log",
             "restarted from storage",
             "breaker changed state",
             "subscriber started",

@@ -666,7 +666,7 @@ impl Worker {
                     }
                     silent += 1;
                     let patient = Instant::now() < patient_until;
-                    if !cluster && !patient || cluster && silent >= self.nodes.len() && !patient {
+                    if !patient && (!cluster || silent >= self.nodes.len()) {
                         return Err(NoSeat::NoAnswer);
                     }
                     if silent >= self.nodes.len() {

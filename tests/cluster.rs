@@ -598,7 +598,7 @@ async fn a_rush_spread_over_three_nodes_keeps_every_invariant() {
     }
     let output = command
         .args(["--students", "300", "--courses", "6", "--capacity", "40", "--concurrency", "16"])
-        .args(["--zipf", "1.0", "--tries", "3", "--patience-ms", "10000"])
+        .args(["--spread", "--tries", "3", "--patience-ms", "10000"])
         .env_remove("SUGANG_RUSH_TOKEN")
         .output()
         .await
