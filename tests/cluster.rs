@@ -896,3 +896,36 @@ async fn subscriber_problems(
     }
     problems
 }
+
+/// `sugang demo cluster` runs the kill and the takeover on its own servers
+/// and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server"]
+async fn the_cluster_demo_passes() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sugang"))
+        .args(["demo", "cluster"])
+        .output()
+        .await
+        .expect("sugang demo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(output.status.success(), "{:?}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    let verdict = stdout.lines().last().unwrap_or_default();
+    assert!(verdict.contains("VERDICT: PASS"), "{verdict}");
+    assert!(stdout.contains("took the primary lease"), "{stdout}");
+}
+
+/// Without nats-server the cluster demo says, in one line, how to get it.
+#[test]
+fn the_cluster_demo_without_nats_server_says_how_to_install_it() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sugang"))
+        .args(["demo", "cluster"])
+        .env("SUGANG_NATS_SERVER", "/nonexistent/nats-server")
+        .output()
+        .expect("sugang demo runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("apt-get install nats-server"), "{stderr}");
+    assert!(output.stdout.is_empty(), "{}", String::from_utf8_lossy(&output.stdout));
+}
