@@ -125,6 +125,22 @@ pub(crate) struct ServeArgs {
     /// The storage engine's page cache, in MiB: the main lever on resident memory.
     #[arg(long, env = "SUGANG_CACHE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub(crate) cache_mb: u64,
+    /// Run as a node of a cluster on NATS JetStream: the servers' URLs
+    /// (`nats://host:port`, comma-separated). Without it sugang runs on its
+    /// embedded store.
+    #[arg(long, env = "SUGANG_NATS", value_delimiter = ',', requires = "node")]
+    pub(crate) nats: Vec<String>,
+    /// This node's name in the cluster (letters, digits, `-`, `_`).
+    #[arg(long, env = "SUGANG_NODE")]
+    pub(crate) node: Option<String>,
+    /// Replicas of the cluster's log stream and buckets: 3 on a 3-server
+    /// NATS cluster, 1 on a single server (development).
+    #[arg(long, env = "SUGANG_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    pub(crate) nats_replicas: u64,
+    /// How long the primary's lease lives without renewal, in milliseconds:
+    /// a dead primary is replaced after about this long.
+    #[arg(long, env = "SUGANG_LEASE_TTL_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    pub(crate) lease_ttl_ms: u64,
 }
 
 /// The forms `--listen` accepts, as its refusals name them.
@@ -194,6 +210,19 @@ impl ServeArgs {
             supervision.max_pending = self.max_pending as usize;
         }
         config
+    }
+
+    /// How this node joins a cluster; `None` for the embedded mode.
+    pub(crate) fn node_options(&self) -> Option<crate::cluster::NodeOptions> {
+        if self.nats.is_empty() {
+            return None;
+        }
+        Some(crate::cluster::NodeOptions {
+            urls: self.nats.iter().map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect(),
+            node: self.node.clone().unwrap_or_default(),
+            replicas: self.nats_replicas as usize,
+            lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+        })
     }
 
     /// `relaxed` acknowledges writes before they are durable: it breaks the

@@ -20,6 +20,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
+mod cluster;
 mod demo;
 mod memory;
 mod rush;
@@ -73,11 +74,30 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(format!("cannot listen on {}: {e}", args.listen)),
     };
-    let started = sugang_http::answer_while_starting(&listener, Sugang::start(args.config())).await;
-    let sugang = match started {
-        Ok(Ok(sugang)) => sugang,
-        Ok(Err(e)) => return fail(format!("cannot use data directory {}: {e}", args.data_dir.display())),
-        Err(e) => return fail(e),
+    let mut config = config;
+    let sugang = match args.node_options() {
+        None => {
+            let started = sugang_http::answer_while_starting(&listener, Sugang::start(args.config())).await;
+            match started {
+                Ok(Ok(sugang)) => sugang,
+                Ok(Err(e)) => return fail(format!("cannot use data directory {}: {e}", args.data_dir.display())),
+                Err(e) => return fail(e),
+            }
+        }
+        Some(options) => {
+            let node = options.node.clone();
+            let started = sugang_http::answer_while_starting(&listener, cluster::start(options, args.config())).await;
+            match started {
+                Ok(Ok(started)) => {
+                    tracing::info!(node = %node, "joined the cluster");
+                    config.cluster = Some(started.link);
+                    config.forwarded = Some(started.forwarded);
+                    started.sugang
+                }
+                Ok(Err(e)) => return fail(format!("cannot join the cluster as node {node}: {e}")),
+                Err(e) => return fail(e),
+            }
+        }
     };
     tracing::info!(last_seq = sugang.last_seq(), data_dir = %args.data_dir.display(), "sugang started");
     if matches!(args.durability, cli::DurabilityArg::Relaxed) {

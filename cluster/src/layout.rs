@@ -85,7 +85,7 @@ pub(crate) fn course_of_subject(subject: &str) -> Option<u64> {
 
 /// The lease key of `course`.
 pub(crate) fn lease_key(course: u64) -> String {
-    format!("course.{course}")
+    if course == crate::primary::PRIMARY_LEASE { "primary".to_string() } else { format!("course.{course}") }
 }
 
 /// The course of a lease key.
@@ -101,6 +101,19 @@ pub(crate) fn command_subject(node: &str, course: u64) -> String {
 /// Every command subject of `node`.
 pub(crate) fn node_commands(node: &str) -> String {
     format!("sugang.cmd.{node}.course.*")
+}
+
+/// The log stream's state (see [`Cluster::log_info`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogInfo {
+    /// The stream's name.
+    pub name: String,
+    /// Its replicas.
+    pub replicas: usize,
+    /// Its last sequence.
+    pub last_position: u64,
+    /// The server leading it (`None` on a single server).
+    pub leader: Option<String>,
 }
 
 /// Why the cluster could not be joined.
@@ -149,6 +162,8 @@ pub struct Cluster {
     pub(crate) config: std::sync::Arc<ClusterConfig>,
     /// When this node joined, unix ms: what its heartbeat reports.
     pub(crate) started_at_ms: u64,
+    /// The last log position this node applied: what its heartbeat reports.
+    pub(crate) applied: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Cluster {
@@ -236,6 +251,7 @@ impl Cluster {
             nodes,
             config: std::sync::Arc::new(config),
             started_at_ms: crate::lease::unix_ms(),
+            applied: Default::default(),
         })
     }
 
@@ -264,6 +280,17 @@ impl Cluster {
     /// server that reports no cluster).
     pub async fn log_leader(&self) -> Result<Option<String>, async_nats::Error> {
         Ok(self.log.get_info().await?.cluster.and_then(|c| c.leader))
+    }
+
+    /// The log stream as JetStream reports it now (one request).
+    pub async fn log_info(&self) -> Result<LogInfo, async_nats::Error> {
+        let info = self.log.get_info().await?;
+        Ok(LogInfo {
+            name: info.config.name.clone(),
+            replicas: info.config.num_replicas,
+            last_position: info.state.last_sequence,
+            leader: info.cluster.and_then(|c| c.leader),
+        })
     }
 
     /// The last sequence of the whole log (0 when empty): the global seq.

@@ -74,13 +74,15 @@ mod layout;
 mod lease;
 mod local;
 mod owner;
+mod primary;
 mod registry;
 mod replay;
 
 pub use forward::{CommandRequest, Commands, ForwardError};
-pub use layout::{Cluster, ClusterConfig, ConnectError};
+pub use layout::{Cluster, ClusterConfig, ConnectError, LogInfo};
 pub use lease::{AcquireError, Lease, LeaseError, LeaseInfo, LeaseRecord};
 pub use local::{LocalNats, LocalNatsError};
 pub use owner::{AppendError, Appended, CommitBatch, CourseOwner, Event, OwnError, Tail, TakeoverError, Write};
+pub use primary::{COMMIT_SUBJECT, LogAppendError, LogFollower, LogMessage, LogWriter, MARKER_SUBJECT};
 pub use registry::{Heartbeat, HeartbeatTask, NodeInfo, OwnedCourse};
 pub use replay::{EntryKind, LogEntry, LogReader, ReplayError};

@@ -23,6 +23,9 @@ pub struct Heartbeat {
     pub node: String,
     /// When it joined, unix ms (its clock).
     pub started_at_ms: u64,
+    /// The last log position it has applied (its copy of the log).
+    #[serde(default)]
+    pub applied_position: u64,
 }
 
 /// A course a node owns, as the lease bucket says.
@@ -53,6 +56,8 @@ pub struct NodeInfo {
     pub heartbeat_ms_ago: Option<u64>,
     /// The courses it owns, by course id.
     pub courses: Vec<OwnedCourse>,
+    /// The last log position it reported applied (`None` if not live).
+    pub applied_position: Option<u64>,
 }
 
 /// A running heartbeat task; stops when dropped.
@@ -70,7 +75,11 @@ impl Drop for HeartbeatTask {
 impl Cluster {
     /// Writes this node's heartbeat once: it is live for the node TTL.
     pub async fn heartbeat(&self) -> Result<(), async_nats::Error> {
-        let record = Heartbeat { node: self.config.node.clone(), started_at_ms: self.started_at_ms };
+        let record = Heartbeat {
+            node: self.config.node.clone(),
+            started_at_ms: self.started_at_ms,
+            applied_position: self.applied.load(std::sync::atomic::Ordering::Relaxed),
+        };
         self.nodes.put(self.config.node.as_str(), serde_json::to_vec(&record)?.into()).await?;
         Ok(())
     }
@@ -91,6 +100,12 @@ impl Cluster {
             }
         });
         Ok(HeartbeatTask { task })
+    }
+
+    /// Records the last log position this node applied: its next heartbeat
+    /// reports it.
+    pub fn set_applied(&self, position: u64) {
+        self.applied.store(position, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Removes this node from the registry at once (a clean stop).
@@ -124,6 +139,7 @@ impl Cluster {
                     started_at_ms: Some(record.started_at_ms),
                     heartbeat_ms_ago: Some(now.saturating_sub(written)),
                     courses: Vec::new(),
+                    applied_position: Some(record.applied_position),
                 },
             );
         }
@@ -134,6 +150,7 @@ impl Cluster {
                 started_at_ms: None,
                 heartbeat_ms_ago: None,
                 courses: Vec::new(),
+                applied_position: None,
             });
             node.courses.push(OwnedCourse {
                 course,

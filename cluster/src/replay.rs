@@ -104,7 +104,7 @@ impl Cluster {
     /// `from`. Its creation is retried for up to the append timeout: right
     /// after a NATS server died, the first attempt can time out while the
     /// cluster notices.
-    async fn ordered(&self, filter: String, from: u64) -> Result<pull::Ordered, ReplayError> {
+    pub(crate) async fn ordered(&self, filter: String, from: u64) -> Result<pull::Ordered, ReplayError> {
         let started = tokio::time::Instant::now();
         loop {
             let created = self

@@ -30,10 +30,14 @@
 //! - `origin`: open mode's guard against cross-site requests and DNS
 //!   rebinding (loopback `Host` and `Origin` only).
 //! - `pages`: the web pages for students, instructors and operators, and their live seat counts.
+//! - `cluster`: cluster mode's side of the edge: [`ClusterLink`], what a
+//!   replica forwards to the primary and how the primary answers it, the
+//!   replica's wait for the log behind `?after=`, `/admin/cluster`.
 
 mod admin;
 mod auth;
 mod classes;
+mod cluster;
 mod courses;
 mod deliveries;
 mod error;
@@ -61,6 +65,10 @@ use serde::{Deserialize, Deserializer};
 use sugang_actors::Sugang;
 
 pub use auth::{Auth, MIN_SECRET_BYTES, Role, SecretError, TokenError};
+pub use cluster::{
+    BoxFuture, ClusterLink, ClusterStatus, ForwardError, ForwardedRequest, ForwardedResponse, NodeRole, NodeStatus,
+    StreamStatus,
+};
 pub use error::ApiError;
 pub use ops::install_metrics;
 pub use server::{ServeConfig, ServeError, answer_while_starting, serve};
@@ -78,6 +86,8 @@ pub(crate) struct AppState {
     metrics: PrometheusHandle,
     /// Ticket streams open, per ticket (see `queue`).
     ticket_streams: queue::TicketStreams,
+    /// This node's view of the cluster; `None` when embedded.
+    cluster: Option<Arc<dyn ClusterLink>>,
 }
 
 impl AppState {
@@ -104,6 +114,7 @@ fn router() -> Router<AppState> {
         .merge(resources)
         .merge(admin::router())
         .merge(queue::admin_router())
+        .merge(cluster::router())
         .merge(ops::router())
         .merge(pages::router())
 }
@@ -114,12 +125,28 @@ pub(crate) async fn caught_up(state: &AppState, subscriber: &str, params: &extra
     let Some(seq) = params.after()? else { return Ok(()) };
     let last = state.sugang.last_seq();
     if seq > last {
-        // No command has answered with this seq: waiting cannot help. The
-        // request is well formed; the state of the log is what refuses it.
-        return Err(ApiError::ConflictOn {
-            field: "after",
-            detail: format!("no event has seq {seq} yet (the log is at {last})"),
-        });
+        let Some(link) = &state.cluster else {
+            // No command has answered with this seq: waiting cannot help. The
+            // request is well formed; the state of the log is what refuses it.
+            return Err(ApiError::ConflictOn {
+                field: "after",
+                detail: format!("no event has seq {seq} yet (the log is at {last})"),
+            });
+        };
+        // A cluster node: the primary answered with this seq, and this
+        // node's copy of the log may be a moment behind it.
+        if !cluster::applied_through(&state.sugang, seq).await {
+            let applied = state.sugang.last_seq();
+            tracing::info!(node = link.node(), seq, applied, "?after= not reached by this node's log in time: 503");
+            return Err(ApiError::unavailable(
+                format!(
+                    "node {} has applied the log through seq {applied} and did not reach seq {seq} within {} s",
+                    link.node(),
+                    cluster::REPLICA_WAIT.as_secs()
+                ),
+                Duration::from_secs(1),
+            ));
+        }
     }
     if state.sugang.wait_for(subscriber, seq).await {
         Ok(())

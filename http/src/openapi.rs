@@ -57,6 +57,7 @@ use utoipa::{Modify, OpenApi};
         crate::queue::events,
         crate::queue::gate,
         crate::queue::set_gate,
+        crate::cluster::status,
     ),
     modifiers(&BearerAuth, &EdgeResponses, &HalResponses),
     tags(
@@ -68,7 +69,7 @@ use utoipa::{Modify, OpenApi};
         (name = "read models", description = "Course schedules, my-pages, notifications (read only)"),
         (name = "operations", description = "Health, metrics, this document"),
         (name = "waiting room", description = "Tickets of the waiting room in front of enrollment on registration day"),
-        (name = "admin", description = "Supervision tree, breaker, fault injection, the waiting room's gate"),
+        (name = "admin", description = "Supervision tree, breaker, fault injection, the waiting room's gate, the cluster"),
     )
 )]
 pub(crate) struct ApiDoc;

@@ -67,6 +67,7 @@ pub(crate) fn prometheus() -> PrometheusHandle {
             sugang_actors::describe_metrics();
             metrics::describe_histogram!(HTTP_LATENCY, "HTTP request latency in seconds, by method, route and status");
             declare_fault_series();
+            crate::cluster::describe_metrics();
             // A recorder built by hand has no upkeep task: histogram samples
             // pile up until a scrape drains them, without bound if nobody
             // scrapes (a sample per request and per saga step: tens of MB
@@ -132,19 +133,25 @@ pub(crate) async fn live() -> JsonBody<Health> {
     JsonBody(Health { status: "live" })
 }
 
-/// 200 once the tree is up and storage is open; 503 while starting or
-/// draining.
+/// 200 once the tree is up and storage is open (and, on a cluster node,
+/// once it has caught up with the log and knows its primary); 503 while
+/// starting or draining.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Starting or draining", body = Problem, content_type = "application/problem+json",
+        (status = 503, description = "Starting, draining, or a cluster node not caught up", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds"))),
     ))]
 async fn ready(State(state): State<AppState>) -> Result<JsonBody<Health>, ApiError> {
-    if state.is_ready() {
-        Ok(JsonBody(Health { status: "ready" }))
-    } else {
-        Err(ApiError::unavailable("not ready: starting or draining", Duration::from_secs(1)))
+    if !state.is_ready() {
+        return Err(ApiError::unavailable("not ready: starting or draining", Duration::from_secs(1)));
+    }
+    match &state.cluster {
+        Some(link) if !link.is_ready() => Err(ApiError::unavailable(
+            format!("not ready: cluster node {} has not caught up with the log or knows no primary", link.node()),
+            Duration::from_secs(1),
+        )),
+        _ => Ok(JsonBody(Health { status: "ready" })),
     }
 }
 

@@ -11,6 +11,8 @@
 //! concurrency limit that sheds load (503 + Retry-After, never an unbounded
 //! queue), the latency histogram, and the drain on shutdown (readiness 503,
 //! in-flight requests finish, then the actor system stops and flushes).
+//! In cluster mode, also the primary's answering of forwarded requests
+//! (through the same stack) and the `X-Sugang-Node` header on every answer.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,12 +42,12 @@ use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, 
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Auth;
+use crate::cluster::{ClusterLink, ForwardedRequest, ForwardedResponse};
 use crate::error::ApiError;
 use crate::extract::{BodyDeadline, is_json};
-use crate::{AppState, ops, router};
+use crate::{AppState, cluster, ops, router};
 
 /// How the front runs.
-#[derive(Clone)]
 pub struct ServeConfig {
     /// Open (loopback only) or bearer tokens.
     pub auth: Auth,
@@ -63,6 +65,15 @@ pub struct ServeConfig {
     /// How long a client may take to send a request's body, counted from
     /// its headers (408 and disconnected beyond).
     pub body_timeout: Duration,
+    /// This node's link to its cluster; `None` runs embedded. With a link,
+    /// a replica forwards commands to the primary (see `cluster`).
+    pub cluster: Option<Arc<dyn ClusterLink>>,
+    /// Requests other nodes forwarded to this one, each with the channel
+    /// its answer goes back on: the primary's side of forwarding, fed by
+    /// the binary's subscription. Answered through the same router and
+    /// stack as the sockets' requests, until the server drains.
+    pub forwarded:
+        Option<tokio::sync::mpsc::Receiver<(ForwardedRequest, tokio::sync::oneshot::Sender<ForwardedResponse>)>>,
 }
 
 impl ServeConfig {
@@ -76,6 +87,8 @@ impl ServeConfig {
             max_header_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            cluster: None,
+            forwarded: None,
         }
     }
 
@@ -110,7 +123,7 @@ pub enum ServeError {
 pub async fn serve(
     listener: TcpListener,
     sugang: Sugang,
-    config: ServeConfig,
+    mut config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let addr = match listener.local_addr().map_err(ServeError::Io).and_then(|a| config.check_listen(a).map(|()| a)) {
@@ -127,9 +140,14 @@ pub async fn serve(
         ready: ready.clone(),
         metrics: ops::prometheus(),
         ticket_streams: Default::default(),
+        cluster: config.cluster.clone(),
     };
     let app = app(state, &config);
-    tracing::info!(%addr, open = config.auth.is_open(), "sugang is listening");
+    let node = config.cluster.as_ref().map(|link| link.node().to_owned());
+    tracing::info!(%addr, open = config.auth.is_open(), node, "sugang is listening");
+    let (draining, drained) = watch::channel(false);
+    let answering =
+        config.forwarded.take().map(|inbox| tokio::spawn(cluster::answer_forwarded(inbox, app.clone(), drained)));
     // Fail-stop: a storage fault drains the server like a signal does, and
     // `serve` then says why, for the process to exit non-zero.
     let mut failure = sugang.store().failure();
@@ -142,9 +160,16 @@ pub async fn serve(
             }
         }
         ready.store(false, Ordering::SeqCst);
+        // No receiver (embedded mode) is fine.
+        let _ = draining.send(true);
         tracing::info!("draining: no new connections; finishing requests in flight");
     };
     let served = accept(listener, app, &config, drain).await;
+    if let Some(answering) = answering
+        && let Err(error) = answering.await
+    {
+        tracing::error!(%error, "answering forwarded requests failed");
+    }
     tracing::info!("stopping the actor system");
     let failed = sugang.store().failure().borrow().clone();
     sugang.shutdown().await;
@@ -351,6 +376,7 @@ fn app(
         .route_layer(middleware::from_fn(ops::track_latency))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .with_state(state)
+        .layer(middleware::from_fn_with_state(config.cluster.clone(), cluster::forward))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(middleware::from_fn_with_state(config.body_limit, check_body_headers))
         .layer(middleware::from_fn_with_state(config.auth.is_open(), crate::origin::loopback_only))
@@ -370,7 +396,22 @@ fn app(
                 )
                 .layer(PropagateRequestIdLayer::x_request_id()),
         );
+    let node = config.cluster.as_ref().and_then(|link| match HeaderValue::from_str(link.node()) {
+        Ok(node) => Some(node),
+        Err(error) => {
+            tracing::warn!(node = link.node(), %error, "the node's name cannot be a header: no X-Sugang-Node");
+            None
+        }
+    });
     ServiceBuilder::new()
+        // Outermost, so that shed and refused answers say where they come
+        // from too; an answer forwarded from the primary keeps its name.
+        .map_response(move |mut response: Response| {
+            if let Some(node) = &node {
+                response.headers_mut().entry(cluster::NODE_HEADER).or_insert_with(|| node.clone());
+            }
+            response
+        })
         .layer(HandleErrorLayer::new(overloaded))
         .load_shed()
         .concurrency_limit(config.max_in_flight.max(1))

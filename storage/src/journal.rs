@@ -40,20 +40,20 @@ use tokio::task::JoinHandle;
 use crate::codec::{Count, EncodeError, Key, Record, Table, decode_value, encode_value};
 use crate::log::{TailEvent, encode_envelope, event_key};
 use crate::store::{
-    BackupError, Durability, META_LAST_SEQ, StorageError, Store, Verified, WATERMARK_EVERY, lock, offset_key,
-    write_watermark,
+    BackupError, Durability, META_LAST_SEQ, META_LOG_POSITION, StorageError, Store, Verified, WATERMARK_EVERY, lock,
+    offset_key, write_watermark,
 };
 
 /// A set of writes that commit together or not at all.
 #[derive(Default, Debug)]
 pub struct Batch {
-    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub(crate) writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// (partition key, encoded event), in the order they were appended.
-    events: Vec<(u64, Vec<u8>)>,
+    pub(crate) events: Vec<(u64, Vec<u8>)>,
     /// Event seqs that retention removes.
-    trimmed: Vec<u64>,
+    pub(crate) trimmed: Vec<u64>,
     /// Counter deltas (raw key, delta), applied by the journal: see [`Batch::add`].
-    adds: Vec<(Vec<u8>, i64)>,
+    pub(crate) adds: Vec<(Vec<u8>, i64)>,
 }
 
 impl Batch {
@@ -223,23 +223,23 @@ impl DiskFaults {
     }
 }
 
-struct Submission {
-    batch: Batch,
-    reply: oneshot::Sender<Result<Receipt, CommitError>>,
+pub(crate) struct Submission {
+    pub(crate) batch: Batch,
+    pub(crate) reply: oneshot::Sender<Result<Receipt, CommitError>>,
     /// Asks for a snapshot of the store taken once this (empty) batch's
     /// group is durable and before any later group is written: exactly
     /// what is durable, for a backup.
-    snapshot: Option<oneshot::Sender<fjall::Snapshot>>,
+    pub(crate) snapshot: Option<oneshot::Sender<fjall::Snapshot>>,
 }
 
 /// A handle to the journal task. Cheap to clone; the task stops (after a last
 /// flush) once every handle is dropped.
 #[derive(Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<Submission>,
-    faults: Arc<DiskFaults>,
+    pub(crate) tx: mpsc::Sender<Submission>,
+    pub(crate) faults: Arc<DiskFaults>,
     /// Held while a backup is written: one at a time.
-    backups: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) backups: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A batch the journal has taken in order, not yet durable.
@@ -373,7 +373,7 @@ pub enum TrimError {
     Commit(#[from] CommitError),
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -392,28 +392,31 @@ struct Writer {
 }
 
 /// One group, ready for the blocking thread.
-struct Group {
+pub(crate) struct Group {
     /// The table and offset writes, in submission order (the last write to
     /// a key wins).
-    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub(crate) writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// The events it appends: (seq, encoded envelope).
-    events: Vec<(u64, Vec<u8>)>,
+    pub(crate) events: Vec<(u64, Vec<u8>)>,
     /// The event seqs retention removes.
-    trimmed: Vec<u64>,
+    pub(crate) trimmed: Vec<u64>,
     /// Counter deltas, summed per key.
-    adds: Vec<(Vec<u8>, i64)>,
+    pub(crate) adds: Vec<(Vec<u8>, i64)>,
     /// The last seq after it, when it appends events.
-    last_seq: Option<u64>,
+    pub(crate) last_seq: Option<u64>,
+    /// In a cluster: the position in the replicated log of the message
+    /// this group applies, stored with it (see `replicated`).
+    pub(crate) position: Option<u64>,
 }
 
 /// What a group appends, kept for the log's in-memory tail once durable.
-type TailEvents = Vec<TailEvent>;
+pub(crate) type TailEvents = Vec<TailEvent>;
 
 impl Group {
     /// Keeps only the last write to each key (in submission order, the one
     /// that would win anyway), and sums the counter deltas per key: a key the
     /// group's batches share is written once.
-    fn coalesce(&mut self) {
+    pub(crate) fn coalesce(&mut self) {
         if self.writes.len() > 1 {
             let mut last = std::collections::HashMap::with_capacity(self.writes.len());
             for (i, (key, _)) in self.writes.iter().enumerate() {
@@ -452,7 +455,7 @@ impl Group {
 
     /// How many keys the group writes, by what they belong to: a table's
     /// name, `offsets`, `events`, `counts:<table>`.
-    fn tally(&self) -> Vec<(String, u64)> {
+    pub(crate) fn tally(&self) -> Vec<(String, u64)> {
         let mut out: Vec<(String, u64)> = Vec::new();
         let mut bump = |what: &[u8], counts: bool| {
             let name = match what.first() {
@@ -522,17 +525,20 @@ impl Group {
         if let Some(seq) = self.last_seq {
             batch.insert(&shared.records, META_LAST_SEQ, seq.to_be_bytes());
         }
+        if let Some(position) = self.position {
+            batch.insert(&shared.records, META_LOG_POSITION, position.to_be_bytes());
+        }
         Ok(batch)
     }
 }
 
 /// What the blocking thread asks of one group.
 #[derive(Clone, Copy)]
-struct Persist {
+pub(crate) struct Persist {
     /// fdatasync fjall's journal before answering.
-    sync: bool,
+    pub(crate) sync: bool,
     /// Also rewrite the watermark with this seq.
-    watermark: Option<u64>,
+    pub(crate) watermark: Option<u64>,
 }
 
 impl Writer {
@@ -569,8 +575,14 @@ impl Writer {
         }
         let started = Instant::now();
         let at_ms = now_ms();
-        let mut group =
-            Group { writes: Vec::new(), events: Vec::new(), trimmed: Vec::new(), adds: Vec::new(), last_seq: None };
+        let mut group = Group {
+            writes: Vec::new(),
+            events: Vec::new(),
+            trimmed: Vec::new(),
+            adds: Vec::new(),
+            last_seq: None,
+            position: None,
+        };
         let mut receipts = Vec::with_capacity(pending.len());
         let mut seq = self.next_seq;
         let mut encode_failure = None;
@@ -677,7 +689,7 @@ impl Writer {
 }
 
 /// Writes and persists one group (on a blocking thread).
-fn write(store: &Store, faults: &DiskFaults, group: Group, persist: Persist) -> Result<(), CommitError> {
+pub(crate) fn write(store: &Store, faults: &DiskFaults, group: Group, persist: Persist) -> Result<(), CommitError> {
     {
         if DiskFaults::take(&faults.fail_writes) {
             return Err(CommitError::Write("injected write fault".into()));

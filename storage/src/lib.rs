@@ -33,6 +33,9 @@
 //!   [`Receipt`]), event seq assignment, fail-stop, injected disk faults,
 //!   retention.
 //! - `log`: reading the event log ([`EventLog`]) and waiting for new events.
+//! - `replicated`: a cluster node's journal, whose durable point is a
+//!   replicated log ([`Replicator`]), and the [`Applier`] that rebuilds the
+//!   local store from that log in order.
 //!
 //! # Durability
 //!
@@ -47,6 +50,7 @@
 mod codec;
 mod journal;
 mod log;
+mod replicated;
 mod store;
 
 pub use codec::{Count, DecodeError, DecodeErrorKind, EncodeError, Key, Record, Table};
@@ -54,6 +58,7 @@ pub use journal::{
     AlreadyStarted, Batch, CommitError, DiskFaults, Journal, JournalOptions, Pending, Receipt, TrimError,
 };
 pub use log::{Committed, EventLog};
+pub use replicated::{Applier, ApplyError, BoxFuture, ReplicateError, Replicator};
 pub use store::{
     BackupError, Closing, Durability, OpenError, Records, StorageError, Store, StoreOptions, Verified, WATERMARK_EVERY,
 };

@@ -40,6 +40,8 @@ use crate::log::{EventLog, Tail};
 const FORMAT_VERSION: u8 = 2;
 pub(crate) const META_FORMAT: &[u8] = b"mformat";
 pub(crate) const META_LAST_SEQ: &[u8] = b"mlast_seq";
+/// In a cluster node's store: the last position of the replicated log applied.
+pub(crate) const META_LOG_POSITION: &[u8] = b"mlog_position";
 pub(crate) const OFFSET_PREFIX: &[u8] = b"o";
 /// fjall's directory inside the data directory.
 const ENGINE_DIR: &str = "fjall";

@@ -10,7 +10,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sugang_actors::{Config, Sugang};
-use sugang_http::{Auth, Role, ServeConfig, ServeError};
+use sugang_http::{Auth, ClusterLink, ForwardedRequest, ForwardedResponse, Role, ServeConfig, ServeError};
 use sugang_storage::{DiskFaults, Durability};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -111,6 +111,16 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
+    spawn_node(options, None, None).await
+}
+
+/// What a cluster node's server receives from the other nodes: requests
+/// and the channels their answers go back on.
+pub type Inbox = tokio::sync::mpsc::Receiver<(ForwardedRequest, oneshot::Sender<ForwardedResponse>)>;
+
+/// Starts the real server as a cluster node: `cluster` is its link, and
+/// `forwarded` the requests other nodes send it (the primary's side).
+pub async fn spawn_node(options: Options, cluster: Option<Arc<dyn ClusterLink>>, forwarded: Option<Inbox>) -> TestApp {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut config = Config::new(dir.path().join("data"));
     config.durability = options.durability;
@@ -129,6 +139,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     if let Some(timeout) = options.body_timeout {
         serve_config.body_timeout = timeout;
     }
+    serve_config.cluster = cluster;
+    serve_config.forwarded = forwarded;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     let addr = listener.local_addr().expect("its address");
     let (stop, stopped) = oneshot::channel::<()>();

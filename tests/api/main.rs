@@ -26,6 +26,9 @@
 //! - `demos`: every `sugang demo` scenario passes its own verdict.
 //! - `store`: `sugang store verify|backup`, and a damaged store refused.
 //! - `waitlists`: truthful "full" and the waitlists of registration day.
+//! - `cluster`: cluster mode's HTTP side over two servers and a channel:
+//!   forwarding to the primary, no second hop, `/admin/cluster`, readiness
+//!   and `?after=` on a replica.
 //! - `review`: registration day attacked: malformed gate settings, one
 //!   person acting for another, races, the parking bound.
 
@@ -33,6 +36,7 @@ mod app;
 mod auth;
 mod bad_input;
 mod cli;
+mod cluster;
 mod demos;
 mod edge;
 mod hal;

@@ -34,6 +34,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/admin/faults/payment", &["get", "put"]),
         ("/admin/faults/courses/{id}/panic", &["post"]),
         ("/admin/faults/subscribers/{name}", &["put"]),
+        ("/admin/cluster", &["get"]),
     ];
     for (path, methods) in expected {
         let item = paths.get(*path).unwrap_or_else(|| panic!("{path} is missing"));
@@ -42,7 +43,16 @@ async fn the_openapi_document_lists_every_route() {
         }
     }
     let schemas = doc.body["components"]["schemas"].as_object().expect("schemas");
-    for schema in ["CourseModel", "NewCourse", "CourseChange", "ClassModel", "NewClass", "Problem", "PaymentModel"] {
+    for schema in [
+        "CourseModel",
+        "NewCourse",
+        "CourseChange",
+        "ClassModel",
+        "NewClass",
+        "Problem",
+        "PaymentModel",
+        "ClusterStatus",
+    ] {
         assert!(schemas.contains_key(schema), "{schema} is missing");
     }
 }

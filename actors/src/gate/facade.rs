@@ -33,7 +33,11 @@ impl Sugang {
         &self,
         message: impl FnOnce(RpcReplyPort<Result<T, GateFailure>>) -> GateMsg,
     ) -> Result<T, CommandError> {
-        let actor = self.waiting_room().actor().map_err(|retry_after| CommandError::Unavailable {
+        let room = self.waiting_room().ok_or_else(|| CommandError::Unavailable {
+            reason: "this node is a replica: the waiting room runs on the cluster's primary".into(),
+            retry_after: Duration::from_secs(1),
+        })?;
+        let actor = room.actor().map_err(|retry_after| CommandError::Unavailable {
             reason: "the waiting room is restarting".into(),
             retry_after,
         })?;
@@ -81,12 +85,18 @@ impl Sugang {
 
     /// Whether the gate is on (admissions required).
     pub fn gate_enabled(&self) -> bool {
-        self.waiting_room().shared().enabled.load(std::sync::atomic::Ordering::SeqCst)
+        // A replica's commands, admissions included, are checked by the primary.
+        self.waiting_room().is_some_and(|room| room.shared().enabled.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// The queue's movement, to wait on instead of polling.
+    /// On a cluster replica the queue does not move here: the receiver's
+    /// sender is gone, so a wait on it ends at once.
     pub fn gate_progress(&self) -> watch::Receiver<Progress> {
-        self.waiting_room().shared().progress.subscribe()
+        match self.waiting_room() {
+            Some(room) => room.shared().progress.subscribe(),
+            None => watch::channel(Progress::default()).1,
+        }
     }
 
     /// While the gate is on, `token` must be an unexpired admission of this
@@ -96,6 +106,7 @@ impl Sugang {
             return Ok(());
         }
         let token = token.ok_or(AdmissionError::Missing)?;
-        self.waiting_room().shared().admission_key().verify(token, student, now_ms()).map(drop)
+        let Some(room) = self.waiting_room() else { return Ok(()) };
+        room.shared().admission_key().verify(token, student, now_ms()).map(drop)
     }
 }

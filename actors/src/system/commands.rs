@@ -42,7 +42,7 @@ impl Sugang {
 
     async fn ask_course(&self, id: CourseId, command: CourseCommand) -> Result<CourseReply, CommandError> {
         let reply = self
-            .inner
+            .live()?
             .courses
             .ask(
                 id.get(),
@@ -83,7 +83,7 @@ impl Sugang {
         // Ids are dense: the id is taken only if the course is registered, or
         // may have been (a timeout, a storage fault): a registration refused
         // before the course actor took it (load shed) leaves it for the next.
-        let mut next = self.inner.next_course_id.lock().await;
+        let mut next = self.live()?.next_course_id.lock().await;
         let id = CourseId::assigned(*next);
         let asked = self.ask_course(id, CourseCommand::Register { id, teacher, details, waitlist_capacity }).await;
         if !matches!(asked, Err(CommandError::Overloaded { .. })) {
@@ -117,7 +117,7 @@ impl Sugang {
 
     /// The key of a new saga (not its enrollment id: see [`Reservations`]).
     async fn next_reservation(&self) -> Result<EnrollmentId, CommandError> {
-        let mut keys = self.inner.reservations.lock().await;
+        let mut keys = self.live()?.reservations.lock().await;
         if keys.next > keys.limit {
             let limit = keys.next + RESERVATION_BLOCK - 1;
             let mut batch = Batch::new();
@@ -148,14 +148,15 @@ impl Sugang {
         self.course_exists(request.course_id)?;
         // While the breaker is open the charge would be refused anyway:
         // refuse before a seat is reserved and released for nothing.
-        if let Some(retry_after) = self.inner.payment.held_down_for() {
+        let live = self.live()?;
+        if let Some(retry_after) = live.payment.held_down_for() {
             metrics::counter!("sugang_payment_rejected_total", "reason" => "held_down").increment(1);
             return Err(CommandError::Unavailable {
                 reason: "payment unavailable: the payment actor is held down after repeated failures".into(),
                 retry_after,
             });
         }
-        if let Some(retry_after) = self.inner.gate.refusing_for() {
+        if let Some(retry_after) = live.gate.refusing_for() {
             metrics::counter!("sugang_payment_rejected_total", "reason" => "breaker_open").increment(1);
             return Err(CommandError::Unavailable {
                 reason: "payment unavailable: the payment gateway is failing; the circuit breaker is open".into(),
@@ -164,8 +165,7 @@ impl Sugang {
         }
         let reservation = self.next_reservation().await?;
         let timeout = self.inner.config.payment.timeout + self.inner.config.ask_timeout * 3;
-        let reply = self
-            .inner
+        let reply = live
             .classes
             .ask(
                 reservation.get(),
@@ -177,8 +177,8 @@ impl Sugang {
         Ok(reply)
     }
 
-    pub(crate) fn course_actors(&self) -> &Entities<CourseKind> {
-        &self.inner.courses
+    pub(crate) fn course_actors(&self) -> Result<&Entities<CourseKind>, CommandError> {
+        Ok(&self.live()?.courses)
     }
 
     pub(crate) fn ask_timeout(&self) -> Duration {
@@ -194,7 +194,7 @@ impl Sugang {
         }
         let timeout = self.inner.config.payment.timeout + self.inner.config.ask_timeout * 3;
         let reply = self
-            .inner
+            .live()?
             .classes
             .ask(id.get(), |reply| EnrollmentMsg::Cancel { reply }, timeout, Redelivery::Idempotent)
             .await?;

@@ -196,11 +196,23 @@ impl From<CourseFailure> for CommandError {
 struct Inner {
     store: Store,
     journal: Journal,
+    gateway: SimulatedGateway,
+    faults: Arc<Faults>,
+    config: Config,
+    journal_task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The actors, once started: at once in embedded mode; in a cluster,
+    /// only on the node that is the primary (a replica serves reads from
+    /// its copy of the log and has none).
+    live: std::sync::OnceLock<Live>,
+    /// Held while the actors start, so they start once.
+    starting: tokio::sync::Mutex<()>,
+}
+
+/// The supervision tree and what the commands share.
+struct Live {
     courses: Entities<CourseKind>,
     classes: Entities<EnrollmentKind>,
     payment: PaymentHandle,
-    gateway: SimulatedGateway,
-    faults: Arc<Faults>,
     root: ActorRef<RootMsg>,
     /// The breaker's published state: enrollments fail fast while it is open.
     gate: Arc<BreakerGate>,
@@ -213,8 +225,6 @@ struct Inner {
     bus: Bus,
     /// Stops the bus's publisher and retention tasks.
     stop: CancellationToken,
-    config: Config,
-    journal_task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The running sugang: cheap to clone, shared by every HTTP handler.
@@ -224,9 +234,25 @@ pub struct Sugang {
 }
 
 impl Sugang {
-    /// The waiting room (its facade methods are in `gate::facade`).
-    pub(crate) fn waiting_room(&self) -> &GateHandle {
-        &self.inner.waiting_room
+    /// The actors, or why there are none: this node is a cluster replica
+    /// (commands go to the primary).
+    fn live(&self) -> Result<&Live, CommandError> {
+        self.inner.live.get().ok_or_else(|| CommandError::Unavailable {
+            reason: "this node is a replica: commands are served by the cluster's primary".into(),
+            retry_after: Duration::from_secs(1),
+        })
+    }
+
+    /// Whether this node runs the actors (always in embedded mode; the
+    /// primary in a cluster).
+    pub fn is_live(&self) -> bool {
+        self.inner.live.get().is_some()
+    }
+
+    /// The waiting room (its facade methods are in `gate::facade`); `None`
+    /// on a cluster replica.
+    pub(crate) fn waiting_room(&self) -> Option<&GateHandle> {
+        self.inner.live.get().map(|live| &live.waiting_room)
     }
 
     pub fn store(&self) -> &Store {

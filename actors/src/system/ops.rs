@@ -49,13 +49,42 @@ impl Sugang {
     /// Waits (bounded) until read model `subscriber` has applied every event
     /// up to `seq`. False when it did not catch up in time.
     pub async fn wait_for(&self, subscriber: &str, seq: u64) -> bool {
-        self.inner.bus.wait_for(subscriber, seq).await
+        match self.inner.live.get() {
+            Some(live) => live.bus.wait_for(subscriber, seq).await,
+            None => self.replica_wait_for(subscriber, seq).await,
+        }
+    }
+
+    /// On a cluster replica the subscribers run on the primary and their
+    /// offsets arrive with the log: waits (bounded like the bus's wait)
+    /// until every offset of `subscriber` stored here has reached `seq`.
+    async fn replica_wait_for(&self, subscriber: &str, seq: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + self.inner.config.bus.max_wait;
+        let mine =
+            |name: &str| name.strip_prefix(subscriber).is_some_and(|rest| rest.is_empty() || rest.starts_with('#'));
+        loop {
+            let offsets = match self.store().offsets() {
+                Ok(offsets) => offsets,
+                Err(e) => {
+                    tracing::warn!(error = %e, subscriber, "reading the subscribers' offsets failed");
+                    return false;
+                }
+            };
+            let theirs: Vec<u64> = offsets.iter().filter(|(name, _)| mine(name)).map(|(_, at)| *at).collect();
+            if !theirs.is_empty() && theirs.iter().all(|at| *at >= seq) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Stops or starts a subscriber (`delivery`, `mypage`, `notifier`).
     /// False for an unknown name.
     pub async fn set_subscriber_down(&self, name: &str, down: bool) -> Result<bool, CommandError> {
-        self.inner
+        self.live()?
             .bus
             .set_down(name.to_owned(), down)
             .await
@@ -63,8 +92,12 @@ impl Sugang {
     }
 
     /// The subscribers, their offsets and lag.
+    /// Empty on a cluster replica (they run on the primary).
     pub async fn subscribers(&self) -> Vec<SubscriberStatus> {
-        self.inner.bus.status().await
+        match self.inner.live.get() {
+            Some(live) => live.bus.status().await,
+            None => Vec::new(),
+        }
     }
 
     /// The event seq the log has reached.
@@ -76,7 +109,7 @@ impl Sugang {
 
     /// The breaker and bulkhead.
     pub async fn payment_snapshot(&self) -> Result<PaymentSnapshot, CommandError> {
-        let payment = self.inner.payment.get();
+        let payment = self.live()?.payment.get();
         ractor::call_t!(payment, |reply| PaymentMsg::Snapshot { reply }, 2000).map_err(|e| CommandError::Unavailable {
             reason: format!("payment actor: {e}"),
             retry_after: Duration::from_secs(1),
@@ -88,28 +121,32 @@ impl Sugang {
         let running = |cell: ActorCell| cell.get_status() == ractor::ActorStatus::Running;
         let journal_alive =
             self.inner.journal_task.lock().map(|t| t.as_ref().is_some_and(|t| !t.is_finished())).unwrap_or(false);
+        let Some(live) = self.inner.live.get() else {
+            // A cluster replica: only the journal (its log applier) runs.
+            return TreeSnapshot { root: "root", children: vec![TreeNode::plain("journal", journal_alive)] };
+        };
         TreeSnapshot {
             root: "root",
             children: vec![
                 TreeNode::plain("journal", journal_alive),
                 TreeNode {
-                    supervisor: Some(self.inner.courses.registry().snapshot()),
-                    ..TreeNode::plain("courses", running(self.inner.courses.supervisor_cell()))
+                    supervisor: Some(live.courses.registry().snapshot()),
+                    ..TreeNode::plain("courses", running(live.courses.supervisor_cell()))
                 },
                 TreeNode {
-                    supervisor: Some(self.inner.classes.registry().snapshot()),
-                    ..TreeNode::plain("classes", running(self.inner.classes.supervisor_cell()))
+                    supervisor: Some(live.classes.registry().snapshot()),
+                    ..TreeNode::plain("classes", running(live.classes.supervisor_cell()))
                 },
-                TreeNode::plain("bus", running(self.inner.bus.supervisor_cell())),
+                TreeNode::plain("bus", running(live.bus.supervisor_cell())),
                 TreeNode {
-                    restarts: self.inner.payment.restarts(),
-                    held_down_until: self.inner.payment.held_down_until_ms(),
-                    retry_after_ms: self.inner.payment.held_down_for().map(|d| d.as_millis() as u64),
-                    ..TreeNode::plain("payment", running(self.inner.payment.get().get_cell()))
+                    restarts: live.payment.restarts(),
+                    held_down_until: live.payment.held_down_until_ms(),
+                    retry_after_ms: live.payment.held_down_for().map(|d| d.as_millis() as u64),
+                    ..TreeNode::plain("payment", running(live.payment.get().get_cell()))
                 },
                 TreeNode {
-                    restarts: self.inner.waiting_room.restarts(),
-                    ..TreeNode::plain("gate", self.inner.waiting_room.actor().is_ok())
+                    restarts: live.waiting_room.restarts(),
+                    ..TreeNode::plain("gate", live.waiting_room.actor().is_ok())
                 },
             ],
         }

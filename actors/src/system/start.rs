@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::commands::{RESERVATION_BASE, RESERVATIONS_COUNTER};
 use super::root::{RootChild, RootMsg, RootSupervisor};
-use super::{Config, Inner, PaymentHandle, Reservations, StartError, Sugang};
+use super::{Config, Inner, Live, PaymentHandle, Reservations, StartError, Sugang};
 use crate::bus::{Bus, Projection};
 use crate::course::PROMOTION_BASE;
 use crate::course::actor::{CourseCtx, CourseKind, EnrollmentIds, Parking};
@@ -37,13 +37,53 @@ impl Sugang {
         )?;
         let (journal, journal_task) =
             Journal::start(&store, JournalOptions::default()).map_err(|e| StartError::Spawn(e.to_string()))?;
+        let system = Sugang::replica(config, store, journal, journal_task);
+        system.promote().await?;
+        Ok(system)
+    }
+
+    /// A system over `store` and its `journal` with no actors yet: a cluster
+    /// replica, which serves reads from its copy of the log until
+    /// [`Sugang::promote`] makes it the primary.
+    pub fn replica(
+        config: Config,
+        store: Store,
+        journal: Journal,
+        journal_task: tokio::task::JoinHandle<()>,
+    ) -> Sugang {
+        let gateway = SimulatedGateway::with_faults(config.gateway_faults);
+        Sugang {
+            inner: Arc::new(Inner {
+                store,
+                journal,
+                gateway,
+                faults: Arc::new(Faults::default()),
+                config,
+                journal_task: std::sync::Mutex::new(Some(journal_task)),
+                live: std::sync::OnceLock::new(),
+                starting: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Starts the supervision tree over the store as it is, and resumes or
+    /// compensates every saga it shows unfinished: at start in embedded
+    /// mode; in a cluster, on the node that has just become the primary,
+    /// once it has applied the whole log (exactly a restart's recovery).
+    /// A second call does nothing.
+    pub async fn promote(&self) -> Result<(), StartError> {
+        let _once = self.inner.starting.lock().await;
+        if self.inner.live.get().is_some() {
+            return Ok(());
+        }
+        let (store, journal, config) = (self.inner.store.clone(), self.inner.journal.clone(), &self.inner.config);
         // The record layout, upgraded once for a store written under an
         // earlier one; then the counts the lists read, rebuilt once for a
         // store written before they were kept; before anything else writes.
         super::layout::upgrade(&store, &journal).await?;
         crate::paging::backfill(&store, &journal).await?;
-        let faults = Arc::new(Faults::default());
-        let gateway = SimulatedGateway::with_faults(config.gateway_faults);
+        let faults = self.inner.faults.clone();
+        let gateway = self.inner.gateway.clone();
         let gate = Arc::new(BreakerGate::new());
         let payment_args = {
             let (store, journal, config, gate) = (store.clone(), journal.clone(), config.payment.clone(), gate.clone());
@@ -147,28 +187,23 @@ impl Sugang {
         .flatten()
         .fold(RESERVATION_BASE - 1, u64::max);
 
-        let system = Sugang {
-            inner: Arc::new(Inner {
-                store,
-                journal,
-                courses,
-                classes,
-                payment: payment.clone(),
-                gateway,
-                faults,
-                root,
-                gate,
-                waiting_room,
-                next_course_id: tokio::sync::Mutex::new(next_course_id),
-                reservations: tokio::sync::Mutex::new(Reservations { next: high_water + 1, limit: high_water }),
-                bus,
-                stop,
-                config,
-                journal_task: std::sync::Mutex::new(Some(journal_task)),
-            }),
+        let live = Live {
+            courses,
+            classes,
+            payment: payment.clone(),
+            root,
+            gate,
+            waiting_room,
+            next_course_id: tokio::sync::Mutex::new(next_course_id),
+            reservations: tokio::sync::Mutex::new(Reservations { next: high_water + 1, limit: high_water }),
+            bus,
+            stop,
         };
-        system.recover(holds).await;
-        Ok(system)
+        if self.inner.live.set(live).is_err() {
+            return Err(StartError::Spawn("the actors were started twice".into()));
+        }
+        self.recover(holds).await;
+        Ok(())
     }
 
     /// Rule 4: every saga that was in flight, found by the seat it holds,
@@ -182,8 +217,8 @@ impl Sugang {
         tracing::warn!(count = holds.len(), "resuming or compensating sagas interrupted by the last stop");
         for (course, key) in holds {
             let id = key.get();
-            let resumed = self
-                .inner
+            let Some(live) = self.inner.live.get() else { return };
+            let resumed = live
                 .classes
                 .ask(
                     id,
@@ -210,19 +245,19 @@ impl Sugang {
     /// directory is free for the next start.
     pub async fn shutdown(self) {
         let wait = Some(Duration::from_secs(10));
-        self.inner.stop.cancel();
-        for supervisor in [
-            self.inner.courses.supervisor_cell(),
-            self.inner.classes.supervisor_cell(),
-            self.inner.bus.supervisor_cell(),
-        ] {
-            supervisor.stop_children_and_wait(Some("shutdown".into()), wait).await;
+        if let Some(live) = self.inner.live.get() {
+            live.stop.cancel();
+            for supervisor in
+                [live.courses.supervisor_cell(), live.classes.supervisor_cell(), live.bus.supervisor_cell()]
+            {
+                supervisor.stop_children_and_wait(Some("shutdown".into()), wait).await;
+            }
+            if let Some(gate) = live.waiting_room.supervisor_cell() {
+                gate.stop_children_and_wait(Some("shutdown".into()), wait).await;
+            }
+            live.root.stop_children_and_wait(Some("shutdown".into()), wait).await;
+            let _ = live.root.stop_and_wait(Some("shutdown".into()), wait).await;
         }
-        if let Some(gate) = self.inner.waiting_room.supervisor_cell() {
-            gate.stop_children_and_wait(Some("shutdown".into()), wait).await;
-        }
-        self.inner.root.stop_children_and_wait(Some("shutdown".into()), wait).await;
-        let _ = self.inner.root.stop_and_wait(Some("shutdown".into()), wait).await;
         let task = self.inner.journal_task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let closing = self.inner.store.closing();
         drop(self);
@@ -238,5 +273,45 @@ impl Sugang {
         if !closing.closed(Duration::from_secs(10)).await {
             tracing::error!("the store is still open after shutdown: a handle is held somewhere");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sugang_storage::{Journal, JournalOptions, Store, StoreOptions};
+
+    use crate::testing::{config, korean, request};
+    use crate::{CommandError, Sugang};
+
+    /// A facade over a store with no actors (a cluster replica) serves reads
+    /// and refuses commands as unavailable; promoted, it runs them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_reads_refuses_commands_and_once_promoted_serves_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let system = Sugang::start(config(dir.path())).await.unwrap();
+        let course = korean(&system).await;
+        let enrolled = system.enroll(request(course, "kim")).await.unwrap();
+        assert!(system.wait_for("delivery", enrolled.seq).await);
+        system.shutdown().await;
+
+        let config = config(dir.path());
+        let store =
+            Store::open(dir.path(), StoreOptions { durability: config.durability, ..StoreOptions::default() }).unwrap();
+        let (journal, task) = Journal::start(&store, JournalOptions::default()).unwrap();
+        let replica = Sugang::replica(config, store, journal, task);
+        assert!(!replica.is_live());
+        assert_eq!(replica.course(course).unwrap().unwrap().student_count, 1);
+        assert!(replica.wait_for("delivery", enrolled.seq).await, "the offsets stored are the replica's to wait on");
+        assert!(matches!(replica.enroll(request(course, "lee")).await, Err(CommandError::Unavailable { .. })));
+        assert!(matches!(replica.cancel(enrolled.value.id).await, Err(CommandError::Unavailable { .. })));
+        assert_eq!(replica.tree().children.len(), 1, "only the journal runs on a replica");
+        assert!(replica.subscribers().await.is_empty());
+
+        replica.promote().await.unwrap();
+        replica.promote().await.unwrap();
+        assert!(replica.is_live());
+        replica.enroll(request(course, "lee")).await.unwrap();
+        assert_eq!(replica.course(course).unwrap().unwrap().student_count, 2);
+        replica.shutdown().await;
     }
 }

@@ -275,7 +275,7 @@ impl Sugang {
             .map_err(internal)?
             .ok_or(CommandError::NotFound { what: "waitlist entry", id })?;
         let reply: CourseReply = self
-            .course_actors()
+            .course_actors()?
             .ask(
                 record.course_id.get(),
                 |reply| CourseMsg::Command {

@@ -5,16 +5,21 @@
 //!
 //! A shell only: the script reads `/admin/*` and `/metrics` with the
 //! operator's token (admins only, as the API says) about once a second.
-//! The waiting room's live queue and controls are `gate`'s.
+//! The waiting room's live queue and controls are `gate`'s. On a cluster
+//! node, a "Cluster" section too (`/admin/cluster`: the nodes, the
+//! primary's lease, the stream); embedded, none.
 
+use axum::extract::State;
 use axum::response::Response;
 use maud::html;
 
 use super::{Section, Shell};
+use crate::AppState;
 
 /// `GET /ops`.
-pub(crate) async fn page(shell: Shell) -> Response {
+pub(crate) async fn page(State(state): State<AppState>, shell: Shell) -> Response {
     let ctx = &shell.ctx;
+    let cluster = state.cluster.is_some();
     let main = html! {
         h1 { (ctx.t("ops.title")) }
         p #need-who.hint role="status" {}
@@ -48,6 +53,18 @@ pub(crate) async fn page(shell: Shell) -> Response {
                 svg #latency-chart.chart viewBox="0 0 300 80" preserveAspectRatio="none" role="img"
                     aria-labelledby="latency-title latency-now" {}
                 p #latency-now aria-live="off" { "-" }
+            }
+        }
+        @if cluster {
+            section #cluster aria-labelledby="cluster-title" {
+                h2 #cluster-title { (ctx.t("ops.cluster")) }
+                dl {
+                    dt { (ctx.t("ops.clusterHere")) } dd #cluster-here { "-" }
+                    dt { (ctx.t("ops.clusterPrimary")) } dd #cluster-primary { "-" }
+                    dt { (ctx.t("ops.clusterLease")) } dd #cluster-lease { "-" }
+                    dt { (ctx.t("ops.clusterStream")) } dd #cluster-stream { "-" }
+                }
+                (ctx.script_table("cluster-nodes", &["ops.clusterNode", "ops.clusterRole", "ops.clusterApplied", "ops.lag", "ops.clusterHeartbeat"]))
             }
         }
         section aria-labelledby="tree-title" {

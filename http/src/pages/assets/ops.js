@@ -1,5 +1,6 @@
 // The operator console: /admin/actors, /admin/breaker, /admin/faults/payment
-// and /metrics, read about once a second with the operator's token; the
+// and /metrics (and /admin/cluster on a cluster node, when the page has its
+// section), read about once a second with the operator's token; the
 // enrollment rate and latency drawn as SVG lines over the last five
 // minutes; fault injection as buttons.
 'use strict';
@@ -149,6 +150,31 @@
     text(nowId, `${last.toFixed(1)} ${unit} (max ${max.toFixed(1)} ${unit})`);
   }
 
+  /** The cluster as the node that served the page sees it (GET /admin/cluster). */
+  function renderCluster(c) {
+    const seconds = (ms) => (ms == null ? '-' : `${(ms / 1000).toFixed(1)} s`);
+    const role = (r) => t(r === 'primary' ? 'ops.rolePrimary' : 'ops.roleReplica');
+    text('cluster-here', `${c.node} (${role(c.role)})`);
+    text('cluster-primary', c.primary == null ? t('ops.clusterNoPrimary') : c.primary);
+    text('cluster-lease', `${seconds(c.leaseAgeMs)} / ${seconds(c.leaseTtlMs)}`);
+    text('cluster-stream', `${c.stream.name}: R${c.stream.replicas}, ${c.stream.lastPosition}`);
+    const tbody = document.querySelector('#cluster-nodes tbody');
+    tbody.replaceChildren();
+    for (const n of c.nodes) {
+      const tr = document.createElement('tr');
+      tr.dataset.node = n.name;
+      tr.append(
+        cell(n.name, 'name'),
+        cell(role(n.role), n.role === 'primary' ? 'ok' : ''),
+        cell(String(n.appliedPosition), 'num'),
+        cell(String(n.lag), 'num lag'),
+        cell(seconds(n.heartbeatAgeMs), 'num'),
+      );
+      tbody.append(tr);
+    }
+    labelCells(document.getElementById('cluster-nodes'));
+  }
+
   async function refresh() {
     const hint = document.getElementById('need-who');
     if (!as('admin')) {
@@ -174,6 +200,12 @@
       renderGateway();
     }
     if (metrics.status === 200) renderMetrics(parseMetrics(metrics.body), now);
+    // Only a cluster node's page has the section.
+    if (document.getElementById('cluster-nodes')) {
+      const cluster = await api('GET', '/admin/cluster');
+      if (cluster.status === 200) renderCluster(cluster.body);
+      else text('cluster-here', problem(cluster));
+    }
   }
 
   async function setGateway(change) {

@@ -1,0 +1,282 @@
+//! The service's log: one writer at a time, the *primary*, fenced on the
+//! whole stream; every node follows the log from its start to rebuild its
+//! local store.
+//!
+//! This is how `sugang serve --nats` uses the foundation: the primary holds
+//! the lease `primary` in the lease bucket and writes every commit group of
+//! its journal as one message on `sugang.log.commit`, each published with
+//! `Nats-Expected-Last-Sequence` (the stream's last sequence as this writer
+//! knows it) and a `Nats-Msg-Id`. A node that takes the lease over first
+//! writes a takeover marker on `sugang.log.primary` the same way, so once
+//! it is stored every later append of an earlier primary is refused by the
+//! server: a paused or partitioned primary can never commit again.
+//!
+//! Owns the primary lease's name, the commit and marker subjects, and the
+//! [`LogWriter`]'s fence. Must not decode what a commit holds: the storage
+//! crate's replicated journal does.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::layout::{Cluster, LOG_SUBJECTS};
+use crate::lease::{AcquireError, Lease, LeaseInfo};
+use crate::owner::{EPOCH, KIND, NODE, header_str, header_u64};
+use crate::replay::ReplayError;
+
+/// The lease that makes a node the primary (stored as the key `primary`).
+pub(crate) const PRIMARY_LEASE: u64 = 0;
+/// The subject of the primary's commit groups.
+pub const COMMIT_SUBJECT: &str = "sugang.log.commit";
+/// The subject of takeover markers.
+pub const MARKER_SUBJECT: &str = "sugang.log.primary";
+const MSG_ID: &str = "Nats-Msg-Id";
+
+/// The primary's writer of the log (see the module doc).
+pub struct LogWriter {
+    cluster: Cluster,
+    /// The fencing epoch: the primary lease's acquiring revision.
+    epoch: u64,
+    /// The stream's last sequence as this writer knows it: the next append
+    /// expects exactly this.
+    last: u64,
+    /// The marker's sequence.
+    marker: u64,
+    appends: u64,
+    fenced: bool,
+}
+
+/// An append the log did not take.
+#[derive(Debug, thiserror::Error)]
+pub enum LogAppendError {
+    /// Another writer appended after this one's last write: a newer primary
+    /// took over. Nothing of this append is stored; stop writing.
+    #[error("log append fenced: the stream moved past {expected} (another node is the primary)")]
+    Fenced {
+        /// The sequence this writer expected to be last.
+        expected: u64,
+    },
+    /// No acknowledgement within the append timeout: the append may or may
+    /// not be stored.
+    #[error("log append not acknowledged after {waited:?}: {source}")]
+    Unavailable {
+        /// How long it kept trying.
+        waited: Duration,
+        /// The last error.
+        source: async_nats::Error,
+    },
+    /// The message was refused for what it is (too large).
+    #[error("log append refused: {0}")]
+    Invalid(String),
+}
+
+/// One message of the log as a node follows it.
+#[derive(Clone, Debug)]
+pub struct LogMessage {
+    /// Its stream sequence: the log position.
+    pub position: u64,
+    /// A commit group (`false`: a takeover marker, which holds none).
+    pub commit: bool,
+    /// The node that wrote it.
+    pub node: String,
+    /// The primary lease epoch it was written under.
+    pub epoch: u64,
+    /// What it holds (empty for a marker).
+    pub payload: Bytes,
+}
+
+/// The whole log in order from a position, waiting at its end.
+pub struct LogFollower {
+    messages: pull::Ordered,
+}
+
+impl Cluster {
+    /// Takes the primary lease if nobody holds a live one.
+    pub async fn acquire_primary(&self) -> Result<Lease, AcquireError> {
+        self.acquire(PRIMARY_LEASE).await
+    }
+
+    /// The live primary lease, if any: who is the primary, since when.
+    pub async fn primary(&self) -> Result<Option<LeaseInfo>, async_nats::Error> {
+        self.lease_of(PRIMARY_LEASE).await
+    }
+
+    /// Becomes the log's writer under `lease`: appends a takeover marker
+    /// after the stream's last message, retrying while an earlier primary
+    /// still slips appends in. Once this returns, every append of an earlier
+    /// writer is refused; the caller applies the log up to
+    /// [`LogWriter::marker`] before it writes.
+    pub async fn take_over_log(&self, lease: &Lease) -> Result<LogWriter, LogAppendError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let last = self
+                .log_last_seq()
+                .await
+                .map_err(|source| LogAppendError::Unavailable { waited: started.elapsed(), source })?;
+            let msg_id = format!("primary-{}-marker-{last}", lease.epoch());
+            match self.publish_after(MARKER_SUBJECT, "marker", lease.epoch(), &msg_id, last, Bytes::new()).await {
+                Ok(marker) => {
+                    tracing::info!(node = %self.config.node, epoch = lease.epoch(), marker, "took over the log");
+                    return Ok(LogWriter {
+                        cluster: self.clone(),
+                        epoch: lease.epoch(),
+                        last: marker,
+                        marker,
+                        appends: 0,
+                        fenced: false,
+                    });
+                }
+                Err(LogAppendError::Fenced { expected }) if started.elapsed() < self.config.append_timeout => {
+                    tracing::info!(expected, "the previous primary appended meanwhile; marking again");
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Follows the whole log from position `from` (1: all of it).
+    pub async fn follow_log(&self, from: u64) -> Result<LogFollower, ReplayError> {
+        let messages = self.ordered(LOG_SUBJECTS.to_string(), from.max(1)).await?;
+        Ok(LogFollower { messages })
+    }
+
+    /// Publishes one message expecting `expected` as the stream's last
+    /// sequence; retries ambiguous failures with the same message id until
+    /// the append timeout.
+    async fn publish_after(
+        &self,
+        subject: &str,
+        kind: &str,
+        epoch: u64,
+        msg_id: &str,
+        expected: u64,
+        payload: Bytes,
+    ) -> Result<u64, LogAppendError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(KIND, kind);
+        headers.insert(NODE, self.config.node.as_str());
+        headers.insert(EPOCH, epoch.to_string().as_str());
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(25);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let message = PublishMessage::build()
+                .payload(payload.clone())
+                .headers(headers.clone())
+                .message_id(msg_id)
+                .expected_last_sequence(expected);
+            let outcome = match self.js.send_publish(subject.to_string(), message).await {
+                Ok(ack) => ack.await,
+                Err(err) => Err(err),
+            };
+            let err = match outcome {
+                Ok(ack) => return Ok(ack.sequence),
+                Err(err) => err,
+            };
+            match err.kind() {
+                PublishErrorKind::WrongLastSequence if attempts == 1 => {
+                    return Err(LogAppendError::Fenced { expected });
+                }
+                PublishErrorKind::WrongLastSequence => {
+                    // An earlier attempt may have been stored before its ack
+                    // was lost: then it is the message right after `expected`.
+                    return match self.log.get_raw_message(expected + 1).await {
+                        Ok(stored) if header_str(&stored.headers, MSG_ID).as_deref() == Some(msg_id) => {
+                            Ok(stored.sequence)
+                        }
+                        Ok(_) => Err(LogAppendError::Fenced { expected }),
+                        Err(source) => {
+                            Err(LogAppendError::Unavailable { waited: started.elapsed(), source: source.into() })
+                        }
+                    };
+                }
+                PublishErrorKind::MaxPayloadExceeded => return Err(LogAppendError::Invalid(err.to_string())),
+                _ if started.elapsed() >= self.config.append_timeout => {
+                    return Err(LogAppendError::Unavailable { waited: started.elapsed(), source: err.into() });
+                }
+                _ => {
+                    tracing::debug!(attempts, error = %err, "log append not acknowledged, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+}
+
+impl LogWriter {
+    /// Appends one commit group after this writer's last write, fenced.
+    /// Returns its position once the stream's replicas stored it. After
+    /// [`LogAppendError::Fenced`] every later append is refused too.
+    pub async fn append(&mut self, payload: Vec<u8>) -> Result<u64, LogAppendError> {
+        if self.fenced {
+            return Err(LogAppendError::Fenced { expected: self.last });
+        }
+        let msg_id = format!("primary-{}-{}", self.epoch, self.appends + 1);
+        let outcome =
+            self.cluster.publish_after(COMMIT_SUBJECT, "commit", self.epoch, &msg_id, self.last, payload.into()).await;
+        match outcome {
+            Ok(position) => {
+                self.appends += 1;
+                self.last = position;
+                Ok(position)
+            }
+            Err(err) => {
+                if let LogAppendError::Fenced { expected } = err {
+                    tracing::error!(epoch = self.epoch, expected, "log append fenced: another node is the primary");
+                    self.fenced = true;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The takeover marker's position: apply the log up to it before writing.
+    pub fn marker(&self) -> u64 {
+        self.marker
+    }
+
+    /// The fencing epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+impl LogFollower {
+    /// The next message of the log, waiting for one at its end; `None` if
+    /// the connection closed.
+    pub async fn next(&mut self) -> Option<Result<LogMessage, ReplayError>> {
+        let message = match self.messages.next().await? {
+            Ok(message) => message,
+            Err(err) => return Some(Err(ReplayError::Nats(err.into()))),
+        };
+        let info = match message.info() {
+            Ok(info) => info,
+            Err(err) => return Some(Err(ReplayError::Nats(err))),
+        };
+        let position = info.stream_sequence;
+        let subject = message.subject.to_string();
+        let headers = message.headers.clone().unwrap_or_default();
+        let kind = header_str(&headers, KIND).unwrap_or_default();
+        let node = header_str(&headers, NODE).unwrap_or_default();
+        let commit = match (subject.as_str(), kind.as_str()) {
+            (COMMIT_SUBJECT, "commit") => true,
+            (MARKER_SUBJECT, "marker") => false,
+            _ => {
+                return Some(Err(ReplayError::Malformed {
+                    seq: position,
+                    subject,
+                    reason: format!("not a commit or marker of the primary's log (kind {kind:?})"),
+                }));
+            }
+        };
+        let epoch = header_u64(&headers, EPOCH).unwrap_or(0);
+        Some(Ok(LogMessage { position, commit, node, epoch, payload: message.payload.clone() }))
+    }
+}

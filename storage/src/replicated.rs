@@ -1,0 +1,389 @@
+//! The journal of a cluster node: the durable point is a replicated log (a
+//! JetStream stream, behind [`Replicator`]) instead of the local fsync, and
+//! the local store is what every node rebuilds by applying that log in
+//! order ([`Applier`]).
+//!
+//! A node that writes (the primary) hands each group to the replicator,
+//! which answers once the log has stored it; the group is then applied like
+//! any other message, by the node's [`Applier`], and only then are its
+//! callers answered. Every node, the primary included, applies every
+//! message of the log in log order, so event seqs, counts and records come
+//! out the same on every node: a seq a command answered with on one node
+//! means the same on all (`?after=` keeps its meaning), and a node that
+//! takes over finds exactly the state the log holds.
+//!
+//! The local store is a cache of the log: applied groups are persisted
+//! without waiting (fdatasync about once a second), each with the log
+//! position it applies, so after a crash the node resumes applying after
+//! the last position it kept, and loses nothing the log has.
+//!
+//! Must not know NATS: the cluster glue implements [`Replicator`] and feeds
+//! [`Applier::apply`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::journal::{
+    AlreadyStarted, CommitError, DiskFaults, Group, Journal, JournalOptions, Persist, Receipt, Submission, TailEvents,
+    now_ms, write,
+};
+use crate::log::{TailEvent, encode_envelope};
+use crate::store::{META_LOG_POSITION, StorageError, Store, WATERMARK_EVERY};
+
+/// A boxed future, for [`Replicator`]'s object-safe method.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a cluster node's journal stores its groups.
+pub trait Replicator: Send + Sync + 'static {
+    /// Stores one encoded group in the replicated log, answering with its
+    /// position once the log holds it durably.
+    fn append(&self, group: Vec<u8>) -> BoxFuture<'_, Result<u64, ReplicateError>>;
+}
+
+/// A group the replicated log did not take.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ReplicateError {
+    /// Nothing was stored and nothing is in doubt (this node may not write:
+    /// it is not the primary): the callers are refused, the journal goes on.
+    #[error("the log refused the write: {0}")]
+    Refused(String),
+    /// The write may or may not be in the log (no answer in time), or this
+    /// node's writes are fenced off (another node took over): fail-stop.
+    #[error("the log write failed: {0}")]
+    Failed(String),
+}
+
+/// One group as it travels through the log.
+#[derive(Serialize, Deserialize)]
+struct WireGroup {
+    /// The writing journal's incarnation (random per start), so that only
+    /// it answers its callers when the group comes back.
+    writer: u64,
+    /// The group's number within that incarnation.
+    id: u64,
+    /// When it was committed, unix ms: its events' time, the same on every node.
+    at_ms: u64,
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    events: Vec<(u64, Vec<u8>)>,
+    trimmed: Vec<u64>,
+    adds: Vec<(Vec<u8>, i64)>,
+}
+
+/// Callers waiting for their group to come back from the log: group id →
+/// the seq its first event got (or the log's seq before it).
+type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<u64>>>>;
+
+/// Applies the replicated log to the local store, in log order. One per
+/// node; the cluster glue calls [`Applier::apply`] for every message.
+pub struct Applier {
+    store: Store,
+    writer: u64,
+    waiting: Waiting,
+    state: Mutex<ApplyState>,
+    position: watch::Sender<u64>,
+}
+
+struct ApplyState {
+    next_seq: u64,
+    last_sync: Instant,
+    last_watermark: Option<Instant>,
+    faults: Arc<DiskFaults>,
+}
+
+/// A message of the log could not be applied: the node's store is no longer
+/// a faithful copy of the log and takes no more writes.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("log message {position} does not decode: {reason}")]
+    Decode { position: u64, reason: String },
+    #[error("log message {position} arrived after {applied}: out of order")]
+    OutOfOrder { position: u64, applied: u64 },
+    #[error("applying log message {position}: {source}")]
+    Commit { position: u64, source: CommitError },
+}
+
+/// How often an applier fdatasyncs what it applied.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+impl Journal {
+    /// Starts a cluster node's journal on `store`: every commit goes to
+    /// `replicator`, and is answered once the returned [`Applier`] has
+    /// applied it from the log. The store must be empty or a copy of this
+    /// log ([`Store::log_position`]).
+    pub fn start_replicated(
+        store: &Store,
+        options: JournalOptions,
+        replicator: Arc<dyn Replicator>,
+    ) -> Result<(Journal, Arc<Applier>, JoinHandle<()>), AlreadyStarted> {
+        if store.shared.journal_started.swap(true, Ordering::SeqCst) {
+            return Err(AlreadyStarted);
+        }
+        let (tx, rx) = mpsc::channel(options.queue.max(1));
+        let faults = Arc::new(DiskFaults::default());
+        let writer = fastrand::u64(..);
+        let waiting: Waiting = Arc::default();
+        let position = store.log_position().unwrap_or(0);
+        let applier = Arc::new(Applier {
+            store: store.clone(),
+            writer,
+            waiting: waiting.clone(),
+            state: Mutex::new(ApplyState {
+                next_seq: store.events().last_seq() + 1,
+                last_sync: Instant::now(),
+                last_watermark: None,
+                faults: faults.clone(),
+            }),
+            position: watch::Sender::new(position),
+        });
+        let task = tokio::spawn(
+            ReplicatedWriter { store: store.clone(), writer, waiting, replicator, next_id: 0, failed: None }
+                .run(rx, options.max_group.max(1)),
+        );
+        Ok((Journal { tx, faults, backups: Arc::new(tokio::sync::Mutex::new(())) }, applier, task))
+    }
+}
+
+impl Store {
+    /// The last position of the replicated log this store applied; `None`
+    /// for a store that never applied one (empty, or an embedded store).
+    pub fn log_position(&self) -> Option<u64> {
+        let raw = self.shared.records.get(META_LOG_POSITION).ok()??;
+        Some(u64::from_be_bytes(raw.as_ref().try_into().ok()?))
+    }
+
+    /// Whether the store holds nothing yet (no event, no record of the domain).
+    pub fn is_blank(&self) -> Result<bool, StorageError> {
+        Ok(self.events().last_seq() == 0 && self.log_position().is_none())
+    }
+}
+
+impl Applier {
+    /// The last log position applied (or skipped).
+    pub fn position(&self) -> u64 {
+        *self.position.borrow()
+    }
+
+    /// Watches the position applied.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.position.subscribe()
+    }
+
+    /// Waits until the position applied reaches `position`; false after `within`.
+    pub async fn reached(&self, position: u64, within: Duration) -> bool {
+        let mut watch = self.watch();
+        tokio::time::timeout(within, watch.wait_for(|p| *p >= position)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Marks a message of the log that holds no group (a takeover marker)
+    /// as applied: nothing is written locally.
+    pub fn skip(&self, position: u64) {
+        self.position.send_if_modified(|p| {
+            let moved = position > *p;
+            *p = (*p).max(position);
+            moved
+        });
+    }
+
+    /// Applies the group at `position` of the log to the local store (a
+    /// blocking fjall write: call it from a blocking thread). Messages at or
+    /// below the position already applied are skipped (a redelivery). On
+    /// an error the store is failed: it takes no more writes.
+    pub fn apply(&self, position: u64, payload: &[u8]) -> Result<(), ApplyError> {
+        let applied = self.position();
+        if position <= applied {
+            return Ok(());
+        }
+        let outcome = self.apply_inner(position, payload);
+        if let Err(error) = &outcome {
+            let reason: Arc<str> = error.to_string().into();
+            self.store.shared.failure.send_replace(Some(reason));
+            metrics::gauge!("sugang_storage_failed").set(1.0);
+            tracing::error!(%error, position, "the replicated log could not be applied: the store takes no more writes");
+        }
+        outcome
+    }
+
+    fn apply_inner(&self, position: u64, payload: &[u8]) -> Result<(), ApplyError> {
+        let wire: WireGroup =
+            postcard::from_bytes(payload).map_err(|e| ApplyError::Decode { position, reason: e.to_string() })?;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let first_seq = state.next_seq;
+        let mut seq = first_seq;
+        let mut tail: TailEvents = Vec::with_capacity(wire.events.len());
+        let mut events = Vec::with_capacity(wire.events.len());
+        for (key, payload) in wire.events {
+            let envelope = encode_envelope(wire.at_ms, key, &payload)
+                .map_err(|e| ApplyError::Decode { position, reason: e.to_string() })?;
+            events.push((seq, envelope));
+            tail.push(TailEvent { seq, at_ms: wire.at_ms, key, payload: Arc::new(payload) });
+            seq += 1;
+        }
+        let trimmed_through = wire.trimmed.iter().max().copied();
+        let mut group = Group {
+            writes: wire.writes,
+            events,
+            trimmed: wire.trimmed,
+            adds: wire.adds,
+            last_seq: (seq != first_seq).then_some(seq - 1),
+            position: Some(position),
+        };
+        group.coalesce();
+        let keys = group.writes.len() + group.events.len() + group.trimmed.len() + group.adds.len();
+        let tally = group.tally();
+        let sync = state.last_sync.elapsed() >= SYNC_EVERY;
+        let due = state.last_watermark.is_none_or(|at| at.elapsed() >= WATERMARK_EVERY);
+        let persist = Persist { sync, watermark: (sync && due && seq > 1).then_some(seq - 1) };
+        let started = Instant::now();
+        write(&self.store, &state.faults, group, persist).map_err(|source| ApplyError::Commit { position, source })?;
+        state.next_seq = seq;
+        if sync {
+            state.last_sync = started;
+        }
+        if persist.watermark.is_some() {
+            state.last_watermark = Some(started);
+        }
+        drop(state);
+        if let Some(through) = trimmed_through {
+            self.store.shared.tail.trim_through(through);
+        }
+        if !tail.is_empty() {
+            self.store.shared.tail.push(tail);
+        }
+        self.store.shared.last_seq.send_if_modified(|last| std::mem::replace(last, seq - 1) != seq - 1);
+        metrics::counter!("sugang_log_applied_total").increment(1);
+        metrics::counter!("sugang_journal_keys_total").increment(keys as u64);
+        metrics::gauge!("sugang_journal_last_seq").set((seq - 1) as f64);
+        metrics::gauge!("sugang_log_applied_position").set(position as f64);
+        self.store.count_written(tally);
+        self.position.send_replace(position);
+        if wire.writer == self.writer
+            && let Some(waiter) = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&wire.id)
+        {
+            let _ = waiter.send(first_seq);
+        }
+        Ok(())
+    }
+}
+
+/// The journal task of a cluster node.
+struct ReplicatedWriter {
+    store: Store,
+    writer: u64,
+    waiting: Waiting,
+    replicator: Arc<dyn Replicator>,
+    next_id: u64,
+    failed: Option<Arc<str>>,
+}
+
+/// How long a group stored in the log may take to come back through the
+/// node's applier before the node gives up on its store.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ReplicatedWriter {
+    async fn run(mut self, mut rx: mpsc::Receiver<Submission>, max_group: usize) {
+        let mut pending = Vec::with_capacity(max_group);
+        while rx.recv_many(&mut pending, max_group).await > 0 {
+            self.commit_group(&mut pending).await;
+        }
+        tracing::info!("replicated journal stopped");
+    }
+
+    async fn commit_group(&mut self, pending: &mut Vec<Submission>) {
+        if let Some(reason) = &self.failed {
+            for submission in pending.drain(..) {
+                let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
+            }
+            return;
+        }
+        let started = Instant::now();
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut wire = WireGroup {
+            writer: self.writer,
+            id,
+            at_ms: now_ms(),
+            writes: Vec::new(),
+            events: Vec::new(),
+            trimmed: Vec::new(),
+            adds: Vec::new(),
+        };
+        let mut counts = Vec::with_capacity(pending.len());
+        for submission in pending.iter_mut() {
+            let batch = std::mem::take(&mut submission.batch);
+            counts.push(batch.events.len() as u64);
+            wire.writes.extend(batch.writes);
+            wire.events.extend(batch.events);
+            wire.trimmed.extend(batch.trimmed);
+            wire.adds.extend(batch.adds);
+        }
+        let size = pending.len();
+        let payload = match postcard::to_allocvec(&wire) {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::error!(error = %e, batches = size, "journal group could not be encoded");
+                for submission in pending.drain(..) {
+                    let _ = submission.reply.send(Err(CommitError::Write(e.to_string())));
+                }
+                return;
+            }
+        };
+        let (back, came_back) = oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, back);
+        let outcome = match self.replicator.append(payload).await {
+            Ok(position) => match tokio::time::timeout(APPLY_TIMEOUT, came_back).await {
+                Ok(Ok(first_seq)) => Ok(first_seq),
+                Ok(Err(_)) | Err(_) => Err(ReplicateError::Failed(format!(
+                    "group stored at log position {position} was not applied locally within {APPLY_TIMEOUT:?}"
+                ))),
+            },
+            Err(e) => Err(e),
+        };
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        metrics::histogram!("sugang_journal_group_size").record(size as f64);
+        metrics::histogram!("sugang_journal_commit_seconds").record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(first_seq) => {
+                metrics::counter!("sugang_journal_batches_total", "outcome" => "committed").increment(size as u64);
+                let mut seq = first_seq;
+                for (submission, events) in pending.drain(..).zip(counts) {
+                    let receipt = Receipt { first_seq: (events > 0).then_some(seq), seq: seq + events - 1 };
+                    seq += events;
+                    if let Some(taken) = submission.snapshot {
+                        let _ = taken.send(self.store.snapshot());
+                    }
+                    let _ = submission.reply.send(Ok(receipt));
+                }
+            }
+            Err(ReplicateError::Refused(reason)) => {
+                metrics::counter!("sugang_journal_batches_total", "outcome" => "refused").increment(size as u64);
+                let reason: Arc<str> = reason.into();
+                for submission in pending.drain(..) {
+                    let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
+                }
+            }
+            Err(ReplicateError::Failed(reason)) => {
+                let reason: Arc<str> = reason.into();
+                self.failed = Some(reason.clone());
+                self.store.shared.failure.send_replace(Some(reason.clone()));
+                metrics::counter!("sugang_journal_batches_total", "outcome" => "failed").increment(size as u64);
+                metrics::gauge!("sugang_storage_failed").set(1.0);
+                tracing::error!(
+                    %reason,
+                    batches = size,
+                    "a log write failed: this node takes no more writes and must restart"
+                );
+                for submission in pending.drain(..) {
+                    let _ = submission.reply.send(Err(CommitError::Write(reason.to_string())));
+                }
+            }
+        }
+    }
+}

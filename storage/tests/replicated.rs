@@ -1,0 +1,236 @@
+//! A cluster node's journal: commits go through a replicated log and come
+//! back through each node's applier. The log here is an in-process vector
+//! delivered to every node in order (the NATS one is exercised by the
+//! cluster tests at the top of the workspace); what is checked is the
+//! storage side: every node's store comes out the same, seqs included,
+//! callers are answered with the seqs their events got, a refusal poisons
+//! nothing, a failure fail-stops, and a node resumes after its position.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sugang_storage::{
+    Applier, Batch, BoxFuture, CommitError, Count, Journal, JournalOptions, Record, ReplicateError, Replicator, Store,
+    StoreOptions, Table,
+};
+use tokio::sync::mpsc;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Row(u64);
+impl Record for Row {}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Happened(u64);
+impl Record for Happened {}
+
+const ROWS: Table<u64, Row> = Table::new("rows");
+const TOTALS: Table<String, Count> = Table::new("totals");
+
+/// The log: what was appended, in order, and who follows it.
+#[derive(Default)]
+struct Log {
+    messages: Mutex<Vec<Vec<u8>>>,
+    followers: Mutex<Vec<mpsc::UnboundedSender<(u64, Vec<u8>)>>>,
+    /// The answer to the next append instead of storing it.
+    next_refusal: Mutex<Option<ReplicateError>>,
+}
+
+impl Log {
+    /// Delivers every message from `from` (1-based), then every new one.
+    fn follow(&self, from: u64) -> mpsc::UnboundedReceiver<(u64, Vec<u8>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let messages = self.messages.lock().unwrap();
+        for (i, message) in messages.iter().enumerate().skip(from as usize - 1) {
+            tx.send((i as u64 + 1, message.clone())).unwrap();
+        }
+        self.followers.lock().unwrap().push(tx);
+        rx
+    }
+}
+
+struct Writer(Arc<Log>);
+
+impl Replicator for Writer {
+    fn append(&self, group: Vec<u8>) -> BoxFuture<'_, Result<u64, ReplicateError>> {
+        Box::pin(async move {
+            if let Some(refusal) = self.0.next_refusal.lock().unwrap().take() {
+                return Err(refusal);
+            }
+            let mut messages = self.0.messages.lock().unwrap();
+            messages.push(group.clone());
+            let position = messages.len() as u64;
+            for follower in self.0.followers.lock().unwrap().iter() {
+                let _ = follower.send((position, group.clone()));
+            }
+            Ok(position)
+        })
+    }
+}
+
+/// Applies what the log delivers, in a task, as the cluster glue does.
+fn apply_from(log: &Log, applier: Arc<Applier>) {
+    let mut messages = log.follow(applier.position() + 1);
+    tokio::spawn(async move {
+        while let Some((position, payload)) = messages.recv().await {
+            let applier = applier.clone();
+            let applied = tokio::task::spawn_blocking(move || applier.apply(position, &payload)).await.unwrap();
+            if applied.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, StoreOptions::default()).unwrap()
+}
+
+fn batch(i: u64) -> Batch {
+    let mut batch = Batch::new();
+    batch.put(&ROWS, &i, &Row(i)).unwrap();
+    batch.add(&TOTALS, &"rows".to_string(), 1);
+    for e in 0..(i % 3) {
+        batch.append(i, &Happened(i * 10 + e)).unwrap();
+    }
+    batch
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_applies_the_same_log_into_the_same_store() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = Arc::new(Log::default());
+    let a = open(a_dir.path());
+    let (journal, a_applier, _task) =
+        Journal::start_replicated(&a, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    apply_from(&log, a_applier.clone());
+    // A replica: its own journal writes nothing; it applies the same log.
+    let b = open(b_dir.path());
+    let (_b_journal, b_applier, _b_task) =
+        Journal::start_replicated(&b, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    apply_from(&log, b_applier.clone());
+
+    let mut committers = Vec::new();
+    for i in 1..=200u64 {
+        let journal = journal.clone();
+        committers.push(tokio::spawn(async move { (i, journal.commit(batch(i)).await.unwrap()) }));
+    }
+    let mut receipts = Vec::new();
+    for committer in committers {
+        receipts.push(committer.await.unwrap());
+    }
+    let last = log.messages.lock().unwrap().len() as u64;
+    assert!(b_applier.reached(last, Duration::from_secs(10)).await);
+    assert_eq!(a_applier.position(), last);
+
+    // Each caller's receipt names the seqs its own events got, on both nodes.
+    for (i, receipt) in &receipts {
+        let events = i % 3;
+        match receipt.first_seq {
+            Some(first) => {
+                assert_eq!(receipt.seq - first + 1, events, "batch {i}");
+                for store in [&a, &b] {
+                    let read = store.events().read::<Happened>(first, events as usize).unwrap();
+                    let got: Vec<u64> = read.iter().map(|c| c.event.0).collect();
+                    let want: Vec<u64> = (0..events).map(|e| i * 10 + e).collect();
+                    assert_eq!(got, want, "batch {i}'s events");
+                }
+            }
+            None => assert_eq!(events, 0),
+        }
+    }
+    for store in [&a, &b] {
+        assert_eq!(store.count(&TOTALS, &"rows".to_string()).unwrap(), 200);
+        let keys: Vec<u64> = store.scan(&ROWS).keys().map(Result::unwrap).collect();
+        assert_eq!(keys, (1..=200).collect::<Vec<u64>>());
+        assert_eq!(store.log_position(), Some(last));
+    }
+    assert_eq!(a.events().last_seq(), (1..=200u64).map(|i| i % 3).sum::<u64>());
+    assert_eq!(b.events().last_seq(), a.events().last_seq());
+    let (a_events, b_events) =
+        (a.events().read::<Happened>(1, 1000).unwrap(), b.events().read::<Happened>(1, 1000).unwrap());
+    let key = |c: &sugang_storage::Committed<Happened>| (c.seq, c.at_ms, c.key, c.event.0);
+    assert_eq!(a_events.iter().map(key).collect::<Vec<_>>(), b_events.iter().map(key).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_append_is_refused_alone_and_a_failed_one_stops_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let store = open(dir.path());
+    let (journal, applier, _task) =
+        Journal::start_replicated(&store, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    apply_from(&log, applier);
+    journal.commit(batch(1)).await.unwrap();
+
+    *log.next_refusal.lock().unwrap() = Some(ReplicateError::Refused("not the primary".into()));
+    assert!(matches!(journal.commit(batch(2)).await, Err(CommitError::Stopped(_))));
+    assert!(store.failure().borrow().is_none(), "a refusal must not fail the store");
+    journal.commit(batch(3)).await.unwrap();
+    assert!(store.get(&ROWS, &2).unwrap().is_none());
+    assert_eq!(store.get(&ROWS, &3).unwrap(), Some(Row(3)));
+
+    *log.next_refusal.lock().unwrap() = Some(ReplicateError::Failed("fenced".into()));
+    assert!(matches!(journal.commit(batch(4)).await, Err(CommitError::Write(_))));
+    assert!(store.failure().borrow().is_some(), "a failed log write fail-stops the node");
+    assert!(matches!(journal.commit(batch(5)).await, Err(CommitError::Stopped(_))));
+    assert_eq!(log.messages.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reopened_resumes_after_the_position_it_kept() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = Arc::new(Log::default());
+    let a = open(a_dir.path());
+    let (journal, a_applier, _task) =
+        Journal::start_replicated(&a, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    apply_from(&log, a_applier);
+    for i in 1..=20 {
+        journal.commit(batch(i)).await.unwrap();
+    }
+    {
+        let b = open(b_dir.path());
+        let (_j, b_applier, _t) =
+            Journal::start_replicated(&b, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+        let held: Vec<Vec<u8>> = log.messages.lock().unwrap().clone();
+        for (i, message) in held.iter().enumerate() {
+            b_applier.apply(i as u64 + 1, message).unwrap();
+        }
+        assert_eq!(b_applier.position(), 20);
+    }
+    for i in 21..=30 {
+        journal.commit(batch(i)).await.unwrap();
+    }
+    // The replica comes back: it applies 21..=30 only, and redelivered
+    // messages it already has are skipped.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = loop {
+        match Store::open(b_dir.path(), StoreOptions::default()) {
+            Ok(store) => break store,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    assert_eq!(b.log_position(), Some(20));
+    let (_j, b_applier, _t) =
+        Journal::start_replicated(&b, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    let first = log.messages.lock().unwrap()[0].clone();
+    b_applier.apply(1, &first).unwrap();
+    apply_from(&log, b_applier.clone());
+    assert!(b_applier.reached(30, Duration::from_secs(10)).await);
+    assert_eq!(b.count(&TOTALS, &"rows".to_string()).unwrap(), 30);
+    assert_eq!(b.events().last_seq(), a.events().last_seq());
+}
+
+#[test]
+fn a_message_that_is_not_a_group_fails_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let store = open(dir.path());
+    let log = Arc::new(Log::default());
+    let (_journal, applier, _task) =
+        Journal::start_replicated(&store, JournalOptions::default(), Arc::new(Writer(log))).unwrap();
+    assert!(applier.apply(1, b"\xff\xff\xff not a group").is_err());
+    assert!(store.failure().borrow().is_some());
+    assert_eq!(applier.position(), 0);
+}
