@@ -649,7 +649,8 @@ async fn sigkill_of_the_primary_under_load_loses_nothing_and_a_survivor_serves_w
         cluster.nodes[served_by].name
     );
     assert!(again <= TAKEOVER_LIMIT, "commands succeeded again only {again:?} after the kill");
-    load.wait_acks(60, Duration::from_secs(30)).await;
+    let more = load.wait_acks(60, Duration::from_secs(30)).await;
+    println!("60 more enrollments acknowledged {} ms after the takeover", more.as_millis());
     let seen = load.finish().await;
     println!("load: {} acknowledged, answers {:?}", seen.acked.len(), seen.statuses);
     let view = converged(&cluster, &survivors, &courses, &seen).await;

@@ -71,6 +71,9 @@ pub(super) async fn run(t: &Timeline, dir: &Path) -> Result<String, Aborted> {
         nodes.push(Some((name, server)));
     }
     let primary = wait_primary(&nodes, &[], Duration::from_secs(30)).await?;
+    for (_, server) in nodes.iter_mut().flatten() {
+        server.narrate_log(t);
+    }
     let status = status_of(&nodes, primary).await?;
     t.say(format!("GET /admin/cluster: node {} holds the primary lease", node_name(&nodes, primary)));
     describe(t, &status);
@@ -130,10 +133,12 @@ pub(super) async fn run(t: &Timeline, dir: &Path) -> Result<String, Aborted> {
             server.narrate_log(t);
         }
     }
-    load.wait_acks(80, Duration::from_secs(30)).await?;
+    let more = load.wait_acks(80, Duration::from_secs(30)).await?;
     let seen = load.finish().await;
     t.say(format!(
-        "load stopped: {} enrollments acknowledged ({} after the kill); answers {}",
+        "80 more enrollments acknowledged {} after the takeover; load stopped: {} enrollments acknowledged ({} \
+         after the kill); answers {}",
+        ms(more),
         seen.acked.len(),
         seen.acked.len() as u64 - before.min(seen.acked.len() as u64),
         seen.statuses.iter().map(|(s, n)| format!("{s}×{n}")).collect::<Vec<_>>().join(" ")
@@ -185,8 +190,21 @@ pub(super) async fn run(t: &Timeline, dir: &Path) -> Result<String, Aborted> {
 
     for i in survivors {
         if let Some((name, server)) = nodes[i].take() {
-            let status = server.terminate(t).await?;
-            t.say(format!("SIGTERM to {name}: {status}"));
+            let pid = server.pid();
+            let sent = Instant::now();
+            // A node that does not stop in time is SIGKILLed as it is dropped.
+            let stopped = server.terminate(t).await;
+            t.say(format!(
+                "SIGTERM to {name} (pid {pid}): {}",
+                match &stopped {
+                    Ok(status) => format!("{status} after {}", ms(sent.elapsed())),
+                    Err(Aborted(why)) => why.clone(),
+                }
+            ));
+            t.expect(
+                stopped.is_ok_and(|s| s.success()),
+                format!("{name} stops cleanly (exit 0) within 20 s of SIGTERM"),
+            );
         }
     }
     drop(nats);
@@ -336,7 +354,8 @@ impl Load {
         Load { stop, acks, seen, workers }
     }
 
-    async fn wait_acks(&self, more: u64, within: Duration) -> Result<(), Aborted> {
+    /// Waits until `more` further enrollments are acknowledged; how long that took.
+    async fn wait_acks(&self, more: u64, within: Duration) -> Result<Duration, Aborted> {
         let start = Instant::now();
         let target = self.acks.load(Ordering::SeqCst) + more;
         while self.acks.load(Ordering::SeqCst) < target {
@@ -345,7 +364,7 @@ impl Load {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(())
+        Ok(start.elapsed())
     }
 
     async fn finish(mut self) -> Seen {
