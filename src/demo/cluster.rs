@@ -134,11 +134,13 @@ pub(super) async fn run(t: &Timeline, dir: &Path) -> Result<String, Aborted> {
         }
     }
     let more = load.wait_acks(80, Duration::from_secs(30)).await?;
+    t.say(format!("80 more enrollments acknowledged {} later; the load stops", ms(more)));
+    let stopping = Instant::now();
     let seen = load.finish().await;
     t.say(format!(
-        "80 more enrollments acknowledged {} after the takeover; load stopped: {} enrollments acknowledged ({} \
-         after the kill); answers {}",
-        ms(more),
+        "load stopped after {} (each client finishes its request: one a replica had passed to the dead primary \
+         waits for the forward timeout, then 503): {} enrollments acknowledged ({} after the kill); answers {}",
+        ms(stopping.elapsed()),
         seen.acked.len(),
         seen.acked.len() as u64 - before.min(seen.acked.len() as u64),
         seen.statuses.iter().map(|(s, n)| format!("{s}×{n}")).collect::<Vec<_>>().join(" ")
