@@ -22,8 +22,20 @@
 //! (`gate`): every student takes a ticket, waits for admission, and enrolls
 //! with it; the summary and the checks add the waiting room's.
 //!
+//! With several `--url`s (the nodes of a cluster) the students are spread
+//! over them round-robin; a request a node gives no answer to is sent to
+//! the next node, and with `--patience-ms` a 502/503/504 or a silence is
+//! retried that long (a takeover). The checks read from the first node that
+//! answers, once it has caught up, and every other node must show the same
+//! classes, seat counts and payments (`compare`).
+//!
 //! Owns the client side only: it talks to a running server over HTTP and
 //! must not reach into the actor system or the store.
+//!
+//! # Layout
+//!
+//! - `compare`: the node the checks read from, and every node showing the same.
+//! - `gate`: the waiting room, with `--gate`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -40,6 +52,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+mod compare;
 mod gate;
 
 /// The card number every rush student pays with (approved by the simulated gateway).
@@ -57,9 +70,18 @@ const PAGE_SIZE: usize = 1000;
 
 #[derive(Args)]
 pub(crate) struct RushArgs {
-    /// The server's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    /// The server's base URL; repeat it (or separate URLs with commas) for
+    /// the nodes of a cluster: students are spread over them round-robin,
+    /// a request a node does not take is sent to the next one, and the
+    /// checks read from the first that answers and compare every other.
+    #[arg(long = "url", value_name = "URL", value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    urls: Vec<String>,
+    /// How long one enrollment keeps being retried while the service answers
+    /// 502/503/504 or no node answers, in milliseconds: long enough to ride
+    /// out a cluster's takeover. 0: twenty retries 20 ms apart, and no
+    /// retry after no answer (one server).
+    #[arg(long, default_value_t = 0)]
+    patience_ms: u64,
     /// How many students enroll (each one new, named after this run).
     #[arg(long, default_value_t = 20_000)]
     students: usize,
@@ -169,6 +191,11 @@ impl Api {
             .build()
             .map_err(|source| RushError::Http { what: "building the HTTP client".into(), source })?;
         Ok(Api { client, base: url.trim_end_matches('/').into(), token: token.map(Into::into) })
+    }
+
+    /// The same client and token against another node of a cluster.
+    fn at(&self, url: &str) -> Api {
+        Api { client: self.client.clone(), base: url.trim_end_matches('/').into(), token: self.token.clone() }
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -345,6 +372,12 @@ struct Tally {
     statuses: BTreeMap<u16, u64>,
     /// Requests that got no answer (connection refused, timeout).
     transport_errors: u64,
+    /// Requests sent again to the next node after one gave no answer.
+    failovers: u64,
+    /// Requests whose outcome the rush cannot know: cut off after they were
+    /// sent, or answered 502/503/504 by a node that may have passed them on
+    /// to the primary. Each may have enrolled its student without a 201.
+    ambiguous: u64,
     enrolled: Vec<Enrolled>,
     /// The 201s (`enrolled` holds them too unless `--no-check`).
     completed: u64,
@@ -364,6 +397,8 @@ impl Tally {
             *self.statuses.entry(status).or_default() += n;
         }
         self.transport_errors += other.transport_errors;
+        self.failovers += other.failovers;
+        self.ambiguous += other.ambiguous;
         self.enrolled.extend(other.enrolled);
         self.completed += other.completed;
         self.max_seq = self.max_seq.max(other.max_seq);
@@ -377,11 +412,22 @@ impl Tally {
 async fn rush(args: &RushArgs) -> Result<bool, RushError> {
     let started = Instant::now();
     let concurrency = args.concurrency as usize;
-    let api = Api::new(&args.url, args.token.clone(), concurrency)?;
+    let Some(first_url) = args.urls.first() else {
+        return Err(RushError::Shape { what: "no --url given".into() });
+    };
+    let api = Api::new(first_url, args.token.clone(), concurrency)?;
+    let nodes: Arc<[Api]> = args.urls.iter().map(|url| api.at(url)).collect();
     let tag = format!("{:08x}", fastrand::u32(..));
+    let against: Vec<&str> = nodes.iter().map(|node| &*node.base).collect();
     println!(
         "rush {tag}: {} students, {} courses x {} seats, zipf {}, up to {} tries each, {} in flight, against {}",
-        args.students, args.courses, args.capacity, args.zipf, args.tries, args.concurrency, api.base
+        args.students,
+        args.courses,
+        args.capacity,
+        args.zipf,
+        args.tries,
+        args.concurrency,
+        against.join(", ")
     );
 
     let (courses, course_seq) = create_courses(&api, args, &tag).await?;
@@ -398,7 +444,8 @@ async fn rush(args: &RushArgs) -> Result<bool, RushError> {
     let mut workers = JoinSet::new();
     for _ in 0..concurrency.min(args.students.max(1)) {
         let worker = Worker {
-            api: api.clone(),
+            nodes: nodes.clone(),
+            patience: Duration::from_millis(args.patience_ms),
             next: next.clone(),
             students: args.students,
             tries: args.tries as usize,
@@ -438,7 +485,9 @@ async fn rush(args: &RushArgs) -> Result<bool, RushError> {
     }
 
     let checks_started = Instant::now();
-    let mut violations = check(&api, args, &courses, &tally).await?;
+    let (reader, others) = compare::reader(&nodes, tally.max_seq).await?;
+    let mut violations = check(&reader, args, &courses, &tally).await?;
+    violations.extend(compare::same_everywhere(&reader, &others, &courses).await?);
     violations.extend(gate_violations);
     let checks_time = checks_started.elapsed();
     if violations.is_empty() {
@@ -508,7 +557,10 @@ async fn create_courses(api: &Api, args: &RushArgs, tag: &str) -> Result<(Vec<u6
 
 /// One of the `--concurrency` loops: takes the next student until none is left.
 struct Worker {
-    api: Api,
+    /// One per `--url`: student n enrolls through node n mod their number.
+    nodes: Arc<[Api]>,
+    /// How long a request is retried while no node takes it (`--patience-ms`).
+    patience: Duration,
     /// The next student's number, shared by all workers.
     next: Arc<AtomicUsize>,
     students: usize,
@@ -559,7 +611,9 @@ impl Worker {
             let student = student_name(&self.tag, n);
             tried.clear();
             let first = self.spread.then(|| n % self.courses.len());
-            let enrolled = self.enroll(&student, admission.as_deref(), first, &mut rng, &mut tried, &mut tally).await;
+            let home = n % self.nodes.len();
+            let enrolled =
+                self.enroll(&student, home, admission.as_deref(), first, &mut rng, &mut tried, &mut tally).await;
             if let Err(why) = enrolled {
                 *tally.no_seat.entry(why).or_default() += 1;
             }
@@ -567,11 +621,14 @@ impl Worker {
         }
     }
 
-    /// One student: up to `tries` courses (the first `first` when given),
-    /// until one enrolls them; or why none did.
+    /// One student, through node `node` (the next one when it does not
+    /// answer): up to `tries` courses (the first `first` when given), until
+    /// one enrolls them; or why none did.
+    #[allow(clippy::too_many_arguments)]
     async fn enroll(
         &self,
         student: &str,
+        mut node: usize,
         admission: Option<&str>,
         first: Option<usize>,
         rng: &mut fastrand::Rng,
@@ -579,23 +636,49 @@ impl Worker {
         tally: &mut Tally,
     ) -> Result<(), NoSeat> {
         let mut unavailable = 0;
+        // Nodes that gave no answer in a row: once every node has, the
+        // rush pauses before going round again (within its patience).
+        let mut silent = 0;
+        let patient_until = Instant::now() + self.patience;
+        let cluster = self.nodes.len() > 1;
         let Some(mut rank) = first.or_else(|| self.popularity.pick(rng, tried)) else { return Err(NoSeat::Full) };
         loop {
             let course = self.courses[rank];
             let body = json!({"courseId": course, "student": student, "payAccount": APPROVED_CARD, "addr": "Seoul",
                               "waitlist": self.waitlist});
             let sent = Instant::now();
-            let mut request = self.api.request(Method::POST, "/classes").json(&body);
+            let api = &self.nodes[node];
+            let mut request = api.request(Method::POST, "/classes").json(&body);
             if let Some(admission) = admission {
                 request = request.header("X-Sugang-Admission", admission);
             }
-            let answer = self.api.send(request, "POST /classes").await;
+            let answer = api.send(request, "POST /classes").await;
             let took_us = sent.elapsed().as_micros() as u64;
             tally.latencies_us.push(took_us);
-            let Ok(answer) = answer else {
-                tally.transport_errors += 1;
-                return Err(NoSeat::NoAnswer);
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(error) => {
+                    tally.transport_errors += 1;
+                    // A refused connection sent nothing; anything later may
+                    // have been taken before the node went away.
+                    if !matches!(error, RushError::Unreachable { .. }) {
+                        tally.ambiguous += 1;
+                    }
+                    silent += 1;
+                    let patient = Instant::now() < patient_until;
+                    if !patient && (!cluster || silent >= self.nodes.len()) {
+                        return Err(NoSeat::NoAnswer);
+                    }
+                    if silent >= self.nodes.len() {
+                        silent = 0;
+                        tokio::time::sleep(UNAVAILABLE_PAUSE * 5).await;
+                    }
+                    node = (node + 1) % self.nodes.len();
+                    tally.failovers += u64::from(cluster);
+                    continue;
+                }
             };
+            silent = 0;
             *tally.statuses.entry(answer.status.as_u16()).or_default() += 1;
             tally.max_seq = tally.max_seq.max(answer.seq.unwrap_or(0));
             match answer.status {
@@ -609,7 +692,12 @@ impl Worker {
                     return Ok(());
                 }
                 StatusCode::ACCEPTED | StatusCode::OK if self.waitlist => return Err(NoSeat::Waitlisted),
-                StatusCode::SERVICE_UNAVAILABLE if unavailable < MAX_UNAVAILABLE_RETRIES => {
+                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+                    if unavailable < MAX_UNAVAILABLE_RETRIES || Instant::now() < patient_until =>
+                {
+                    // A node of a cluster may have passed the request on
+                    // to a primary that took it and then went silent.
+                    tally.ambiguous += u64::from(cluster);
                     unavailable += 1;
                     tokio::time::sleep(UNAVAILABLE_PAUSE).await;
                 }
@@ -698,6 +786,15 @@ fn summarize(args: &RushArgs, tally: &Tally, elapsed: Duration) {
         statuses.push(format!("no answer x {}", tally.transport_errors));
     }
     println!("statuses: {}", statuses.join(", "));
+    if args.urls.len() > 1 {
+        println!(
+            "nodes: students spread over {} URLs; {} requests sent again to the next node after no answer; {} \
+             answers ambiguous (cut off, or 502/503/504 from a node that may have passed them on)",
+            args.urls.len(),
+            tally.failovers,
+            tally.ambiguous
+        );
+    }
 }
 
 /// A class as `GET /classes` shows it.
@@ -791,17 +888,16 @@ async fn check(api: &Api, args: &RushArgs, courses: &[u64], tally: &Tally) -> Re
         from_waitlists = promoted;
     }
     // And every completed class of the rush was answered 201, or came from
-    // a waitlist (when every request was answered).
-    if tally.transport_errors == 0 {
-        let answered: std::collections::HashSet<u64> =
-            tally.enrolled.iter().chain(&from_waitlists).map(|e| e.id).collect();
-        let unanswered = classes
-            .iter()
-            .filter(|(id, c)| c.completed && ours.contains_key(&c.course) && !answered.contains(id))
-            .count();
-        if unanswered > 0 {
-            violations.push(format!("completed without a 201: {unanswered} classes of the rush's courses"));
-        }
+    // a waitlist, or from a request whose answer was lost (at most one each).
+    let answered: std::collections::HashSet<u64> = tally.enrolled.iter().chain(&from_waitlists).map(|e| e.id).collect();
+    let unanswered =
+        classes.iter().filter(|(id, c)| c.completed && ours.contains_key(&c.course) && !answered.contains(id)).count()
+            as u64;
+    if unanswered > tally.ambiguous {
+        violations.push(format!(
+            "completed without a 201: {unanswered} classes of the rush's courses, and only {} answers were lost",
+            tally.ambiguous
+        ));
     }
 
     // No approved payment without a completed class.
