@@ -55,6 +55,9 @@ pub(crate) struct Node {
     pub(crate) sugang: Sugang,
     pub(crate) link: Arc<Link>,
     pub(crate) forwarded: mpsc::Receiver<Forwarded>,
+    /// Answers once the primary lease is released after the node stopped
+    /// (closed at once if this node never was the primary).
+    pub(crate) released: oneshot::Receiver<()>,
 }
 
 /// The journal's way into the log: only the primary has a writer.
@@ -90,13 +93,18 @@ impl Replicator for LogReplicator {
 /// What the front asks of the cluster.
 pub(crate) struct Link {
     cluster: Cluster,
-    applier: Arc<Applier>,
+    /// The position this node has applied (not the applier itself: the
+    /// link must not keep the store open once the node stops).
+    applied: tokio::sync::watch::Receiver<u64>,
     primary: AtomicBool,
     /// Caught up with the log as it was at start.
     caught_up: AtomicBool,
     /// The primary's name as last seen.
     primary_name: std::sync::Mutex<Option<String>>,
     lease_ttl: Duration,
+    /// The facade, for the number of courses the primary owns (weak, for
+    /// the same reason).
+    sugang: sugang_actors::WeakSugang,
 }
 
 impl Link {
@@ -146,6 +154,15 @@ impl Link {
         let primary = self.cluster.primary().await.map_err(|e| format!("reading the primary lease: {e}"))?;
         let nodes = self.cluster.nodes().await.map_err(|e| format!("reading the node registry: {e}"))?;
         let now = unix_ms();
+        let courses = match self.sugang.upgrade() {
+            Some(sugang) => {
+                sugang
+                    .courses(None, sugang_actors::PageRequest { number: 0, size: 1 })
+                    .map_err(|e| format!("counting the courses: {e}"))?
+                    .total as u64
+            }
+            None => 0,
+        };
         let primary_name = primary.as_ref().map(|p| p.record.node.clone());
         let last = info.last_position;
         Ok(ClusterStatus {
@@ -166,7 +183,7 @@ impl Link {
                 .map(|n| {
                     let is_primary = primary_name.as_deref() == Some(n.node.as_str());
                     let applied = if n.node == self.cluster.node() {
-                        self.applier.position()
+                        *self.applied.borrow()
                     } else {
                         n.applied_position.unwrap_or(0)
                     };
@@ -176,7 +193,7 @@ impl Link {
                         lag: last.saturating_sub(applied),
                         heartbeat_age_ms: n.heartbeat_ms_ago.unwrap_or(0),
                         // The primary owns every course; see the module doc.
-                        courses_owned: 0,
+                        courses_owned: if is_primary { courses } else { 0 },
                         name: n.node,
                     }
                 })
@@ -295,7 +312,8 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
     let replicator = Arc::new(LogReplicator { writer: tokio::sync::Mutex::new(None) });
     let (journal, applier, journal_task) =
         Journal::start_replicated(&store, JournalOptions::default(), replicator.clone()).map_err(|e| e.to_string())?;
-    follow(cluster.clone(), applier.clone(), store.clone()).await?;
+    let stop_following = tokio_util::sync::CancellationToken::new();
+    follow(cluster.clone(), applier.clone(), store.clone(), stop_following.clone()).await?;
     let started = Instant::now();
     tracing::info!(from = applier.position(), to = log_last, "applying the cluster's log");
     while !applier.reached(log_last, Duration::from_secs(5)).await {
@@ -310,32 +328,69 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
         "caught up with the log"
     );
     let sugang = Sugang::replica(config, store, journal, journal_task);
+    // The log is followed until the actors have stopped (their last writes
+    // come back through it), then let go of the store.
+    {
+        let stopping = sugang.stopping();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            stop_following.cancel();
+        });
+    }
     let link = Arc::new(Link {
         cluster: cluster.clone(),
-        applier: applier.clone(),
+        applied: applier.watch(),
         primary: AtomicBool::new(false),
         caught_up: AtomicBool::new(true),
         primary_name: std::sync::Mutex::new(None),
         lease_ttl: options.lease_ttl,
+        sugang: sugang.downgrade(),
     });
     link.lookup_primary().await;
     let heartbeat = cluster.start_heartbeat(options.lease_ttl / 3).await.map_err(|e| format!("heartbeat: {e}"))?;
-    // Lives as long as the process.
-    std::mem::forget(heartbeat);
+    let stopping = sugang.stopping();
+    {
+        let (cluster, stopping) = (cluster.clone(), stopping.clone());
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            drop(heartbeat);
+            if let Err(e) = cluster.leave().await {
+                tracing::warn!(error = %e, "leaving the node registry failed");
+            }
+        });
+    }
     let (to_front, forwarded) = mpsc::channel(1024);
     serve_forwarded(&cluster, to_front).await?;
-    tokio::spawn(contend(cluster, applier, replicator, sugang.clone(), link.clone(), options.lease_ttl));
-    Ok(Node { sugang, link, forwarded })
+    let (released_tx, released) = oneshot::channel();
+    tokio::spawn(contend(
+        cluster,
+        applier,
+        replicator,
+        sugang.downgrade(),
+        link.clone(),
+        options.lease_ttl,
+        stopping,
+        released_tx,
+    ));
+    Ok(Node { sugang, link, forwarded, released })
 }
 
-/// Applies every message of the log from the store's position on, for as
-/// long as the process lives; the follower is created again after an error.
-async fn follow(cluster: Cluster, applier: Arc<Applier>, store: Store) -> Result<(), String> {
+/// Applies every message of the log from the store's position on, until
+/// `stop`; the follower is created again after an error.
+async fn follow(
+    cluster: Cluster,
+    applier: Arc<Applier>,
+    store: Store,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(), String> {
     let mut follower =
         cluster.follow_log(applier.position() + 1).await.map_err(|e| format!("following the log: {e}"))?;
     tokio::spawn(async move {
         loop {
-            let next = follower.next().await;
+            let next = tokio::select! {
+                next = follower.next() => next,
+                () = stop.cancelled() => return,
+            };
             let message = match next {
                 Some(Ok(message)) => message,
                 Some(Err(e)) => {
@@ -424,27 +479,37 @@ async fn serve_forwarded(cluster: &Cluster, to_front: mpsc::Sender<Forwarded>) -
 }
 
 /// Contends for the primary lease; once won, takes over the log, starts the
-/// actors and renews the lease until the process stops.
+/// actors and renews the lease until the node stops (`stopping`), when it
+/// gives the lease up for another node to take over at once.
+#[allow(clippy::too_many_arguments)]
 async fn contend(
     cluster: Cluster,
     applier: Arc<Applier>,
     replicator: Arc<LogReplicator>,
-    sugang: Sugang,
+    sugang: sugang_actors::WeakSugang,
     link: Arc<Link>,
     ttl: Duration,
+    stopping: tokio_util::sync::CancellationToken,
+    released: oneshot::Sender<()>,
 ) {
     let every = ttl / 3;
-    let mut lease = loop {
-        match cluster.acquire_primary().await {
-            Ok(lease) => break lease,
-            Err(AcquireError::Held { owner, .. }) => {
-                if owner.is_some() {
-                    link.set_primary_name(owner);
+    let acquired = async {
+        loop {
+            match cluster.acquire_primary().await {
+                Ok(lease) => break lease,
+                Err(AcquireError::Held { owner, .. }) => {
+                    if owner.is_some() {
+                        link.set_primary_name(owner);
+                    }
                 }
+                Err(e) => tracing::warn!(error = %e, "contending for the primary lease failed"),
             }
-            Err(e) => tracing::warn!(error = %e, "contending for the primary lease failed"),
+            tokio::time::sleep(every).await;
         }
-        tokio::time::sleep(every).await;
+    };
+    let mut lease = tokio::select! {
+        lease = acquired => lease,
+        () = stopping.cancelled() => return,
     };
     let took = Instant::now();
     tracing::warn!(node = %cluster.node(), epoch = lease.epoch(), "won the primary lease; taking over the log");
@@ -459,12 +524,15 @@ async fn contend(
         }
         let _ = cluster.renew(&mut lease).await;
     }
+    drop(applier);
     *replicator.writer.lock().await = Some(writer);
     // Renew while the actors start (recovery may take a while).
-    let renewing = tokio::spawn(renew_forever(cluster.clone(), lease, every));
-    if let Err(e) = sugang.promote().await {
+    let renewing = tokio::spawn(renew_until(cluster.clone(), lease, every, stopping.clone(), released));
+    let Some(system) = sugang.upgrade() else { return };
+    if let Err(e) = system.promote().await {
         fail_stop(&format!("the actors could not start: {e}"));
     }
+    drop(system);
     link.set_primary_name(Some(cluster.node().to_string()));
     link.primary.store(true, Ordering::SeqCst);
     metrics::counter!("sugang_cluster_takeovers_total").increment(1);
@@ -478,12 +546,29 @@ async fn contend(
 }
 
 /// Renews the primary lease every `every`; the process stops once it is
-/// lost or lapsed.
-async fn renew_forever(cluster: Cluster, mut lease: sugang_cluster::Lease, every: Duration) {
+/// lost or lapsed. Once the node stops (its actors have stopped: nothing
+/// writes any more), releases it so another node takes over at once.
+async fn renew_until(
+    cluster: Cluster,
+    mut lease: sugang_cluster::Lease,
+    every: Duration,
+    stopping: tokio_util::sync::CancellationToken,
+    released: oneshot::Sender<()>,
+) {
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stopping.cancelled() => {
+                match cluster.release(lease).await {
+                    Ok(()) => tracing::info!(node = %cluster.node(), "released the primary lease"),
+                    Err(e) => tracing::warn!(error = %e, "releasing the primary lease failed; it expires on its own"),
+                }
+                let _ = released.send(());
+                return;
+            }
+        }
         match cluster.renew(&mut lease).await {
             Ok(()) => {}
             Err(LeaseError::Lost { .. }) => fail_stop("the primary lease was lost (it expired and was taken)"),

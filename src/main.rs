@@ -75,6 +75,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => return fail(format!("cannot listen on {}: {e}", args.listen)),
     };
     let mut config = config;
+    let mut released = None;
     let sugang = match args.node_options() {
         None => {
             let started = sugang_http::answer_while_starting(&listener, Sugang::start(args.config())).await;
@@ -92,6 +93,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
                     tracing::info!(node = %node, "joined the cluster");
                     config.cluster = Some(started.link);
                     config.forwarded = Some(started.forwarded);
+                    released = Some(started.released);
                     started.sugang
                 }
                 Ok(Err(e)) => return fail(format!("cannot join the cluster as node {node}: {e}")),
@@ -107,7 +109,12 @@ async fn serve(args: ServeArgs) -> ExitCode {
              up to 100 ms of acknowledged enrollments (for tests and demos only)"
         );
     }
-    match sugang_http::serve(listener, sugang, config, signal).await {
+    let served = sugang_http::serve(listener, sugang, config, signal).await;
+    if let Some(released) = released {
+        // A primary that stops gives its lease up for a takeover at once.
+        let _ = tokio::time::timeout(Duration::from_secs(2), released).await;
+    }
+    match served {
         Ok(()) => {
             tracing::info!("stopped cleanly");
             ExitCode::SUCCESS

@@ -89,6 +89,6 @@ pub use payment::breaker::{BreakerConfig, BreakerState};
 pub use payment::gateway::{GatewayFaults, InvalidFaults, LedgerSummary, SimulatedGateway};
 pub use payment::{PayStatus, Payment};
 pub use supervision::RestartPolicy;
-pub use system::{CommandError, Config, Done, StartError, Sugang, TreeNode, TreeSnapshot};
+pub use system::{CommandError, Config, Done, StartError, Sugang, TreeNode, TreeSnapshot, WeakSugang};
 pub use tables::CourseRecord;
 pub use waitlist::{Enrolled, SeatCounts, WaitStatus, WaitlistEntry, WaitlistFilter, WaitlistSettings};

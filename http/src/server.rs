@@ -174,6 +174,9 @@ pub async fn serve(
         tracing::error!(%error, "answering forwarded requests failed");
     }
     tracing::info!("stopping the actor system");
+    // The link may hold the node's store (its log follower) through the
+    // facade: let go of it, so the store can close.
+    config.cluster = None;
     let failed = sugang.store().failure().borrow().clone();
     sugang.shutdown().await;
     served.map_err(ServeError::Io)?;

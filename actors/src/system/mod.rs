@@ -206,6 +206,10 @@ struct Inner {
     live: std::sync::OnceLock<Live>,
     /// Held while the actors start, so they start once.
     starting: tokio::sync::Mutex<()>,
+    /// Cancelled by [`Sugang::shutdown`] once the actors have stopped: the
+    /// cluster node's own tasks (following the log, the lease) stop then,
+    /// after the last write of the actors is applied.
+    stopping: CancellationToken,
 }
 
 /// The supervision tree and what the commands share.
@@ -227,6 +231,17 @@ struct Live {
     stop: CancellationToken,
 }
 
+/// A [`Sugang`] that may have stopped (see [`Sugang::downgrade`]).
+#[derive(Clone)]
+pub struct WeakSugang(std::sync::Weak<Inner>);
+
+impl WeakSugang {
+    /// The system, unless it has been shut down and dropped.
+    pub fn upgrade(&self) -> Option<Sugang> {
+        self.0.upgrade().map(|inner| Sugang { inner })
+    }
+}
+
 /// The running sugang: cheap to clone, shared by every HTTP handler.
 #[derive(Clone)]
 pub struct Sugang {
@@ -241,6 +256,17 @@ impl Sugang {
             reason: "this node is a replica: commands are served by the cluster's primary".into(),
             retry_after: Duration::from_secs(1),
         })
+    }
+
+    /// Cancelled once [`Sugang::shutdown`] has stopped the actors: what a
+    /// cluster node's own tasks wait on to stop and let the store close.
+    pub fn stopping(&self) -> CancellationToken {
+        self.inner.stopping.clone()
+    }
+
+    /// A handle that does not keep the system alive (nor its store open).
+    pub fn downgrade(&self) -> WeakSugang {
+        WeakSugang(Arc::downgrade(&self.inner))
     }
 
     /// Whether this node runs the actors (always in embedded mode; the

@@ -62,6 +62,7 @@ impl Sugang {
                 journal_task: std::sync::Mutex::new(Some(journal_task)),
                 live: std::sync::OnceLock::new(),
                 starting: tokio::sync::Mutex::new(()),
+                stopping: CancellationToken::new(),
             }),
         }
     }
@@ -258,6 +259,7 @@ impl Sugang {
             live.root.stop_children_and_wait(Some("shutdown".into()), wait).await;
             let _ = live.root.stop_and_wait(Some("shutdown".into()), wait).await;
         }
+        self.inner.stopping.cancel();
         let task = self.inner.journal_task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let closing = self.inner.store.closing();
         drop(self);
