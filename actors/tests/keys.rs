@@ -76,8 +76,10 @@ fn diff(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeM
 const ONE_ENROLLMENT_BUDGET: u64 = 29;
 /// Keys per completed enrollment in a burst of concurrent enrollments, where
 /// groups and subscriber batches share counts and offsets (24.2 before
-/// layout 2).
-const BURST_BUDGET_PER_ENROLLMENT: f64 = 18.5;
+/// layout 2). How many a group shares depends on how the burst happens to
+/// group, which moves with the machine's load: 18.24 measured on an idle
+/// machine, 18.51 on a busy one (2026-12-02); the budget leaves that room.
+const BURST_BUDGET_PER_ENROLLMENT: f64 = 18.8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_completed_enrollment_writes_at_most_its_budget_of_keys() {

@@ -757,3 +757,33 @@ async fn after_shutdown_the_directory_opens_again_at_once() {
         system.shutdown().await;
     }
 }
+
+/// A confirmation whose commit outlasts the course ask (a storage stall:
+/// a slow disk, or a cluster's log electing a leader) still commits: the
+/// saga asks again and answers with the enrollment, instead of telling the
+/// student it failed while it completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_slower_than_the_ask_is_asked_again_and_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.ask_timeout = Duration::from_millis(400);
+    let system = Sugang::start(config).await.unwrap();
+    let course = register(&system, "korean", 100, Some(10)).await;
+    // The charge takes 300 ms; meanwhile the disk turns slow for a moment.
+    system.set_gateway_faults(GatewayFaults { latency_ms: 300, failure_rate: 0.0, down: false });
+    let enrolling = {
+        let system = system.clone();
+        tokio::spawn(async move { system.enroll(request(course, "kim")).await })
+    };
+    // The confirmation's group starts its flush at ~300 ms and is durable
+    // at ~1.3 s, after the first ask (400 ms) and the second (800 ms) ran
+    // out; later flushes are quick again, so the third ask is answered.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    system.disk_faults().slow_flushes(Duration::from_millis(1000));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    system.disk_faults().slow_flushes(Duration::ZERO);
+    let enrolled = enrolling.await.unwrap().expect("the enrollment completed: its answer says so");
+    assert_eq!(enrolled.value.status, EnrollStatus::Completed);
+    assert_eq!(student_count(&system, course), 1);
+    system.shutdown().await;
+}

@@ -64,6 +64,10 @@ use crate::tables::{ENROLLMENTS, PAYMENTS, REFUNDS, RefundPurpose, SEATS};
 use crate::transaction::{Transaction, TransactionRejection};
 use crate::waitlist::WAITLIST_ENTRIES;
 
+/// How many more times a saga asks for its seat's confirmation after an ask
+/// that went unanswered (see `enroll`).
+pub(crate) const CONFIRM_RETRIES: u32 = 2;
+
 /// What a student asks for, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnrollRequest {
@@ -363,7 +367,22 @@ impl EnrollmentActorState {
             telephone: request.telephone.clone(),
         };
         let step = Instant::now();
-        let confirmed = self.complete(course_id, &request, completion).await;
+        let mut confirmed = self.complete(course_id, &request, completion.clone()).await;
+        // A confirmation the course did not answer in time may still commit
+        // (its write was slow, not refused): ask again, which the course
+        // answers with the enrollment if it did, before giving the seat
+        // back and telling the student it failed while it did not.
+        for _ in 0..CONFIRM_RETRIES {
+            if !matches!(confirmed, Err(SagaFailure::Unavailable(_))) {
+                break;
+            }
+            tracing::warn!(
+                enrollment_id = id.get(),
+                course_id = course_id.get(),
+                "the seat's confirmation went unanswered; asking again"
+            );
+            confirmed = self.complete(course_id, &request, completion.clone()).await;
+        }
         metrics::histogram!("sugang_saga_step_seconds", "step" => "confirm").record(step.elapsed().as_secs_f64());
         let confirmed = match confirmed {
             Ok(confirmed) => confirmed,

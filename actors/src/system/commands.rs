@@ -164,7 +164,9 @@ impl Sugang {
             });
         }
         let reservation = self.next_reservation().await?;
-        let timeout = self.inner.config.payment.timeout + self.inner.config.ask_timeout * 3;
+        // The reservation, the confirmation and its asks again, the release.
+        let asks = 3 + crate::enrollment::actor::CONFIRM_RETRIES;
+        let timeout = self.inner.config.payment.timeout + self.inner.config.ask_timeout * asks;
         let reply = live
             .classes
             .ask(
