@@ -375,6 +375,10 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
     Ok(Node { sugang, link, forwarded, released })
 }
 
+/// How long the log follower may stay silent before it checks whether the
+/// log has moved on without it.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
 /// Applies every message of the log from the store's position on, until
 /// `stop`; the follower is created again after an error.
 async fn follow(
@@ -388,8 +392,28 @@ async fn follow(
     tokio::spawn(async move {
         loop {
             let next = tokio::select! {
-                next = follower.next() => next,
+                next = tokio::time::timeout(STALL_CHECK, follower.next()) => next,
                 () = stop.cancelled() => return,
+            };
+            let Ok(next) = next else {
+                // Quiet for a while: fine if the log has nothing more, but a
+                // consumer whose server died can stay silent while the log
+                // moves on (and the primary waits for its own writes to come
+                // back): then follow again from where this node is.
+                match cluster.log_last_seq().await {
+                    Ok(last) if last > applier.position() => {
+                        tracing::warn!(
+                            at = applier.position(),
+                            last,
+                            "the log moved on but nothing arrived; following again"
+                        );
+                        metrics::counter!("sugang_cluster_refollows_total").increment(1);
+                        follower = refollow(&cluster, &applier).await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "reading the log's last position failed"),
+                }
+                continue;
             };
             let message = match next {
                 Some(Ok(message)) => message,

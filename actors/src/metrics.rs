@@ -193,6 +193,11 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
         "Time from handing a commit group to JetStream to its acknowledgement (one NATS round trip, replicated)",
     ),
     family(
+        "sugang_cluster_refollows_total",
+        Counter,
+        "Times this node followed the cluster's log again after its consumer went silent while the log moved on",
+    ),
+    family(
         "sugang_cluster_takeovers_total",
         Counter,
         "Times this node became the primary (won the lease, fenced the log, started the actors)",
