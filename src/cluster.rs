@@ -341,8 +341,9 @@ async fn follow(cluster: Cluster, applier: Arc<Applier>, store: Store) -> Result
                         return;
                     }
                 }
-            } else {
-                applier.skip(position);
+            } else if let Err(e) = applier.skip(position) {
+                tracing::error!(error = %e, position, "the log could not be followed; this node stops following");
+                return;
             }
             cluster.set_applied(position);
             if store.failure().borrow().is_some() {

@@ -104,7 +104,13 @@ struct ApplyState {
 pub enum ApplyError {
     #[error("log message {position} does not decode: {reason}")]
     Decode { position: u64, reason: String },
-    #[error("log message {position} arrived after {applied}: out of order")]
+    /// The log's positions are consecutive (markers included): a message
+    /// that skips some means they were removed from the stream (a purge, a
+    /// limit an operator set on it), and this store can no longer be a copy.
+    #[error(
+        "log message {position} arrived after {applied}: the messages between are missing from the log (deleted or \
+         purged), so this node cannot rebuild it"
+    )]
     OutOfOrder { position: u64, applied: u64 },
     #[error("applying log message {position}: {source}")]
     Commit { position: u64, source: CommitError },
@@ -183,32 +189,43 @@ impl Applier {
     }
 
     /// Marks a message of the log that holds no group (a takeover marker)
-    /// as applied: nothing is written locally.
-    pub fn skip(&self, position: u64) {
-        self.position.send_if_modified(|p| {
-            let moved = position > *p;
-            *p = (*p).max(position);
-            moved
-        });
+    /// as applied: nothing is written locally. Like [`Applier::apply`], a
+    /// message after a gap fails the store.
+    pub fn skip(&self, position: u64) -> Result<(), ApplyError> {
+        let applied = self.position();
+        if position <= applied {
+            return Ok(());
+        }
+        if position != applied + 1 {
+            return Err(self.fail(position, ApplyError::OutOfOrder { position, applied }));
+        }
+        self.position.send_replace(position);
+        Ok(())
     }
 
     /// Applies the group at `position` of the log to the local store (a
     /// blocking fjall write: call it from a blocking thread). Messages at or
-    /// below the position already applied are skipped (a redelivery). On
-    /// an error the store is failed: it takes no more writes.
+    /// below the position already applied are skipped (a redelivery); one
+    /// beyond the next is a gap in the log. On an error the store is
+    /// failed: it takes no more writes.
     pub fn apply(&self, position: u64, payload: &[u8]) -> Result<(), ApplyError> {
         let applied = self.position();
         if position <= applied {
             return Ok(());
         }
-        let outcome = self.apply_inner(position, payload);
-        if let Err(error) = &outcome {
-            let reason: Arc<str> = error.to_string().into();
-            self.store.shared.failure.send_replace(Some(reason));
-            metrics::gauge!("sugang_storage_failed").set(1.0);
-            tracing::error!(%error, position, "the replicated log could not be applied: the store takes no more writes");
+        if position != applied + 1 {
+            return Err(self.fail(position, ApplyError::OutOfOrder { position, applied }));
         }
-        outcome
+        self.apply_inner(position, payload).map_err(|error| self.fail(position, error))
+    }
+
+    /// Fails the store: it is no longer a faithful copy of the log.
+    fn fail(&self, position: u64, error: ApplyError) -> ApplyError {
+        let reason: Arc<str> = error.to_string().into();
+        self.store.shared.failure.send_replace(Some(reason));
+        metrics::gauge!("sugang_storage_failed").set(1.0);
+        tracing::error!(%error, position, "the replicated log could not be applied: the store takes no more writes");
+        error
     }
 
     fn apply_inner(&self, position: u64, payload: &[u8]) -> Result<(), ApplyError> {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sugang_storage::{
-    Applier, Batch, BoxFuture, CommitError, Count, Journal, JournalOptions, Record, ReplicateError, Replicator, Store,
-    StoreOptions, Table,
+    Applier, ApplyError, Batch, BoxFuture, CommitError, Count, Journal, JournalOptions, Record, ReplicateError,
+    Replicator, Store, StoreOptions, Table,
 };
 use tokio::sync::mpsc;
 
@@ -233,4 +233,38 @@ fn a_message_that_is_not_a_group_fails_the_store() {
     assert!(applier.apply(1, b"\xff\xff\xff not a group").is_err());
     assert!(store.failure().borrow().is_some());
     assert_eq!(applier.position(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_the_log_fails_the_store_instead_of_diverging() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = Arc::new(Log::default());
+    let a = open(a_dir.path());
+    let (journal, a_applier, _task) =
+        Journal::start_replicated(&a, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    apply_from(&log, a_applier);
+    for i in 1..=4 {
+        journal.commit(batch(i)).await.unwrap();
+    }
+    let held: Vec<Vec<u8>> = log.messages.lock().unwrap().clone();
+
+    // Message 2 was removed from the stream (an operator's purge or limit):
+    // a node rebuilding from the log must stop, not apply 3 after 1.
+    let b = open(b_dir.path());
+    let (_j, b_applier, _t) =
+        Journal::start_replicated(&b, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    b_applier.apply(1, &held[0]).unwrap();
+    let gap = b_applier.apply(3, &held[2]);
+    assert!(matches!(gap, Err(ApplyError::OutOfOrder { position: 3, applied: 1 })), "{gap:?}");
+    assert!(b.failure().borrow().is_some(), "a gap fails the store");
+    assert_eq!(b_applier.position(), 1);
+    assert!(b.get(&ROWS, &3).unwrap().is_none(), "nothing after the gap is applied");
+
+    // A takeover marker after a gap is refused the same way.
+    let c_dir = tempfile::tempdir().unwrap();
+    let c = open(c_dir.path());
+    let (_j, c_applier, _t) = Journal::start_replicated(&c, JournalOptions::default(), Arc::new(Writer(log))).unwrap();
+    c_applier.skip(1).unwrap();
+    assert!(matches!(c_applier.skip(3), Err(ApplyError::OutOfOrder { position: 3, applied: 1 })));
+    assert!(c.failure().borrow().is_some());
 }
