@@ -78,6 +78,12 @@ impl Replicator for LogReplicator {
                     metrics::counter!("sugang_cluster_appends_total", "outcome" => "stored").increment(1);
                     Ok(position)
                 }
+                // Refused before it was sent (larger than the server's max
+                // payload): nothing stored, the journal sends it in parts.
+                Err(e @ sugang_cluster::LogAppendError::Invalid(_)) => {
+                    metrics::counter!("sugang_cluster_appends_total", "outcome" => "too_large").increment(1);
+                    Err(ReplicateError::TooLarge(format!("{bytes} bytes: {e}")))
+                }
                 Err(e) => {
                     metrics::counter!("sugang_cluster_appends_total", "outcome" => "failed").increment(1);
                     Err(ReplicateError::Failed(e.to_string()))
@@ -472,5 +478,54 @@ async fn renew_forever(cluster: Cluster, mut lease: sugang_cluster::Lease, every
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sugang_cluster::LocalNats;
+    use sugang_storage::{Batch, Record, Table};
+
+    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Blob(Vec<u8>);
+    impl Record for Blob {}
+    const BLOBS: Table<u64, Blob> = Table::new("blobs");
+
+    /// The primary's journal on a real server: what NATS refuses for its
+    /// size (more than its 1 MiB max payload in one message) is stored in
+    /// parts, not taken for a failed write that stops the primary.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_past_the_servers_max_payload_is_stored_in_parts() {
+        let nats = LocalNats::single().expect("nats-server");
+        let cluster = Cluster::connect(ClusterConfig::new(nats.urls(), "n1")).await.expect("connect");
+        let lease = cluster.acquire_primary().await.expect("lease");
+        let writer = cluster.take_over_log(&lease).await.expect("marker");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
+        let replicator = Arc::new(LogReplicator { writer: tokio::sync::Mutex::new(Some(writer)) });
+        let (journal, applier, _task) =
+            Journal::start_replicated(&store, JournalOptions::default(), replicator).expect("journal");
+        follow(cluster.clone(), applier.clone(), store.clone()).await.expect("follow");
+
+        // 300 commits of 16 KB at once: the journal groups them far past
+        // 1 MiB (what a rush of enrollments does with up to 1024 batches).
+        let mut committers = Vec::new();
+        for i in 0..300u64 {
+            let journal = journal.clone();
+            committers.push(tokio::spawn(async move {
+                let mut batch = Batch::new();
+                batch.put(&BLOBS, &i, &Blob(vec![1; 16 * 1024])).expect("encode");
+                journal.commit(batch).await
+            }));
+        }
+        for (i, committer) in committers.into_iter().enumerate() {
+            let committed = committer.await.expect("join");
+            assert!(committed.is_ok(), "commit {i}: {committed:?}");
+        }
+        assert!(store.failure().borrow().is_none(), "the primary keeps writing");
+        assert_eq!(store.scan(&BLOBS).keys().count(), 300);
+        let last = cluster.log_last_seq().await.expect("log");
+        assert!(last > 2, "stored in several messages after the marker (log at {last})");
     }
 }

@@ -59,6 +59,18 @@ pub enum ReplicateError {
     /// node's writes are fenced off (another node took over): fail-stop.
     #[error("the log write failed: {0}")]
     Failed(String),
+    /// The log takes no message this large (a NATS server's max payload):
+    /// nothing was stored. The journal stores the group in smaller parts;
+    /// a single batch too large is refused alone, and the journal goes on.
+    #[error("the log refused the group for its size: {0}")]
+    TooLarge(String),
+}
+
+/// Why a group was not stored: the log's answer, or the journal's own
+/// failure to encode it (nothing was sent; its callers are refused).
+enum Unstored {
+    Log(ReplicateError),
+    Encode(String),
 }
 
 /// One group as it travels through the log.
@@ -75,6 +87,21 @@ struct WireGroup {
     events: Vec<(u64, Vec<u8>)>,
     trimmed: Vec<u64>,
     adds: Vec<(Vec<u8>, i64)>,
+}
+
+/// [`WireGroup`] as the writer sends it: the same fields in the same
+/// order (postcard encodes a reference as what it refers to), borrowed
+/// from the submissions so that a group the log refuses for its size can
+/// be sent again in parts.
+#[derive(Serialize)]
+struct WireGroupOut<'a> {
+    writer: u64,
+    id: u64,
+    at_ms: u64,
+    writes: Vec<&'a (Vec<u8>, Option<Vec<u8>>)>,
+    events: Vec<&'a (u64, Vec<u8>)>,
+    trimmed: Vec<&'a u64>,
+    adds: Vec<&'a (Vec<u8>, i64)>,
 }
 
 /// Callers waiting for their group to come back from the log: group id →
@@ -313,64 +340,79 @@ impl ReplicatedWriter {
         tracing::info!("replicated journal stopped");
     }
 
+    /// Stores `pending` in the log, in order, and answers each caller. A
+    /// group the log refuses for its size ([`ReplicateError::TooLarge`]:
+    /// a group of up to `max_group` batches can pass a NATS server's max
+    /// payload under a rush) is split in halves, each stored on its own;
+    /// a single batch too large is refused alone.
     async fn commit_group(&mut self, pending: &mut Vec<Submission>) {
-        if let Some(reason) = &self.failed {
-            for submission in pending.drain(..) {
-                let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
-            }
-            return;
-        }
-        let started = Instant::now();
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut wire = WireGroup {
-            writer: self.writer,
-            id,
-            at_ms: now_ms(),
-            writes: Vec::new(),
-            events: Vec::new(),
-            trimmed: Vec::new(),
-            adds: Vec::new(),
-        };
-        let mut counts = Vec::with_capacity(pending.len());
-        for submission in pending.iter_mut() {
-            let batch = std::mem::take(&mut submission.batch);
-            counts.push(batch.events.len() as u64);
-            wire.writes.extend(batch.writes);
-            wire.events.extend(batch.events);
-            wire.trimmed.extend(batch.trimmed);
-            wire.adds.extend(batch.adds);
-        }
-        let size = pending.len();
-        let payload = match postcard::to_allocvec(&wire) {
-            Ok(payload) => payload,
-            Err(e) => {
-                tracing::error!(error = %e, batches = size, "journal group could not be encoded");
+        while !pending.is_empty() {
+            if let Some(reason) = &self.failed {
                 for submission in pending.drain(..) {
-                    let _ = submission.reply.send(Err(CommitError::Write(e.to_string())));
+                    let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
                 }
                 return;
             }
+            let mut take = pending.len();
+            let outcome = loop {
+                match self.replicate(&pending[..take]).await {
+                    Err(Unstored::Log(ReplicateError::TooLarge(reason))) if take > 1 => {
+                        tracing::info!(%reason, batches = take, "a group too large for the log: storing it in two");
+                        take /= 2;
+                    }
+                    outcome => break outcome,
+                }
+            };
+            let part: Vec<Submission> = pending.drain(..take).collect();
+            self.answer(part, outcome);
+        }
+    }
+
+    /// Stores the batches of `part` as one group of the log and waits for
+    /// this node's applier to apply it: the seq its first event got.
+    async fn replicate(&mut self, part: &[Submission]) -> Result<u64, Unstored> {
+        let started = Instant::now();
+        self.next_id += 1;
+        let id = self.next_id;
+        let wire = WireGroupOut {
+            writer: self.writer,
+            id,
+            at_ms: now_ms(),
+            writes: part.iter().flat_map(|s| &s.batch.writes).collect(),
+            events: part.iter().flat_map(|s| &s.batch.events).collect(),
+            trimmed: part.iter().flat_map(|s| &s.batch.trimmed).collect(),
+            adds: part.iter().flat_map(|s| &s.batch.adds).collect(),
         };
+        let payload = postcard::to_allocvec(&wire).map_err(|e| {
+            tracing::error!(error = %e, batches = part.len(), "journal group could not be encoded");
+            Unstored::Encode(e.to_string())
+        })?;
         let (back, came_back) = oneshot::channel();
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, back);
         let outcome = match self.replicator.append(payload).await {
             Ok(position) => match tokio::time::timeout(APPLY_TIMEOUT, came_back).await {
                 Ok(Ok(first_seq)) => Ok(first_seq),
-                Ok(Err(_)) | Err(_) => Err(ReplicateError::Failed(format!(
+                Ok(Err(_)) | Err(_) => Err(Unstored::Log(ReplicateError::Failed(format!(
                     "group stored at log position {position} was not applied locally within {APPLY_TIMEOUT:?}"
-                ))),
+                )))),
             },
-            Err(e) => Err(e),
+            Err(e) => Err(Unstored::Log(e)),
         };
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        metrics::histogram!("sugang_journal_group_size").record(size as f64);
+        metrics::histogram!("sugang_journal_group_size").record(part.len() as f64);
         metrics::histogram!("sugang_journal_commit_seconds").record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// Answers the callers of a group stored (or not) by [`Self::replicate`].
+    fn answer(&mut self, part: Vec<Submission>, outcome: Result<u64, Unstored>) {
+        let size = part.len();
         match outcome {
             Ok(first_seq) => {
                 metrics::counter!("sugang_journal_batches_total", "outcome" => "committed").increment(size as u64);
                 let mut seq = first_seq;
-                for (submission, events) in pending.drain(..).zip(counts) {
+                for submission in part {
+                    let events = submission.batch.events.len() as u64;
                     let receipt = Receipt { first_seq: (events > 0).then_some(seq), seq: seq + events - 1 };
                     seq += events;
                     if let Some(taken) = submission.snapshot {
@@ -379,14 +421,19 @@ impl ReplicatedWriter {
                     let _ = submission.reply.send(Ok(receipt));
                 }
             }
-            Err(ReplicateError::Refused(reason)) => {
+            Err(Unstored::Encode(reason)) => {
+                for submission in part {
+                    let _ = submission.reply.send(Err(CommitError::Write(reason.clone())));
+                }
+            }
+            Err(Unstored::Log(ReplicateError::Refused(reason) | ReplicateError::TooLarge(reason))) => {
                 metrics::counter!("sugang_journal_batches_total", "outcome" => "refused").increment(size as u64);
                 let reason: Arc<str> = reason.into();
-                for submission in pending.drain(..) {
+                for submission in part {
                     let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
                 }
             }
-            Err(ReplicateError::Failed(reason)) => {
+            Err(Unstored::Log(ReplicateError::Failed(reason))) => {
                 let reason: Arc<str> = reason.into();
                 self.failed = Some(reason.clone());
                 self.store.shared.failure.send_replace(Some(reason.clone()));
@@ -397,7 +444,7 @@ impl ReplicatedWriter {
                     batches = size,
                     "a log write failed: this node takes no more writes and must restart"
                 );
-                for submission in pending.drain(..) {
+                for submission in part {
                     let _ = submission.reply.send(Err(CommitError::Write(reason.to_string())));
                 }
             }
