@@ -247,6 +247,7 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
     // retries: give it what the primary gives it, and then some.
     cluster_config.forward_timeout = config.payment.timeout + config.ask_timeout * 4;
     let cluster = Cluster::connect(cluster_config).await.map_err(|e| e.to_string())?;
+    claim_name(&cluster, options.lease_ttl).await?;
     let store = Store::open(
         &config.data_dir,
         // The log is the durable point: the local store is a copy of it,
@@ -309,6 +310,40 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
     serve_forwarded(&cluster, to_front).await?;
     tokio::spawn(contend(cluster, applier, replicator, sugang.clone(), link.clone(), options.lease_ttl));
     Ok(Node { sugang, link, forwarded })
+}
+
+/// Waits until no live node has this node's name: a heartbeat of it that
+/// lapses was a previous run's; one renewed meanwhile is another process's.
+/// Two nodes of one name share its forwarding subject, so a replica's "not
+/// the primary" (503: not done) could answer a command the primary did.
+/// Two started at the same instant can still both pass: names are the
+/// operator's to keep apart; this catches the mistake when it is made.
+async fn claim_name(cluster: &Cluster, ttl: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + ttl * 3;
+    let mut last_age: Option<u64> = None;
+    loop {
+        let nodes = cluster.nodes().await.map_err(|e| format!("reading the node registry: {e}"))?;
+        let Some(age) = nodes.iter().find(|n| n.live && n.node == cluster.node()).and_then(|n| n.heartbeat_ms_ago)
+        else {
+            return Ok(());
+        };
+        if last_age.is_some_and(|last| age < last) || Instant::now() >= deadline {
+            tracing::error!(node = %cluster.node(), heartbeat_age_ms = age, "another live node has this node's name");
+            return Err(format!(
+                "another live node is named {:?} (its heartbeat is being renewed): give every node its own --node",
+                cluster.node()
+            ));
+        }
+        if last_age.is_none() {
+            tracing::info!(
+                node = %cluster.node(),
+                heartbeat_age_ms = age,
+                "a heartbeat of this node's name is live: waiting for it to lapse (a previous run of this node)"
+            );
+        }
+        last_age = Some(age);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Applies every message of the log from the store's position on, for as
@@ -527,5 +562,29 @@ mod tests {
         assert_eq!(store.scan(&BLOBS).keys().count(), 300);
         let last = cluster.log_last_seq().await.expect("log");
         assert!(last > 2, "stored in several messages after the marker (log at {last})");
+    }
+
+    fn options(nats: &LocalNats, node: &str) -> NodeOptions {
+        NodeOptions { urls: nats.urls(), node: node.into(), replicas: 1, lease_ttl: Duration::from_secs(1) }
+    }
+
+    /// A second live node under a name already in use is refused; a node
+    /// restarted under its own name joins once its old heartbeat lapsed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_live_node_of_the_same_name_is_refused() {
+        let nats = LocalNats::single().expect("nats-server");
+        let (a, b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let _first = start(options(&nats, "n1"), Config::new(a.path())).await.expect("the first n1");
+        let twin = start(options(&nats, "n1"), Config::new(b.path())).await;
+        let refused = twin.err().expect("a second live n1 must be refused");
+        assert!(refused.contains("another live node is named \"n1\""), "{refused}");
+
+        // A previous run of n2 that died: its last heartbeat lapses.
+        let mut config = ClusterConfig::new(nats.urls(), "n2");
+        config.lease_ttl = Duration::from_secs(1);
+        config.node_ttl = Duration::from_secs(1);
+        Cluster::connect(config).await.expect("connect").heartbeat().await.expect("heartbeat");
+        let c = tempfile::tempdir().expect("tempdir");
+        start(options(&nats, "n2"), Config::new(c.path())).await.expect("n2 restarted");
     }
 }
