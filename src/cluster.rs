@@ -356,6 +356,13 @@ async fn follow(cluster: Cluster, applier: Arc<Applier>, store: Store) -> Result
             let next = follower.next().await;
             let message = match next {
                 Some(Ok(message)) => message,
+                // Not a message the log can be copied past: following again
+                // would meet it again, forever; fail-stop, saying why.
+                Some(Err(sugang_cluster::ReplayError::Malformed { seq, subject, reason })) => {
+                    let e = applier.reject(seq, format!("{reason} (on {subject})"));
+                    tracing::error!(error = %e, position = seq, "the log could not be followed; this node stops following");
+                    return;
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, at = applier.position(), "following the log failed; following again");
                     follower = refollow(&cluster, &applier).await;
@@ -472,11 +479,22 @@ async fn contend(
         Err(e) => fail_stop(&format!("could not write the takeover marker: {e}")),
     };
     let marker = writer.marker();
-    while !applier.reached(marker, Duration::from_secs(5)).await {
-        if lease.lapsed() {
-            fail_stop("the log was not applied up to the takeover marker before the lease lapsed");
+    // Renewed every third of the TTL while the log is applied up to the
+    // marker: a catch-up longer than the TTL must not lose the lease.
+    while !applier.reached(marker, every).await {
+        if sugang.store().failure().borrow().is_some() {
+            fail_stop("the log could not be applied up to the takeover marker (see the log above)");
         }
-        let _ = cluster.renew(&mut lease).await;
+        match cluster.renew(&mut lease).await {
+            Ok(()) => {}
+            Err(LeaseError::Lost { .. }) => fail_stop("the primary lease was lost while applying up to the marker"),
+            Err(e) => {
+                tracing::warn!(error = %e, at = applier.position(), marker, "renewing the primary lease failed");
+                if lease.lapsed() {
+                    fail_stop("the log was not applied up to the takeover marker before the lease lapsed");
+                }
+            }
+        }
     }
     *replicator.writer.lock().await = Some(writer);
     // Renew while the actors start (recovery may take a while).
@@ -564,8 +582,78 @@ mod tests {
         assert!(last > 2, "stored in several messages after the marker (log at {last})");
     }
 
+    /// A plain NATS publish on `subject`, as `nats pub` would do it: what
+    /// another client of the servers can put in the log's stream.
+    fn publish_raw(nats: &LocalNats, subject: &str, payload: &[u8]) {
+        use std::io::{BufRead, BufReader, Write};
+        let addr = nats.url(0);
+        let mut stream = std::net::TcpStream::connect(addr.trim_start_matches("nats://")).expect("connect");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("INFO");
+        write!(stream, "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n", payload.len()).expect("PUB");
+        stream.write_all(payload).expect("payload");
+        stream.write_all(b"\r\nPING\r\n").expect("PING");
+        line.clear();
+        reader.read_line(&mut line).expect("PONG");
+        assert!(line.starts_with("PONG"), "{line}");
+    }
+
+    /// A message someone else published on the log's subjects holds no
+    /// group: every node skips it alike, and a node still starts, catches
+    /// up and takes over after it (before, every node re-read it forever).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_foreign_message_in_the_log_is_skipped_and_the_cluster_goes_on() {
+        let nats = LocalNats::single().expect("nats-server");
+        // The stream exists once a node connected.
+        Cluster::connect(cluster_config(&nats, "setup")).await.expect("connect");
+        publish_raw(&nats, "sugang.log.junk", b"hello");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started =
+            tokio::time::timeout(Duration::from_secs(20), start(options(&nats, "n1"), Config::new(dir.path())))
+                .await
+                .expect("a node must not stall at a foreign message")
+                .expect("n1 starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !started.link.is_primary() {
+            assert!(Instant::now() < deadline, "n1 never became the primary");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(started.link.applier.position() >= 2, "past the foreign message (1) and n1's marker (2)");
+        assert!(started.sugang.store().failure().borrow().is_none());
+    }
+
+    /// A message on the commit subject that is not a commit cannot be
+    /// skipped (it may be a group this version cannot read): the node
+    /// fails, saying why, instead of re-reading it forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_malformed_commit_fails_the_node_instead_of_stalling_it() {
+        let nats = LocalNats::single().expect("nats-server");
+        Cluster::connect(cluster_config(&nats, "setup")).await.expect("connect");
+        publish_raw(&nats, sugang_cluster::COMMIT_SUBJECT, b"not a group");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started =
+            tokio::time::timeout(Duration::from_secs(20), start(options(&nats, "n1"), Config::new(dir.path())))
+                .await
+                .expect("a node must not stall at a malformed commit");
+        let refused = started.err().expect("n1 cannot copy this log");
+        assert!(refused.contains("applying the cluster's log failed"), "{refused}");
+    }
+
+    /// The tests' lease and heartbeat TTL: long enough that a primary on a
+    /// busy test machine never misses a renewal (it would exit the process).
+    const TTL: Duration = Duration::from_secs(5);
+
+    /// What [`start`] joins with under [`options`].
+    fn cluster_config(nats: &LocalNats, node: &str) -> ClusterConfig {
+        let mut config = ClusterConfig::new(nats.urls(), node);
+        config.lease_ttl = TTL;
+        config.node_ttl = TTL;
+        config
+    }
+
     fn options(nats: &LocalNats, node: &str) -> NodeOptions {
-        NodeOptions { urls: nats.urls(), node: node.into(), replicas: 1, lease_ttl: Duration::from_secs(1) }
+        NodeOptions { urls: nats.urls(), node: node.into(), replicas: 1, lease_ttl: TTL }
     }
 
     /// A second live node under a name already in use is refused; a node
@@ -580,10 +668,7 @@ mod tests {
         assert!(refused.contains("another live node is named \"n1\""), "{refused}");
 
         // A previous run of n2 that died: its last heartbeat lapses.
-        let mut config = ClusterConfig::new(nats.urls(), "n2");
-        config.lease_ttl = Duration::from_secs(1);
-        config.node_ttl = Duration::from_secs(1);
-        Cluster::connect(config).await.expect("connect").heartbeat().await.expect("heartbeat");
+        Cluster::connect(cluster_config(&nats, "n2")).await.expect("connect").heartbeat().await.expect("heartbeat");
         let c = tempfile::tempdir().expect("tempdir");
         start(options(&nats, "n2"), Config::new(c.path())).await.expect("n2 restarted");
     }

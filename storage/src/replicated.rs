@@ -246,6 +246,13 @@ impl Applier {
         self.apply_inner(position, payload).map_err(|error| self.fail(position, error))
     }
 
+    /// Fails the store at `position` of the log, a message the follower
+    /// could not read as the primary's (`reason`): this node can no longer
+    /// copy the log, and going on past it would diverge.
+    pub fn reject(&self, position: u64, reason: String) -> ApplyError {
+        self.fail(position, ApplyError::Decode { position, reason })
+    }
+
     /// Fails the store: it is no longer a faithful copy of the log.
     fn fail(&self, position: u64, error: ApplyError) -> ApplyError {
         let reason: Arc<str> = error.to_string().into();
