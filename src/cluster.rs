@@ -276,6 +276,16 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
         }
         _ => {}
     }
+    let identity = cluster.log_identity().await.map_err(|e| format!("reading the log's first message: {e}"))?;
+    if let Some(identity) = &identity {
+        store.bind_log(identity).map_err(|e| {
+            tracing::error!(error = %e, data_dir = %config.data_dir.display(), "a data directory of another log");
+            format!(
+                "data directory {} belongs to another cluster (or to this one before its log was created again): {e}",
+                config.data_dir.display()
+            )
+        })?;
+    }
     let replicator = Arc::new(LogReplicator { writer: tokio::sync::Mutex::new(None) });
     let (journal, applier, journal_task) =
         Journal::start_replicated(&store, JournalOptions::default(), replicator.clone()).map_err(|e| e.to_string())?;
@@ -293,6 +303,9 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
         took_ms = started.elapsed().as_millis() as u64,
         "caught up with the log"
     );
+    if identity.is_none() {
+        tokio::spawn(bind_once_written(cluster.clone(), applier.clone(), store.clone()));
+    }
     let sugang = Sugang::replica(config, store, journal, journal_task);
     let link = Arc::new(Link {
         cluster: cluster.clone(),
@@ -343,6 +356,32 @@ async fn claim_name(cluster: &Cluster, ttl: Duration) -> Result<(), String> {
         }
         last_age = Some(age);
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Ties a store that joined an empty log to that log once its first
+/// message is applied (see [`Store::bind_log`]).
+async fn bind_once_written(cluster: Cluster, applier: Arc<Applier>, store: Store) {
+    if applier.watch().wait_for(|position| *position >= 1).await.is_err() {
+        return;
+    }
+    loop {
+        match cluster.log_identity().await {
+            Ok(Some(identity)) => {
+                if let Err(e) = store.bind_log(&identity) {
+                    tracing::error!(error = %e, "this node's store could not be tied to the cluster's log");
+                }
+                return;
+            }
+            Ok(None) => {
+                tracing::warn!("the log's first message is gone: this node's store is not tied to the log");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the log's first message failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 
@@ -638,6 +677,74 @@ mod tests {
                 .expect("a node must not stall at a malformed commit");
         let refused = started.err().expect("n1 cannot copy this log");
         assert!(refused.contains("applying the cluster's log failed"), "{refused}");
+    }
+
+    /// Writes `commits` groups into the log of `nats` as its primary, with
+    /// the store in `dir`, on a runtime of its own that ends with it (so
+    /// that the store is closed when this returns).
+    fn fill_log(nats: &LocalNats, dir: &std::path::Path, commits: u64) {
+        let (urls, dir) = (nats.urls(), dir.to_path_buf());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            runtime.block_on(async move {
+                let cluster = Cluster::connect(ClusterConfig {
+                    lease_ttl: TTL,
+                    node_ttl: TTL,
+                    ..ClusterConfig::new(urls, "filler")
+                })
+                .await
+                .expect("connect");
+                let lease = cluster.acquire_primary().await.expect("lease");
+                let writer = cluster.take_over_log(&lease).await.expect("marker");
+                let store = Store::open(&dir, StoreOptions::default()).expect("store");
+                let replicator = Arc::new(LogReplicator { writer: tokio::sync::Mutex::new(Some(writer)) });
+                let (journal, applier, _task) =
+                    Journal::start_replicated(&store, JournalOptions::default(), replicator).expect("journal");
+                follow(cluster.clone(), applier, store.clone()).await.expect("follow");
+                for i in 0..commits {
+                    let mut batch = Batch::new();
+                    batch.put(&BLOBS, &i, &Blob(vec![1; 8])).expect("encode");
+                    journal.commit(batch).await.expect("commit");
+                }
+                cluster.release(lease).await.expect("release");
+            });
+        })
+        .join()
+        .expect("filler");
+    }
+
+    /// A node's directory that copied another log (another cluster, or
+    /// this one before its stream was created again) is refused, even when
+    /// the log it joins is long enough for its position to fit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_data_directory_of_another_log_is_refused() {
+        let (first, second) = (LocalNats::single().expect("nats-server"), LocalNats::single().expect("nats-server"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        // n1 joins the first cluster while its log is empty, becomes its
+        // primary, and stops (its runtime ends).
+        let (urls, path) = (first.urls(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().expect("runtime").block_on(async move {
+                let options = NodeOptions { urls, node: "n1".into(), replicas: 1, lease_ttl: TTL };
+                let node = start(options, Config::new(&path)).await.expect("n1 joins");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !node.link.is_primary() || node.sugang.store().log_identity().is_none() {
+                    assert!(Instant::now() < deadline, "n1 never became the primary, tied to its log");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        })
+        .join()
+        .expect("the first cluster");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        fill_log(&second, elsewhere.path(), 30);
+
+        let joined = start(options(&second, "n1"), Config::new(dir.path())).await;
+        let refused = joined.err().expect("a directory of another log must be refused");
+        assert!(refused.contains("belongs to another cluster"), "{refused}");
+
+        // Its own cluster still takes it.
+        start(options(&first, "n1"), Config::new(dir.path())).await.expect("the directory's own cluster");
     }
 
     /// The tests' lease and heartbeat TTL: long enough that a primary on a

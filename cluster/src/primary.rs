@@ -140,6 +140,22 @@ impl Cluster {
         }
     }
 
+    /// What tells this log from any other: its first message's id and
+    /// time, which nothing rewrites. A stream deleted and created again,
+    /// or another cluster's, has another. `None` while the log is empty or
+    /// if its first message was removed.
+    pub async fn log_identity(&self) -> Result<Option<String>, async_nats::Error> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        match self.log.get_raw_message(1).await {
+            Ok(first) => {
+                let id = header_str(&first.headers, MSG_ID).unwrap_or_default();
+                Ok(Some(format!("{id}@{}", first.time.unix_timestamp_nanos())))
+            }
+            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// Follows the whole log from position `from` (1: all of it).
     pub async fn follow_log(&self, from: u64) -> Result<LogFollower, ReplayError> {
         let messages = self.ordered(LOG_SUBJECTS.to_string(), from.max(1)).await?;

@@ -184,7 +184,46 @@ impl Journal {
     }
 }
 
+/// The identity of the replicated log a cluster node's store copies.
+const META_LOG_IDENTITY: &[u8] = b"mlog_identity";
+
+/// A store that copies another log than the one its node joined.
+#[derive(Debug, thiserror::Error)]
+pub enum BindLogError {
+    #[error("the store copies the log {bound:?}, not the cluster's log {log:?}")]
+    Other { bound: String, log: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
 impl Store {
+    /// Ties this store to the log named `log` (see the cluster's
+    /// `log_identity`): recorded, durably, the first time; refused if the
+    /// store already copies another log. Positions alone cannot tell two
+    /// logs apart: a node whose directory was another cluster's (or from
+    /// before its stream was created again) would apply the new log from
+    /// its old position on, and diverge without a sign.
+    pub fn bind_log(&self, log: &str) -> Result<(), BindLogError> {
+        let records = &self.shared.records;
+        match records.get(META_LOG_IDENTITY).map_err(StorageError::from)? {
+            Some(bound) if bound.as_ref() == log.as_bytes() => Ok(()),
+            Some(bound) => {
+                Err(BindLogError::Other { bound: String::from_utf8_lossy(&bound).into_owned(), log: log.to_owned() })
+            }
+            None => {
+                records.insert(META_LOG_IDENTITY, log.as_bytes()).map_err(StorageError::from)?;
+                self.shared.db().persist(fjall::PersistMode::SyncData).map_err(StorageError::from)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The log this store is tied to ([`Store::bind_log`]), if it is yet.
+    pub fn log_identity(&self) -> Option<String> {
+        let raw = self.shared.records.get(META_LOG_IDENTITY).ok()??;
+        Some(String::from_utf8_lossy(&raw).into_owned())
+    }
+
     /// The last position of the replicated log this store applied; `None`
     /// for a store that never applied one (empty, or an embedded store).
     pub fn log_position(&self) -> Option<u64> {
