@@ -81,6 +81,12 @@ impl Replicator for LogReplicator {
                     metrics::counter!("sugang_cluster_appends_total", "outcome" => "stored").increment(1);
                     Ok(position)
                 }
+                // Refused before it was sent (larger than the server's max
+                // payload): nothing stored, the journal sends it in parts.
+                Err(e @ sugang_cluster::LogAppendError::Invalid(_)) => {
+                    metrics::counter!("sugang_cluster_appends_total", "outcome" => "too_large").increment(1);
+                    Err(ReplicateError::TooLarge(format!("{bytes} bytes: {e}")))
+                }
                 Err(e) => {
                     metrics::counter!("sugang_cluster_appends_total", "outcome" => "failed").increment(1);
                     Err(ReplicateError::Failed(e.to_string()))
@@ -281,6 +287,7 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
     // retries: give it what the primary gives it, and then some.
     cluster_config.forward_timeout = config.payment.timeout + config.ask_timeout * 4;
     let cluster = Cluster::connect(cluster_config).await.map_err(|e| e.to_string())?;
+    claim_name(&cluster, options.lease_ttl).await?;
     let store = Store::open(
         &config.data_dir,
         // The log is the durable point: the local store is a copy of it,
@@ -309,6 +316,16 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
         }
         _ => {}
     }
+    let identity = cluster.log_identity().await.map_err(|e| format!("reading the log's first message: {e}"))?;
+    if let Some(identity) = &identity {
+        store.bind_log(identity).map_err(|e| {
+            tracing::error!(error = %e, data_dir = %config.data_dir.display(), "a data directory of another log");
+            format!(
+                "data directory {} belongs to another cluster (or to this one before its log was created again): {e}",
+                config.data_dir.display()
+            )
+        })?;
+    }
     let replicator = Arc::new(LogReplicator { writer: tokio::sync::Mutex::new(None) });
     let (journal, applier, journal_task) =
         Journal::start_replicated(&store, JournalOptions::default(), replicator.clone()).map_err(|e| e.to_string())?;
@@ -327,7 +344,16 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
         took_ms = started.elapsed().as_millis() as u64,
         "caught up with the log"
     );
-    let sugang = Sugang::replica(config, store, journal, journal_task);
+    let sugang = Sugang::replica(config, store.clone(), journal, journal_task);
+    if identity.is_none() {
+        let (cluster, applier, stopping) = (cluster.clone(), applier.clone(), sugang.stopping());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = bind_once_written(cluster, applier, store) => {}
+                () = stopping.cancelled() => {}
+            }
+        });
+    }
     // The log is followed until the actors have stopped (their last writes
     // come back through it), then let go of the store.
     {
@@ -375,6 +401,66 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
     Ok(Node { sugang, link, forwarded, released })
 }
 
+/// Waits until no live node has this node's name: a heartbeat of it that
+/// lapses was a previous run's; one renewed meanwhile is another process's.
+/// Two nodes of one name share its forwarding subject, so a replica's "not
+/// the primary" (503: not done) could answer a command the primary did.
+/// Two started at the same instant can still both pass: names are the
+/// operator's to keep apart; this catches the mistake when it is made.
+async fn claim_name(cluster: &Cluster, ttl: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + ttl * 3;
+    let mut last_age: Option<u64> = None;
+    loop {
+        let nodes = cluster.nodes().await.map_err(|e| format!("reading the node registry: {e}"))?;
+        let Some(age) = nodes.iter().find(|n| n.live && n.node == cluster.node()).and_then(|n| n.heartbeat_ms_ago)
+        else {
+            return Ok(());
+        };
+        if last_age.is_some_and(|last| age < last) || Instant::now() >= deadline {
+            tracing::error!(node = %cluster.node(), heartbeat_age_ms = age, "another live node has this node's name");
+            return Err(format!(
+                "another live node is named {:?} (its heartbeat is being renewed): give every node its own --node",
+                cluster.node()
+            ));
+        }
+        if last_age.is_none() {
+            tracing::info!(
+                node = %cluster.node(),
+                heartbeat_age_ms = age,
+                "a heartbeat of this node's name is live: waiting for it to lapse (a previous run of this node)"
+            );
+        }
+        last_age = Some(age);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Ties a store that joined an empty log to that log once its first
+/// message is applied (see [`Store::bind_log`]).
+async fn bind_once_written(cluster: Cluster, applier: Arc<Applier>, store: Store) {
+    if applier.watch().wait_for(|position| *position >= 1).await.is_err() {
+        return;
+    }
+    loop {
+        match cluster.log_identity().await {
+            Ok(Some(identity)) => {
+                if let Err(e) = store.bind_log(&identity) {
+                    tracing::error!(error = %e, "this node's store could not be tied to the cluster's log");
+                }
+                return;
+            }
+            Ok(None) => {
+                tracing::warn!("the log's first message is gone: this node's store is not tied to the log");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the log's first message failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// How long the log follower may stay silent before it checks whether the
 /// log has moved on without it.
 const STALL_CHECK: Duration = Duration::from_secs(2);
@@ -417,6 +503,13 @@ async fn follow(
             };
             let message = match next {
                 Some(Ok(message)) => message,
+                // Not a message the log can be copied past: following again
+                // would meet it again, forever; fail-stop, saying why.
+                Some(Err(sugang_cluster::ReplayError::Malformed { seq, subject, reason })) => {
+                    let e = applier.reject(seq, format!("{reason} (on {subject})"));
+                    tracing::error!(error = %e, position = seq, "the log could not be followed; this node stops following");
+                    return;
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, at = applier.position(), "following the log failed; following again");
                     follower = refollow(&cluster, &applier).await;
@@ -443,8 +536,9 @@ async fn follow(
                         return;
                     }
                 }
-            } else {
-                applier.skip(position);
+            } else if let Err(e) = applier.skip(position) {
+                tracing::error!(error = %e, position, "the log could not be followed; this node stops following");
+                return;
             }
             cluster.set_applied(position);
             if store.failure().borrow().is_some() {
@@ -542,11 +636,22 @@ async fn contend(
         Err(e) => fail_stop(&format!("could not write the takeover marker: {e}")),
     };
     let marker = writer.marker();
-    while !applier.reached(marker, Duration::from_secs(5)).await {
-        if lease.lapsed() {
-            fail_stop("the log was not applied up to the takeover marker before the lease lapsed");
+    // Renewed every third of the TTL while the log is applied up to the
+    // marker: a catch-up longer than the TTL must not lose the lease.
+    while !applier.reached(marker, every).await {
+        if sugang.store().failure().borrow().is_some() {
+            fail_stop("the log could not be applied up to the takeover marker (see the log above)");
         }
-        let _ = cluster.renew(&mut lease).await;
+        match cluster.renew(&mut lease).await {
+            Ok(()) => {}
+            Err(LeaseError::Lost { .. }) => fail_stop("the primary lease was lost while applying up to the marker"),
+            Err(e) => {
+                tracing::warn!(error = %e, at = applier.position(), marker, "renewing the primary lease failed");
+                if lease.lapsed() {
+                    fail_stop("the log was not applied up to the takeover marker before the lease lapsed");
+                }
+            }
+        }
     }
     drop(applier);
     *replicator.writer.lock().await = Some(writer);
@@ -603,5 +708,218 @@ async fn renew_until(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sugang_cluster::LocalNats;
+    use sugang_storage::{Batch, Record, Table};
+
+    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Blob(Vec<u8>);
+    impl Record for Blob {}
+    const BLOBS: Table<u64, Blob> = Table::new("blobs");
+
+    /// The primary's journal on a real server: what NATS refuses for its
+    /// size (more than its 1 MiB max payload in one message) is stored in
+    /// parts, not taken for a failed write that stops the primary.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs nats-server"]
+    async fn a_group_past_the_servers_max_payload_is_stored_in_parts() {
+        let nats = LocalNats::single().expect("nats-server");
+        let cluster = Cluster::connect(ClusterConfig::new(nats.urls(), "n1")).await.expect("connect");
+        let lease = cluster.acquire_primary().await.expect("lease");
+        let writer = cluster.take_over_log(&lease).await.expect("marker");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
+        let replicator = Arc::new(LogReplicator { writer: tokio::sync::Mutex::new(Some(writer)) });
+        let (journal, applier, _task) =
+            Journal::start_replicated(&store, JournalOptions::default(), replicator).expect("journal");
+        follow(cluster.clone(), applier.clone(), store.clone(), Default::default()).await.expect("follow");
+
+        // 300 commits of 16 KB at once: the journal groups them far past
+        // 1 MiB (what a rush of enrollments does with up to 1024 batches).
+        let mut committers = Vec::new();
+        for i in 0..300u64 {
+            let journal = journal.clone();
+            committers.push(tokio::spawn(async move {
+                let mut batch = Batch::new();
+                batch.put(&BLOBS, &i, &Blob(vec![1; 16 * 1024])).expect("encode");
+                journal.commit(batch).await
+            }));
+        }
+        for (i, committer) in committers.into_iter().enumerate() {
+            let committed = committer.await.expect("join");
+            assert!(committed.is_ok(), "commit {i}: {committed:?}");
+        }
+        assert!(store.failure().borrow().is_none(), "the primary keeps writing");
+        assert_eq!(store.scan(&BLOBS).keys().count(), 300);
+        let last = cluster.log_last_seq().await.expect("log");
+        assert!(last > 2, "stored in several messages after the marker (log at {last})");
+    }
+
+    /// A plain NATS publish on `subject`, as `nats pub` would do it: what
+    /// another client of the servers can put in the log's stream.
+    fn publish_raw(nats: &LocalNats, subject: &str, payload: &[u8]) {
+        use std::io::{BufRead, BufReader, Write};
+        let addr = nats.url(0);
+        let mut stream = std::net::TcpStream::connect(addr.trim_start_matches("nats://")).expect("connect");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("INFO");
+        write!(stream, "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n", payload.len()).expect("PUB");
+        stream.write_all(payload).expect("payload");
+        stream.write_all(b"\r\nPING\r\n").expect("PING");
+        line.clear();
+        reader.read_line(&mut line).expect("PONG");
+        assert!(line.starts_with("PONG"), "{line}");
+    }
+
+    /// A message someone else published on the log's subjects holds no
+    /// group: every node skips it alike, and a node still starts, catches
+    /// up and takes over after it (before, every node re-read it forever).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs nats-server"]
+    async fn a_foreign_message_in_the_log_is_skipped_and_the_cluster_goes_on() {
+        let nats = LocalNats::single().expect("nats-server");
+        // The stream exists once a node connected.
+        Cluster::connect(cluster_config(&nats, "setup")).await.expect("connect");
+        publish_raw(&nats, "sugang.log.junk", b"hello");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started =
+            tokio::time::timeout(Duration::from_secs(20), start(options(&nats, "n1"), Config::new(dir.path())))
+                .await
+                .expect("a node must not stall at a foreign message")
+                .expect("n1 starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !started.link.is_primary() {
+            assert!(Instant::now() < deadline, "n1 never became the primary");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(started.link.applier.position() >= 2, "past the foreign message (1) and n1's marker (2)");
+        assert!(started.sugang.store().failure().borrow().is_none());
+    }
+
+    /// A message on the commit subject that is not a commit cannot be
+    /// skipped (it may be a group this version cannot read): the node
+    /// fails, saying why, instead of re-reading it forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs nats-server"]
+    async fn a_malformed_commit_fails_the_node_instead_of_stalling_it() {
+        let nats = LocalNats::single().expect("nats-server");
+        Cluster::connect(cluster_config(&nats, "setup")).await.expect("connect");
+        publish_raw(&nats, sugang_cluster::COMMIT_SUBJECT, b"not a group");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started =
+            tokio::time::timeout(Duration::from_secs(20), start(options(&nats, "n1"), Config::new(dir.path())))
+                .await
+                .expect("a node must not stall at a malformed commit");
+        let refused = started.err().expect("n1 cannot copy this log");
+        assert!(refused.contains("applying the cluster's log failed"), "{refused}");
+    }
+
+    /// Writes `commits` groups into the log of `nats` as its primary, with
+    /// the store in `dir`, on a runtime of its own that ends with it (so
+    /// that the store is closed when this returns).
+    fn fill_log(nats: &LocalNats, dir: &std::path::Path, commits: u64) {
+        let (urls, dir) = (nats.urls(), dir.to_path_buf());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            runtime.block_on(async move {
+                let cluster = Cluster::connect(ClusterConfig {
+                    lease_ttl: TTL,
+                    node_ttl: TTL,
+                    ..ClusterConfig::new(urls, "filler")
+                })
+                .await
+                .expect("connect");
+                let lease = cluster.acquire_primary().await.expect("lease");
+                let writer = cluster.take_over_log(&lease).await.expect("marker");
+                let store = Store::open(&dir, StoreOptions::default()).expect("store");
+                let replicator = Arc::new(LogReplicator { writer: tokio::sync::Mutex::new(Some(writer)) });
+                let (journal, applier, _task) =
+                    Journal::start_replicated(&store, JournalOptions::default(), replicator).expect("journal");
+                follow(cluster.clone(), applier, store.clone(), Default::default()).await.expect("follow");
+                for i in 0..commits {
+                    let mut batch = Batch::new();
+                    batch.put(&BLOBS, &i, &Blob(vec![1; 8])).expect("encode");
+                    journal.commit(batch).await.expect("commit");
+                }
+                cluster.release(lease).await.expect("release");
+            });
+        })
+        .join()
+        .expect("filler");
+    }
+
+    /// A node's directory that copied another log (another cluster, or
+    /// this one before its stream was created again) is refused, even when
+    /// the log it joins is long enough for its position to fit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs nats-server"]
+    async fn a_data_directory_of_another_log_is_refused() {
+        let (first, second) = (LocalNats::single().expect("nats-server"), LocalNats::single().expect("nats-server"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        // n1 joins the first cluster while its log is empty, becomes its
+        // primary, and stops (its runtime ends).
+        let (urls, path) = (first.urls(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().expect("runtime").block_on(async move {
+                let options = NodeOptions { urls, node: "n1".into(), replicas: 1, lease_ttl: TTL };
+                let node = start(options, Config::new(&path)).await.expect("n1 joins");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !node.link.is_primary() || node.sugang.store().log_identity().is_none() {
+                    assert!(Instant::now() < deadline, "n1 never became the primary, tied to its log");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        })
+        .join()
+        .expect("the first cluster");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        fill_log(&second, elsewhere.path(), 30);
+
+        let joined = start(options(&second, "n1"), Config::new(dir.path())).await;
+        let refused = joined.err().expect("a directory of another log must be refused");
+        assert!(refused.contains("belongs to another cluster"), "{refused}");
+
+        // Its own cluster still takes it.
+        start(options(&first, "n1"), Config::new(dir.path())).await.expect("the directory's own cluster");
+    }
+
+    /// The tests' lease and heartbeat TTL: long enough that a primary on a
+    /// busy test machine never misses a renewal (it would exit the process).
+    const TTL: Duration = Duration::from_secs(5);
+
+    /// What [`start`] joins with under [`options`].
+    fn cluster_config(nats: &LocalNats, node: &str) -> ClusterConfig {
+        let mut config = ClusterConfig::new(nats.urls(), node);
+        config.lease_ttl = TTL;
+        config.node_ttl = TTL;
+        config
+    }
+
+    fn options(nats: &LocalNats, node: &str) -> NodeOptions {
+        NodeOptions { urls: nats.urls(), node: node.into(), replicas: 1, lease_ttl: TTL }
+    }
+
+    /// A second live node under a name already in use is refused; a node
+    /// restarted under its own name joins once its old heartbeat lapsed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs nats-server"]
+    async fn a_second_live_node_of_the_same_name_is_refused() {
+        let nats = LocalNats::single().expect("nats-server");
+        let (a, b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let _first = start(options(&nats, "n1"), Config::new(a.path())).await.expect("the first n1");
+        let twin = start(options(&nats, "n1"), Config::new(b.path())).await;
+        let refused = twin.err().expect("a second live n1 must be refused");
+        assert!(refused.contains("another live node is named \"n1\""), "{refused}");
+
+        // A previous run of n2 that died: its last heartbeat lapses.
+        Cluster::connect(cluster_config(&nats, "n2")).await.expect("connect").heartbeat().await.expect("heartbeat");
+        let c = tempfile::tempdir().expect("tempdir");
+        start(options(&nats, "n2"), Config::new(c.path())).await.expect("n2 restarted");
     }
 }

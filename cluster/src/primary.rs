@@ -80,7 +80,8 @@ pub enum LogAppendError {
 pub struct LogMessage {
     /// Its stream sequence: the log position.
     pub position: u64,
-    /// A commit group (`false`: a takeover marker, which holds none).
+    /// A commit group (`false`: a takeover marker, or a message another
+    /// client published on the log's subjects; neither holds a group).
     pub commit: bool,
     /// The node that wrote it.
     pub node: String,
@@ -136,6 +137,22 @@ impl Cluster {
                 }
                 Err(err) => return Err(err),
             }
+        }
+    }
+
+    /// What tells this log from any other: its first message's id and
+    /// time, which nothing rewrites. A stream deleted and created again,
+    /// or another cluster's, has another. `None` while the log is empty or
+    /// if its first message was removed.
+    pub async fn log_identity(&self) -> Result<Option<String>, async_nats::Error> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        match self.log.get_raw_message(1).await {
+            Ok(first) => {
+                let id = header_str(&first.headers, MSG_ID).unwrap_or_default();
+                Ok(Some(format!("{id}@{}", first.time.unix_timestamp_nanos())))
+            }
+            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(err.into()),
         }
     }
 
@@ -268,6 +285,21 @@ impl LogFollower {
         let commit = match (subject.as_str(), kind.as_str()) {
             (COMMIT_SUBJECT, "commit") => true,
             (MARKER_SUBJECT, "marker") => false,
+            // Another client published on the log's subjects (`nats pub`,
+            // the foundation's per-course API on the same stream): it holds
+            // no group, and every node skips it alike, so seqs stay the
+            // same everywhere. It fenced the primary of the moment (which
+            // fail-stops); the next one's marker goes after it. Stopping
+            // here instead would stop every node at it for good.
+            (other, _) if other != COMMIT_SUBJECT && other != MARKER_SUBJECT => {
+                tracing::warn!(
+                    position,
+                    subject = other,
+                    node = %node,
+                    "a message on the log's subjects that is not the primary's: skipped"
+                );
+                false
+            }
             _ => {
                 return Some(Err(ReplayError::Malformed {
                     seq: position,

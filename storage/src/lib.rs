@@ -58,7 +58,7 @@ pub use journal::{
     AlreadyStarted, Batch, CommitError, DiskFaults, Journal, JournalOptions, Pending, Receipt, TrimError,
 };
 pub use log::{Committed, EventLog};
-pub use replicated::{Applier, ApplyError, BoxFuture, ReplicateError, Replicator};
+pub use replicated::{Applier, ApplyError, BindLogError, BoxFuture, ReplicateError, Replicator};
 pub use store::{
     BackupError, Closing, Durability, OpenError, Records, StorageError, Store, StoreOptions, Verified, WATERMARK_EVERY,
 };

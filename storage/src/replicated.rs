@@ -59,6 +59,18 @@ pub enum ReplicateError {
     /// node's writes are fenced off (another node took over): fail-stop.
     #[error("the log write failed: {0}")]
     Failed(String),
+    /// The log takes no message this large (a NATS server's max payload):
+    /// nothing was stored. The journal stores the group in smaller parts;
+    /// a single batch too large is refused alone, and the journal goes on.
+    #[error("the log refused the group for its size: {0}")]
+    TooLarge(String),
+}
+
+/// Why a group was not stored: the log's answer, or the journal's own
+/// failure to encode it (nothing was sent; its callers are refused).
+enum Unstored {
+    Log(ReplicateError),
+    Encode(String),
 }
 
 /// One group as it travels through the log.
@@ -75,6 +87,21 @@ struct WireGroup {
     events: Vec<(u64, Vec<u8>)>,
     trimmed: Vec<u64>,
     adds: Vec<(Vec<u8>, i64)>,
+}
+
+/// [`WireGroup`] as the writer sends it: the same fields in the same
+/// order (postcard encodes a reference as what it refers to), borrowed
+/// from the submissions so that a group the log refuses for its size can
+/// be sent again in parts.
+#[derive(Serialize)]
+struct WireGroupOut<'a> {
+    writer: u64,
+    id: u64,
+    at_ms: u64,
+    writes: Vec<&'a (Vec<u8>, Option<Vec<u8>>)>,
+    events: Vec<&'a (u64, Vec<u8>)>,
+    trimmed: Vec<&'a u64>,
+    adds: Vec<&'a (Vec<u8>, i64)>,
 }
 
 /// Callers waiting for their group to come back from the log: group id →
@@ -104,7 +131,13 @@ struct ApplyState {
 pub enum ApplyError {
     #[error("log message {position} does not decode: {reason}")]
     Decode { position: u64, reason: String },
-    #[error("log message {position} arrived after {applied}: out of order")]
+    /// The log's positions are consecutive (markers included): a message
+    /// that skips some means they were removed from the stream (a purge, a
+    /// limit an operator set on it), and this store can no longer be a copy.
+    #[error(
+        "log message {position} arrived after {applied}: the messages between are missing from the log (deleted or \
+         purged), so this node cannot rebuild it"
+    )]
     OutOfOrder { position: u64, applied: u64 },
     #[error("applying log message {position}: {source}")]
     Commit { position: u64, source: CommitError },
@@ -151,7 +184,46 @@ impl Journal {
     }
 }
 
+/// The identity of the replicated log a cluster node's store copies.
+const META_LOG_IDENTITY: &[u8] = b"mlog_identity";
+
+/// A store that copies another log than the one its node joined.
+#[derive(Debug, thiserror::Error)]
+pub enum BindLogError {
+    #[error("the store copies the log {bound:?}, not the cluster's log {log:?}")]
+    Other { bound: String, log: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
 impl Store {
+    /// Ties this store to the log named `log` (see the cluster's
+    /// `log_identity`): recorded, durably, the first time; refused if the
+    /// store already copies another log. Positions alone cannot tell two
+    /// logs apart: a node whose directory was another cluster's (or from
+    /// before its stream was created again) would apply the new log from
+    /// its old position on, and diverge without a sign.
+    pub fn bind_log(&self, log: &str) -> Result<(), BindLogError> {
+        let records = &self.shared.records;
+        match records.get(META_LOG_IDENTITY).map_err(StorageError::from)? {
+            Some(bound) if bound.as_ref() == log.as_bytes() => Ok(()),
+            Some(bound) => {
+                Err(BindLogError::Other { bound: String::from_utf8_lossy(&bound).into_owned(), log: log.to_owned() })
+            }
+            None => {
+                records.insert(META_LOG_IDENTITY, log.as_bytes()).map_err(StorageError::from)?;
+                self.shared.db().persist(fjall::PersistMode::SyncData).map_err(StorageError::from)?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The log this store is tied to ([`Store::bind_log`]), if it is yet.
+    pub fn log_identity(&self) -> Option<String> {
+        let raw = self.shared.records.get(META_LOG_IDENTITY).ok()??;
+        Some(String::from_utf8_lossy(&raw).into_owned())
+    }
+
     /// The last position of the replicated log this store applied; `None`
     /// for a store that never applied one (empty, or an embedded store).
     pub fn log_position(&self) -> Option<u64> {
@@ -183,32 +255,50 @@ impl Applier {
     }
 
     /// Marks a message of the log that holds no group (a takeover marker)
-    /// as applied: nothing is written locally.
-    pub fn skip(&self, position: u64) {
-        self.position.send_if_modified(|p| {
-            let moved = position > *p;
-            *p = (*p).max(position);
-            moved
-        });
+    /// as applied: nothing is written locally. Like [`Applier::apply`], a
+    /// message after a gap fails the store.
+    pub fn skip(&self, position: u64) -> Result<(), ApplyError> {
+        let applied = self.position();
+        if position <= applied {
+            return Ok(());
+        }
+        if position != applied + 1 {
+            return Err(self.fail(position, ApplyError::OutOfOrder { position, applied }));
+        }
+        self.position.send_replace(position);
+        Ok(())
     }
 
     /// Applies the group at `position` of the log to the local store (a
     /// blocking fjall write: call it from a blocking thread). Messages at or
-    /// below the position already applied are skipped (a redelivery). On
-    /// an error the store is failed: it takes no more writes.
+    /// below the position already applied are skipped (a redelivery); one
+    /// beyond the next is a gap in the log. On an error the store is
+    /// failed: it takes no more writes.
     pub fn apply(&self, position: u64, payload: &[u8]) -> Result<(), ApplyError> {
         let applied = self.position();
         if position <= applied {
             return Ok(());
         }
-        let outcome = self.apply_inner(position, payload);
-        if let Err(error) = &outcome {
-            let reason: Arc<str> = error.to_string().into();
-            self.store.shared.failure.send_replace(Some(reason));
-            metrics::gauge!("sugang_storage_failed").set(1.0);
-            tracing::error!(%error, position, "the replicated log could not be applied: the store takes no more writes");
+        if position != applied + 1 {
+            return Err(self.fail(position, ApplyError::OutOfOrder { position, applied }));
         }
-        outcome
+        self.apply_inner(position, payload).map_err(|error| self.fail(position, error))
+    }
+
+    /// Fails the store at `position` of the log, a message the follower
+    /// could not read as the primary's (`reason`): this node can no longer
+    /// copy the log, and going on past it would diverge.
+    pub fn reject(&self, position: u64, reason: String) -> ApplyError {
+        self.fail(position, ApplyError::Decode { position, reason })
+    }
+
+    /// Fails the store: it is no longer a faithful copy of the log.
+    fn fail(&self, position: u64, error: ApplyError) -> ApplyError {
+        let reason: Arc<str> = error.to_string().into();
+        self.store.shared.failure.send_replace(Some(reason));
+        metrics::gauge!("sugang_storage_failed").set(1.0);
+        tracing::error!(%error, position, "the replicated log could not be applied: the store takes no more writes");
+        error
     }
 
     fn apply_inner(&self, position: u64, payload: &[u8]) -> Result<(), ApplyError> {
@@ -296,64 +386,79 @@ impl ReplicatedWriter {
         tracing::info!("replicated journal stopped");
     }
 
+    /// Stores `pending` in the log, in order, and answers each caller. A
+    /// group the log refuses for its size ([`ReplicateError::TooLarge`]:
+    /// a group of up to `max_group` batches can pass a NATS server's max
+    /// payload under a rush) is split in halves, each stored on its own;
+    /// a single batch too large is refused alone.
     async fn commit_group(&mut self, pending: &mut Vec<Submission>) {
-        if let Some(reason) = &self.failed {
-            for submission in pending.drain(..) {
-                let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
-            }
-            return;
-        }
-        let started = Instant::now();
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut wire = WireGroup {
-            writer: self.writer,
-            id,
-            at_ms: now_ms(),
-            writes: Vec::new(),
-            events: Vec::new(),
-            trimmed: Vec::new(),
-            adds: Vec::new(),
-        };
-        let mut counts = Vec::with_capacity(pending.len());
-        for submission in pending.iter_mut() {
-            let batch = std::mem::take(&mut submission.batch);
-            counts.push(batch.events.len() as u64);
-            wire.writes.extend(batch.writes);
-            wire.events.extend(batch.events);
-            wire.trimmed.extend(batch.trimmed);
-            wire.adds.extend(batch.adds);
-        }
-        let size = pending.len();
-        let payload = match postcard::to_allocvec(&wire) {
-            Ok(payload) => payload,
-            Err(e) => {
-                tracing::error!(error = %e, batches = size, "journal group could not be encoded");
+        while !pending.is_empty() {
+            if let Some(reason) = &self.failed {
                 for submission in pending.drain(..) {
-                    let _ = submission.reply.send(Err(CommitError::Write(e.to_string())));
+                    let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
                 }
                 return;
             }
+            let mut take = pending.len();
+            let outcome = loop {
+                match self.replicate(&pending[..take]).await {
+                    Err(Unstored::Log(ReplicateError::TooLarge(reason))) if take > 1 => {
+                        tracing::info!(%reason, batches = take, "a group too large for the log: storing it in two");
+                        take /= 2;
+                    }
+                    outcome => break outcome,
+                }
+            };
+            let part: Vec<Submission> = pending.drain(..take).collect();
+            self.answer(part, outcome);
+        }
+    }
+
+    /// Stores the batches of `part` as one group of the log and waits for
+    /// this node's applier to apply it: the seq its first event got.
+    async fn replicate(&mut self, part: &[Submission]) -> Result<u64, Unstored> {
+        let started = Instant::now();
+        self.next_id += 1;
+        let id = self.next_id;
+        let wire = WireGroupOut {
+            writer: self.writer,
+            id,
+            at_ms: now_ms(),
+            writes: part.iter().flat_map(|s| &s.batch.writes).collect(),
+            events: part.iter().flat_map(|s| &s.batch.events).collect(),
+            trimmed: part.iter().flat_map(|s| &s.batch.trimmed).collect(),
+            adds: part.iter().flat_map(|s| &s.batch.adds).collect(),
         };
+        let payload = postcard::to_allocvec(&wire).map_err(|e| {
+            tracing::error!(error = %e, batches = part.len(), "journal group could not be encoded");
+            Unstored::Encode(e.to_string())
+        })?;
         let (back, came_back) = oneshot::channel();
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, back);
         let outcome = match self.replicator.append(payload).await {
             Ok(position) => match tokio::time::timeout(APPLY_TIMEOUT, came_back).await {
                 Ok(Ok(first_seq)) => Ok(first_seq),
-                Ok(Err(_)) | Err(_) => Err(ReplicateError::Failed(format!(
+                Ok(Err(_)) | Err(_) => Err(Unstored::Log(ReplicateError::Failed(format!(
                     "group stored at log position {position} was not applied locally within {APPLY_TIMEOUT:?}"
-                ))),
+                )))),
             },
-            Err(e) => Err(e),
+            Err(e) => Err(Unstored::Log(e)),
         };
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        metrics::histogram!("sugang_journal_group_size").record(size as f64);
+        metrics::histogram!("sugang_journal_group_size").record(part.len() as f64);
         metrics::histogram!("sugang_journal_commit_seconds").record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// Answers the callers of a group stored (or not) by [`Self::replicate`].
+    fn answer(&mut self, part: Vec<Submission>, outcome: Result<u64, Unstored>) {
+        let size = part.len();
         match outcome {
             Ok(first_seq) => {
                 metrics::counter!("sugang_journal_batches_total", "outcome" => "committed").increment(size as u64);
                 let mut seq = first_seq;
-                for (submission, events) in pending.drain(..).zip(counts) {
+                for submission in part {
+                    let events = submission.batch.events.len() as u64;
                     let receipt = Receipt { first_seq: (events > 0).then_some(seq), seq: seq + events - 1 };
                     seq += events;
                     if let Some(taken) = submission.snapshot {
@@ -362,14 +467,19 @@ impl ReplicatedWriter {
                     let _ = submission.reply.send(Ok(receipt));
                 }
             }
-            Err(ReplicateError::Refused(reason)) => {
+            Err(Unstored::Encode(reason)) => {
+                for submission in part {
+                    let _ = submission.reply.send(Err(CommitError::Write(reason.clone())));
+                }
+            }
+            Err(Unstored::Log(ReplicateError::Refused(reason) | ReplicateError::TooLarge(reason))) => {
                 metrics::counter!("sugang_journal_batches_total", "outcome" => "refused").increment(size as u64);
                 let reason: Arc<str> = reason.into();
-                for submission in pending.drain(..) {
+                for submission in part {
                     let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
                 }
             }
-            Err(ReplicateError::Failed(reason)) => {
+            Err(Unstored::Log(ReplicateError::Failed(reason))) => {
                 let reason: Arc<str> = reason.into();
                 self.failed = Some(reason.clone());
                 self.store.shared.failure.send_replace(Some(reason.clone()));
@@ -380,7 +490,7 @@ impl ReplicatedWriter {
                     batches = size,
                     "a log write failed: this node takes no more writes and must restart"
                 );
-                for submission in pending.drain(..) {
+                for submission in part {
                     let _ = submission.reply.send(Err(CommitError::Write(reason.to_string())));
                 }
             }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sugang_storage::{
-    Applier, Batch, BoxFuture, CommitError, Count, Journal, JournalOptions, Record, ReplicateError, Replicator, Store,
-    StoreOptions, Table,
+    Applier, ApplyError, Batch, BoxFuture, CommitError, Count, Journal, JournalOptions, Record, ReplicateError,
+    Replicator, Store, StoreOptions, Table,
 };
 use tokio::sync::mpsc;
 
@@ -27,13 +27,24 @@ impl Record for Happened {}
 const ROWS: Table<u64, Row> = Table::new("rows");
 const TOTALS: Table<String, Count> = Table::new("totals");
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Padding(Vec<u8>);
+impl Record for Padding {}
+
+const PADDING: Table<u64, Padding> = Table::new("padding");
+
+/// Where the log delivers (position, message) to one follower.
+type Follower = mpsc::UnboundedSender<(u64, Vec<u8>)>;
+
 /// The log: what was appended, in order, and who follows it.
 #[derive(Default)]
 struct Log {
     messages: Mutex<Vec<Vec<u8>>>,
-    followers: Mutex<Vec<mpsc::UnboundedSender<(u64, Vec<u8>)>>>,
+    followers: Mutex<Vec<Follower>>,
     /// The answer to the next append instead of storing it.
     next_refusal: Mutex<Option<ReplicateError>>,
+    /// The largest message it takes, like a NATS server's max payload.
+    max_bytes: Option<usize>,
 }
 
 impl Log {
@@ -56,6 +67,11 @@ impl Replicator for Writer {
         Box::pin(async move {
             if let Some(refusal) = self.0.next_refusal.lock().unwrap().take() {
                 return Err(refusal);
+            }
+            if let Some(max) = self.0.max_bytes
+                && group.len() > max
+            {
+                return Err(ReplicateError::TooLarge(format!("{} bytes, at most {max}", group.len())));
             }
             let mut messages = self.0.messages.lock().unwrap();
             messages.push(group.clone());
@@ -233,4 +249,93 @@ fn a_message_that_is_not_a_group_fails_the_store() {
     assert!(applier.apply(1, b"\xff\xff\xff not a group").is_err());
     assert!(store.failure().borrow().is_some());
     assert_eq!(applier.position(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_the_log_fails_the_store_instead_of_diverging() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = Arc::new(Log::default());
+    let a = open(a_dir.path());
+    let (journal, a_applier, _task) =
+        Journal::start_replicated(&a, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    apply_from(&log, a_applier);
+    for i in 1..=4 {
+        journal.commit(batch(i)).await.unwrap();
+    }
+    let held: Vec<Vec<u8>> = log.messages.lock().unwrap().clone();
+
+    // Message 2 was removed from the stream (an operator's purge or limit):
+    // a node rebuilding from the log must stop, not apply 3 after 1.
+    let b = open(b_dir.path());
+    let (_j, b_applier, _t) =
+        Journal::start_replicated(&b, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    b_applier.apply(1, &held[0]).unwrap();
+    let gap = b_applier.apply(3, &held[2]);
+    assert!(matches!(gap, Err(ApplyError::OutOfOrder { position: 3, applied: 1 })), "{gap:?}");
+    assert!(b.failure().borrow().is_some(), "a gap fails the store");
+    assert_eq!(b_applier.position(), 1);
+    assert!(b.get(&ROWS, &3).unwrap().is_none(), "nothing after the gap is applied");
+
+    // A takeover marker after a gap is refused the same way.
+    let c_dir = tempfile::tempdir().unwrap();
+    let c = open(c_dir.path());
+    let (_j, c_applier, _t) = Journal::start_replicated(&c, JournalOptions::default(), Arc::new(Writer(log))).unwrap();
+    c_applier.skip(1).unwrap();
+    assert!(matches!(c_applier.skip(3), Err(ApplyError::OutOfOrder { position: 3, applied: 1 })));
+    assert!(c.failure().borrow().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_too_large_for_the_log_is_stored_in_parts_and_a_batch_too_large_alone_is_refused() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = Arc::new(Log { max_bytes: Some(16 * 1024), ..Log::default() });
+    let a = open(a_dir.path());
+    let (journal, a_applier, _task) =
+        Journal::start_replicated(&a, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    apply_from(&log, a_applier);
+    let b = open(b_dir.path());
+    let (_b_journal, b_applier, _b_task) =
+        Journal::start_replicated(&b, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    apply_from(&log, b_applier.clone());
+    let padded = |i: u64| {
+        let mut batch = batch(i);
+        batch.put(&PADDING, &i, &Padding(vec![7; 1000])).unwrap();
+        batch
+    };
+
+    // 300 batches of about 1 KB, committed at once: the journal groups
+    // them well past the 16 KB the log takes in one message.
+    let mut committers = Vec::new();
+    for i in 1..=300u64 {
+        let journal = journal.clone();
+        committers.push(tokio::spawn(async move { (i, journal.commit(padded(i)).await) }));
+    }
+    for committer in committers {
+        let (i, committed) = committer.await.unwrap();
+        let receipt = committed.unwrap_or_else(|e| panic!("batch {i} refused: {e}"));
+        if let Some(first) = receipt.first_seq {
+            let read = a.events().read::<Happened>(first, (i % 3) as usize).unwrap();
+            assert_eq!(
+                read.iter().map(|c| c.event.0).collect::<Vec<_>>(),
+                (0..i % 3).map(|e| i * 10 + e).collect::<Vec<_>>()
+            );
+        }
+    }
+    assert!(a.failure().borrow().is_none(), "a group too large is not a failure of the node");
+    assert!(log.messages.lock().unwrap().len() > 1, "stored in parts");
+
+    // One batch larger than the log takes: refused alone, the journal goes on.
+    let mut huge = Batch::new();
+    huge.put(&PADDING, &1000, &Padding(vec![7; 20 * 1024])).unwrap();
+    assert!(matches!(journal.commit(huge).await, Err(CommitError::Stopped(_))));
+    assert!(a.failure().borrow().is_none());
+    journal.commit(padded(301)).await.unwrap();
+
+    let last = log.messages.lock().unwrap().len() as u64;
+    assert!(b_applier.reached(last, Duration::from_secs(10)).await);
+    for store in [&a, &b] {
+        assert_eq!(store.count(&TOTALS, &"rows".to_string()).unwrap(), 301);
+        assert!(store.get(&PADDING, &1000).unwrap().is_none());
+    }
+    assert_eq!(b.events().last_seq(), a.events().last_seq());
 }

@@ -99,6 +99,14 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("starting the actors: {0}")]
     Spawn(String),
+    /// The store is a cluster node's copy of the replicated log: written
+    /// here on its own, it would diverge from the log (seqs, records) and
+    /// be taken back into the cluster as if it were a faithful copy.
+    #[error(
+        "it holds a cluster node's copy of the log (applied through position {position}): start it as that node \
+         with --nats, or use another directory"
+    )]
+    ClusterStore { position: u64 },
 }
 
 /// A command's result and the event seq it reached (`X-Sugang-Seq`).

@@ -35,6 +35,10 @@ impl Sugang {
             &config.data_dir,
             StoreOptions { durability: config.durability, cache_capacity: config.cache_capacity },
         )?;
+        if let Some(position) = store.log_position() {
+            tracing::error!(data_dir = %config.data_dir.display(), position, "a cluster node's store started embedded: refused");
+            return Err(StartError::ClusterStore { position });
+        }
         let (journal, journal_task) =
             Journal::start(&store, JournalOptions::default()).map_err(|e| StartError::Spawn(e.to_string()))?;
         let system = Sugang::replica(config, store, journal, journal_task);
@@ -280,10 +284,59 @@ impl Sugang {
 
 #[cfg(test)]
 mod tests {
-    use sugang_storage::{Journal, JournalOptions, Store, StoreOptions};
+    use std::sync::{Arc, Mutex};
 
+    use sugang_storage::{Batch, BoxFuture, Journal, JournalOptions, ReplicateError, Replicator, Store, StoreOptions};
+
+    use super::StartError;
+    use crate::tables::COUNTERS;
     use crate::testing::{config, korean, request};
     use crate::{CommandError, Sugang};
+
+    /// A log of one message: keeps what the journal appends for the test
+    /// to apply.
+    struct OneMessage(Arc<Mutex<Option<Vec<u8>>>>);
+
+    impl Replicator for OneMessage {
+        fn append(&self, group: Vec<u8>) -> BoxFuture<'_, Result<u64, ReplicateError>> {
+            Box::pin(async move {
+                *self.0.lock().unwrap() = Some(group);
+                Ok(1)
+            })
+        }
+    }
+
+    /// A cluster node's data directory started without --nats: refused,
+    /// before anything is written to it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cluster_nodes_store_is_refused_by_the_embedded_start() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let sent = Arc::new(Mutex::new(None));
+            let (journal, applier, task) =
+                Journal::start_replicated(&store, JournalOptions::default(), Arc::new(OneMessage(sent.clone())))
+                    .unwrap();
+            let mut batch = Batch::new();
+            batch.put(&COUNTERS, &"k".to_owned(), &crate::tables::Counter(1)).unwrap();
+            let committed = tokio::spawn(async move { journal.commit(batch).await });
+            let message = loop {
+                if let Some(message) = sent.lock().unwrap().take() {
+                    break message;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            };
+            applier.apply(1, &message).unwrap();
+            committed.await.unwrap().unwrap();
+            drop(applier);
+            task.await.unwrap();
+            assert_eq!(store.log_position(), Some(1));
+        }
+        let refused = Sugang::start(config(dir.path())).await;
+        assert!(matches!(refused, Err(StartError::ClusterStore { position: 1 })), "{:?}", refused.err());
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(store.log_position(), Some(1), "nothing written by the refused start");
+    }
 
     /// A facade over a store with no actors (a cluster replica) serves reads
     /// and refuses commands as unavailable; promoted, it runs them.
