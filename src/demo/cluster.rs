@@ -71,9 +71,17 @@ pub(super) async fn run(t: &Timeline, dir: &Path) -> Result<String, Aborted> {
         nodes.push(Some((name, server)));
     }
     let primary = wait_primary(&nodes, &[], Duration::from_secs(30)).await?;
+    let settled = wait_settled(&nodes, primary).await;
     for (_, server) in nodes.iter_mut().flatten() {
         server.narrate_log(t);
     }
+    let settled = settled?;
+    t.say(format!(
+        "the cluster is steady: the same primary, its lease and every node's heartbeat fresh, for {} in a row \
+         (after {})",
+        ms(Duration::from_millis(2 * LEASE_TTL_MS)),
+        ms(settled)
+    ));
     let status = status_of(&nodes, primary).await?;
     t.say(format!("GET /admin/cluster: node {} holds the primary lease", node_name(&nodes, primary)));
     describe(t, &status);
@@ -238,6 +246,42 @@ async fn status_of(nodes: &Nodes, i: usize) -> Result<Value, Aborted> {
         return Err(Aborted(format!("GET /admin/cluster of {} answered {}", node_name(nodes, i), reply.summary())));
     }
     Ok(reply.body)
+}
+
+/// Waits (at most 45 s) until `primary` has held a fresh lease, and every
+/// node has sent fresh heartbeats, for two lease TTLs in a row: a fresh NATS
+/// cluster's key-value buckets may refuse requests for seconds after their
+/// creation, and the demo's kill must hit a steady cluster. How long it took.
+async fn wait_settled(nodes: &Nodes, primary: usize) -> Result<Duration, Aborted> {
+    let start = Instant::now();
+    let ttl = Duration::from_millis(LEASE_TTL_MS);
+    let mut steady_since = None;
+    loop {
+        let fresh = |v: &Value| v.as_u64().is_some_and(|age| age < LEASE_TTL_MS);
+        let healthy = match status_of(nodes, primary).await {
+            Ok(status) => {
+                let seen = status["nodes"].as_array().cloned().unwrap_or_default();
+                status["role"] == "primary"
+                    && fresh(&status["leaseAgeMs"])
+                    && seen.len() == 3
+                    && seen.iter().all(|n| fresh(&n["heartbeatAgeMs"]))
+            }
+            Err(_) => false,
+        };
+        let since = *steady_since.get_or_insert_with(Instant::now);
+        if !healthy {
+            steady_since = None;
+        } else if since.elapsed() >= 2 * ttl {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > Duration::from_secs(45) {
+            return Err(Aborted(format!(
+                "the cluster did not settle within 45 s (primary {}: lease or heartbeats stale)",
+                node_name(nodes, primary)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Notes the nodes as `/admin/cluster` shows them.
