@@ -122,6 +122,19 @@ impl Link {
         }
     }
 
+    /// Returns once `node` no longer holds the primary lease (checked
+    /// every third of the TTL).
+    async fn primary_gone(&self, node: &str) {
+        loop {
+            tokio::time::sleep(self.lease_ttl / 3).await;
+            match self.cluster.primary().await {
+                Ok(Some(lease)) if lease.record.node == node => {}
+                Ok(_) => return,
+                Err(e) => tracing::debug!(error = %e, "reading the primary lease failed"),
+            }
+        }
+    }
+
     async fn forward_once(&self, node: &str, payload: Vec<u8>) -> Result<ForwardedResponse, NatsForwardError> {
         let answer = self.cluster.forward_to(node, 0, payload.into()).await?;
         postcard::from_bytes(&answer)
@@ -191,7 +204,6 @@ impl ClusterLink for Link {
     ) -> Pin<Box<dyn Future<Output = Result<ForwardedResponse, ForwardError>> + Send + '_>> {
         Box::pin(async move {
             let payload = postcard::to_allocvec(&request).map_err(|e| ForwardError::Unreachable(e.to_string()))?;
-            let started = Instant::now();
             // The primary as last seen, then once more after a fresh look at
             // the lease: it may have changed hands since.
             let mut node = match self.primary_name() {
@@ -200,8 +212,16 @@ impl ClusterLink for Link {
             };
             let mut looked_up = false;
             loop {
-                let outcome = self.forward_once(&node, payload.clone()).await;
-                metrics::histogram!("sugang_cluster_forward_seconds").record(started.elapsed().as_secs_f64());
+                let outcome = tokio::select! {
+                    outcome = self.forward_once(&node, payload.clone()) => outcome,
+                    // A primary that died holding the request never answers:
+                    // say so once its lease is gone or taken, not after the
+                    // whole forward timeout.
+                    () = self.primary_gone(&node) => {
+                        tracing::warn!(primary = %node, "the primary lost its lease while a forwarded request was in flight");
+                        Err(NatsForwardError::TimedOut { course: 0, node: node.clone(), waited: Duration::ZERO })
+                    }
+                };
                 match outcome {
                     Ok(answer) => return Ok(answer),
                     Err(e) if e.retry_after_lookup() && !looked_up => {

@@ -170,6 +170,33 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
         Counter,
         "Events removed from the log by retention, below every subscriber's offset",
     ),
+    // Cluster mode (sugang serve --nats).
+    family(
+        "sugang_log_applied_total",
+        Counter,
+        "Commit groups of the cluster's log applied to this node's store (every node applies every one)",
+    ),
+    family("sugang_log_applied_position", Gauge, "The last position of the cluster's log this node has applied"),
+    family(
+        "sugang_cluster_appends_total",
+        Counter,
+        "Commit groups the primary appended to the cluster's log, by outcome (stored, failed: fenced or unanswered)",
+    ),
+    family(
+        "sugang_cluster_append_bytes_total",
+        Counter,
+        "Bytes of the commit groups the primary appended to the cluster's log",
+    ),
+    family(
+        "sugang_cluster_append_seconds",
+        Histogram,
+        "Time from handing a commit group to JetStream to its acknowledgement (one NATS round trip, replicated)",
+    ),
+    family(
+        "sugang_cluster_takeovers_total",
+        Counter,
+        "Times this node became the primary (won the lease, fenced the log, started the actors)",
+    ),
 ];
 
 /// Describes every family of [`METRIC_FAMILIES`] to the installed recorder.

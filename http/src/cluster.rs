@@ -219,6 +219,16 @@ pub(crate) fn describe_metrics() {
     );
 }
 
+/// Shows this module's counters at 0 from a cluster node's first scrape:
+/// a series that appears only on its first increment hides that increment
+/// from `rate()`.
+pub(crate) fn declare_series() {
+    for outcome in ["answered", "no_primary", "unreachable", "timed_out"] {
+        metrics::counter!(FORWARDED, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(REFUSED).increment(0);
+}
+
 /// Where a replica serves a request.
 #[derive(Debug, PartialEq, Eq)]
 enum Serve {
@@ -283,7 +293,7 @@ pub(crate) async fn forward(
     match serve_where(request.method(), request.uri().path()) {
         Serve::Here => next.run(request).await,
         Serve::Refuse => {
-            tracing::debug!(node = link.node(), uri = %request.uri(), "a ticket stream asked of a replica: refused");
+            tracing::info!(node = link.node(), uri = %request.uri(), "a ticket stream asked of a replica: 503, poll instead");
             ApiError::unavailable(
                 format!(
                     "node {} is a replica and ticket streams are the primary's: poll GET /queue/tickets/{{id}} instead",
@@ -323,6 +333,18 @@ async fn to_primary(link: &dyn ClusterLink, request: Request) -> Response {
                 ApiError::internal(format!("the primary's answer is not HTTP: {why}")).into_response()
             }
         },
+        Err(ForwardError::TimedOut) => {
+            // The request reached the primary, which did not answer: it
+            // may have carried it out before it died. A 503 would tell the
+            // client nothing was done.
+            tracing::warn!(node = link.node(), %method, %uri, "the primary did not answer a forwarded request: 504");
+            ApiError::GatewayTimeout(format!(
+                "node {} forwarded this request to the primary, which did not answer in time: it may or may not \
+                 have been carried out; read before repeating it",
+                link.node()
+            ))
+            .into_response()
+        }
         Err(error) => {
             tracing::warn!(node = link.node(), %method, %uri, %error, "forwarding to the primary failed: 503");
             ApiError::unavailable(
@@ -441,7 +463,10 @@ where
                 None => break,
             },
             // Reaps finished answers so the set does not grow.
-            Some(_) = answering.join_next(), if !answering.is_empty() => continue,
+            Some(joined) = answering.join_next(), if !answering.is_empty() => {
+                answered(joined);
+                continue;
+            }
         };
         let app = app.clone();
         answering.spawn(async move {
@@ -465,12 +490,24 @@ where
         });
     }
     drop(inbox);
-    let finished = async { while answering.join_next().await.is_some() {} };
+    let finished = async {
+        while let Some(joined) = answering.join_next().await {
+            answered(joined);
+        }
+    };
     if tokio::time::timeout(DRAIN_DEADLINE, finished).await.is_err() {
         tracing::warn!(
             after_s = DRAIN_DEADLINE.as_secs(),
             "forwarded requests still in progress at the drain deadline: dropped"
         );
+    }
+}
+
+/// Logs an answering task that did not finish (a panic): its forwarding
+/// node sees the reply channel dropped, and its client a 503.
+fn answered(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = joined {
+        tracing::error!(%error, "answering a forwarded request failed: no answer sent");
     }
 }
 

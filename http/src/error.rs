@@ -81,6 +81,12 @@ pub enum ApiError {
     /// a read model that did not catch up in time.
     #[error("{detail}")]
     Unavailable { detail: String, retry_after: Duration },
+    /// 504: in a cluster, the primary a command was forwarded to did not
+    /// answer in time (it may have died with it). Unlike a 503, nothing
+    /// says the command was not carried out: the client reads before it
+    /// repeats one that is not idempotent.
+    #[error("{0}")]
+    GatewayTimeout(String),
     /// 500: logged with its cause; the client hears nothing more.
     #[error("internal error: {0}")]
     Internal(String),
@@ -128,6 +134,7 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

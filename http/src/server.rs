@@ -144,6 +144,9 @@ pub async fn serve(
     };
     let app = app(state, &config);
     let node = config.cluster.as_ref().map(|link| link.node().to_owned());
+    if node.is_some() {
+        cluster::declare_series();
+    }
     tracing::info!(%addr, open = config.auth.is_open(), node, "sugang is listening");
     let (draining, drained) = watch::channel(false);
     let answering =
@@ -376,6 +379,8 @@ fn app(
         .route_layer(middleware::from_fn(ops::track_latency))
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .with_state(state)
+        // Inside the body limit, so a replica reads what it forwards under
+        // the same limit as a handler would (413 before anything crosses).
         .layer(middleware::from_fn_with_state(config.cluster.clone(), cluster::forward))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(middleware::from_fn_with_state(config.body_limit, check_body_headers))

@@ -192,6 +192,12 @@ async fn a_command_sent_to_a_replica_is_answered_by_the_primary() {
     assert!(stream.body["detail"].as_str().unwrap().contains("poll"), "{stream:?}");
     assert_eq!(p.link_b.forwards(), 2);
     assert_eq!(p.link_a.forwards(), 0, "the primary forwards nothing");
+    // Counted where they were forwarded, with HELP.
+    let metrics = p.b.send(Method::GET, "/metrics", None, Some(&admin)).await;
+    let text = metrics.body.as_str().expect("Prometheus text");
+    assert!(text.contains("# HELP sugang_cluster_forwarded_total "), "{text}");
+    assert!(text.contains("sugang_cluster_forwarded_total{outcome=\"answered\"}"), "{text}");
+    assert!(text.contains("sugang_cluster_forward_seconds"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,14 +250,12 @@ async fn a_forwarded_request_at_a_non_primary_is_refused_not_forwarded_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forward_errors_are_503_problems_with_retry_after() {
+async fn forward_errors_are_503_problems_with_retry_after_and_a_timeout_is_504() {
     let p = pair(Some(SECRET)).await;
     let admin = p.b.token(Role::Admin, "root");
-    for (failure, reason) in [
-        (Failure::NoPrimary, "no primary"),
-        (Failure::Unreachable, "primary unreachable: connection refused"),
-        (Failure::TimedOut, "did not answer in time"),
-    ] {
+    for (failure, reason) in
+        [(Failure::NoPrimary, "no primary"), (Failure::Unreachable, "primary unreachable: connection refused")]
+    {
         p.link_b.fail(Some(failure));
         let refused = p.b.send(Method::POST, "/courses", Some(course_body("korean")), Some(&admin)).await;
         refused.assert_problem(503, None);
@@ -260,6 +264,14 @@ async fn forward_errors_are_503_problems_with_retry_after() {
         let detail = refused.body["detail"].as_str().unwrap();
         assert!(detail.contains("node b") && detail.contains(reason), "{detail}");
     }
+    // Delivered but not answered: the command may have run, so not a 503
+    // (which says it did not) but a 504 that says so.
+    p.link_b.fail(Some(Failure::TimedOut));
+    let unknown = p.b.send(Method::POST, "/courses", Some(course_body("korean")), Some(&admin)).await;
+    unknown.assert_problem(504, None);
+    assert_eq!(unknown.header("retry-after"), None);
+    let detail = unknown.body["detail"].as_str().unwrap();
+    assert!(detail.contains("node b") && detail.contains("may or may not"), "{detail}");
     // The primary's inbox gone: unreachable, the same 503.
     p.link_b.fail(None);
     *p.link_b.to.lock().unwrap() = None;
@@ -415,4 +427,22 @@ async fn after_on_a_replica_waits_for_its_log_instead_of_409() {
     let never = p.b.send(Method::GET, &format!("/mypages?after={}", last + 1000), None, Some(&admin)).await;
     never.assert_problem(503, None);
     assert!(never.body["detail"].as_str().unwrap().contains("node b"), "{never:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_stops_answering_forwarded_requests_with_the_server() {
+    let mut p = pair(Some(SECRET)).await;
+    let admin = p.b.token(Role::Admin, "root");
+    let made = p.b.send(Method::POST, "/courses", Some(course_body("before")), Some(&admin)).await;
+    assert_eq!(made.status, 201);
+    let stopped = tokio::time::timeout(Duration::from_secs(10), p.a.stop()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "the primary drains and stops: {stopped:?}");
+    // Its inbox is closed: a peer's request does not go in, and the
+    // replica's client hears 503 rather than waiting.
+    let (answer, _answered) = oneshot::channel();
+    let request = ForwardedRequest { method: "GET".into(), uri: "/courses".into(), headers: vec![], body: vec![] };
+    assert!(p.into_a.send((request, answer)).await.is_err(), "the inbox was dropped with the server");
+    let after = p.b.send(Method::POST, "/courses", Some(course_body("after")), Some(&admin)).await;
+    after.assert_problem(503, None);
+    assert_eq!(after.header("x-sugang-node"), Some("b"));
 }
