@@ -386,6 +386,8 @@ struct Seen {
     statuses: BTreeMap<String, u64>,
     /// The highest seq answered.
     max_seq: u64,
+    /// 5xx answers other than 502/503/504 (a fault, not a refusal), with their body.
+    faults: Vec<String>,
 }
 
 /// Clients enrolling new students through every node in turn until stopped:
@@ -455,6 +457,7 @@ impl Load {
                 *all.statuses.entry(status).or_default() += n;
             }
             all.max_seq = all.max_seq.max(seen.max_seq);
+            all.faults.extend(seen.faults);
         }
         all
     }
@@ -492,6 +495,10 @@ async fn enroll(
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         node = (node + 1) % urls.len();
+                    }
+                    500.. => {
+                        seen.faults.push(format!("{} from {}: {}", reply.status, urls[node], reply.body));
+                        return;
                     }
                     _ => return,
                 }
@@ -794,6 +801,9 @@ async fn a_primary_paused_past_its_lease_cannot_write_after_the_takeover() {
     };
     println!("the old primary {}", outcome);
     let stale_seen = stale.finish().await;
+    // A write it can no longer make is refused as unavailable (503, or 504
+    // when it may have run), never as an internal fault.
+    assert!(stale_seen.faults.is_empty(), "the fenced primary answered with a fault: {:#?}", stale_seen.faults);
     let mut seen = load.finish().await;
     println!(
         "through the survivors: {} acknowledged; sent to the paused primary: {} acknowledged, answers {:?}",

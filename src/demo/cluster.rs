@@ -146,8 +146,8 @@ pub(super) async fn run(t: &Timeline, dir: &Path) -> Result<String, Aborted> {
     let stopping = Instant::now();
     let seen = load.finish().await;
     t.say(format!(
-        "load stopped after {} (each client finishes its request: one a replica had passed to the dead primary \
-         waits for the forward timeout, then 503): {} enrollments acknowledged ({} after the kill); answers {}",
+        "load stopped after {} (each client finishes the request it has in flight): {} enrollments acknowledged \
+         ({} after the kill); answers {}",
         ms(stopping.elapsed()),
         seen.acked.len(),
         seen.acked.len() as u64 - before.min(seen.acked.len() as u64),
