@@ -364,7 +364,7 @@ type Acked = (u64, u64, String);
 struct Seen {
     acked: Vec<Acked>,
     /// (student, course) of requests with no sure answer: cut off after
-    /// being sent, or a 5xx from a node that may have passed them on.
+    /// being sent, or a 504 (502): the primary took it and went silent.
     ambiguous: HashSet<(String, u64)>,
     statuses: BTreeMap<String, u64>,
     max_seq: u64,
@@ -456,7 +456,11 @@ fn record(
                     false
                 }
                 502..=504 => {
-                    seen.ambiguous.insert((student.to_owned(), course));
+                    // 504 (a proxy's 502): the primary took it and went
+                    // silent, it may have run; 503: nothing was done.
+                    if reply.status != 503 {
+                        seen.ambiguous.insert((student.to_owned(), course));
+                    }
                     true
                 }
                 _ => false,
