@@ -375,8 +375,9 @@ struct Tally {
     /// Requests sent again to the next node after one gave no answer.
     failovers: u64,
     /// Requests whose outcome the rush cannot know: cut off after they were
-    /// sent, or answered 502/503/504 by a node that may have passed them on
-    /// to the primary. Each may have enrolled its student without a 201.
+    /// sent, or answered 502/504 by a node that had passed them on to a
+    /// primary that went silent (a 503 did nothing). Each may have enrolled
+    /// its student without a 201.
     ambiguous: u64,
     enrolled: Vec<Enrolled>,
     /// The 201s (`enrolled` holds them too unless `--no-check`).
@@ -695,9 +696,12 @@ impl Worker {
                 StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
                     if unavailable < MAX_UNAVAILABLE_RETRIES || Instant::now() < patient_until =>
                 {
-                    // A node of a cluster may have passed the request on
-                    // to a primary that took it and then went silent.
-                    tally.ambiguous += u64::from(cluster);
+                    // A node of a cluster answers 504 (or a proxy 502) when
+                    // the primary took the request and went silent: it may
+                    // have enrolled the student. A 503 did nothing.
+                    if cluster && answer.status != StatusCode::SERVICE_UNAVAILABLE {
+                        tally.ambiguous += 1;
+                    }
                     unavailable += 1;
                     tokio::time::sleep(UNAVAILABLE_PAUSE).await;
                 }
@@ -789,7 +793,7 @@ fn summarize(args: &RushArgs, tally: &Tally, elapsed: Duration) {
     if args.urls.len() > 1 {
         println!(
             "nodes: students spread over {} URLs; {} requests sent again to the next node after no answer; {} \
-             answers ambiguous (cut off, or 502/503/504 from a node that may have passed them on)",
+             answers ambiguous (cut off, or 502/504: the primary may have taken them)",
             args.urls.len(),
             tally.failovers,
             tally.ambiguous
