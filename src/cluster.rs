@@ -265,6 +265,19 @@ impl ClusterLink for Link {
     }
 }
 
+/// Whether a NATS URL names a loopback host (`nats://127.0.0.1:4222`,
+/// `localhost:4222`, `[::1]:4222`).
+pub(crate) fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.rsplit_once(':').map_or(host_port, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -373,7 +386,19 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
         sugang: sugang.downgrade(),
     });
     link.lookup_primary().await;
-    let heartbeat = cluster.start_heartbeat(options.lease_ttl / 3).await.map_err(|e| format!("heartbeat: {e}"))?;
+    // A JetStream cluster just started can refuse the buckets' first
+    // writes for a few seconds (their streams have no leader yet).
+    let started_heartbeat = Instant::now();
+    let heartbeat = loop {
+        match cluster.start_heartbeat(options.lease_ttl / 3).await {
+            Ok(heartbeat) => break heartbeat,
+            Err(e) if started_heartbeat.elapsed() < Duration::from_secs(30) => {
+                tracing::info!(error = %e, "the node registry is not writable yet; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(format!("heartbeat: {e}")),
+        }
+    };
     let stopping = sugang.stopping();
     {
         let (cluster, stopping) = (cluster.clone(), stopping.clone());
@@ -408,10 +433,20 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
 /// Two started at the same instant can still both pass: names are the
 /// operator's to keep apart; this catches the mistake when it is made.
 async fn claim_name(cluster: &Cluster, ttl: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + ttl * 3;
+    let deadline = Instant::now() + (ttl * 3).max(Duration::from_secs(30));
     let mut last_age: Option<u64> = None;
     loop {
-        let nodes = cluster.nodes().await.map_err(|e| format!("reading the node registry: {e}"))?;
+        let nodes = match cluster.nodes().await {
+            Ok(nodes) => nodes,
+            // A JetStream cluster just started: the bucket's stream may
+            // have no leader for a few seconds.
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!(error = %e, "the node registry is not readable yet; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+            Err(e) => return Err(format!("reading the node registry: {e}")),
+        };
         let Some(age) = nodes.iter().find(|n| n.live && n.node == cluster.node()).and_then(|n| n.heartbeat_ms_ago)
         else {
             return Ok(());
@@ -639,7 +674,7 @@ async fn contend(
     // Renewed every third of the TTL while the log is applied up to the
     // marker: a catch-up longer than the TTL must not lose the lease.
     while !applier.reached(marker, every).await {
-        if sugang.store().failure().borrow().is_some() {
+        if sugang.upgrade().is_none_or(|system| system.store().failure().borrow().is_some()) {
             fail_stop("the log could not be applied up to the takeover marker (see the log above)");
         }
         match cluster.renew(&mut lease).await {
@@ -714,6 +749,27 @@ async fn renew_until(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_nats_urls_count_as_loopback() {
+        for url in [
+            "nats://127.0.0.1:4222",
+            "nats://localhost:4222",
+            "127.0.0.2:4222",
+            "nats://[::1]:4222",
+            "nats://u:p@127.0.0.1:4222",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "nats://10.0.0.5:4222",
+            "nats://nats.example.org:4222",
+            "nats://[2001:db8::1]:4222",
+            "nats://127.0.0.1.evil.org:4222",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
+    }
     use sugang_cluster::LocalNats;
     use sugang_storage::{Batch, Record, Table};
 

@@ -86,6 +86,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
             }
         }
         Some(options) => {
+            if config.auth.is_open()
+                && let Some(url) = options.urls.iter().find(|url| !cluster::is_loopback_url(url))
+            {
+                return fail(format!(
+                    "refusing --nats {url} without --jwt-secret: a node forwards the commands it receives over \
+                     NATS, so open mode is for NATS servers on loopback only"
+                ));
+            }
             let node = options.node.clone();
             let started = sugang_http::answer_while_starting(&listener, cluster::start(options, args.config())).await;
             match started {
