@@ -230,11 +230,6 @@ impl Store {
         let raw = self.shared.records.get(META_LOG_POSITION).ok()??;
         Some(u64::from_be_bytes(raw.as_ref().try_into().ok()?))
     }
-
-    /// Whether the store holds nothing yet (no event, no record of the domain).
-    pub fn is_blank(&self) -> Result<bool, StorageError> {
-        Ok(self.events().last_seq() == 0 && self.log_position().is_none())
-    }
 }
 
 impl Applier {
