@@ -15,6 +15,19 @@
 //! shared by a whole group costs one key. [`Store::keys_written`] tallies what
 //! was written, per table.
 //!
+//! # Guards
+//!
+//! A batch may carry guards ([`Batch::expect`], [`Batch::expect_offset`]):
+//! raw keys and the values they must hold when the batch's turn comes. The
+//! journal checks them against the store plus the writes of the batches
+//! before it in its group, and commits the batch only if every one holds;
+//! otherwise nothing of it is stored and its caller gets
+//! [`CommitError::Conflict`]. It is a compare-and-set that fences a stale
+//! writer: a subscriber unit leased to one node at a time guards its batch
+//! with its holder key and its stored offset, so a node that lost the unit
+//! (or replays from an old offset) writes nothing. Guards read the stored
+//! bytes, not the counts the group is adding to ([`Batch::add`]).
+//!
 //! # Fail-stop
 //!
 //! After a failed write or persist the state on disk is unknown (a failed
@@ -29,11 +42,13 @@
 //! Must not know what the tables mean; must not be bypassed: nothing else in
 //! sugang writes to fjall.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -45,7 +60,7 @@ use crate::store::{
 };
 
 /// A set of writes that commit together or not at all.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Serialize, Deserialize)]
 pub struct Batch {
     pub(crate) writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// (partition key, encoded event), in the order they were appended.
@@ -54,6 +69,27 @@ pub struct Batch {
     pub(crate) trimmed: Vec<u64>,
     /// Counter deltas (raw key, delta), applied by the journal: see [`Batch::add`].
     pub(crate) adds: Vec<(Vec<u8>, i64)>,
+    /// (raw key, expected raw value; `None`: absent) that must hold for the
+    /// batch to commit: see [`Batch::expect`].
+    pub(crate) guards: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// The format byte in front of an encoded [`Batch`] ([`Batch::encode`]), so
+/// that a node never reads a batch of another layout as its own.
+const BATCH_FORMAT: u8 = 1;
+
+/// An encoded batch ([`Batch::decode`]) that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchDecodeError {
+    /// Not even the format byte.
+    #[error("an encoded batch is empty")]
+    Empty,
+    /// Encoded by a release with another batch layout.
+    #[error("an encoded batch has the unknown format {0}")]
+    UnknownFormat(u8),
+    /// The body does not decode as a batch, or bytes are left over.
+    #[error("an encoded batch is malformed: {0}")]
+    Malformed(#[source] postcard::Error),
 }
 
 impl Batch {
@@ -114,16 +150,43 @@ impl Batch {
         self
     }
 
-    /// Moves everything of `other` into this batch, after what it holds.
+    /// Commits this batch only if `key` of `table` holds `expected` (None:
+    /// absent) when its turn comes: after the batches committed before it,
+    /// those earlier in its own group included. Otherwise nothing of it is
+    /// stored and its caller gets [`CommitError::Conflict`]. The value is
+    /// compared as encoded, byte for byte (see the module doc).
+    pub fn expect<K: Key, V: Record>(
+        &mut self,
+        table: &Table<K, V>,
+        key: &K,
+        expected: Option<&V>,
+    ) -> Result<&mut Self, EncodeError> {
+        let raw = expected.map(|value| encode_value(table.name(), value)).transpose()?;
+        self.guards.push((table.key_bytes(key), raw));
+        Ok(self)
+    }
+
+    /// The same as [`Batch::expect`] for a subscriber's stored offset (see
+    /// [`Batch::set_offset`]): `None` expects no offset stored.
+    pub fn expect_offset(&mut self, subscriber: &str, expected: Option<u64>) -> &mut Self {
+        self.guards.push((offset_key(subscriber), expected.map(|seq| seq.to_be_bytes().to_vec())));
+        self
+    }
+
+    /// Moves everything of `other` into this batch, after what it holds,
+    /// its guards included: the whole commits only if all of them hold.
     pub fn extend(&mut self, other: Batch) -> &mut Self {
         self.writes.extend(other.writes);
         self.events.extend(other.events);
         self.trimmed.extend(other.trimmed);
         self.adds.extend(other.adds);
+        self.guards.extend(other.guards);
         self
     }
 
-    /// Whether the batch would write nothing.
+    /// Whether the batch would write nothing. Guards are not writes: a batch
+    /// holding only guards is empty (committing it would store nothing; it
+    /// would only tell whether they hold).
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty() && self.events.is_empty() && self.trimmed.is_empty() && self.adds.is_empty()
     }
@@ -139,6 +202,26 @@ impl Batch {
         self.events.len()
     }
 
+    /// The batch as bytes, guards included, for a node that forwards it to
+    /// the node that writes the log ([`Batch::decode`] reads it back there).
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        postcard::to_extend(self, vec![BATCH_FORMAT]).map_err(|source| EncodeError { table: "batch", source })
+    }
+
+    /// Reads a batch [`Batch::encode`] wrote. Any other input, truncated or
+    /// garbage, is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Batch, BatchDecodeError> {
+        let (&format, body) = bytes.split_first().ok_or(BatchDecodeError::Empty)?;
+        if format != BATCH_FORMAT {
+            return Err(BatchDecodeError::UnknownFormat(format));
+        }
+        let (batch, rest) = postcard::take_from_bytes(body).map_err(BatchDecodeError::Malformed)?;
+        if !rest.is_empty() {
+            return Err(BatchDecodeError::Malformed(postcard::Error::DeserializeBadEncoding));
+        }
+        Ok(batch)
+    }
+
     /// The last write this batch holds for a raw key: `Some(None)` for a
     /// delete, `None` if the batch does not touch the key.
     pub(crate) fn staged(&self, raw_key: &[u8]) -> Option<Option<&[u8]>> {
@@ -147,7 +230,7 @@ impl Batch {
 }
 
 /// The answer to a committed batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     /// The seq of the batch's first event, if it had any.
     pub first_seq: Option<u64>,
@@ -174,6 +257,10 @@ pub enum CommitError {
     /// process restarts from disk.
     #[error("the store stopped taking writes after a storage fault: {0}")]
     Stopped(Arc<str>),
+    /// A guard of the batch did not hold ([`Batch::expect`]): nothing of it
+    /// was stored, and the journal goes on. Holds the key, printable.
+    #[error("journal refused a batch: expected value of key {0} did not hold")]
+    Conflict(String),
 }
 
 /// Tuning for the journal task.
@@ -377,6 +464,71 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// A raw key as text: its printable bytes as they are, the others escaped.
+pub(crate) fn printable(key: &[u8]) -> String {
+    key.escape_ascii().to_string()
+}
+
+/// Answers with [`CommitError::Conflict`] and removes from `pending` every
+/// submission whose guards do not hold, each checked in order against the
+/// store plus the writes of the submissions before it that remain. The
+/// caller must be the store's one writer, between two groups: everything
+/// committed before is in the store, so what is read is what the batch
+/// would follow. A group without guards costs one look at each batch.
+pub(crate) fn refuse_conflicts(store: &Store, pending: &mut Vec<Submission>) {
+    let Some(last_guarded) = pending.iter().rposition(|s| !s.batch.guards.is_empty()) else {
+        return;
+    };
+    let mut verdicts = Vec::with_capacity(last_guarded + 1);
+    {
+        // The last write to each key among the submissions that remain.
+        let mut staged: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
+        for submission in &pending[..=last_guarded] {
+            let verdict = check_guards(store, &staged, &submission.batch.guards);
+            if verdict.is_none() {
+                for (key, value) in &submission.batch.writes {
+                    staged.insert(key, value.as_deref());
+                }
+            }
+            verdicts.push(verdict);
+        }
+    }
+    let mut verdicts = verdicts.into_iter();
+    let mut kept = Vec::with_capacity(pending.len());
+    for submission in pending.drain(..) {
+        match verdicts.next().flatten() {
+            Some(refusal) => {
+                tracing::debug!(%refusal, "a batch's guard did not hold: nothing of it is stored");
+                let _ = submission.reply.send(Err(refusal));
+            }
+            None => kept.push(submission),
+        }
+    }
+    *pending = kept;
+}
+
+/// Why one batch's guards do not hold, if they do not: the first that
+/// fails, or a read that failed (the batch is refused; nothing was written).
+fn check_guards(
+    store: &Store,
+    staged: &HashMap<&[u8], Option<&[u8]>>,
+    guards: &[(Vec<u8>, Option<Vec<u8>>)],
+) -> Option<CommitError> {
+    for (key, expected) in guards {
+        let holds = match staged.get(key.as_slice()) {
+            Some(value) => *value == expected.as_deref(),
+            None => match store.shared.records.get(key) {
+                Ok(value) => value.as_deref() == expected.as_deref(),
+                Err(e) => return Some(CommitError::Write(format!("reading guarded key {}: {e}", printable(key)))),
+            },
+        };
+        if !holds {
+            return Some(CommitError::Conflict(printable(key)));
+        }
+    }
+    None
+}
+
 /// The journal task's state.
 struct Writer {
     store: Store,
@@ -571,6 +723,13 @@ impl Writer {
             for submission in pending.drain(..) {
                 let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
             }
+            return;
+        }
+        // The journal is serial: the group before this one is written (and
+        // in fjall's memtables, durable or not) before this one is taken, so
+        // the store holds everything a guard must see but this group.
+        refuse_conflicts(&self.store, pending);
+        if pending.is_empty() {
             return;
         }
         let started = Instant::now();

@@ -30,12 +30,13 @@
 //!   counts ([`Store::count`]), subscriber offsets, [`Store::verify`],
 //!   [`Store::backup`].
 //! - `journal`: the single writer with group commit ([`Journal`], [`Batch`],
-//!   [`Receipt`]), event seq assignment, fail-stop, injected disk faults,
-//!   retention.
+//!   [`Receipt`]), guards (compare-and-set batches), event seq assignment,
+//!   fail-stop, injected disk faults, retention.
 //! - `log`: reading the event log ([`EventLog`]) and waiting for new events.
 //! - `replicated`: a cluster node's journal, whose durable point is a
 //!   replicated log ([`Replicator`]), and the [`Applier`] that rebuilds the
-//!   local store from that log in order.
+//!   local store from that log in order; a node that does not write the
+//!   log forwards its batches to the one that does ([`Forwarded`]).
 //!
 //! # Durability
 //!
@@ -55,10 +56,11 @@ mod store;
 
 pub use codec::{Count, DecodeError, DecodeErrorKind, EncodeError, Key, Record, Table};
 pub use journal::{
-    AlreadyStarted, Batch, CommitError, DiskFaults, Journal, JournalOptions, Pending, Receipt, TrimError,
+    AlreadyStarted, Batch, BatchDecodeError, CommitError, DiskFaults, Journal, JournalOptions, Pending, Receipt,
+    TrimError,
 };
 pub use log::{Committed, EventLog};
-pub use replicated::{Applier, ApplyError, BindLogError, BoxFuture, ReplicateError, Replicator};
+pub use replicated::{Applier, ApplyError, BindLogError, BoxFuture, Forwarded, ReplicateError, Replicator};
 pub use store::{
     BackupError, Closing, Durability, OpenError, Records, StorageError, Store, StoreOptions, Verified, WATERMARK_EVERY,
 };

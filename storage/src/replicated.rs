@@ -17,6 +17,26 @@
 //! position it applies, so after a crash the node resumes applying after
 //! the last position it kept, and loses nothing the log has.
 //!
+//! # Forwarding
+//!
+//! A node that does not write the log ([`Replicator::writes`] is false)
+//! does not group: its journal sends each batch, encoded, to the node that
+//! writes ([`Replicator::forward`]), where that node's journal commits it
+//! (its guards checked there), and answers the caller once this node's
+//! applier has applied the log up to the position the writer gave: a caller
+//! then reads its own writes locally. The batches of one group are
+//! forwarded at once and may commit in any order (they are independent
+//! callers); the next group is taken once all are answered. A refusal
+//! ([`ReplicateError::Refused`], [`ReplicateError::TooLarge`]) stored
+//! nothing: its caller gets [`CommitError::Stopped`]. A conflict is the
+//! writer's [`CommitError::Conflict`]. A failure ([`ReplicateError::Failed`],
+//! or the position not applied here within `APPLY_TIMEOUT`) leaves the batch
+//! in doubt: its caller alone gets [`CommitError::Write`], and unlike a
+//! failed append of its own the journal goes on, since the log was written
+//! elsewhere and this node's store is still a faithful copy of it. A batch
+//! in doubt is its caller's to settle: it guards its batches (its unit's
+//! holder and stored offset) and retries from the offset it finds stored.
+//!
 //! Must not know NATS: the cluster glue implements [`Replicator`] and feeds
 //! [`Applier::apply`].
 
@@ -29,11 +49,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::journal::{
     AlreadyStarted, CommitError, DiskFaults, Group, Journal, JournalOptions, Persist, Receipt, Submission, TailEvents,
-    now_ms, write,
+    now_ms, refuse_conflicts, write,
 };
 use crate::log::{TailEvent, encode_envelope};
 use crate::store::{META_LOG_POSITION, StorageError, Store, WATERMARK_EVERY};
@@ -46,6 +66,33 @@ pub trait Replicator: Send + Sync + 'static {
     /// Stores one encoded group in the replicated log, answering with its
     /// position once the log holds it durably.
     fn append(&self, group: Vec<u8>) -> BoxFuture<'_, Result<u64, ReplicateError>>;
+
+    /// Whether this node writes the log now. When false, the journal does
+    /// not group: it sends each batch to the writer through
+    /// [`Replicator::forward`] and answers once this node has applied it.
+    fn writes(&self) -> bool {
+        true
+    }
+
+    /// Commits one encoded batch ([`Batch::encode`](crate::Batch::encode))
+    /// through the node that writes the log: its receipt there and a log
+    /// position at or past the group holding it.
+    fn forward(&self, batch: Vec<u8>) -> BoxFuture<'_, Result<Forwarded, ReplicateError>> {
+        drop(batch);
+        Box::pin(async { Err(ReplicateError::Refused("this node forwards nothing".into())) })
+    }
+}
+
+/// A batch committed by the node that writes the log, for the node that
+/// forwarded it ([`Replicator::forward`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// What the writer's journal answered.
+    pub receipt: Receipt,
+    /// A log position at or past the group holding the batch (the writer's
+    /// applied position once its commit returned): the forwarding node
+    /// answers its caller once it has applied this far.
+    pub position: u64,
 }
 
 /// A group the replicated log did not take.
@@ -64,6 +111,10 @@ pub enum ReplicateError {
     /// a single batch too large is refused alone, and the journal goes on.
     #[error("the log refused the group for its size: {0}")]
     TooLarge(String),
+    /// The writer's journal refused a forwarded batch: a guard did not hold
+    /// ([`CommitError::Conflict`], with its key). Nothing was stored.
+    #[error("the writer refused a batch: expected value of key {0} did not hold")]
+    Conflict(String),
 }
 
 /// Why a group was not stored: the log's answer, or the journal's own
@@ -176,8 +227,9 @@ impl Journal {
             }),
             position: watch::Sender::new(position),
         });
+        let applied = applier.watch();
         let task = tokio::spawn(
-            ReplicatedWriter { store: store.clone(), writer, waiting, replicator, next_id: 0, failed: None }
+            ReplicatedWriter { store: store.clone(), writer, waiting, replicator, applied, next_id: 0, failed: None }
                 .run(rx, options.max_group.max(1)),
         );
         Ok((Journal { tx, faults, backups: Arc::new(tokio::sync::Mutex::new(())) }, applier, task))
@@ -364,6 +416,9 @@ struct ReplicatedWriter {
     writer: u64,
     waiting: Waiting,
     replicator: Arc<dyn Replicator>,
+    /// The position this node's applier reached: a forwarded batch is
+    /// answered once it passes the batch's.
+    applied: watch::Receiver<u64>,
     next_id: u64,
     failed: Option<Arc<str>>,
 }
@@ -385,13 +440,27 @@ impl ReplicatedWriter {
     /// group the log refuses for its size ([`ReplicateError::TooLarge`]:
     /// a group of up to `max_group` batches can pass a NATS server's max
     /// payload under a rush) is split in halves, each stored on its own;
-    /// a single batch too large is refused alone.
+    /// a single batch too large is refused alone. A node that does not
+    /// write the log forwards the batches instead ([`Self::forward_group`]).
     async fn commit_group(&mut self, pending: &mut Vec<Submission>) {
         while !pending.is_empty() {
             if let Some(reason) = &self.failed {
                 for submission in pending.drain(..) {
                     let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
                 }
+                return;
+            }
+            if !self.replicator.writes() {
+                self.forward_group(pending).await;
+                return;
+            }
+            // The writer is serial: each part is applied by this node's
+            // applier before the next is checked, and a node writes only
+            // once it has applied the log up to its takeover, so the store
+            // holds everything a guard must see but this part. Checked
+            // again after a split: a part refused by the log stored nothing.
+            refuse_conflicts(&self.store, pending);
+            if pending.is_empty() {
                 return;
             }
             let mut take = pending.len();
@@ -445,6 +514,24 @@ impl ReplicatedWriter {
         outcome
     }
 
+    /// Forwards every batch of `pending` to the node that writes the log,
+    /// all at once, each answered on its own (see the module doc); returns
+    /// once all are answered.
+    async fn forward_group(&mut self, pending: &mut Vec<Submission>) {
+        let mut forwards = JoinSet::new();
+        for submission in pending.drain(..) {
+            let (replicator, applied, store) = (self.replicator.clone(), self.applied.clone(), self.store.clone());
+            forwards.spawn(forward(replicator, applied, store, submission));
+        }
+        while let Some(joined) = forwards.join_next().await {
+            // A forward that panicked dropped its caller's reply: the caller
+            // is told the journal closed.
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "forwarding a batch failed");
+            }
+        }
+    }
+
     /// Answers the callers of a group stored (or not) by [`Self::replicate`].
     fn answer(&mut self, part: Vec<Submission>, outcome: Result<u64, Unstored>) {
         let size = part.len();
@@ -474,6 +561,13 @@ impl ReplicatedWriter {
                     let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
                 }
             }
+            Err(Unstored::Log(ReplicateError::Conflict(key))) => {
+                // Not an answer the log gives to an append; nothing was
+                // stored, so the callers are told as a refusal would be.
+                for submission in part {
+                    let _ = submission.reply.send(Err(CommitError::Conflict(key.clone())));
+                }
+            }
             Err(Unstored::Log(ReplicateError::Failed(reason))) => {
                 let reason: Arc<str> = reason.into();
                 self.failed = Some(reason.clone());
@@ -491,4 +585,49 @@ impl ReplicatedWriter {
             }
         }
     }
+}
+
+/// Commits one batch through the node that writes the log and answers its
+/// caller once this node has applied the log that far (see the module doc).
+async fn forward(
+    replicator: Arc<dyn Replicator>,
+    mut applied: watch::Receiver<u64>,
+    store: Store,
+    submission: Submission,
+) {
+    let outcome = match submission.batch.encode() {
+        Ok(payload) => match replicator.forward(payload).await {
+            Ok(Forwarded { receipt, position }) => {
+                match tokio::time::timeout(APPLY_TIMEOUT, applied.wait_for(|at| *at >= position)).await {
+                    Ok(Ok(_)) => Ok(receipt),
+                    Ok(Err(_)) | Err(_) => Err(CommitError::Write(format!(
+                        "batch committed by the writer up to log position {position} was not applied locally \
+                         within {APPLY_TIMEOUT:?}"
+                    ))),
+                }
+            }
+            Err(ReplicateError::Refused(reason) | ReplicateError::TooLarge(reason)) => {
+                Err(CommitError::Stopped(reason.into()))
+            }
+            Err(ReplicateError::Conflict(key)) => Err(CommitError::Conflict(key)),
+            Err(ReplicateError::Failed(reason)) => Err(CommitError::Write(reason)),
+        },
+        Err(e) => Err(CommitError::Write(e.to_string())),
+    };
+    match &outcome {
+        Ok(_) => metrics::counter!("sugang_journal_batches_total", "outcome" => "committed").increment(1),
+        Err(CommitError::Stopped(_)) => {
+            metrics::counter!("sugang_journal_batches_total", "outcome" => "refused").increment(1)
+        }
+        Err(CommitError::Write(reason)) => {
+            tracing::warn!(%reason, "a forwarded batch is in doubt: its caller is told, the journal goes on")
+        }
+        Err(_) => {}
+    }
+    if outcome.is_ok()
+        && let Some(taken) = submission.snapshot
+    {
+        let _ = taken.send(store.snapshot());
+    }
+    let _ = submission.reply.send(outcome);
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sugang_storage::{
-    AlreadyStarted, Batch, CommitError, Count, DecodeError, DecodeErrorKind, Durability, Journal, JournalOptions,
-    OpenError, Receipt, Record, StorageError, Store, StoreOptions, Table, TrimError,
+    AlreadyStarted, Batch, BatchDecodeError, CommitError, Count, DecodeError, DecodeErrorKind, Durability, Journal,
+    JournalOptions, OpenError, Receipt, Record, StorageError, Store, StoreOptions, Table, TrimError,
 };
 use tokio::task::JoinHandle;
 
@@ -1171,4 +1171,166 @@ async fn the_log_reads_alike_from_memory_and_disk() {
     assert_eq!(seqs(&store.events().read::<Happened>(3, 100).unwrap()), vec![5, 6, 7]);
 
     close(store, journal, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_batch_commits_only_if_its_expectations_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_put(&journal, 1, &seat("kim", 1), &[]).await.unwrap();
+
+    let mut holds = Batch::new();
+    holds.expect(&SEATS, &1, Some(&seat("kim", 1))).unwrap().expect(&SEATS, &9, None).unwrap();
+    holds.put(&SEATS, &2, &seat("lee", 2)).unwrap();
+    journal.commit(holds).await.unwrap();
+    assert_eq!(store.get(&SEATS, &2).unwrap(), Some(seat("lee", 2)));
+
+    for expected in [Some(seat("kim", 2)), None] {
+        let mut stale = Batch::new();
+        stale.expect(&SEATS, &1, expected.as_ref()).unwrap();
+        stale.put(&SEATS, &3, &seat("park", 3)).unwrap().set_offset("mail", 1);
+        stale.append(3, &happened("never")).unwrap();
+        match journal.commit(stale).await {
+            Err(error @ CommitError::Conflict(_)) => {
+                assert!(error.to_string().contains("seats"), "the key is named: {error}")
+            }
+            other => panic!("a stale expectation must conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(store.get(&SEATS, &3).unwrap(), None, "nothing of a refused batch is stored");
+    assert_eq!(store.offset("mail").unwrap(), None);
+    assert_eq!(store.events().last_seq(), 0, "a refused batch takes no seq");
+    assert!(store.failure().borrow().is_none(), "a conflict is no storage fault");
+
+    let offset = |expected: Option<u64>, next: u64| {
+        let mut batch = Batch::new();
+        batch.expect_offset("mail", expected).set_offset("mail", next);
+        journal.commit(batch)
+    };
+    offset(None, 5).await.unwrap();
+    assert!(matches!(offset(None, 6).await, Err(CommitError::Conflict(_))), "an offset is stored now");
+    assert!(matches!(offset(Some(4), 6).await, Err(CommitError::Conflict(_))), "another offset is stored");
+    offset(Some(5), 6).await.unwrap();
+    assert_eq!(store.offset("mail").unwrap(), Some(6));
+
+    let mut extended = Batch::new();
+    let mut stale = Batch::new();
+    stale.expect_offset("mail", Some(5));
+    extended.put(&SEATS, &4, &seat("choi", 4)).unwrap().extend(stale);
+    assert!(matches!(journal.commit(extended).await, Err(CommitError::Conflict(_))), "extend carries guards");
+    let mut only_guards = Batch::new();
+    only_guards.expect_offset("mail", Some(6));
+    assert!(only_guards.is_empty(), "guards are not writes");
+    journal.commit(only_guards).await.unwrap();
+    assert_eq!(store.get(&SEATS, &4).unwrap(), None);
+    close(store, journal, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guards_in_one_group_see_the_writes_of_the_batches_before_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let (journal, task) = start(&store);
+    commit_put(&journal, 9, &seat("han", 9), &["first"]).await.unwrap();
+
+    // A slow flush holds the journal on one group while the next batches
+    // queue up: they are taken together, as one group.
+    journal.faults().slow_flushes(Duration::from_millis(300));
+    let blocker = journal.submit(Batch::new()).await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while journal.queued() > 0 {
+        assert!(Instant::now() < deadline, "the blocker was never taken");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut batches = Vec::new();
+    // 1: writes seat 1 and an offset, no guard.
+    let mut batch = Batch::new();
+    batch.put(&SEATS, &1, &seat("kim", 1)).unwrap().set_offset("mail", 3);
+    batches.push(batch);
+    // 2: holds only through 1's writes.
+    let mut batch = Batch::new();
+    batch.expect(&SEATS, &1, Some(&seat("kim", 1))).unwrap().expect_offset("mail", Some(3));
+    batch.put(&SEATS, &2, &seat("lee", 2)).unwrap();
+    batch.append(2, &happened("two")).unwrap();
+    batches.push(batch);
+    // 3: true of the store, false after 1: refused.
+    let mut batch = Batch::new();
+    batch.expect(&SEATS, &1, None).unwrap();
+    batch.put(&SEATS, &3, &seat("park", 3)).unwrap();
+    batch.append(3, &happened("three")).unwrap();
+    batches.push(batch);
+    // 4: no guard, after a refused batch.
+    let mut batch = Batch::new();
+    batch.put(&SEATS, &4, &seat("choi", 4)).unwrap();
+    batch.append(4, &happened("four")).unwrap();
+    batches.push(batch);
+    // 5: holds only if 3's write was dropped; deletes seat 9 for 6.
+    let mut batch = Batch::new();
+    batch.expect(&SEATS, &3, None).unwrap();
+    batch.delete(&SEATS, &9);
+    batches.push(batch);
+    // 6: holds only through 5's delete.
+    let mut batch = Batch::new();
+    batch.expect(&SEATS, &9, None).unwrap();
+    batch.put(&SEATS, &6, &seat("jung", 6)).unwrap();
+    batches.push(batch);
+    let mut pending = Vec::new();
+    for batch in batches {
+        pending.push(journal.submit(batch).await.unwrap());
+    }
+    assert_eq!(journal.queued(), 6, "the six batches wait together");
+    blocker.durable().await.unwrap();
+    let mut outcomes = Vec::new();
+    for one in pending {
+        outcomes.push(one.durable().await);
+    }
+    journal.faults().slow_flushes(Duration::ZERO);
+    assert!(matches!(outcomes[2], Err(CommitError::Conflict(_))), "3 conflicts: {:?}", outcomes[2]);
+    assert_eq!(outcomes[1].as_ref().unwrap(), &Receipt { first_seq: Some(2), seq: 2 });
+    assert_eq!(outcomes[3].as_ref().unwrap(), &Receipt { first_seq: Some(3), seq: 3 }, "3 took no seq");
+    for i in [0, 4, 5] {
+        assert!(outcomes[i].is_ok(), "batch {} commits: {:?}", i + 1, outcomes[i]);
+    }
+    assert_eq!(store.get(&SEATS, &2).unwrap(), Some(seat("lee", 2)));
+    assert_eq!(store.get(&SEATS, &3).unwrap(), None);
+    assert_eq!(store.get(&SEATS, &4).unwrap(), Some(seat("choi", 4)));
+    assert_eq!(store.get(&SEATS, &9).unwrap(), None);
+    assert_eq!(store.get(&SEATS, &6).unwrap(), Some(seat("jung", 6)));
+    let events = store.events().read::<Happened>(1, 10).unwrap();
+    assert_eq!(events.iter().map(|e| e.event.what.as_str()).collect::<Vec<_>>(), ["first", "two", "four"]);
+    close(store, journal, task).await;
+}
+
+#[test]
+fn a_batch_encodes_and_decodes_and_garbage_is_a_typed_error() {
+    let mut batch = Batch::new();
+    batch.put(&SEATS, &1, &seat("kim", 1)).unwrap().delete(&SEATS, &2);
+    batch.add(&SEATS_PER_STUDENT, &"kim".to_owned(), 3).set_offset("mail", 7).remove_offset("old");
+    batch.append(1, &happened("enrolled")).unwrap();
+    batch.expect(&SEATS, &1, None).unwrap().expect(&SEATS, &3, Some(&seat("lee", 3))).unwrap();
+    batch.expect_offset("mail", Some(6));
+    let bytes = batch.encode().unwrap();
+    let back = Batch::decode(&bytes).unwrap();
+    assert_eq!(format!("{back:?}"), format!("{batch:?}"), "every field comes back");
+    assert_eq!(back.encode().unwrap(), bytes);
+
+    assert!(matches!(Batch::decode(&[]), Err(BatchDecodeError::Empty)));
+    let mut other_format = bytes.clone();
+    other_format[0] = 0xee;
+    assert!(matches!(Batch::decode(&other_format), Err(BatchDecodeError::UnknownFormat(0xee))));
+    for end in 1..bytes.len() {
+        assert!(Batch::decode(&bytes[..end]).is_err(), "a batch cut at {end} bytes decodes");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(matches!(Batch::decode(&longer), Err(BatchDecodeError::Malformed(_))), "bytes left over");
+    let mut rng = fastrand::Rng::with_seed(16);
+    for _ in 0..2000 {
+        let mut garbage: Vec<u8> = (0..rng.usize(0..64)).map(|_| rng.u8(..)).collect();
+        if rng.bool() && !garbage.is_empty() {
+            garbage[0] = bytes[0];
+        }
+        let _ = Batch::decode(&garbage);
+    }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sugang_storage::{
-    Applier, ApplyError, Batch, BoxFuture, CommitError, Count, Journal, JournalOptions, Record, ReplicateError,
-    Replicator, Store, StoreOptions, Table,
+    Applier, ApplyError, Batch, BoxFuture, CommitError, Count, Forwarded, Journal, JournalOptions, Record,
+    ReplicateError, Replicator, Store, StoreOptions, Table,
 };
 use tokio::sync::mpsc;
 
@@ -338,4 +338,173 @@ async fn a_group_too_large_for_the_log_is_stored_in_parts_and_a_batch_too_large_
         assert!(store.get(&PADDING, &1000).unwrap().is_none());
     }
     assert_eq!(b.events().last_seq(), a.events().last_seq());
+}
+
+/// Waits until `journal` has taken every batch submitted to it.
+async fn taken(journal: &Journal) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while journal.queued() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the journal never took its batches");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guards_hold_on_a_replicated_journal_as_on_the_embedded_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let store = open(dir.path());
+    let (journal, applier, _task) =
+        Journal::start_replicated(&store, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    // The applier starts late: the journal waits for its first group to
+    // come back while the next batches queue up, and takes them as one.
+    let blocker = journal.submit(batch(9)).await.unwrap();
+    taken(&journal).await;
+    let mut batches = Vec::new();
+    // 1: writes row 1 and an offset, no guard.
+    let mut one = Batch::new();
+    one.put(&ROWS, &1, &Row(1)).unwrap().set_offset("mail", 3);
+    batches.push(one);
+    // 2: holds only through 1's writes.
+    let mut two = Batch::new();
+    two.expect(&ROWS, &1, Some(&Row(1)))
+        .unwrap()
+        .expect_offset("mail", Some(3))
+        .expect(&ROWS, &9, Some(&Row(9)))
+        .unwrap();
+    two.put(&ROWS, &2, &Row(2)).unwrap().append(2, &Happened(2)).unwrap();
+    batches.push(two);
+    // 3: true of the store, false after 1: refused.
+    let mut three = Batch::new();
+    three.expect(&ROWS, &1, None).unwrap().put(&ROWS, &3, &Row(3)).unwrap().append(3, &Happened(3)).unwrap();
+    batches.push(three);
+    // 4: holds only if 3's write was dropped.
+    let mut four = Batch::new();
+    four.expect(&ROWS, &3, None).unwrap().put(&ROWS, &4, &Row(4)).unwrap().append(4, &Happened(4)).unwrap();
+    batches.push(four);
+    let mut pending = Vec::new();
+    for batch in batches {
+        pending.push(journal.submit(batch).await.unwrap());
+    }
+    assert_eq!(journal.queued(), 4, "the four batches wait together");
+    apply_from(&log, applier.clone());
+    blocker.durable().await.unwrap();
+    let mut outcomes = Vec::new();
+    for one in pending {
+        outcomes.push(one.durable().await);
+    }
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    // batch(9) appended nothing (9 % 3 == 0): 2's event is the log's first.
+    assert_eq!(outcomes[1].as_ref().unwrap().first_seq, Some(1));
+    assert!(matches!(outcomes[2], Err(CommitError::Conflict(_))), "{:?}", outcomes[2]);
+    assert_eq!(outcomes[3].as_ref().unwrap().first_seq, Some(2), "3 took no seq");
+    assert_eq!(store.get(&ROWS, &3).unwrap(), None);
+    assert_eq!(store.get(&ROWS, &4).unwrap(), Some(Row(4)));
+    assert_eq!(log.messages.lock().unwrap().len(), 2, "one group for the blocker, one for the rest");
+
+    let mut stale = Batch::new();
+    stale.expect_offset("mail", None).set_offset("mail", 4);
+    assert!(matches!(journal.commit(stale).await, Err(CommitError::Conflict(_))));
+    let mut fresh = Batch::new();
+    fresh.expect_offset("mail", Some(3)).set_offset("mail", 4);
+    journal.commit(fresh).await.unwrap();
+    assert_eq!(store.offset("mail").unwrap(), Some(4));
+    assert!(store.failure().borrow().is_none());
+}
+
+/// A node that does not write the log: it forwards each batch to the
+/// writer's journal, as the cluster glue does over NATS.
+struct Forwarder {
+    journal: Journal,
+    applier: Arc<Applier>,
+    /// The answer to the next forward instead of committing it.
+    next_refusal: Mutex<Option<ReplicateError>>,
+}
+
+impl Replicator for Forwarder {
+    fn append(&self, _group: Vec<u8>) -> BoxFuture<'_, Result<u64, ReplicateError>> {
+        Box::pin(async { Err(ReplicateError::Refused("a forwarding node appends nothing".into())) })
+    }
+
+    fn writes(&self) -> bool {
+        false
+    }
+
+    fn forward(&self, batch: Vec<u8>) -> BoxFuture<'_, Result<Forwarded, ReplicateError>> {
+        Box::pin(async move {
+            if let Some(refusal) = self.next_refusal.lock().unwrap().take() {
+                return Err(refusal);
+            }
+            let batch = Batch::decode(&batch).map_err(|e| ReplicateError::Refused(e.to_string()))?;
+            match self.journal.commit(batch).await {
+                Ok(receipt) => Ok(Forwarded { receipt, position: self.applier.position() }),
+                Err(CommitError::Conflict(key)) => Err(ReplicateError::Conflict(key)),
+                Err(e) => Err(ReplicateError::Failed(e.to_string())),
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_write_forwards_and_answers_once_it_applied() {
+    let (w_dir, f_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = Arc::new(Log::default());
+    let w = open(w_dir.path());
+    let (w_journal, w_applier, _w_task) =
+        Journal::start_replicated(&w, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    apply_from(&log, w_applier.clone());
+    let forwarder =
+        Arc::new(Forwarder { journal: w_journal.clone(), applier: w_applier.clone(), next_refusal: Mutex::default() });
+    let f = open(f_dir.path());
+    let (journal, f_applier, _f_task) =
+        Journal::start_replicated(&f, JournalOptions::default(), forwarder.clone()).unwrap();
+
+    // The writer commits at once; the caller waits for its own node.
+    let first = tokio::spawn({
+        let journal = journal.clone();
+        async move { journal.commit(batch(1)).await }
+    });
+    assert!(w_applier.reached(1, Duration::from_secs(10)).await, "the writer commits the forwarded batch");
+    assert_eq!(w.get(&ROWS, &1).unwrap(), Some(Row(1)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!first.is_finished(), "answered before this node applied the batch");
+    apply_from(&log, f_applier.clone());
+    let receipt = first.await.unwrap().unwrap();
+    assert_eq!(receipt, sugang_storage::Receipt { first_seq: Some(1), seq: 1 });
+    assert_eq!(f.get(&ROWS, &1).unwrap(), Some(Row(1)), "a caller reads its own write on its node");
+
+    // Many callers at once: each forwarded, each answered.
+    let mut committers = Vec::new();
+    for i in 2..=30u64 {
+        let journal = journal.clone();
+        committers.push(tokio::spawn(async move { journal.commit(batch(i)).await }));
+    }
+    for committer in committers {
+        committer.await.unwrap().unwrap();
+    }
+    assert_eq!(f.count(&TOTALS, &"rows".to_string()).unwrap(), 30);
+    assert_eq!(f.events().last_seq(), w.events().last_seq());
+
+    // A guard is checked by the writer; its conflict comes back.
+    let mut stale = Batch::new();
+    stale.expect(&ROWS, &1, Some(&Row(99))).unwrap().put(&ROWS, &100, &Row(100)).unwrap();
+    match journal.commit(stale).await {
+        Err(CommitError::Conflict(key)) => assert!(key.contains("rows"), "{key}"),
+        other => panic!("a stale guard must conflict, got {other:?}"),
+    }
+    assert_eq!(w.get(&ROWS, &100).unwrap(), None);
+
+    // A refusal stores nothing and stops nothing.
+    *forwarder.next_refusal.lock().unwrap() = Some(ReplicateError::Refused("no writer now".into()));
+    assert!(matches!(journal.commit(batch(31)).await, Err(CommitError::Stopped(_))));
+    journal.commit(batch(32)).await.unwrap();
+    // A failure is in doubt for its caller alone: the node goes on.
+    *forwarder.next_refusal.lock().unwrap() = Some(ReplicateError::Failed("no answer in time".into()));
+    assert!(matches!(journal.commit(batch(33)).await, Err(CommitError::Write(_))));
+    assert!(f.failure().borrow().is_none(), "a forward in doubt does not fail the store");
+    journal.commit(batch(34)).await.unwrap();
+    for (i, there) in [(31, false), (32, true), (33, false), (34, true)] {
+        assert_eq!(f.get(&ROWS, &i).unwrap().is_some(), there, "row {i}");
+    }
+    assert!(w.failure().borrow().is_none());
 }
