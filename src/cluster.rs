@@ -19,6 +19,16 @@
 //! fenced stops the process (exit 70): its supervisor starts it again, as
 //! a replica.
 //!
+//! The subscribers' work is shared: every node runs a bus, and each
+//! subscriber *unit* (a worker: `delivery`, `mypage#1`) runs on the node
+//! that holds its lease (`unit.<name>` in the lease bucket), the nodes
+//! taking their fair share as they come and go. A unit's worker on a node
+//! that is not the primary reads the events from its copy of the log and
+//! sends each batch of effects to the primary to commit; every batch is
+//! guarded by the unit's holder record and the worker's offset, so each
+//! event takes effect once, whichever node handles it, and a node that lost
+//! a unit (paused past its lease) commits nothing more for it.
+//!
 //! Why one primary rather than an owner per course: see the README's
 //! cluster section; the foundation crate has per-course leases and fences
 //! for the step after this one.
@@ -33,6 +43,7 @@ use sugang_actors::{Config, Sugang};
 use sugang_cluster::{AcquireError, Cluster, ClusterConfig, ForwardError as NatsForwardError, LeaseError};
 use sugang_http::{
     ClusterLink, ClusterStatus, ForwardError, ForwardedRequest, ForwardedResponse, NodeRole, NodeStatus, StreamStatus,
+    UnitStatus,
 };
 use sugang_storage::{Applier, BoxFuture, Journal, JournalOptions, ReplicateError, Replicator, Store, StoreOptions};
 use tokio::sync::{mpsc, oneshot};
@@ -60,12 +71,52 @@ pub(crate) struct Node {
     pub(crate) released: oneshot::Receiver<()>,
 }
 
-/// The journal's way into the log: only the primary has a writer.
+/// The journal's way into the log: only the primary has a writer; another
+/// node forwards each batch (its subscriber units' effects) to it.
 struct LogReplicator {
     writer: tokio::sync::Mutex<Option<sugang_cluster::LogWriter>>,
+    /// Set once `writer` is: this node writes the log.
+    writing: AtomicBool,
+    /// How a batch reaches the primary (set once the link exists).
+    link: std::sync::OnceLock<Arc<Link>>,
+}
+
+impl LogReplicator {
+    /// A replicator that writes the log through `writer`, or (`None`) not
+    /// yet: it forwards until it has one.
+    fn new(writer: Option<sugang_cluster::LogWriter>) -> LogReplicator {
+        LogReplicator {
+            writing: AtomicBool::new(writer.is_some()),
+            writer: tokio::sync::Mutex::new(writer),
+            link: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 impl Replicator for LogReplicator {
+    fn writes(&self) -> bool {
+        self.writing.load(Ordering::SeqCst)
+    }
+
+    fn forward(&self, batch: Vec<u8>) -> BoxFuture<'_, Result<sugang_storage::Forwarded, ReplicateError>> {
+        Box::pin(async move {
+            let Some(link) = self.link.get() else {
+                return Err(ReplicateError::Refused("this node is not connected to the cluster yet".into()));
+            };
+            let started = Instant::now();
+            let outcome = link.commit(batch).await;
+            let label = match &outcome {
+                Ok(_) => "committed",
+                Err(ReplicateError::Conflict(_)) => "conflict",
+                Err(ReplicateError::Failed(_)) => "failed",
+                Err(_) => "refused",
+            };
+            metrics::counter!("sugang_cluster_forwarded_commits_total", "outcome" => label).increment(1);
+            metrics::histogram!("sugang_cluster_forwarded_commit_seconds").record(started.elapsed().as_secs_f64());
+            outcome
+        })
+    }
+
     fn append(&self, group: Vec<u8>) -> BoxFuture<'_, Result<u64, ReplicateError>> {
         Box::pin(async move {
             let mut writer = self.writer.lock().await;
@@ -95,6 +146,32 @@ impl Replicator for LogReplicator {
         })
     }
 }
+
+/// What a node sends the primary: a request a client made of it, or a
+/// batch of its subscriber units' effects to commit (`Batch::encode`).
+#[derive(serde::Serialize, serde::Deserialize)]
+enum ToPrimary {
+    Request(ForwardedRequest),
+    Commit(Vec<u8>),
+}
+
+/// The primary's answer to a forwarded commit.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum CommitAnswer {
+    /// Committed and applied on the primary: its receipt, and a log
+    /// position at or past the group that holds it.
+    Committed { first_seq: Option<u64>, seq: u64, position: u64 },
+    /// Nothing stored: the node is not (or no longer) the log's writer.
+    Refused(String),
+    /// Nothing stored: a guard did not hold (the unit moved, or the batch
+    /// was committed already).
+    Conflict(String),
+    /// The primary's journal failed: the batch may or may not be stored.
+    Failed(String),
+}
+
+/// How long a forwarded commit keeps looking for a primary that can take it.
+const COMMIT_PATIENCE: Duration = Duration::from_secs(15);
 
 /// What the front asks of the cluster.
 pub(crate) struct Link {
@@ -155,19 +232,100 @@ impl Link {
             .map_err(|e| NatsForwardError::Nats { course: 0, source: format!("a malformed answer: {e}").into() })
     }
 
+    /// Commits `batch` through the primary, waiting (bounded) for one that
+    /// takes it: nothing is stored while there is none, so trying again is
+    /// safe; a primary that dies with the batch in flight leaves it in
+    /// doubt (`Failed`), which its guards make safe to send again.
+    async fn commit(&self, batch: Vec<u8>) -> Result<sugang_storage::Forwarded, ReplicateError> {
+        let payload =
+            postcard::to_allocvec(&ToPrimary::Commit(batch)).map_err(|e| ReplicateError::Refused(e.to_string()))?;
+        let deadline = Instant::now() + COMMIT_PATIENCE;
+        let mut refused = String::from("no primary");
+        while Instant::now() < deadline {
+            let node = match self.primary_name() {
+                Some(node) => node,
+                None => match self.lookup_primary().await {
+                    Some(node) => node,
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
+                    }
+                },
+            };
+            if node == self.cluster.node() {
+                // This node is becoming the primary: its journal writes the
+                // log itself from its next group on.
+                return Err(ReplicateError::Refused("this node is becoming the primary".into()));
+            }
+            let answer = tokio::select! {
+                answer = self.cluster.forward_to(&node, 0, payload.clone().into()) => answer,
+                () = self.primary_gone(&node) => {
+                    return Err(ReplicateError::Failed(format!("the primary {node} lost its lease with the batch in flight")));
+                }
+            };
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(NatsForwardError::TimedOut { .. }) => {
+                    return Err(ReplicateError::Failed(format!("the primary {node} did not answer in time")));
+                }
+                Err(e) => {
+                    refused = e.to_string();
+                    self.set_primary_name(None);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            };
+            match postcard::from_bytes::<CommitAnswer>(&answer) {
+                Ok(CommitAnswer::Committed { first_seq, seq, position }) => {
+                    return Ok(sugang_storage::Forwarded {
+                        receipt: sugang_storage::Receipt { first_seq, seq },
+                        position,
+                    });
+                }
+                Ok(CommitAnswer::Refused(reason)) => {
+                    refused = reason;
+                    self.set_primary_name(None);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Ok(CommitAnswer::Conflict(reason)) => return Err(ReplicateError::Conflict(reason)),
+                Ok(CommitAnswer::Failed(reason)) => return Err(ReplicateError::Failed(reason)),
+                Err(e) => return Err(ReplicateError::Failed(format!("a malformed answer from {node}: {e}"))),
+            }
+        }
+        Err(ReplicateError::Refused(format!("no primary took the batch within {COMMIT_PATIENCE:?}: {refused}")))
+    }
+
     async fn status_now(&self) -> Result<ClusterStatus, String> {
         let info = self.cluster.log_info().await.map_err(|e| format!("reading the log stream: {e}"))?;
         let primary = self.cluster.primary().await.map_err(|e| format!("reading the primary lease: {e}"))?;
         let nodes = self.cluster.nodes().await.map_err(|e| format!("reading the node registry: {e}"))?;
+        let units = self.cluster.unit_leases().await.map_err(|e| format!("reading the unit leases: {e}"))?;
         let now = unix_ms();
-        let courses = match self.sugang.upgrade() {
-            Some(sugang) => {
+        let (courses, offsets, last_seq) = match self.sugang.upgrade() {
+            Some(sugang) => (
                 sugang
                     .courses(None, sugang_actors::PageRequest { number: 0, size: 1 })
                     .map_err(|e| format!("counting the courses: {e}"))?
-                    .total as u64
-            }
-            None => 0,
+                    .total as u64,
+                sugang.store().offsets().map_err(|e| format!("reading the subscribers' offsets: {e}"))?,
+                sugang.last_seq(),
+            ),
+            None => (0, Vec::new(), 0),
+        };
+        let units_of = |node: &str| -> Vec<UnitStatus> {
+            units
+                .iter()
+                .filter(|u| u.node == node)
+                .map(|u| {
+                    let offset = offsets.iter().find(|(name, _)| *name == u.unit).map_or(0, |(_, at)| *at);
+                    UnitStatus {
+                        name: u.unit.clone(),
+                        offset,
+                        lag: last_seq.saturating_sub(offset),
+                        lease_age_ms: u.renewed_ms_ago,
+                    }
+                })
+                .collect()
         };
         let primary_name = primary.as_ref().map(|p| p.record.node.clone());
         let last = info.last_position;
@@ -200,6 +358,7 @@ impl Link {
                         heartbeat_age_ms: n.heartbeat_ms_ago.unwrap_or(0),
                         // The primary owns every course; see the module doc.
                         courses_owned: if is_primary { courses } else { 0 },
+                        units: units_of(&n.node),
                         name: n.node,
                     }
                 })
@@ -226,7 +385,8 @@ impl ClusterLink for Link {
         request: ForwardedRequest,
     ) -> Pin<Box<dyn Future<Output = Result<ForwardedResponse, ForwardError>> + Send + '_>> {
         Box::pin(async move {
-            let payload = postcard::to_allocvec(&request).map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+            let payload = postcard::to_allocvec(&ToPrimary::Request(request))
+                .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
             // The primary as last seen, then once more after a fresh look at
             // the lease: it may have changed hands since.
             let mut node = match self.primary_name() {
@@ -339,7 +499,7 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
             )
         })?;
     }
-    let replicator = Arc::new(LogReplicator { writer: tokio::sync::Mutex::new(None) });
+    let replicator = Arc::new(LogReplicator::new(None));
     let (journal, applier, journal_task) =
         Journal::start_replicated(&store, JournalOptions::default(), replicator.clone()).map_err(|e| e.to_string())?;
     let stop_following = tokio_util::sync::CancellationToken::new();
@@ -386,6 +546,7 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
         sugang: sugang.downgrade(),
     });
     link.lookup_primary().await;
+    let _ = replicator.link.set(link.clone());
     // A JetStream cluster just started can refuse the buckets' first
     // writes for a few seconds (their streams have no leader yet).
     let started_heartbeat = Instant::now();
@@ -411,7 +572,10 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
         });
     }
     let (to_front, forwarded) = mpsc::channel(1024);
-    serve_forwarded(&cluster, to_front).await?;
+    let writer = Writer { sugang: sugang.downgrade(), applied: applier.watch(), replicator: replicator.clone() };
+    serve_forwarded(&cluster, to_front, writer).await?;
+    sugang.share_subscribers().await.map_err(|e| format!("starting the subscribers: {e}"))?;
+    tokio::spawn(share_units(cluster.clone(), sugang.downgrade(), options.lease_ttl, stopping.clone()));
     let (released_tx, released) = oneshot::channel();
     tokio::spawn(contend(
         cluster,
@@ -594,30 +758,66 @@ async fn refollow(cluster: &Cluster, applier: &Applier) -> sugang_cluster::LogFo
     }
 }
 
-/// Answers the requests replicas forward to this node, through the front.
-async fn serve_forwarded(cluster: &Cluster, to_front: mpsc::Sender<Forwarded>) -> Result<(), String> {
+/// What commits the batches other nodes forward: this node's journal, once
+/// it writes the log (weak handles: they must not keep the node's store
+/// open once it stops).
+struct Writer {
+    sugang: sugang_actors::WeakSugang,
+    applied: tokio::sync::watch::Receiver<u64>,
+    replicator: Arc<LogReplicator>,
+}
+
+impl Writer {
+    async fn commit(&self, batch: &[u8]) -> CommitAnswer {
+        if !self.replicator.writes() {
+            return CommitAnswer::Refused("this node is not the primary".into());
+        }
+        let Some(sugang) = self.sugang.upgrade() else {
+            return CommitAnswer::Refused("this node is stopping".into());
+        };
+        match sugang.commit_forwarded(batch).await {
+            // Answered once applied here: the position now holds it.
+            Ok(receipt) => CommitAnswer::Committed {
+                first_seq: receipt.first_seq,
+                seq: receipt.seq,
+                position: *self.applied.borrow(),
+            },
+            Err(sugang_storage::CommitError::Conflict(reason)) => CommitAnswer::Conflict(reason),
+            Err(e @ sugang_storage::CommitError::Stopped(_)) if !self.replicator.writes() => {
+                CommitAnswer::Refused(e.to_string())
+            }
+            Err(e) => CommitAnswer::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Answers what other nodes forward to this node: clients' requests,
+/// through the front, and their units' batches, through the journal.
+async fn serve_forwarded(cluster: &Cluster, to_front: mpsc::Sender<Forwarded>, writer: Writer) -> Result<(), String> {
     let mut commands = cluster.serve_commands().await.map_err(|e| format!("subscribing to forwards: {e}"))?;
+    let writer = Arc::new(writer);
     tokio::spawn(async move {
         while let Some(command) = commands.next().await {
-            let to_front = to_front.clone();
+            let (to_front, writer) = (to_front.clone(), writer.clone());
             tokio::spawn(async move {
-                let answer = match postcard::from_bytes::<ForwardedRequest>(command.payload()) {
-                    Ok(request) => {
+                let encoded = match postcard::from_bytes::<ToPrimary>(command.payload()) {
+                    Ok(ToPrimary::Request(request)) => {
                         let (reply, answer) = oneshot::channel();
                         if to_front.send((request, reply)).await.is_err() {
                             return;
                         }
                         match answer.await {
-                            Ok(answer) => answer,
+                            Ok(answer) => postcard::to_allocvec(&answer),
                             Err(_) => return,
                         }
                     }
+                    Ok(ToPrimary::Commit(batch)) => postcard::to_allocvec(&writer.commit(&batch).await),
                     Err(e) => {
                         tracing::warn!(error = %e, "a malformed forwarded request");
-                        ForwardedResponse { status: 400, headers: Vec::new(), body: Vec::new() }
+                        postcard::to_allocvec(&ForwardedResponse { status: 400, headers: Vec::new(), body: Vec::new() })
                     }
                 };
-                match postcard::to_allocvec(&answer) {
+                match encoded {
                     Ok(bytes) => {
                         if let Err(e) = command.respond(bytes.into()).await {
                             tracing::warn!(error = %e, "answering a forwarded request failed");
@@ -629,6 +829,106 @@ async fn serve_forwarded(cluster: &Cluster, to_front: mpsc::Sender<Forwarded>) -
         }
     });
     Ok(())
+}
+
+/// Takes and keeps this node's fair share of the subscriber units: every
+/// third of the lease TTL it renews the unit leases it holds (stopping the
+/// worker of one it lost), gives up units beyond its share (a node joined),
+/// and acquires free ones up to it (a node left or died: its leases expire).
+/// On stop, once the workers have stopped, it releases them all, for the
+/// other nodes to take at once.
+async fn share_units(
+    cluster: Cluster,
+    sugang: sugang_actors::WeakSugang,
+    ttl: Duration,
+    stopping: tokio_util::sync::CancellationToken,
+) {
+    let mut held: std::collections::BTreeMap<String, sugang_cluster::Lease> = std::collections::BTreeMap::new();
+    let mut ticks = tokio::time::interval(ttl / 3);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stopping.cancelled() => {
+                for (unit, lease) in std::mem::take(&mut held) {
+                    if let Err(e) = cluster.release(lease).await {
+                        tracing::warn!(unit, error = %e, "releasing a unit lease failed; it expires on its own");
+                    }
+                }
+                return;
+            }
+        }
+        let Some(system) = sugang.upgrade() else { return };
+        let units = system.units();
+        // Renew what is held; a lease lost or lapsed stops its worker.
+        let mut lost = Vec::new();
+        for (unit, lease) in held.iter_mut() {
+            match cluster.renew(lease).await {
+                Ok(()) => {}
+                Err(LeaseError::Lost { .. }) => lost.push(unit.clone()),
+                Err(e) if lease.lapsed() => {
+                    tracing::warn!(unit, error = %e, "a unit lease lapsed unrenewed");
+                    lost.push(unit.clone());
+                }
+                Err(e) => tracing::warn!(unit, error = %e, "renewing a unit lease failed"),
+            }
+        }
+        for unit in lost {
+            held.remove(&unit);
+            metrics::counter!("sugang_cluster_units_total", "event" => "lost").increment(1);
+            tracing::warn!(unit, node = %cluster.node(), "lost a subscriber unit's lease: its worker stops here");
+            system.drop_unit(&unit).await;
+        }
+        let live = match cluster.nodes().await {
+            Ok(nodes) => nodes.iter().filter(|n| n.live).count().max(1),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the node registry failed");
+                continue;
+            }
+        };
+        let share = units.len().div_ceil(live);
+        // Beyond the share: give the last ones up (stopped first, then
+        // released, so their next holder starts after the last commit here).
+        while held.len() > share {
+            let Some((unit, lease)) = held.pop_last() else { break };
+            system.drop_unit(&unit).await;
+            if let Err(e) = cluster.release(lease).await {
+                tracing::warn!(unit, error = %e, "releasing a unit lease failed; it expires on its own");
+            }
+            metrics::counter!("sugang_cluster_units_total", "event" => "released").increment(1);
+            tracing::info!(unit, node = %cluster.node(), share, "gave a subscriber unit up for another node");
+        }
+        for unit in &units {
+            if held.len() >= share {
+                break;
+            }
+            if held.contains_key(unit) {
+                continue;
+            }
+            let lease = match cluster.acquire_unit(unit).await {
+                Ok(lease) => lease,
+                Err(AcquireError::Held { .. }) => continue,
+                Err(e) => {
+                    tracing::debug!(unit, error = %e, "acquiring a unit lease failed");
+                    continue;
+                }
+            };
+            let token = format!("{}@{}", cluster.node(), lease.epoch());
+            match system.hold_unit(unit, &token).await {
+                Ok(()) => {
+                    metrics::counter!("sugang_cluster_units_total", "event" => "acquired").increment(1);
+                    tracing::info!(unit, node = %cluster.node(), epoch = lease.epoch(), "took a subscriber unit");
+                    held.insert(unit.clone(), lease);
+                }
+                Err(e) => {
+                    tracing::warn!(unit, error = %e, "could not take a subscriber unit; giving its lease back");
+                    if let Err(e) = cluster.release(lease).await {
+                        tracing::warn!(unit, error = %e, "releasing a unit lease failed; it expires on its own");
+                    }
+                }
+            }
+        }
+        metrics::gauge!("sugang_cluster_units_held").set(held.len() as f64);
+    }
 }
 
 /// Contends for the primary lease; once won, takes over the log, starts the
@@ -690,6 +990,7 @@ async fn contend(
     }
     drop(applier);
     *replicator.writer.lock().await = Some(writer);
+    replicator.writing.store(true, Ordering::SeqCst);
     // Renew while the actors start (recovery may take a while).
     let renewing = tokio::spawn(renew_until(cluster.clone(), lease, every, stopping.clone(), released));
     let Some(system) = sugang.upgrade() else { return };
@@ -790,7 +1091,7 @@ mod tests {
         let writer = cluster.take_over_log(&lease).await.expect("marker");
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
-        let replicator = Arc::new(LogReplicator { writer: tokio::sync::Mutex::new(Some(writer)) });
+        let replicator = Arc::new(LogReplicator::new(Some(writer)));
         let (journal, applier, _task) =
             Journal::start_replicated(&store, JournalOptions::default(), replicator).expect("journal");
         follow(cluster.clone(), applier.clone(), store.clone(), Default::default()).await.expect("follow");
@@ -894,7 +1195,7 @@ mod tests {
                 let lease = cluster.acquire_primary().await.expect("lease");
                 let writer = cluster.take_over_log(&lease).await.expect("marker");
                 let store = Store::open(&dir, StoreOptions::default()).expect("store");
-                let replicator = Arc::new(LogReplicator { writer: tokio::sync::Mutex::new(Some(writer)) });
+                let replicator = Arc::new(LogReplicator::new(Some(writer)));
                 let (journal, applier, _task) =
                     Journal::start_replicated(&store, JournalOptions::default(), replicator).expect("journal");
                 follow(cluster.clone(), applier, store.clone(), Default::default()).await.expect("follow");

@@ -979,6 +979,111 @@ async fn after_a_failover_every_enrollment_is_delivered_and_notified_once() {
     }
 }
 
+/// The subscriber units each node runs, as node `i` sees it (unit → node).
+async fn unit_holders(cluster: &Cluster, i: usize) -> Option<BTreeMap<String, String>> {
+    let status = cluster.status(i).await?;
+    let mut out = BTreeMap::new();
+    for node in status["nodes"].as_array()? {
+        for unit in node["units"].as_array()? {
+            let name = unit["name"].as_str()?.to_owned();
+            if let Some(other) = out.insert(name.clone(), node["name"].as_str()?.to_owned()) {
+                panic!("unit {name} is held by two nodes at once: {other} and {}", node["name"]);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The subscribers' work is shared: their units run on two nodes or more,
+/// one node each. A node holding units is paused (SIGSTOP) past their
+/// leases under load: the survivors take its units over, and once it runs
+/// again its late batches are refused (the holder record moved). Every
+/// completed enrollment is still delivered and notified exactly once, on
+/// every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server"]
+async fn subscribers_on_several_nodes_process_every_event_once_even_past_a_paused_holder() {
+    let mut cluster = Cluster::start().await;
+    let tag = tag();
+    let primary = cluster.wait_primary(&[], Duration::from_secs(10)).await;
+    // The units spread as the nodes joined: wait until two nodes or more hold them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let holders = loop {
+        if let Some(holders) = unit_holders(&cluster, primary).await {
+            let nodes: HashSet<&String> = holders.values().collect();
+            if holders.len() >= 4 && nodes.len() >= 2 {
+                break holders;
+            }
+        }
+        assert!(Instant::now() < deadline, "the subscriber units did not spread over two nodes within 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("units: {holders:?}");
+    let paused = (0..3)
+        .find(|&i| i != primary && holders.values().any(|n| *n == cluster.nodes[i].name))
+        .expect("a node other than the primary holds units");
+    let paused_name = cluster.nodes[paused].name.clone();
+    let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[400, 400]).await;
+    let ids: Vec<u64> = courses.keys().copied().collect();
+    let others: Vec<String> = (0..3).filter(|&i| i != paused).map(|i| cluster.nodes[i].url.clone()).collect();
+    let load = Load::start(&cluster.client, &others, &ids, &tag, 8);
+    load.wait_acks(&mut cluster, 40, Duration::from_secs(60)).await;
+
+    cluster.signal(paused, libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != paused).collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(now) = unit_holders(&cluster, primary).await
+            && now.len() == holders.len()
+            && now.values().all(|n| *n != paused_name)
+        {
+            println!(
+                "node {paused_name} paused; its units taken over after {} ms: {now:?}",
+                stopped_at.elapsed().as_millis()
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the paused node's units were not taken over within 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    load.wait_acks(&mut cluster, 40, Duration::from_secs(30)).await;
+    cluster.signal(paused, libc::SIGCONT);
+    load.wait_acks(&mut cluster, 40, Duration::from_secs(30)).await;
+    let seen = load.finish().await;
+    let view = converged(&cluster, &survivors, &courses, &seen).await;
+    let completed: HashMap<u64, &String> = view
+        .classes
+        .iter()
+        .filter(|(_, (_, _, status))| status == "COMPLETED")
+        .map(|(id, (_, student, _))| (*id, student))
+        .collect();
+    let students: HashSet<&String> = view.classes.values().map(|(_, student, _)| student).collect();
+    // The node paused is a node like the others again: it serves the same.
+    for i in 0..3 {
+        let base = &cluster.nodes[i].url;
+        let node = &cluster.nodes[i].name;
+        let deadline = Instant::now() + CONVERGE_LIMIT;
+        loop {
+            let problems = subscriber_problems(&cluster.client, base, &view, &completed, &students, seen.max_seq).await;
+            if problems.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node}: {} problems: {:#?}\n{}",
+                problems.len(),
+                &problems[..problems.len().min(12)],
+                cluster.logs_of_trouble()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        println!("node {node}: {} completed enrollments, each delivered and notified exactly once", completed.len());
+    }
+    let after = unit_holders(&cluster, primary).await.expect("the primary's cluster status");
+    assert_eq!(after.len(), holders.len(), "every unit is held again: {after:?}");
+}
+
 /// What is wrong with the subscribers' work as node `base` shows it.
 async fn subscriber_problems(
     client: &reqwest::Client,

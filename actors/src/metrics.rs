@@ -202,6 +202,22 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
         Counter,
         "Times this node became the primary (won the lease, fenced the log, started the actors)",
     ),
+    family(
+        "sugang_cluster_forwarded_commits_total",
+        Counter,
+        "Batches of this node's subscriber units committed through the primary, by outcome (committed; conflict: a guard refused it; refused: no primary took it; failed: in doubt)",
+    ),
+    family(
+        "sugang_cluster_forwarded_commit_seconds",
+        Histogram,
+        "Time from sending a subscriber unit's batch to the primary to its commit there (two NATS round trips, replicated)",
+    ),
+    family(
+        "sugang_cluster_units_total",
+        Counter,
+        "Subscriber units this node took (acquired), gave up to another node (released) or lost (its lease expired), by event",
+    ),
+    family("sugang_cluster_units_held", Gauge, "Subscriber units whose worker runs on this node"),
 ];
 
 /// Describes every family of [`METRIC_FAMILIES`] to the installed recorder.

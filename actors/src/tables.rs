@@ -104,6 +104,15 @@ pub struct Counter(pub u64);
 
 impl Record for Counter {}
 
+/// Who runs a subscriber unit in a cluster: the holder's token (its node
+/// and lease epoch). A unit's worker commits only while the record still
+/// names it (a guard checked by the log's writer), so a holder that lost
+/// its lease, paused or cut off, can never commit again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitHolder(pub String);
+
+impl Record for UnitHolder {}
+
 pub(crate) const COURSES: Table<u64, CourseRecord> = Table::new("courses");
 /// (course id, saga key or enrollment id) → seat: the holds of unfinished
 /// sagas (from `RESERVATION_BASE`), and below them the seats of the course's
@@ -117,6 +126,8 @@ pub(crate) const PAYMENTS: Table<u64, Payment> = Table::new("payments");
 /// enrollment id → the refund the gateway owes it.
 pub(crate) const REFUNDS: Table<u64, RefundOwed> = Table::new("refunds_owed");
 pub(crate) const COUNTERS: Table<String, Counter> = Table::new("counters");
+/// subscriber unit (`mypage#1`) → who runs it (cluster nodes only).
+pub(crate) const UNIT_HOLDERS: Table<String, UnitHolder> = Table::new("unit_holders");
 /// enrollment id → the key its fee was charged under: layout 1 only (now
 /// on the payment), read by the layout upgrade (`system::layout`).
 pub(crate) const CHARGE_KEYS: Table<u64, ChargeKey> = Table::new("charge_keys");

@@ -16,7 +16,9 @@
 //!   NATS 2.9 has no atomic multi-message publish.
 //! - `sugang.cmd.<node>.course.<course>`: commands forwarded to a course's
 //!   owner `node` (request-reply).
-//! - KV `sugang_leases`, key `course.<course>`: who owns a course.
+//! - KV `sugang_leases`, key `course.<course>`: who owns a course; key
+//!   `primary`: the service's primary; keys `unit.<subscriber>[.<part>]`:
+//!   who runs a subscriber unit (see `unit`).
 //! - KV `sugang_nodes`, key `<node>`: live nodes' heartbeats.
 
 use std::time::Duration;

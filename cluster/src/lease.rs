@@ -36,8 +36,10 @@ pub struct LeaseRecord {
 /// A course lease this node holds (or held: see [`Lease::lapsed`]).
 #[derive(Clone, Debug)]
 pub struct Lease {
-    /// The course.
+    /// The course (0 for a lease that is not a course's).
     pub(crate) course: u64,
+    /// Its key in the lease bucket.
+    pub(crate) key: String,
     /// The revision of the acquiring write: the fencing epoch every append
     /// carries.
     pub(crate) epoch: u64,
@@ -80,18 +82,18 @@ impl Lease {
 #[derive(Debug, thiserror::Error)]
 pub enum AcquireError {
     /// Another node (or this one, earlier) holds a live lease.
-    #[error("course {course} is owned by {owner:?}")]
+    #[error("lease {lease} is held by {owner:?}")]
     Held {
-        /// The course.
-        course: u64,
+        /// The lease's key (`course.<id>`, `primary`, `unit.<name>`).
+        lease: String,
         /// The live owner, when its record could be read.
         owner: Option<String>,
     },
     /// NATS did not answer or failed.
-    #[error("lease of course {course}: {source}")]
+    #[error("lease {lease}: {source}")]
     Nats {
-        /// The course.
-        course: u64,
+        /// The lease's key.
+        lease: String,
         /// The client's error.
         source: async_nats::Error,
     },
@@ -102,18 +104,18 @@ pub enum AcquireError {
 pub enum LeaseError {
     /// The key is no longer at the revision held: the lease expired and may
     /// be someone else's. Stop serving the course.
-    #[error("lease of course {course} lost (revision {revision} is no longer current)")]
+    #[error("lease {lease} lost (revision {revision} is no longer current)")]
     Lost {
-        /// The course.
-        course: u64,
+        /// The lease's key.
+        lease: String,
         /// The revision this node held.
         revision: u64,
     },
     /// NATS did not answer or failed; the lease may still be held.
-    #[error("lease of course {course}: {source}")]
+    #[error("lease {lease}: {source}")]
     Nats {
-        /// The course.
-        course: u64,
+        /// The lease's key.
+        lease: String,
         /// The client's error.
         source: async_nats::Error,
     },
@@ -147,13 +149,21 @@ impl Cluster {
     /// [renewed](Cluster::renew).
     #[tracing::instrument(skip(self), fields(node = %self.config.node))]
     pub async fn acquire(&self, course: u64) -> Result<Lease, AcquireError> {
+        self.acquire_key(course, lease_key(course)).await
+    }
+
+    /// Acquires the lease stored under `key` (`course` is what
+    /// [`Lease::course`] answers: 0 for a lease that is not a course's).
+    pub(crate) async fn acquire_key(&self, course: u64, key: String) -> Result<Lease, AcquireError> {
         let sent = Instant::now();
         let acquired_at_ms = unix_ms();
         let record = LeaseRecord { node: self.config.node.clone(), epoch: 0, acquired_at_ms };
-        let body = serde_json::to_vec(&record).map_err(|err| AcquireError::Nats { course, source: err.into() })?;
-        match self.leases.create(lease_key(course), body.into()).await {
+        let body =
+            serde_json::to_vec(&record).map_err(|err| AcquireError::Nats { lease: key.clone(), source: err.into() })?;
+        match self.leases.create(key.as_str(), body.into()).await {
             Ok(revision) => Ok(Lease {
                 course,
+                key,
                 epoch: revision,
                 revision,
                 acquired_at_ms,
@@ -161,10 +171,10 @@ impl Cluster {
                 ttl: self.config.lease_ttl,
             }),
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
-                let owner = self.lease_of(course).await.ok().flatten().map(|info| info.record.node);
-                Err(AcquireError::Held { course, owner })
+                let owner = self.lease_at(&key).await.ok().flatten().map(|info| info.record.node);
+                Err(AcquireError::Held { lease: key, owner })
             }
-            Err(err) => Err(AcquireError::Nats { course, source: err.into() }),
+            Err(err) => Err(AcquireError::Nats { lease: key, source: err.into() }),
         }
     }
 
@@ -173,46 +183,56 @@ impl Cluster {
     /// renewal does not lose the course. Fails with [`LeaseError::Lost`] if
     /// the key moved on (the lease expired; another node may own the course).
     pub async fn renew(&self, lease: &mut Lease) -> Result<(), LeaseError> {
-        let course = lease.course;
+        let key = lease.key.clone();
         let sent = Instant::now();
         let record =
             LeaseRecord { node: self.config.node.clone(), epoch: lease.epoch, acquired_at_ms: lease.acquired_at_ms };
-        let body = serde_json::to_vec(&record).map_err(|err| LeaseError::Nats { course, source: err.into() })?;
-        match self.leases.update(lease_key(course), body.into(), lease.revision).await {
+        let body =
+            serde_json::to_vec(&record).map_err(|err| LeaseError::Nats { lease: key.clone(), source: err.into() })?;
+        match self.leases.update(key.as_str(), body.into(), lease.revision).await {
             Ok(revision) => {
                 lease.revision = revision;
                 lease.renewed_at = sent;
                 Ok(())
             }
             Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                tracing::warn!(course, revision = lease.revision, node = %self.config.node, "lease lost at renewal");
-                Err(LeaseError::Lost { course, revision: lease.revision })
+                tracing::warn!(lease = %key, revision = lease.revision, node = %self.config.node, "lease lost at renewal");
+                Err(LeaseError::Lost { lease: key, revision: lease.revision })
             }
-            Err(err) => Err(LeaseError::Nats { course, source: err.into() }),
+            Err(err) => Err(LeaseError::Nats { lease: key, source: err.into() }),
         }
     }
 
     /// Gives `lease` up (a delete by compare-and-set on the revision held),
-    /// so another node can acquire the course at once.
+    /// so another node can acquire it at once.
     pub async fn release(&self, lease: Lease) -> Result<(), LeaseError> {
-        let course = lease.course;
-        match self.leases.delete_expect_revision(lease_key(course), Some(lease.revision)).await {
+        let key = lease.key;
+        match self.leases.delete_expect_revision(key.as_str(), Some(lease.revision)).await {
             Ok(()) => Ok(()),
             // A delete whose revision moved on is the lease already lost.
-            Err(err) => match self.lease_of(course).await {
+            Err(err) => match self.lease_at(&key).await {
                 Ok(Some(info)) if info.revision == lease.revision => {
-                    Err(LeaseError::Nats { course, source: err.into() })
+                    Err(LeaseError::Nats { lease: key, source: err.into() })
                 }
-                Ok(_) => Err(LeaseError::Lost { course, revision: lease.revision }),
-                Err(_) => Err(LeaseError::Nats { course, source: err.into() }),
+                Ok(_) => Err(LeaseError::Lost { lease: key, revision: lease.revision }),
+                Err(_) => Err(LeaseError::Nats { lease: key, source: err.into() }),
             },
         }
     }
 
     /// The live lease of `course`, if any.
     pub async fn lease_of(&self, course: u64) -> Result<Option<LeaseInfo>, async_nats::Error> {
-        match self.leases.entry(lease_key(course)).await? {
-            Some(entry) if entry.operation == kv::Operation::Put => Ok(Some(lease_info(course, entry)?)),
+        let mut info = self.lease_at(&lease_key(course)).await?;
+        if let Some(info) = info.as_mut() {
+            info.course = course;
+        }
+        Ok(info)
+    }
+
+    /// The live lease stored under `key`, if any (its `course` is 0).
+    pub(crate) async fn lease_at(&self, key: &str) -> Result<Option<LeaseInfo>, async_nats::Error> {
+        match self.leases.entry(key).await? {
+            Some(entry) if entry.operation == kv::Operation::Put => Ok(Some(lease_info(0, entry)?)),
             _ => Ok(None),
         }
     }

@@ -1,10 +1,11 @@
-//! sugang's cluster foundation on NATS JetStream (issue 16, first slice): a
-//! library, tested against real `nats-server` processes, that the service
-//! will stand on when it runs as several nodes. Nothing in the service uses
-//! it yet: `sugang serve --nats`, moving the journal's durable point onto the
-//! log, durable consumers for the subscribers, sagas resuming on takeover and
-//! `/admin/cluster` are the next slices. The embedded single-node mode is
-//! untouched.
+//! sugang's cluster on NATS JetStream (issue 16): a library, tested against
+//! real `nats-server` processes, that `sugang serve --nats` stands on. The
+//! service uses the log with one writer at a time (`primary`: the primary
+//! lease, the takeover marker, fenced appends, following the log), the
+//! subscriber units' leases (`unit`), forwarding, and the node registry;
+//! per-course leases and per-course fenced appends (`lease`, `owner`,
+//! `replay`) are here, tested, for an owner per course, which the service
+//! does not use yet. The embedded single-node mode does not use this crate.
 //!
 //! What is here:
 //!
@@ -67,6 +68,9 @@
 //!   [`LogReader`]).
 //! - `forward`: command subjects, [`Cluster::forward`], [`Commands`].
 //! - `registry`: heartbeats and [`Cluster::nodes`].
+//! - `primary`: the service's log: the primary lease, takeover marker,
+//!   [`LogWriter`], [`LogFollower`].
+//! - `unit`: subscriber unit leases ([`UnitLease`]).
 //! - `local`: [`LocalNats`], nats-server processes for tests.
 
 mod forward;
@@ -77,6 +81,7 @@ mod owner;
 mod primary;
 mod registry;
 mod replay;
+mod unit;
 
 pub use forward::{CommandRequest, Commands, ForwardError};
 pub use layout::{Cluster, ClusterConfig, ConnectError, LogInfo};
@@ -86,3 +91,4 @@ pub use owner::{AppendError, Appended, CommitBatch, CourseOwner, Event, OwnError
 pub use primary::{COMMIT_SUBJECT, LogAppendError, LogFollower, LogMessage, LogWriter, MARKER_SUBJECT};
 pub use registry::{Heartbeat, HeartbeatTask, NodeInfo, OwnedCourse};
 pub use replay::{EntryKind, LogEntry, LogReader, ReplayError};
+pub use unit::UnitLease;

@@ -166,6 +166,25 @@ pub struct NodeStatus {
     pub heartbeat_age_ms: u64,
     /// Courses whose actors the node runs (0 on a replica).
     pub courses_owned: u64,
+    /// The subscriber units whose worker runs on the node.
+    #[serde(default)]
+    pub units: Vec<UnitStatus>,
+}
+
+/// A subscriber unit (one worker of a subscriber) and how far behind the
+/// log it is, as the answering node's copy of the log says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitStatus {
+    /// The unit: the subscriber, and its part when it has several workers.
+    #[schema(example = "mypage#1")]
+    pub name: String,
+    /// The last event seq it has applied.
+    pub offset: u64,
+    /// How many events it is behind the log (the consumer lag).
+    pub lag: u64,
+    /// Since its lease was last renewed.
+    pub lease_age_ms: u64,
 }
 
 /// `GET /admin/cluster`: the nodes, the primary's lease, the stream.

@@ -67,7 +67,7 @@ use sugang_actors::Sugang;
 pub use auth::{Auth, MIN_SECRET_BYTES, Role, SecretError, TokenError};
 pub use cluster::{
     BoxFuture, ClusterLink, ClusterStatus, ForwardError, ForwardedRequest, ForwardedResponse, NodeRole, NodeStatus,
-    StreamStatus,
+    StreamStatus, UnitStatus,
 };
 pub use error::ApiError;
 pub use ops::install_metrics;

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::json;
 use sugang_http::{
     Auth, BoxFuture, ClusterLink, ClusterStatus, ForwardError, ForwardedRequest, ForwardedResponse, NodeRole,
-    NodeStatus, Role, StreamStatus,
+    NodeStatus, Role, StreamStatus, UnitStatus,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -118,6 +118,7 @@ impl ClusterLink for Link {
                     lag: 0,
                     heartbeat_age_ms: 80,
                     courses_owned: 3,
+                    units: vec![UnitStatus { name: "mypage#1".into(), offset: 41, lag: 1, lease_age_ms: 300 }],
                 },
                 NodeStatus {
                     name: self.node.into(),
@@ -126,6 +127,7 @@ impl ClusterLink for Link {
                     lag: 2,
                     heartbeat_age_ms: 0,
                     courses_owned: 0,
+                    units: Vec::new(),
                 },
             ],
         };
@@ -367,8 +369,10 @@ async fn admin_cluster_is_404_embedded_and_the_status_in_cluster_mode() {
     assert_eq!(body["stream"], json!({"name": "SUGANG", "replicas": 3, "lastPosition": 42, "leader": "n1"}));
     assert_eq!(
         body["nodes"][1],
-        json!({"name": "b", "role": "replica", "appliedPosition": 40, "lag": 2, "heartbeatAgeMs": 0, "coursesOwned": 0})
+        json!({"name": "b", "role": "replica", "appliedPosition": 40, "lag": 2, "heartbeatAgeMs": 0, "coursesOwned": 0,
+            "units": []})
     );
+    assert_eq!(body["nodes"][0]["units"], json!([{"name": "mypage#1", "offset": 41, "lag": 1, "leaseAgeMs": 300}]));
     let student = p.b.token(Role::Student, "Kim");
     p.b.send(Method::GET, "/admin/cluster", None, Some(&student)).await.assert_problem(403, None);
     p.b.send(Method::GET, "/admin/cluster", None, None).await.assert_problem(401, None);

@@ -15,6 +15,16 @@
 //! views) is `i` modulo K, and every worker reads every event, so order per
 //! key is kept and nothing is handled twice.
 //!
+//! In a cluster every node runs a bus, but a worker runs only on the node
+//! that holds its *unit* (the worker's offset name, `mypage#1`): the node
+//! leases it (the cluster glue) and writes itself into the unit's holder
+//! record ([`crate::tables::UNIT_HOLDERS`]). Every commit of a worker is
+//! guarded by that record and by the offset it started from, and the log's
+//! one writer checks both, so a node that lost a unit (paused past its lease,
+//! cut off) can never commit for it again, and a commit whose answer was lost
+//! cannot be applied twice: each event still takes effect exactly once,
+//! whichever node's worker handles it.
+//!
 //! A failing worker is restarted from its stored offset under the one restart
 //! policy ([`crate::supervision`]), per worker: held down when it fails too
 //! often (its read model lags meanwhile and catches up once it runs again),
@@ -159,12 +169,33 @@ struct Worker {
     emitted: Arc<AtomicU64>,
     /// Switched off by the fault knob: its reactions are not waited for.
     off: Arc<AtomicBool>,
+    /// In a cluster, this node's token in the unit's holder record while it
+    /// holds the unit (`None`: the worker does not run here).
+    holder: std::sync::Mutex<Option<String>>,
 }
 
 impl Worker {
     fn offset_name(&self) -> String {
         offset_name(self.projection.name(), self.part)
     }
+
+    fn holder(&self) -> Option<String> {
+        self.holder.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_holder(&self, token: Option<String>) {
+        *self.holder.lock().unwrap_or_else(|e| e.into_inner()) = token;
+    }
+}
+
+/// Where a bus runs its workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BusMode {
+    /// All of them, here (the embedded service); retention runs here.
+    Embedded,
+    /// Only those whose unit this node holds ([`Bus::hold`]); retention runs
+    /// on the primary only ([`Bus::retain_here`]).
+    Cluster,
 }
 
 pub(crate) fn offset_name(name: &str, part: Part) -> String {
@@ -191,12 +222,16 @@ pub(crate) struct Bus {
     reactors: Arc<Vec<Reactor>>,
     store: Store,
     max_wait: Duration,
+    workers: Arc<Vec<Arc<Worker>>>,
+    journal: Journal,
+    config: BusConfig,
 }
 
 impl Bus {
     /// Starts the subscriber supervisor under `parent`, its workers (each
-    /// restarted under `policy`), the publisher, and retention. Everything
-    /// stops when `stop` is cancelled.
+    /// restarted under `policy`; in a cluster, none until held), the
+    /// publisher, and retention (embedded only). Everything stops when
+    /// `stop` is cancelled.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start(
         store: Store,
@@ -207,6 +242,7 @@ impl Bus {
         faults: Arc<Faults>,
         parent: ActorCell,
         stop: CancellationToken,
+        mode: BusMode,
     ) -> Result<Bus, ractor::SpawnErr> {
         let scope = format!("sugang-bus-{}", SCOPES.fetch_add(1, Ordering::Relaxed));
         let mut workers = Vec::new();
@@ -233,16 +269,22 @@ impl Bus {
                     progress: tx,
                     emitted,
                     off,
+                    holder: std::sync::Mutex::new(None),
                 }));
             }
         }
-        reconcile_offsets(&store, &journal, &workers).await?;
+        // In a cluster the worker counts are every node's configuration,
+        // not one node's to reconcile: change them with the cluster stopped.
+        if mode == BusMode::Embedded {
+            reconcile_offsets(&store, &journal, &workers).await?;
+        }
         let state = BusState {
             store: store.clone(),
             journal: journal.clone(),
             scope: scope.clone(),
             histories: vec![RestartHistory::default(); workers.len()],
-            workers,
+            workers: workers.clone(),
+            mode,
             live: HashMap::new(),
             down: HashMap::new(),
             restarts: HashMap::new(),
@@ -252,14 +294,43 @@ impl Bus {
         };
         let (supervisor, _) = Actor::spawn_linked(None, BusSupervisor, state, parent).await?;
         tokio::spawn(publish(store.clone(), scope, stop.clone()));
-        tokio::spawn(retain(store.clone(), journal, config.clone(), stop));
-        Ok(Bus {
+        let bus = Bus {
             supervisor,
             progress: Arc::new(progress),
             reactors: Arc::new(reactors),
             store,
             max_wait: config.max_wait,
-        })
+            workers: Arc::new(workers),
+            journal,
+            config,
+        };
+        if mode == BusMode::Embedded {
+            bus.retain_here(stop);
+        }
+        Ok(bus)
+    }
+
+    /// Runs retention from this node until `stop` (in a cluster: the
+    /// primary's, once it is; it writes for every node).
+    pub(crate) fn retain_here(&self, stop: CancellationToken) {
+        tokio::spawn(retain(self.store.clone(), self.journal.clone(), self.config.clone(), stop));
+    }
+
+    /// Every unit: each worker's offset name (`delivery`, `mypage#1`).
+    pub(crate) fn units(&self) -> Vec<String> {
+        self.workers.iter().map(|w| w.offset_name()).collect()
+    }
+
+    /// The units this node holds (in a cluster).
+    pub(crate) fn held(&self) -> Vec<String> {
+        self.workers.iter().filter(|w| w.holder().is_some()).map(|w| w.offset_name()).collect()
+    }
+
+    /// Runs `unit`'s worker here under holder `token` (already stored in
+    /// its holder record), or stops it (`None`) and waits until it has. False
+    /// for an unknown unit.
+    pub(crate) async fn hold(&self, unit: String, token: Option<String>) -> Result<bool, String> {
+        ractor::call_t!(self.supervisor, |reply| BusMsg::Hold { unit, token, reply }, 15_000).map_err(|e| e.to_string())
     }
 
     pub(crate) fn supervisor_cell(&self) -> ActorCell {
@@ -425,6 +496,12 @@ pub(crate) enum BusMsg {
     Status {
         reply: RpcReplyPort<Vec<SubscriberStatus>>,
     },
+    /// Runs a unit's worker here under a holder token, or stops it.
+    Hold {
+        unit: String,
+        token: Option<String>,
+        reply: RpcReplyPort<bool>,
+    },
     /// A worker's hold-down is over: start it again.
     Release {
         worker: usize,
@@ -438,6 +515,7 @@ struct BusState {
     journal: Journal,
     scope: String,
     workers: Vec<Arc<Worker>>,
+    mode: BusMode,
     /// Live worker actors, by actor id: which worker they are.
     live: HashMap<ractor::ActorId, usize>,
     down: HashMap<&'static str, bool>,
@@ -458,9 +536,19 @@ impl BusState {
         self.live.values().any(|&live| live == index)
     }
 
+    /// Whether worker `index` may run here: always embedded; in a cluster
+    /// while this node holds its unit.
+    fn runs_here(&self, index: usize) -> bool {
+        self.mode == BusMode::Embedded || self.workers[index].holder().is_some()
+    }
+
     async fn spawn(&mut self, myself: &ActorRef<BusMsg>, index: usize) -> Result<(), ActorProcessingErr> {
         let worker = self.workers[index].clone();
+        if !self.runs_here(index) {
+            return Ok(());
+        }
         let args = SubscriberArgs {
+            holder: worker.holder(),
             projection: worker.projection.clone(),
             part: worker.part,
             offset_name: worker.offset_name(),
@@ -483,6 +571,33 @@ impl BusState {
         supervision::count_restart(name);
     }
 
+    /// In a cluster: whether this node still holds worker `index`'s unit,
+    /// as its holder record says. A worker whose unit another node took
+    /// (its commits are refused) stops here for good; the glue sees the
+    /// lease gone too.
+    fn still_holds(&self, index: usize) -> bool {
+        let worker = &self.workers[index];
+        let Some(token) = worker.holder() else { return false };
+        let unit = worker.offset_name();
+        match self.store.get(&crate::tables::UNIT_HOLDERS, &unit) {
+            Ok(Some(holder)) if holder.0 == token => true,
+            Ok(holder) => {
+                tracing::warn!(
+                    unit = %unit,
+                    token = %token,
+                    holder = ?holder.map(|h| h.0),
+                    "another node holds this subscriber unit now: its worker stops here"
+                );
+                worker.set_holder(None);
+                false
+            }
+            Err(e) => {
+                tracing::error!(unit = %unit, error = %e, "reading a unit's holder failed");
+                true
+            }
+        }
+    }
+
     /// Carries out the restart policy for worker `index`, which failed with
     /// `error`: restarts it from its offset, holds it down, or escalates (an
     /// `Err`, which fails the bus supervisor and so reaches the root). A
@@ -495,6 +610,9 @@ impl BusState {
     ) -> Result<(), ActorProcessingErr> {
         let name = self.workers[index].projection.name();
         let part = self.workers[index].part.index;
+        if self.mode == BusMode::Cluster && !self.still_holds(index) {
+            return Ok(());
+        }
         let mut error = error;
         loop {
             let history = &mut self.histories[index];
@@ -532,6 +650,7 @@ impl Actor for BusSupervisor {
     type Arguments = BusState;
 
     async fn pre_start(&self, myself: ActorRef<BusMsg>, mut state: BusState) -> Result<BusState, ActorProcessingErr> {
+        // In a cluster nothing is held yet: `spawn` starts none.
         for index in 0..state.workers.len() {
             state.spawn(&myself, index).await?;
         }
@@ -584,7 +703,12 @@ impl Actor for BusSupervisor {
                 let now = tokio::time::Instant::now();
                 for (index, worker) in state.workers.iter().enumerate() {
                     let name = worker.projection.name();
-                    let offset = *worker.progress.borrow();
+                    // In a cluster a unit may run on another node: its
+                    // offset is the one stored (from the log).
+                    let offset = match state.mode {
+                        BusMode::Embedded => *worker.progress.borrow(),
+                        BusMode::Cluster => state.store.offset(&worker.offset_name()).ok().flatten().unwrap_or(0),
+                    };
                     let status = match by_name.iter().position(|s| s.name == name) {
                         Some(at) => {
                             by_name[at].offset = by_name[at].offset.min(offset);
@@ -612,6 +736,31 @@ impl Actor for BusSupervisor {
                 }
                 let _ = reply.send(by_name);
             }
+            BusMsg::Hold { unit, token, reply } => {
+                let Some(index) = state.workers.iter().position(|w| w.offset_name() == unit) else {
+                    let _ = reply.send(false);
+                    return Ok(());
+                };
+                let name = state.workers[index].projection.name();
+                state.workers[index].set_holder(token.clone());
+                if token.is_some() {
+                    state.histories[index] = RestartHistory::default();
+                    state.held.remove(&index);
+                    if !state.down.get(name).copied().unwrap_or(false) && !state.is_live(index) {
+                        state.spawn(&myself, index).await?;
+                    }
+                    tracing::info!(unit = %unit, "holding a subscriber unit: its worker runs here");
+                } else {
+                    for cell in myself.get_children() {
+                        if state.live.get(&cell.get_id()) == Some(&index) {
+                            cell.stop_and_wait(Some("unit released".into()), Some(Duration::from_secs(10))).await.ok();
+                            state.live.remove(&cell.get_id());
+                        }
+                    }
+                    tracing::info!(unit = %unit, "released a subscriber unit: its worker stopped here");
+                }
+                let _ = reply.send(true);
+            }
             BusMsg::Release { worker } => {
                 if state.held.remove(&worker).is_none() {
                     return Ok(());
@@ -622,7 +771,8 @@ impl Actor for BusSupervisor {
                     id = state.workers[worker].part.index,
                     "subscriber worker's hold-down is over; starting it again"
                 );
-                if !state.down.get(name).copied().unwrap_or(false) && !state.is_live(worker) {
+                if !state.down.get(name).copied().unwrap_or(false) && !state.is_live(worker) && state.runs_here(worker)
+                {
                     state.count_restart(name);
                     if let Err(e) = state.spawn(&myself, worker).await {
                         state.failed(&myself, worker, format!("starting it after its hold-down failed: {e}")).await?;

@@ -1,6 +1,11 @@
 //! One subscriber worker: follows the log from its offset, in order, and
 //! commits each batch of effects together with its new offset.
 //!
+//! Every commit is guarded (see the bus): it holds only if the worker's
+//! stored offset is still the one it started from and, in a cluster, the
+//! unit's holder record still names this node's token; a refused commit is
+//! a failure like any other, and the bus stops a worker whose unit moved.
+//!
 //! Must not skip or repeat an event: events at or below the offset are
 //! ignored, and a batch that does not start right after the offset sends the
 //! worker back to the log; so does a batch with newer events committed after
@@ -16,11 +21,14 @@ use tokio::sync::watch;
 
 use super::{Part, Projection};
 use crate::event::Event;
+use crate::tables::{UNIT_HOLDERS, UnitHolder};
 
 /// Events read from the log per catch-up step (one commit each).
 const CATCH_UP_CHUNK: usize = 512;
 
 pub(crate) struct SubscriberArgs {
+    /// In a cluster, this node's token in the unit's holder record.
+    pub(crate) holder: Option<String>,
     pub(crate) projection: Arc<dyn Projection>,
     pub(crate) part: Part,
     /// The name its offset is stored under (`mypage#2`).
@@ -67,6 +75,7 @@ impl Actor for SubscriberActor {
             None => {
                 // Registering (offset 0) protects the log from retention.
                 let mut batch = Batch::new();
+                guard(&args, &mut batch, None)?;
                 batch.set_offset(&args.offset_name, 0);
                 args.journal.commit(batch).await?;
                 0
@@ -155,6 +164,7 @@ impl SubscriberState {
                 e
             })?;
         }
+        guard(&self.args, &mut batch, Some(self.offset))?;
         batch.set_offset(&self.args.offset_name, last);
         if let Some(delay) = self.args.faults.subscriber_delay(name) {
             tokio::time::sleep(delay).await;
@@ -172,4 +182,17 @@ impl SubscriberState {
         self.args.progress.send_replace(last);
         Ok(())
     }
+}
+
+/// Makes `batch` commit only if the worker's stored offset is still `offset`
+/// (`None`: not registered yet) and, in a cluster, the unit's holder record
+/// still holds this node's token: a stale holder, or a commit sent again
+/// after its answer was lost, is refused by the log's writer.
+fn guard(args: &SubscriberArgs, batch: &mut Batch, offset: Option<u64>) -> Result<(), ActorProcessingErr> {
+    if let Some(token) = &args.holder {
+        let holder = UnitHolder(token.clone());
+        batch.expect(&UNIT_HOLDERS, &args.offset_name, Some(&holder))?;
+    }
+    batch.expect_offset(&args.offset_name, offset);
+    Ok(())
 }

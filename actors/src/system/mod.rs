@@ -212,6 +212,10 @@ struct Inner {
     /// only on the node that is the primary (a replica serves reads from
     /// its copy of the log and has none).
     live: std::sync::OnceLock<Live>,
+    /// A cluster node's subscribers (every node, primary or not), once
+    /// [`Sugang::share_subscribers`] started them: each worker runs while
+    /// this node holds its unit.
+    units: std::sync::OnceLock<Units>,
     /// Held while the actors start, so they start once.
     starting: tokio::sync::Mutex<()>,
     /// Cancelled by [`Sugang::shutdown`] once the actors have stopped: the
@@ -236,6 +240,14 @@ struct Live {
     reservations: tokio::sync::Mutex<Reservations>,
     bus: Bus,
     /// Stops the bus's publisher and retention tasks.
+    stop: CancellationToken,
+}
+
+/// A cluster node's bus, under a root of its own (a replica has no other).
+struct Units {
+    bus: Bus,
+    root: ActorRef<RootMsg>,
+    /// Stops the bus's publisher (and retention, on the primary).
     stop: CancellationToken,
 }
 
@@ -281,6 +293,15 @@ impl Sugang {
     /// primary in a cluster).
     pub fn is_live(&self) -> bool {
         self.inner.live.get().is_some()
+    }
+
+    /// The bus: a cluster node's (with the units it holds), or the
+    /// embedded service's; `None` on a replica that runs no subscribers.
+    fn bus(&self) -> Option<&Bus> {
+        match self.inner.units.get() {
+            Some(units) => Some(&units.bus),
+            None => self.inner.live.get().map(|live| &live.bus),
+        }
     }
 
     /// The waiting room (its facade methods are in `gate::facade`); `None`

@@ -6,10 +6,13 @@ use std::time::Duration;
 use ractor::ActorCell;
 use serde::Serialize;
 
-use super::{CommandError, Sugang};
+use sugang_storage::{Batch, CommitError, Receipt};
+
+use super::{CommandError, Sugang, internal};
 use crate::bus::SubscriberStatus;
 use crate::entity::SupervisorSnapshot;
 use crate::payment::actor::{PaymentMsg, PaymentSnapshot};
+use crate::tables::{UNIT_HOLDERS, UnitHolder};
 
 /// The supervision tree, for `/admin/actors`.
 #[derive(Clone, Debug, Serialize)]
@@ -49,16 +52,16 @@ impl Sugang {
     /// Waits (bounded) until read model `subscriber` has applied every event
     /// up to `seq`. False when it did not catch up in time.
     pub async fn wait_for(&self, subscriber: &str, seq: u64) -> bool {
-        match self.inner.live.get() {
-            Some(live) => live.bus.wait_for(subscriber, seq).await,
-            None => self.replica_wait_for(subscriber, seq).await,
+        match (self.inner.units.get(), self.inner.live.get()) {
+            (None, Some(live)) => live.bus.wait_for(subscriber, seq).await,
+            _ => self.stored_wait_for(subscriber, seq).await,
         }
     }
 
-    /// On a cluster replica the subscribers run on the primary and their
+    /// On a cluster node the subscribers' units run on any node and their
     /// offsets arrive with the log: waits (bounded like the bus's wait)
     /// until every offset of `subscriber` stored here has reached `seq`.
-    async fn replica_wait_for(&self, subscriber: &str, seq: u64) -> bool {
+    async fn stored_wait_for(&self, subscriber: &str, seq: u64) -> bool {
         let deadline = tokio::time::Instant::now() + self.inner.config.bus.max_wait;
         let mine =
             |name: &str| name.strip_prefix(subscriber).is_some_and(|rest| rest.is_empty() || rest.starts_with('#'));
@@ -84,20 +87,75 @@ impl Sugang {
     /// Stops or starts a subscriber (`delivery`, `mypage`, `notifier`).
     /// False for an unknown name.
     pub async fn set_subscriber_down(&self, name: &str, down: bool) -> Result<bool, CommandError> {
-        self.live()?
-            .bus
+        self.bus()
+            .ok_or_else(|| CommandError::Unavailable {
+                reason: "this node runs no subscribers".into(),
+                retry_after: Duration::from_secs(1),
+            })?
             .set_down(name.to_owned(), down)
             .await
             .map_err(|reason| CommandError::Unavailable { reason, retry_after: Duration::from_secs(1) })
     }
 
-    /// The subscribers, their offsets and lag.
-    /// Empty on a cluster replica (they run on the primary).
+    /// The subscribers, their offsets and lag (in a cluster, the offsets
+    /// stored, wherever their units run).
     pub async fn subscribers(&self) -> Vec<SubscriberStatus> {
-        match self.inner.live.get() {
-            Some(live) => live.bus.status().await,
+        match self.bus() {
+            Some(bus) => bus.status().await,
             None => Vec::new(),
         }
+    }
+
+    // ---- subscriber units (a cluster node) --------------------------------
+
+    /// Every subscriber unit (`delivery`, `mypage#1`): what the cluster's
+    /// nodes share. Empty before [`Sugang::share_subscribers`].
+    pub fn units(&self) -> Vec<String> {
+        self.inner.units.get().map(|units| units.bus.units()).unwrap_or_default()
+    }
+
+    /// The units this node holds.
+    pub fn held_units(&self) -> Vec<String> {
+        self.inner.units.get().map(|units| units.bus.held()).unwrap_or_default()
+    }
+
+    /// Makes this node `unit`'s holder under `token` (its node and lease
+    /// epoch): stores the holder record, through the log, then runs the
+    /// unit's worker here from its stored offset. From then on a commit of
+    /// any earlier holder is refused.
+    pub async fn hold_unit(&self, unit: &str, token: &str) -> Result<(), CommandError> {
+        let Some(units) = self.inner.units.get() else {
+            return Err(CommandError::Internal("this node does not share subscribers".into()));
+        };
+        let mut batch = Batch::new();
+        batch.put(&UNIT_HOLDERS, &unit.to_owned(), &UnitHolder(token.to_owned())).map_err(internal)?;
+        self.inner.journal.commit(batch).await.map_err(|e| CommandError::Unavailable {
+            reason: format!("storing the holder of unit {unit}: {e}"),
+            retry_after: Duration::from_secs(1),
+        })?;
+        match units.bus.hold(unit.to_owned(), Some(token.to_owned())).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(CommandError::NotFound { what: "subscriber unit", id: 0 }),
+            Err(e) => Err(CommandError::Internal(format!("starting unit {unit}: {e}"))),
+        }
+    }
+
+    /// Stops `unit`'s worker here (this node gives the unit up or lost it),
+    /// and waits until it has stopped.
+    pub async fn drop_unit(&self, unit: &str) {
+        if let Some(units) = self.inner.units.get()
+            && let Err(e) = units.bus.hold(unit.to_owned(), None).await
+        {
+            tracing::error!(unit, error = %e, "stopping a unit's worker failed");
+        }
+    }
+
+    /// Commits a batch a unit's worker on another node sends to this node,
+    /// the log's writer (`Batch::encode`): its receipt, once applied here.
+    pub async fn commit_forwarded(&self, batch: &[u8]) -> Result<Receipt, CommitError> {
+        let batch =
+            Batch::decode(batch).map_err(|e| CommitError::Write(format!("a malformed forwarded batch: {e}")))?;
+        self.inner.journal.commit(batch).await
     }
 
     /// The event seq the log has reached.
@@ -137,7 +195,7 @@ impl Sugang {
                     supervisor: Some(live.classes.registry().snapshot()),
                     ..TreeNode::plain("classes", running(live.classes.supervisor_cell()))
                 },
-                TreeNode::plain("bus", running(live.bus.supervisor_cell())),
+                TreeNode::plain("bus", running(self.bus().unwrap_or(&live.bus).supervisor_cell())),
                 TreeNode {
                     restarts: live.payment.restarts(),
                     held_down_until: live.payment.held_down_until_ms(),

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::commands::{RESERVATION_BASE, RESERVATIONS_COUNTER};
 use super::root::{RootChild, RootMsg, RootSupervisor};
-use super::{Config, Inner, Live, PaymentHandle, Reservations, StartError, Sugang};
-use crate::bus::{Bus, Projection};
+use super::{Config, Inner, Live, PaymentHandle, Reservations, StartError, Sugang, Units};
+use crate::bus::{Bus, BusMode, Projection};
 use crate::course::PROMOTION_BASE;
 use crate::course::actor::{CourseCtx, CourseKind, EnrollmentIds, Parking};
 use crate::delivery::DeliveryProjection;
@@ -65,10 +65,42 @@ impl Sugang {
                 config,
                 journal_task: std::sync::Mutex::new(Some(journal_task)),
                 live: std::sync::OnceLock::new(),
+                units: std::sync::OnceLock::new(),
                 starting: tokio::sync::Mutex::new(()),
                 stopping: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Starts a cluster node's subscribers, on every node: none runs until
+    /// the node holds its unit ([`Sugang::hold_unit`]). A second call does
+    /// nothing.
+    pub async fn share_subscribers(&self) -> Result<(), StartError> {
+        let _once = self.inner.starting.lock().await;
+        if self.inner.units.get().is_some() {
+            return Ok(());
+        }
+        let spawn_err = |e: ractor::SpawnErr| StartError::Spawn(e.to_string());
+        let config = &self.inner.config;
+        let (root, _) = Actor::spawn(None, RootSupervisor, ()).await.map_err(spawn_err)?;
+        let stop = CancellationToken::new();
+        let bus = Bus::start(
+            self.inner.store.clone(),
+            self.inner.journal.clone(),
+            projections(config),
+            config.bus.clone(),
+            config.restart,
+            self.inner.faults.clone(),
+            root.get_cell(),
+            stop.clone(),
+            BusMode::Cluster,
+        )
+        .await
+        .map_err(spawn_err)?;
+        if self.inner.units.set(Units { bus, root, stop }).is_err() {
+            return Err(StartError::Spawn("the subscribers were started twice".into()));
+        }
+        Ok(())
     }
 
     /// Starts the supervision tree over the store as it is, and resumes or
@@ -155,24 +187,27 @@ impl Sugang {
             config.payment.timeout + config.ask_timeout * 3,
             stop.clone(),
         );
-        let projections: Vec<Arc<dyn Projection>> = vec![
-            Arc::new(DeliveryProjection),
-            Arc::new(MyPageProjection),
-            Arc::new(NotifierProjection::new(&config.data_dir)),
-            Arc::new(crate::waitlist::view::WaitlistProjection),
-        ];
-        let bus = Bus::start(
-            store.clone(),
-            journal.clone(),
-            projections,
-            config.bus.clone(),
-            config.restart,
-            faults.clone(),
-            root.get_cell(),
-            stop.clone(),
-        )
-        .await
-        .map_err(spawn_err)?;
+        let bus = match self.inner.units.get() {
+            // A cluster node: its bus runs already (the units it holds);
+            // retention is the primary's, for every node.
+            Some(units) => {
+                units.bus.retain_here(stop.clone());
+                units.bus.clone()
+            }
+            None => Bus::start(
+                store.clone(),
+                journal.clone(),
+                projections(config),
+                config.bus.clone(),
+                config.restart,
+                faults.clone(),
+                root.get_cell(),
+                stop.clone(),
+                BusMode::Embedded,
+            )
+            .await
+            .map_err(spawn_err)?,
+        };
 
         let waiting_room = GateHandle::start(store.clone(), journal.clone(), config.restart, root.get_cell())
             .await
@@ -263,6 +298,12 @@ impl Sugang {
             live.root.stop_children_and_wait(Some("shutdown".into()), wait).await;
             let _ = live.root.stop_and_wait(Some("shutdown".into()), wait).await;
         }
+        if let Some(units) = self.inner.units.get() {
+            units.stop.cancel();
+            units.bus.supervisor_cell().stop_children_and_wait(Some("shutdown".into()), wait).await;
+            units.root.stop_children_and_wait(Some("shutdown".into()), wait).await;
+            let _ = units.root.stop_and_wait(Some("shutdown".into()), wait).await;
+        }
         self.inner.stopping.cancel();
         let task = self.inner.journal_task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let closing = self.inner.store.closing();
@@ -280,6 +321,16 @@ impl Sugang {
             tracing::error!("the store is still open after shutdown: a handle is held somewhere");
         }
     }
+}
+
+/// The subscribers, in the order their workers start.
+fn projections(config: &Config) -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(DeliveryProjection),
+        Arc::new(MyPageProjection),
+        Arc::new(NotifierProjection::new(&config.data_dir)),
+        Arc::new(crate::waitlist::view::WaitlistProjection),
+    ]
 }
 
 #[cfg(test)]
@@ -368,5 +419,60 @@ mod tests {
         replica.enroll(request(course, "lee")).await.unwrap();
         assert_eq!(replica.course(course).unwrap().unwrap().student_count, 2);
         replica.shutdown().await;
+    }
+
+    /// A cluster node's subscribers: a unit's worker runs only while the
+    /// node holds it; once the holder record names another node, its
+    /// commits are refused and it stops, having applied nothing more; held
+    /// again, it resumes from the stored offset, each event once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_unit_runs_only_while_held_and_a_stale_holder_commits_nothing() {
+        use crate::delivery::DELIVERIES;
+        use crate::tables::{UNIT_HOLDERS, UnitHolder};
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.bus.max_wait = std::time::Duration::from_millis(300);
+        let store =
+            Store::open(dir.path(), StoreOptions { durability: config.durability, ..StoreOptions::default() }).unwrap();
+        let (journal, task) = Journal::start(&store, JournalOptions::default()).unwrap();
+        let node = Sugang::replica(config, store, journal, task);
+        node.share_subscribers().await.unwrap();
+        node.promote().await.unwrap();
+        assert_eq!(node.units(), ["delivery", "mypage", "notifier", "waitlist"]);
+        assert!(node.held_units().is_empty());
+        let deliveries = |node: &Sugang| node.store().scan(&DELIVERIES).count();
+
+        let course = korean(&node).await;
+        let first = node.enroll(request(course, "kim")).await.unwrap();
+        assert!(!node.wait_for("delivery", first.seq).await, "no node holds the delivery unit");
+        assert_eq!(deliveries(&node), 0);
+
+        node.hold_unit("delivery", "a@1").await.unwrap();
+        assert_eq!(node.held_units(), ["delivery"]);
+        assert!(node.wait_for("delivery", first.seq).await);
+        assert_eq!(deliveries(&node), 1);
+        let offset = node.store().offset("delivery").unwrap();
+
+        // Another node takes the unit over (its holder record, through the log).
+        let mut batch = Batch::new();
+        batch.put(&UNIT_HOLDERS, &"delivery".to_owned(), &UnitHolder("b@2".into())).unwrap();
+        node.journal().commit(batch).await.unwrap();
+        let second = node.enroll(request(course, "lee")).await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while node.held_units().contains(&"delivery".to_owned()) {
+            assert!(tokio::time::Instant::now() < deadline, "the stale holder's worker did not stop");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(!node.wait_for("delivery", second.seq).await);
+        assert_eq!(node.store().offset("delivery").unwrap(), offset, "the stale holder committed nothing");
+        assert_eq!(deliveries(&node), 1);
+
+        node.hold_unit("delivery", "a@3").await.unwrap();
+        assert!(node.wait_for("delivery", second.seq).await);
+        assert_eq!(deliveries(&node), 2, "each enrollment delivered once");
+        node.drop_unit("delivery").await;
+        assert!(node.held_units().is_empty());
+        node.shutdown().await;
     }
 }

@@ -285,6 +285,7 @@ const STRINGS: &[(&str, &str, &str)] = &[
     ("ops.clusterRole", "역할", "Role"),
     ("ops.clusterApplied", "적용 위치", "Applied position"),
     ("ops.clusterHeartbeat", "마지막 신호", "Heartbeat age"),
+    ("ops.clusterUnits", "구독 단위 (지연)", "Subscriber units (lag)"),
     ("ops.rolePrimary", "주 노드", "Primary"),
     ("ops.roleReplica", "복제 노드", "Replica"),
     ("breaker.closed", "닫힘 (정상)", "closed (healthy)"),

@@ -64,7 +64,7 @@ pub(crate) async fn page(State(state): State<AppState>, shell: Shell) -> Respons
                     dt { (ctx.t("ops.clusterLease")) } dd #cluster-lease { "-" }
                     dt { (ctx.t("ops.clusterStream")) } dd #cluster-stream { "-" }
                 }
-                (ctx.script_table("cluster-nodes", &["ops.clusterNode", "ops.clusterRole", "ops.clusterApplied", "ops.lag", "ops.clusterHeartbeat"]))
+                (ctx.script_table("cluster-nodes", &["ops.clusterNode", "ops.clusterRole", "ops.clusterApplied", "ops.lag", "ops.clusterHeartbeat", "ops.clusterUnits"]))
             }
         }
         section aria-labelledby="tree-title" {

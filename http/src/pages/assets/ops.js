@@ -169,6 +169,7 @@
         cell(String(n.appliedPosition), 'num'),
         cell(String(n.lag), 'num lag'),
         cell(seconds(n.heartbeatAgeMs), 'num'),
+        cell((n.units || []).map((u) => `${u.name} (${u.lag})`).join(', ') || '-', 'units'),
       );
       tbody.append(tr);
     }
