@@ -15,8 +15,10 @@
 # the NATS client's own counters are not exposed, so the wire cost is
 # given as what sugang sends and receives per enrollment: appends (one
 # NATS round trip each, ~R-1 replication messages inside the NATS cluster),
-# forwards (one round trip each), and the log's bytes delivered to each
-# node (every node applies the whole log).
+# forwards (one round trip each), the subscriber units' batches that
+# nodes other than the primary commit through it (one round trip each, plus
+# the append they join), and the log's bytes delivered to each node (every
+# node applies the whole log).
 #
 # Then the takeover: SIGKILL the primary, and time until a write (a course
 # registration) succeeds on a survivor (polled every 50 ms).
@@ -98,13 +100,17 @@ for n in $NODES; do
     bytes=$(metric "${urls[0]}" sugang_cluster_append_bytes_total)
     forwards=0
     for u in "${urls[@]:1}"; do forwards=$((forwards + $(metric "$u" sugang_cluster_forward_seconds_count))); done
+    unit_commits=0
+    for u in "${urls[@]}"; do
+        unit_commits=$((unit_commits + $(metric "$u" sugang_cluster_forwarded_commits_total)))
+    done
     applied=$(metric "${urls[0]}" sugang_log_applied_total)
     echo "enrollments/s: $rate (p99 ${p99} ms); $enrolled enrolled"
-    awk -v a="$appends" -v b="$bytes" -v f="$forwards" -v e="$enrolled" -v n="$n" 'BEGIN {
+    awk -v a="$appends" -v b="$bytes" -v f="$forwards" -v u="$unit_commits" -v e="$enrolled" -v n="$n" 'BEGIN {
         if (e == 0) e = 1;
-        printf "per enrollment: %.3f log appends (NATS round trips of the primary), %.0f bytes appended, %.3f forwards (round trips of the replicas), log delivered to %d node(s): %.0f bytes in all\n", a / e, b / e, f / e, n, n * b / e
+        printf "per enrollment: %.3f log appends (NATS round trips of the primary), %.0f bytes appended, %.3f forwards (round trips of the replicas), %.3f unit batches committed through the primary (round trips of the other nodes'"'"' subscriber workers), log delivered to %d node(s): %.0f bytes in all\n", a / e, b / e, f / e, u / e, n, n * b / e
     }'
-    summary+=("nodes_${n}_enrollments_per_s=$rate" "nodes_${n}_p99_ms=$p99" "nodes_${n}_appends=$appends" "nodes_${n}_append_bytes=$bytes" "nodes_${n}_forwards=$forwards" "nodes_${n}_enrolled=$enrolled" "nodes_${n}_log_applied=$applied")
+    summary+=("nodes_${n}_enrollments_per_s=$rate" "nodes_${n}_p99_ms=$p99" "nodes_${n}_appends=$appends" "nodes_${n}_append_bytes=$bytes" "nodes_${n}_forwards=$forwards" "nodes_${n}_unit_commits=$unit_commits" "nodes_${n}_enrolled=$enrolled" "nodes_${n}_log_applied=$applied")
     if [ "$n" -gt 1 ]; then
         primary_pid=${pids[0]}
         kill -9 "$primary_pid"

@@ -138,6 +138,12 @@ impl Replicator for LogReplicator {
                     metrics::counter!("sugang_cluster_appends_total", "outcome" => "too_large").increment(1);
                     Err(ReplicateError::TooLarge(format!("{bytes} bytes: {e}")))
                 }
+                // Refused by the server: a newer primary wrote after this
+                // one's last append. Nothing of the group is stored.
+                Err(e @ sugang_cluster::LogAppendError::Fenced { .. }) => {
+                    metrics::counter!("sugang_cluster_appends_total", "outcome" => "fenced").increment(1);
+                    Err(ReplicateError::Fenced(e.to_string()))
+                }
                 Err(e) => {
                     metrics::counter!("sugang_cluster_appends_total", "outcome" => "failed").increment(1);
                     Err(ReplicateError::Failed(e.to_string()))
@@ -881,11 +887,12 @@ async fn share_units(
         let live = match cluster.nodes().await {
             Ok(nodes) => nodes.iter().filter(|n| n.live).count().max(1),
             Err(e) => {
-                tracing::debug!(error = %e, "reading the node registry failed");
+                tracing::warn!(error = %e, "reading the node registry failed: the units are shared again next time");
                 continue;
             }
         };
         let share = units.len().div_ceil(live);
+        tracing::debug!(live, share, held = held.len(), "sharing the subscriber units");
         // Beyond the share: give the last ones up (stopped first, then
         // released, so their next holder starts after the last commit here).
         while held.len() > share {
@@ -908,7 +915,7 @@ async fn share_units(
                 Ok(lease) => lease,
                 Err(AcquireError::Held { .. }) => continue,
                 Err(e) => {
-                    tracing::debug!(unit, error = %e, "acquiring a unit lease failed");
+                    tracing::warn!(unit, error = %e, "acquiring a unit lease failed");
                     continue;
                 }
             };

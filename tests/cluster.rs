@@ -182,7 +182,7 @@ impl Cluster {
             .arg(&node.data)
             .args(["--nats", &nats, "--node", &node.name, "--nats-replicas", "3"])
             .args(["--lease-ttl-ms", &LEASE_TTL_MS.to_string(), "--log-format", "json"])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,sugang::cluster=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("a log file"))
             .stderr(log);
@@ -1082,6 +1082,20 @@ async fn subscribers_on_several_nodes_process_every_event_once_even_past_a_pause
     }
     let after = unit_holders(&cluster, primary).await.expect("the primary's cluster status");
     assert_eq!(after.len(), holders.len(), "every unit is held again: {after:?}");
+    // What the paused node did with its units once it ran again.
+    let metrics = cluster.client.get(format!("{}/metrics", cluster.nodes[paused].url)).send().await;
+    let metrics = metrics.expect("the paused node's metrics").text().await.unwrap_or_default();
+    let lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("sugang_cluster_units_total") || l.starts_with("sugang_cluster_forwarded_commits_total")
+        })
+        .collect();
+    println!("node {paused_name} after it ran again: {lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("event=\"lost\"")),
+        "the paused node did not notice it lost its units: {lines:#?}"
+    );
 }
 
 /// What is wrong with the subscribers' work as node `base` shows it.

@@ -180,7 +180,7 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
     family(
         "sugang_cluster_appends_total",
         Counter,
-        "Commit groups the primary appended to the cluster's log, by outcome (stored; too_large: split and sent again; failed: fenced or unanswered)",
+        "Commit groups the primary appended to the cluster's log, by outcome (stored; too_large: split and sent again; fenced: another node is the primary, nothing stored; failed: unanswered, in doubt)",
     ),
     family(
         "sugang_cluster_append_bytes_total",

@@ -242,9 +242,11 @@ impl Cluster {
         use futures_util::StreamExt;
         let mut out = Vec::new();
         let mut keys = self.leases.keys().await?;
-        let mut names = Vec::new();
+        // A key renewed while the listing runs can come twice (the
+        // listing's consumer goes on delivering): a set keeps it once.
+        let mut names = std::collections::BTreeSet::new();
         while let Some(key) = keys.next().await {
-            names.push(key?);
+            names.insert(key?);
         }
         for key in names {
             let Some(course) = course_of_lease_key(&key) else { continue };

@@ -57,11 +57,13 @@ impl Cluster {
     pub async fn unit_leases(&self) -> Result<Vec<UnitLease>, async_nats::Error> {
         let now = unix_ms();
         let mut keys = self.leases.keys().await?;
-        let mut names = Vec::new();
+        // A key written while the listing runs can come twice (the
+        // listing's consumer goes on delivering): a set keeps it once.
+        let mut names = std::collections::BTreeSet::new();
         while let Some(key) = keys.next().await {
             let key = key?;
             if let Some(unit) = unit_of_key(&key) {
-                names.push((key, unit));
+                names.insert((key, unit));
             }
         }
         let mut out = Vec::new();

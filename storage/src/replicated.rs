@@ -111,6 +111,12 @@ pub enum ReplicateError {
     /// a single batch too large is refused alone, and the journal goes on.
     #[error("the log refused the group for its size: {0}")]
     TooLarge(String),
+    /// Another node writes the log now (a newer primary fenced this one):
+    /// nothing of the group was stored, for certain, and this node may
+    /// never write again. Fail-stop like [`ReplicateError::Failed`], but
+    /// the callers are told nothing was done ([`CommitError::Stopped`]).
+    #[error("the log refused the write: {0}")]
+    Fenced(String),
     /// The writer's journal refused a forwarded batch: a guard did not hold
     /// ([`CommitError::Conflict`], with its key). Nothing was stored.
     #[error("the writer refused a batch: expected value of key {0} did not hold")]
@@ -568,6 +574,17 @@ impl ReplicatedWriter {
                     let _ = submission.reply.send(Err(CommitError::Conflict(key.clone())));
                 }
             }
+            Err(Unstored::Log(ReplicateError::Fenced(reason))) => {
+                let reason: Arc<str> = reason.into();
+                self.failed = Some(reason.clone());
+                self.store.shared.failure.send_replace(Some(reason.clone()));
+                metrics::counter!("sugang_journal_batches_total", "outcome" => "refused").increment(size as u64);
+                metrics::gauge!("sugang_storage_failed").set(1.0);
+                tracing::error!(%reason, batches = size, "this node's log writes are fenced: it takes no more writes");
+                for submission in part {
+                    let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
+                }
+            }
             Err(Unstored::Log(ReplicateError::Failed(reason))) => {
                 let reason: Arc<str> = reason.into();
                 self.failed = Some(reason.clone());
@@ -606,9 +623,9 @@ async fn forward(
                     ))),
                 }
             }
-            Err(ReplicateError::Refused(reason) | ReplicateError::TooLarge(reason)) => {
-                Err(CommitError::Stopped(reason.into()))
-            }
+            Err(
+                ReplicateError::Refused(reason) | ReplicateError::TooLarge(reason) | ReplicateError::Fenced(reason),
+            ) => Err(CommitError::Stopped(reason.into())),
             Err(ReplicateError::Conflict(key)) => Err(CommitError::Conflict(key)),
             Err(ReplicateError::Failed(reason)) => Err(CommitError::Write(reason)),
         },

@@ -160,6 +160,11 @@ pub(crate) enum CourseFailure {
     Transaction(#[from] TransactionRejection),
     #[error("storage: {0}")]
     Storage(String),
+    /// The store takes no more writes (a storage fault before, or this
+    /// cluster node's log writes were fenced): nothing of this request was
+    /// stored.
+    #[error("storage stopped: {0}")]
+    Stopped(String),
     /// The seat request could not wait for a payment in progress: too many
     /// wait already, or the wait timed out.
     #[error(transparent)]
@@ -465,7 +470,8 @@ impl CourseActorState {
             ),
             Decided::AheadOfDisk(reason) => {
                 tracing::error!(course_id = self.id.get(), error = %reason, "course commit failed; restarting from storage");
-                let _ = reply.send(Err(CourseFailure::Storage(reason.clone())));
+                // This request was never submitted: nothing of it is stored.
+                let _ = reply.send(Err(CourseFailure::Stopped(reason.clone())));
                 return Err(format!("a commit of course {} failed: {reason}", self.id).into());
             }
         }
@@ -664,7 +670,10 @@ impl CourseActorState {
                 Err(e) => {
                     tracing::error!(course_id = id.get(), error = %e, "course commit failed; restarting from storage");
                     let _ = myself.send_message(CourseMsg::Poisoned(e.to_string()));
-                    Err(CourseFailure::Storage(e.to_string()))
+                    Err(match e {
+                        sugang_storage::CommitError::Stopped(reason) => CourseFailure::Stopped(reason.to_string()),
+                        e => CourseFailure::Storage(e.to_string()),
+                    })
                 }
             };
             let _ = reply.send(answer);

@@ -101,6 +101,9 @@ pub enum SagaFailure {
     Unavailable(#[from] AskError),
     #[error("storage: {0}")]
     Storage(String),
+    /// The store takes no more writes: nothing of this step was stored.
+    #[error("storage stopped: {0}")]
+    Stopped(String),
     /// Not a failure: the course was full and the request joined its
     /// waitlist (`new`), or had joined it before.
     #[error("waitlisted as entry {entry_id}")]
@@ -638,6 +641,7 @@ impl From<CourseFailure> for SagaFailure {
             }
             CourseFailure::Transaction(TransactionRejection::Payment(rejection)) => SagaFailure::Payment(rejection),
             CourseFailure::Storage(e) => SagaFailure::Storage(e),
+            CourseFailure::Stopped(e) => SagaFailure::Stopped(e),
             CourseFailure::Busy(e) => SagaFailure::Unavailable(e),
         }
     }

@@ -183,6 +183,7 @@ impl From<SagaFailure> for CommandError {
             },
             SagaFailure::Unavailable(e) => e.into(),
             SagaFailure::Storage(e) => CommandError::Internal(e),
+            SagaFailure::Stopped(e) => stopped(e),
             SagaFailure::Waitlisted { entry_id, .. } => {
                 CommandError::Internal(format!("an enrollment joined waitlist entry {entry_id} unasked"))
             }
@@ -196,6 +197,7 @@ impl From<CourseFailure> for CommandError {
             CourseFailure::Rejected(r) => r.into(),
             CourseFailure::Transaction(r) => CommandError::Conflict(r.to_string()),
             CourseFailure::Storage(e) => CommandError::Internal(e),
+            CourseFailure::Stopped(e) => stopped(e),
             CourseFailure::Busy(e) => e.into(),
         }
     }
@@ -344,6 +346,17 @@ impl Sugang {
         tracing::warn!(?faults, "payment gateway faults set");
         metrics::counter!("sugang_faults_injected_total", "fault" => "payment_gateway").increment(1);
         self.inner.gateway.set_faults(faults);
+    }
+}
+
+/// A command the store refused without storing anything of it (it takes no
+/// more writes: a storage fault before, or a cluster node fenced): this
+/// node is going down, another (or its restart) can take the command.
+fn stopped(reason: String) -> CommandError {
+    tracing::warn!(%reason, "a command refused: the store takes no more writes");
+    CommandError::Unavailable {
+        reason: format!("this node takes no more writes ({reason}); nothing was done"),
+        retry_after: Duration::from_secs(1),
     }
 }
 
