@@ -884,6 +884,23 @@ async fn share_units(
             tracing::warn!(unit, node = %cluster.node(), "lost a subscriber unit's lease: its worker stops here");
             system.drop_unit(&unit).await;
         }
+        // A unit whose lease this node renewed but whose worker stopped here
+        // because the holder record names another node: two nodes took the
+        // lease at once (NATS 2.9's compare-and-set on a key is not atomic in
+        // a clustered bucket, nats-server#4320) and the other's record came
+        // last; that node's renewal fails, this one's worker must run again.
+        // The guards keep the work exactly-once meanwhile.
+        let running = system.held_units();
+        for (unit, lease) in &held {
+            if running.contains(unit) {
+                continue;
+            }
+            let token = format!("{}@{}", cluster.node(), lease.epoch());
+            tracing::warn!(unit, token, "holding a unit's lease but not its record: claiming it again");
+            if let Err(e) = system.hold_unit(unit, &token).await {
+                tracing::warn!(unit, error = %e, "claiming a unit again failed; trying again next time");
+            }
+        }
         let live = match cluster.nodes().await {
             Ok(nodes) => nodes.iter().filter(|n| n.live).count().max(1),
             Err(e) => {
