@@ -27,7 +27,8 @@
 //! sends each batch of effects to the primary to commit; every batch is
 //! guarded by the unit's holder record and the worker's offset, so each
 //! event takes effect once, whichever node handles it, and a node that lost
-//! a unit (paused past its lease) commits nothing more for it.
+//! a unit (paused past its lease) commits nothing more for it once the next
+//! holder has written its (later) record.
 //!
 //! Why one primary rather than an owner per course: see the README's
 //! cluster section; the foundation crate has per-course leases and fences
@@ -789,10 +790,14 @@ impl Writer {
                 position: *self.applied.borrow(),
             },
             Err(sugang_storage::CommitError::Conflict(reason)) => CommitAnswer::Conflict(reason),
-            Err(e @ sugang_storage::CommitError::Stopped(_)) if !self.replicator.writes() => {
+            // Nothing of it was stored, for certain: another primary may take it.
+            Err(e @ (sugang_storage::CommitError::Stopped(_) | sugang_storage::CommitError::Closed)) => {
                 CommitAnswer::Refused(e.to_string())
             }
-            Err(e) => CommitAnswer::Failed(e.to_string()),
+            Err(e) => {
+                tracing::warn!(error = %e, "a forwarded unit batch is in doubt");
+                CommitAnswer::Failed(e.to_string())
+            }
         }
     }
 }
@@ -835,6 +840,15 @@ async fn serve_forwarded(cluster: &Cluster, to_front: mpsc::Sender<Forwarded>, w
         }
     });
     Ok(())
+}
+
+/// Makes this node `unit`'s holder, within half a lease TTL (the lease is
+/// not renewed meanwhile).
+async fn hold(system: &Sugang, unit: &str, node: &str, epoch: u64, ttl: Duration) -> Result<(), String> {
+    match tokio::time::timeout(ttl / 2, system.hold_unit(unit, node, epoch)).await {
+        Ok(held) => held.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("not done within {:?}", ttl / 2)),
+    }
 }
 
 /// Takes and keeps this node's fair share of the subscriber units: every
@@ -895,9 +909,8 @@ async fn share_units(
             if running.contains(unit) {
                 continue;
             }
-            let token = format!("{}@{}", cluster.node(), lease.epoch());
-            tracing::warn!(unit, token, "holding a unit's lease but not its record: claiming it again");
-            if let Err(e) = system.hold_unit(unit, &token).await {
+            tracing::warn!(unit, epoch = lease.epoch(), "holding a unit's lease but not its record: claiming it again");
+            if let Err(e) = hold(&system, unit, cluster.node(), lease.epoch(), ttl).await {
                 tracing::warn!(unit, error = %e, "claiming a unit again failed; trying again next time");
             }
         }
@@ -936,8 +949,7 @@ async fn share_units(
                     continue;
                 }
             };
-            let token = format!("{}@{}", cluster.node(), lease.epoch());
-            match system.hold_unit(unit, &token).await {
+            match hold(&system, unit, cluster.node(), lease.epoch(), ttl).await {
                 Ok(()) => {
                     metrics::counter!("sugang_cluster_units_total", "event" => "acquired").increment(1);
                     tracing::info!(unit, node = %cluster.node(), epoch = lease.epoch(), "took a subscriber unit");
@@ -945,6 +957,7 @@ async fn share_units(
                 }
                 Err(e) => {
                     tracing::warn!(unit, error = %e, "could not take a subscriber unit; giving its lease back");
+                    system.drop_unit(unit).await;
                     if let Err(e) = cluster.release(lease).await {
                         tracing::warn!(unit, error = %e, "releasing a unit lease failed; it expires on its own");
                     }

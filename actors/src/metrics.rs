@@ -136,7 +136,7 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
     family(
         "sugang_journal_batches_total",
         Counter,
-        "Callers' write batches the journal committed or failed, by outcome (a group commit holds several)",
+        "Callers' write batches the journal committed, refused or failed, by outcome (committed; conflict: a guard did not hold; refused; failed; a group commit holds several)",
     ),
     family("sugang_journal_group_size", Histogram, "Callers' batches written together in one journal group commit"),
     family(

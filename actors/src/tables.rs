@@ -104,12 +104,17 @@ pub struct Counter(pub u64);
 
 impl Record for Counter {}
 
-/// Who runs a subscriber unit in a cluster: the holder's token (its node
-/// and lease epoch). A unit's worker commits only while the record still
-/// names it (a guard checked by the log's writer), so a holder that lost
-/// its lease, paused or cut off, can never commit again.
+/// Who runs a subscriber unit in a cluster: the node and the epoch of the
+/// lease it took the unit under. A unit's worker commits only while the
+/// record still names it (a guard checked by the log's writer), and a
+/// record is only ever replaced by one of a later epoch (see
+/// `Sugang::hold_unit`), so a holder that lost its lease, paused or cut
+/// off, commits nothing once the next holder has written its record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnitHolder(pub String);
+pub struct UnitHolder {
+    pub node: String,
+    pub epoch: u64,
+}
 
 impl Record for UnitHolder {}
 

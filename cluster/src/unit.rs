@@ -1,7 +1,8 @@
 //! Subscriber units: the parts of the subscribers' work (one worker of a
 //! subscriber: `mypage#1`, `notifier`), each run by one node at a time
-//! under a lease in the lease bucket, so the work is shared across nodes
-//! and never done twice at once.
+//! under a lease in the lease bucket, so the work is shared across nodes.
+//! A lease is liveness, not safety (two nodes can both take one that just
+//! came free on NATS 2.9, nats-server#4320): exactly-once is the guards'.
 //!
 //! Owns the unit lease keys (`unit.<subscriber>` or
 //! `unit.<subscriber>.<part>`; the records are the `lease` module's). A

@@ -41,7 +41,9 @@
 //! from a socket, marked (a request extension) so that it is never
 //! forwarded again: a node that is no longer the primary answers 503 "not
 //! the primary" and the client retries, rather than making a second hop
-//! that could loop. Nothing is trusted from the forwarding node: the
+//! that could loop. Nothing of a forwarded request is trusted from the
+//! forwarding node (a subscriber unit's batch, which the binary forwards
+//! too, is trusted as any writer of the cluster's NATS subjects is): the
 //! client's headers travel unchanged, so the bearer token is checked here
 //! again (every node has the same secret), and in open mode the loopback
 //! guard (`origin`) checks the client's own `Host` and `Origin` here again,
@@ -166,7 +168,8 @@ pub struct NodeStatus {
     pub heartbeat_age_ms: u64,
     /// Courses whose actors the node runs (0 on a replica).
     pub courses_owned: u64,
-    /// The subscriber units whose worker runs on the node.
+    /// The subscriber units whose lease the node holds (their worker runs
+    /// there, unless held down or switched off).
     #[serde(default)]
     pub units: Vec<UnitStatus>,
 }

@@ -499,6 +499,7 @@ pub(crate) fn refuse_conflicts(store: &Store, pending: &mut Vec<Submission>) {
         match verdicts.next().flatten() {
             Some(refusal) => {
                 tracing::debug!(%refusal, "a batch's guard did not hold: nothing of it is stored");
+                metrics::counter!("sugang_journal_batches_total", "outcome" => "conflict").increment(1);
                 let _ = submission.reply.send(Err(refusal));
             }
             None => kept.push(submission),

@@ -20,10 +20,11 @@
 //! leases it (the cluster glue) and writes itself into the unit's holder
 //! record ([`crate::tables::UNIT_HOLDERS`]). Every commit of a worker is
 //! guarded by that record and by the offset it started from, and the log's
-//! one writer checks both, so a node that lost a unit (paused past its lease,
-//! cut off) can never commit for it again, and a commit whose answer was lost
-//! cannot be applied twice: each event still takes effect exactly once,
-//! whichever node's worker handles it.
+//! one writer checks both. A record is only replaced by one of a later lease
+//! (`Sugang::hold_unit`), so a node that lost a unit (paused past its lease,
+//! cut off) commits nothing for it once the next holder has taken over, and
+//! a commit whose answer was lost cannot be applied twice: each event still
+//! takes effect exactly once, whichever node's worker handles it.
 //!
 //! A failing worker is restarted from its stored offset under the one restart
 //! policy ([`crate::supervision`]), per worker: held down when it fails too
@@ -50,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use crate::event::Event;
 use crate::faults::{Faults, now_ms};
 use crate::supervision::{self, Decision, RestartHistory, RestartPolicy};
+use crate::tables::UnitHolder;
 use subscriber::{SubscriberActor, SubscriberArgs, SubscriberMsg};
 
 /// Which share of the work a worker has: `index` of `of`.
@@ -169,9 +171,9 @@ struct Worker {
     emitted: Arc<AtomicU64>,
     /// Switched off by the fault knob: its reactions are not waited for.
     off: Arc<AtomicBool>,
-    /// In a cluster, this node's token in the unit's holder record while it
+    /// In a cluster, this node's entry in the unit's holder record while it
     /// holds the unit (`None`: the worker does not run here).
-    holder: std::sync::Mutex<Option<String>>,
+    holder: std::sync::Mutex<Option<UnitHolder>>,
 }
 
 impl Worker {
@@ -179,11 +181,11 @@ impl Worker {
         offset_name(self.projection.name(), self.part)
     }
 
-    fn holder(&self) -> Option<String> {
+    fn holder(&self) -> Option<UnitHolder> {
         self.holder.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn set_holder(&self, token: Option<String>) {
+    fn set_holder(&self, token: Option<UnitHolder>) {
         *self.holder.lock().unwrap_or_else(|e| e.into_inner()) = token;
     }
 }
@@ -316,6 +318,13 @@ impl Bus {
         tokio::spawn(retain(self.store.clone(), self.journal.clone(), self.config.clone(), stop));
     }
 
+    /// The subscribers that react with events of their own (delivery).
+    pub(crate) fn reactor_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.reactors.iter().map(|r| r.name).collect();
+        names.dedup();
+        names
+    }
+
     /// Every unit: each worker's offset name (`delivery`, `mypage#1`).
     pub(crate) fn units(&self) -> Vec<String> {
         self.workers.iter().map(|w| w.offset_name()).collect()
@@ -329,7 +338,7 @@ impl Bus {
     /// Runs `unit`'s worker here under holder `token` (already stored in
     /// its holder record), or stops it (`None`) and waits until it has. False
     /// for an unknown unit.
-    pub(crate) async fn hold(&self, unit: String, token: Option<String>) -> Result<bool, String> {
+    pub(crate) async fn hold(&self, unit: String, token: Option<UnitHolder>) -> Result<bool, String> {
         ractor::call_t!(self.supervisor, |reply| BusMsg::Hold { unit, token, reply }, 15_000).map_err(|e| e.to_string())
     }
 
@@ -499,7 +508,7 @@ pub(crate) enum BusMsg {
     /// Runs a unit's worker here under a holder token, or stops it.
     Hold {
         unit: String,
-        token: Option<String>,
+        token: Option<UnitHolder>,
         reply: RpcReplyPort<bool>,
     },
     /// A worker's hold-down is over: start it again.
@@ -571,6 +580,18 @@ impl BusState {
         supervision::count_restart(name);
     }
 
+    /// Stops worker `index`'s actor, if it runs, and waits until it has.
+    async fn stop_worker(&mut self, myself: &ActorRef<BusMsg>, index: usize, reason: &str) {
+        let cells: Vec<ActorCell> =
+            myself.get_children().into_iter().filter(|cell| self.live.get(&cell.get_id()) == Some(&index)).collect();
+        for cell in cells {
+            if cell.stop_and_wait(Some(reason.into()), Some(Duration::from_secs(10))).await.is_err() {
+                tracing::error!(worker = index, "a subscriber worker did not stop within 10 s");
+            }
+            self.live.remove(&cell.get_id());
+        }
+    }
+
     /// In a cluster: whether this node still holds worker `index`'s unit,
     /// as its holder record says. A worker whose unit another node took
     /// (its commits are refused) stops here for good; the glue sees the
@@ -580,12 +601,12 @@ impl BusState {
         let Some(token) = worker.holder() else { return false };
         let unit = worker.offset_name();
         match self.store.get(&crate::tables::UNIT_HOLDERS, &unit) {
-            Ok(Some(holder)) if holder.0 == token => true,
+            Ok(Some(holder)) if holder == token => true,
             Ok(holder) => {
                 tracing::warn!(
                     unit = %unit,
-                    token = %token,
-                    holder = ?holder.map(|h| h.0),
+                    token = ?token,
+                    holder = ?holder,
                     "another node holds this subscriber unit now: its worker stops here"
                 );
                 worker.set_holder(None);
@@ -742,21 +763,25 @@ impl Actor for BusSupervisor {
                     return Ok(());
                 };
                 let name = state.workers[index].projection.name();
+                let previous = state.workers[index].holder();
                 state.workers[index].set_holder(token.clone());
+                if token.is_some() && previous.is_some() && previous != token {
+                    // Held again under a newer lease: the running worker
+                    // commits under the old one; it starts again.
+                    state.stop_worker(&myself, index, "held under a newer lease").await;
+                }
                 if token.is_some() {
                     state.histories[index] = RestartHistory::default();
                     state.held.remove(&index);
-                    if !state.down.get(name).copied().unwrap_or(false) && !state.is_live(index) {
-                        state.spawn(&myself, index).await?;
-                    }
                     tracing::info!(unit = %unit, "holding a subscriber unit: its worker runs here");
-                } else {
-                    for cell in myself.get_children() {
-                        if state.live.get(&cell.get_id()) == Some(&index) {
-                            cell.stop_and_wait(Some("unit released".into()), Some(Duration::from_secs(10))).await.ok();
-                            state.live.remove(&cell.get_id());
-                        }
+                    if !state.down.get(name).copied().unwrap_or(false)
+                        && !state.is_live(index)
+                        && let Err(e) = state.spawn(&myself, index).await
+                    {
+                        state.failed(&myself, index, format!("starting it failed: {e}")).await?;
                     }
+                } else {
+                    state.stop_worker(&myself, index, "unit released").await;
                     tracing::info!(unit = %unit, "released a subscriber unit: its worker stopped here");
                 }
                 let _ = reply.send(true);

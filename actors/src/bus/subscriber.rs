@@ -3,8 +3,12 @@
 //!
 //! Every commit is guarded (see the bus): it holds only if the worker's
 //! stored offset is still the one it started from and, in a cluster, the
-//! unit's holder record still names this node's token; a refused commit is
-//! a failure like any other, and the bus stops a worker whose unit moved.
+//! unit's holder record still names this node's lease. In a cluster a
+//! refused commit is not a failure but news: the unit moved (the worker
+//! stops, quietly), or the offset moved (an earlier commit whose answer was
+//! lost did land: the worker goes on from the stored offset); a commit
+//! nobody took (no primary for a moment) or left in doubt is sent again,
+//! which its guard makes safe. Embedded, any commit error is a failure.
 //!
 //! Must not skip or repeat an event: events at or below the offset are
 //! ignored, and a batch that does not start right after the offset sends the
@@ -16,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use sugang_storage::{Batch, Committed, Journal, Store};
+use sugang_storage::{Batch, CommitError, Committed, Journal, Store};
 use tokio::sync::watch;
 
 use super::{Part, Projection};
@@ -27,8 +31,8 @@ use crate::tables::{UNIT_HOLDERS, UnitHolder};
 const CATCH_UP_CHUNK: usize = 512;
 
 pub(crate) struct SubscriberArgs {
-    /// In a cluster, this node's token in the unit's holder record.
-    pub(crate) holder: Option<String>,
+    /// In a cluster, this node's entry in the unit's holder record.
+    pub(crate) holder: Option<UnitHolder>,
     pub(crate) projection: Arc<dyn Projection>,
     pub(crate) part: Part,
     /// The name its offset is stored under (`mypage#2`).
@@ -58,7 +62,18 @@ pub(crate) struct SubscriberActor;
 pub(crate) struct SubscriberState {
     args: SubscriberArgs,
     offset: u64,
+    /// Whether its offset is stored (registered); until then its commits
+    /// expect none.
+    registered: bool,
 }
+
+/// How long a cluster node's worker keeps sending a commit nobody took, or
+/// waits for its copy of the log to show an offset that moved, before it
+/// fails (and is restarted under the restart policy).
+const CLUSTER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The unit moved to another node: the worker stops (see the bus).
+pub(crate) const UNIT_MOVED: &str = "the unit moved to another node";
 
 impl Actor for SubscriberActor {
     type Msg = SubscriberMsg;
@@ -70,17 +85,12 @@ impl Actor for SubscriberActor {
         myself: ActorRef<SubscriberMsg>,
         args: SubscriberArgs,
     ) -> Result<SubscriberState, ActorProcessingErr> {
-        let offset = match args.store.offset(&args.offset_name)? {
-            Some(offset) => offset,
-            None => {
-                // Registering (offset 0) protects the log from retention.
-                let mut batch = Batch::new();
-                guard(&args, &mut batch, None)?;
-                batch.set_offset(&args.offset_name, 0);
-                args.journal.commit(batch).await?;
-                0
-            }
-        };
+        // Registering (offset 0) protects the log from retention; it is the
+        // first thing the worker does (`CatchUp`), not a start-up step: a
+        // commit can wait for a cluster's primary, and a failed one is the
+        // restart policy's to handle.
+        let stored = args.store.offset(&args.offset_name)?;
+        let offset = stored.unwrap_or(0);
         args.projection.starting(&args.store, args.part)?;
         if args.projection.reacts() {
             // What it emitted before this start is at or below the log's end.
@@ -90,7 +100,7 @@ impl Actor for SubscriberActor {
         ractor::pg::join_scoped(args.scope.clone(), args.group.clone(), vec![myself.get_cell()]);
         myself.send_message(SubscriberMsg::CatchUp)?;
         tracing::info!(subscriber = %args.offset_name, offset, "subscriber started");
-        Ok(SubscriberState { args, offset })
+        Ok(SubscriberState { args, offset, registered: stored.is_some() })
     }
 
     async fn handle(
@@ -129,7 +139,68 @@ impl Actor for SubscriberActor {
 }
 
 impl SubscriberState {
+    /// Commits `batch`. Embedded: as is. In a cluster (see the module doc):
+    /// a batch nobody took or left in doubt is sent again; a refused one is
+    /// `Ok(None)` once the offset stored here has moved (the worker's
+    /// offset follows it), or an error once the unit has moved.
+    async fn commit(&mut self, batch: Batch) -> Result<Option<sugang_storage::Receipt>, ActorProcessingErr> {
+        let Some(holder) = self.args.holder.clone() else {
+            return Ok(Some(self.args.journal.commit(batch).await?));
+        };
+        let started = tokio::time::Instant::now();
+        let encoded = batch.encode()?;
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            let batch = Batch::decode(&encoded).map_err(|e| e.to_string())?;
+            let error = match self.args.journal.commit(batch).await {
+                Ok(receipt) => return Ok(Some(receipt)),
+                Err(e) => e,
+            };
+            if started.elapsed() >= CLUSTER_PATIENCE {
+                return Err(error.into());
+            }
+            match error {
+                CommitError::Conflict(_) => {
+                    if self.args.store.get(&UNIT_HOLDERS, &self.args.offset_name)?.as_ref() != Some(&holder) {
+                        return Err(UNIT_MOVED.into());
+                    }
+                    let stored = self.args.store.offset(&self.args.offset_name)?;
+                    if stored.is_some() && stored != self.registered.then_some(self.offset) {
+                        let offset = stored.unwrap_or(0);
+                        tracing::info!(
+                            subscriber = %self.args.offset_name,
+                            from = self.offset,
+                            to = offset,
+                            "the stored offset moved (an earlier commit landed): going on from it"
+                        );
+                        self.offset = offset;
+                        self.registered = true;
+                        self.args.progress.send_replace(offset);
+                        return Ok(None);
+                    }
+                    // Refused by a copy of the log ahead of this node's:
+                    // wait until this node's copy shows why.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                e => {
+                    tracing::warn!(subscriber = %self.args.offset_name, error = %e, "a unit's commit was not taken; sending it again");
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(2));
+        }
+    }
+
     async fn catch_up(&mut self) -> Result<(), ActorProcessingErr> {
+        if !self.registered {
+            let mut batch = Batch::new();
+            guard(&self.args, &mut batch, None)?;
+            batch.set_offset(&self.args.offset_name, 0);
+            if self.commit(batch).await?.is_some() {
+                self.registered = true;
+            }
+        }
         let log = self.args.store.events();
         loop {
             let events = log.read::<Event>(self.offset + 1, CATCH_UP_CHUNK)?;
@@ -164,12 +235,18 @@ impl SubscriberState {
                 e
             })?;
         }
-        guard(&self.args, &mut batch, Some(self.offset))?;
+        guard(&self.args, &mut batch, self.registered.then_some(self.offset))?;
         batch.set_offset(&self.args.offset_name, last);
         if let Some(delay) = self.args.faults.subscriber_delay(name) {
             tokio::time::sleep(delay).await;
         }
-        let receipt = self.args.journal.commit(batch).await?;
+        let Some(receipt) = self.commit(batch).await? else {
+            // The offset moved past these events (an earlier commit landed,
+            // its answer lost): the caller's catch-up goes on from there.
+            self.args.projection.committed(&self.args.store, self.args.part, self.offset)?;
+            return Ok(());
+        };
+        self.registered = true;
         if receipt.first_seq.is_some() {
             self.args.emitted.fetch_max(receipt.seq, Ordering::SeqCst);
         }
@@ -189,9 +266,8 @@ impl SubscriberState {
 /// still holds this node's token: a stale holder, or a commit sent again
 /// after its answer was lost, is refused by the log's writer.
 fn guard(args: &SubscriberArgs, batch: &mut Batch, offset: Option<u64>) -> Result<(), ActorProcessingErr> {
-    if let Some(token) = &args.holder {
-        let holder = UnitHolder(token.clone());
-        batch.expect(&UNIT_HOLDERS, &args.offset_name, Some(&holder))?;
+    if let Some(holder) = &args.holder {
+        batch.expect(&UNIT_HOLDERS, &args.offset_name, Some(holder))?;
     }
     batch.expect_offset(&args.offset_name, offset);
     Ok(())

@@ -470,8 +470,7 @@ impl CourseActorState {
             ),
             Decided::AheadOfDisk(reason) => {
                 tracing::error!(course_id = self.id.get(), error = %reason, "course commit failed; restarting from storage");
-                // This request was never submitted: nothing of it is stored.
-                let _ = reply.send(Err(CourseFailure::Stopped(reason.clone())));
+                let _ = reply.send(Err(CourseFailure::Storage(reason.clone())));
                 return Err(format!("a commit of course {} failed: {reason}", self.id).into());
             }
         }

@@ -349,13 +349,18 @@ impl Sugang {
     }
 }
 
-/// A command the store refused without storing anything of it (it takes no
+/// A command whose write the store refused without storing it (it takes no
 /// more writes: a storage fault before, or a cluster node fenced): this
-/// node is going down, another (or its restart) can take the command.
+/// node is going down and the command did not complete; a saga step it had
+/// begun (a seat held, a fee charged) is undone by the recovery of the node
+/// that takes over, or of this one's restart. Another node can take it.
 fn stopped(reason: String) -> CommandError {
     tracing::warn!(%reason, "a command refused: the store takes no more writes");
     CommandError::Unavailable {
-        reason: format!("this node takes no more writes ({reason}); nothing was done"),
+        reason: format!(
+            "this node takes no more writes ({reason}): the command did not complete, and whatever it began is \
+             undone by the node that takes over"
+        ),
         retry_after: Duration::from_secs(1),
     }
 }

@@ -61,8 +61,27 @@ impl Sugang {
     /// On a cluster node the subscribers' units run on any node and their
     /// offsets arrive with the log: waits (bounded like the bus's wait)
     /// until every offset of `subscriber` stored here has reached `seq`.
+    ///
+    /// Like the bus's wait, it covers the events the reacting subscribers
+    /// (delivery) emit in reaction: once a reactor's offsets have reached
+    /// `seq`, its reactions to those events are in the log at or below its
+    /// last seq then, which `subscriber` is waited for.
     async fn stored_wait_for(&self, subscriber: &str, seq: u64) -> bool {
         let deadline = tokio::time::Instant::now() + self.inner.config.bus.max_wait;
+        let mut through = seq;
+        let reactors = self.bus().map(|bus| bus.reactor_names()).unwrap_or_default();
+        for reactor in reactors.into_iter().filter(|r| *r != subscriber) {
+            if !self.offsets_reach(reactor, seq, deadline).await {
+                return false;
+            }
+            through = through.max(self.store().events().last_seq());
+        }
+        self.offsets_reach(subscriber, through, deadline).await
+    }
+
+    /// Waits until every offset of `subscriber` stored here has reached
+    /// `seq`; false at `deadline`.
+    async fn offsets_reach(&self, subscriber: &str, seq: u64, deadline: tokio::time::Instant) -> bool {
         let mine =
             |name: &str| name.strip_prefix(subscriber).is_some_and(|rest| rest.is_empty() || rest.starts_with('#'));
         loop {
@@ -119,21 +138,53 @@ impl Sugang {
         self.inner.units.get().map(|units| units.bus.held()).unwrap_or_default()
     }
 
-    /// Makes this node `unit`'s holder under `token` (its node and lease
-    /// epoch): stores the holder record, through the log, then runs the
-    /// unit's worker here from its stored offset. From then on a commit of
-    /// any earlier holder is refused.
-    pub async fn hold_unit(&self, unit: &str, token: &str) -> Result<(), CommandError> {
+    /// Makes `node` `unit`'s holder under the lease epoch `epoch`: stores
+    /// the holder record, through the log, then runs the unit's worker here
+    /// from its stored offset. From then on a commit of any earlier holder
+    /// is refused. A record is only replaced by one of a later epoch, by
+    /// compare-and-set on the record as this node's copy shows it: a node
+    /// whose record comes late (paused before it was sent) is refused
+    /// instead of taking the unit back ([`CommandError::Conflict`]).
+    pub async fn hold_unit(&self, unit: &str, node: &str, epoch: u64) -> Result<(), CommandError> {
         let Some(units) = self.inner.units.get() else {
             return Err(CommandError::Internal("this node does not share subscribers".into()));
         };
-        let mut batch = Batch::new();
-        batch.put(&UNIT_HOLDERS, &unit.to_owned(), &UnitHolder(token.to_owned())).map_err(internal)?;
-        self.inner.journal.commit(batch).await.map_err(|e| CommandError::Unavailable {
-            reason: format!("storing the holder of unit {unit}: {e}"),
-            retry_after: Duration::from_secs(1),
-        })?;
-        match units.bus.hold(unit.to_owned(), Some(token.to_owned())).await {
+        let holder = UnitHolder { node: node.to_owned(), epoch };
+        let key = unit.to_owned();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let current = self.store().get(&UNIT_HOLDERS, &key).map_err(internal)?;
+            if let Some(current) = &current
+                && (current.epoch > epoch || (current.epoch == epoch && current.node != node))
+            {
+                return Err(CommandError::Conflict(format!(
+                    "unit {unit} is held by {}@{} already, a later lease than {node}@{epoch}",
+                    current.node, current.epoch
+                )));
+            }
+            if current.as_ref() == Some(&holder) {
+                break;
+            }
+            let mut batch = Batch::new();
+            batch.expect(&UNIT_HOLDERS, &key, current.as_ref()).map_err(internal)?;
+            batch.put(&UNIT_HOLDERS, &key, &holder).map_err(internal)?;
+            match self.inner.journal.commit(batch).await {
+                Ok(_) => break,
+                // Another record landed first: look again once this node's
+                // copy of the log shows it.
+                Err(CommitError::Conflict(_)) if attempts < 20 => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    return Err(CommandError::Unavailable {
+                        reason: format!("storing the holder of unit {unit}: {e}"),
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+            }
+        }
+        match units.bus.hold(key, Some(holder)).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(CommandError::NotFound { what: "subscriber unit", id: 0 }),
             Err(e) => Err(CommandError::Internal(format!("starting unit {unit}: {e}"))),
@@ -153,8 +204,8 @@ impl Sugang {
     /// Commits a batch a unit's worker on another node sends to this node,
     /// the log's writer (`Batch::encode`): its receipt, once applied here.
     pub async fn commit_forwarded(&self, batch: &[u8]) -> Result<Receipt, CommitError> {
-        let batch =
-            Batch::decode(batch).map_err(|e| CommitError::Write(format!("a malformed forwarded batch: {e}")))?;
+        // Not one this node can read (another release's): nothing stored.
+        let batch = Batch::decode(batch).map_err(|e| CommitError::Stopped(format!("a malformed batch: {e}").into()))?;
         self.inner.journal.commit(batch).await
     }
 
