@@ -950,33 +950,7 @@ async fn after_a_failover_every_enrollment_is_delivered_and_notified_once() {
     load.wait_acks(&mut cluster, 40, Duration::from_secs(30)).await;
     let seen = load.finish().await;
     let view = converged(&cluster, &survivors, &courses, &seen).await;
-    let completed: HashMap<u64, &String> = view
-        .classes
-        .iter()
-        .filter(|(_, (_, _, status))| status == "COMPLETED")
-        .map(|(id, (_, student, _))| (*id, student))
-        .collect();
-    let students: HashSet<&String> = view.classes.values().map(|(_, student, _)| student).collect();
-
-    for &i in &survivors {
-        let base = &cluster.nodes[i].url;
-        let node = &cluster.nodes[i].name;
-        let deadline = Instant::now() + CONVERGE_LIMIT;
-        loop {
-            let problems = subscriber_problems(&cluster.client, base, &view, &completed, &students, seen.max_seq).await;
-            if problems.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {node}: {} problems: {:#?}",
-                problems.len(),
-                &problems[..problems.len().min(12)]
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        println!("node {node}: {} completed enrollments, each delivered and notified exactly once", completed.len());
-    }
+    every_event_once(&cluster, &survivors, &view, &seen).await;
 }
 
 /// The subscriber units each node runs, as node `i` sees it (unit → node).
@@ -1049,34 +1023,8 @@ async fn subscribers_on_several_nodes_process_every_event_once_even_past_a_pause
     load.wait_acks(&mut cluster, 40, Duration::from_secs(30)).await;
     let seen = load.finish().await;
     let view = converged(&cluster, &survivors, &courses, &seen).await;
-    let completed: HashMap<u64, &String> = view
-        .classes
-        .iter()
-        .filter(|(_, (_, _, status))| status == "COMPLETED")
-        .map(|(id, (_, student, _))| (*id, student))
-        .collect();
-    let students: HashSet<&String> = view.classes.values().map(|(_, student, _)| student).collect();
     // The node paused is a node like the others again: it serves the same.
-    for i in 0..3 {
-        let base = &cluster.nodes[i].url;
-        let node = &cluster.nodes[i].name;
-        let deadline = Instant::now() + CONVERGE_LIMIT;
-        loop {
-            let problems = subscriber_problems(&cluster.client, base, &view, &completed, &students, seen.max_seq).await;
-            if problems.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {node}: {} problems: {:#?}\n{}",
-                problems.len(),
-                &problems[..problems.len().min(12)],
-                cluster.logs_of_trouble()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        println!("node {node}: {} completed enrollments, each delivered and notified exactly once", completed.len());
-    }
+    every_event_once(&cluster, &[0, 1, 2], &view, &seen).await;
     let after = unit_holders(&cluster, primary).await.expect("the primary's cluster status");
     assert_eq!(after.len(), holders.len(), "every unit is held again: {after:?}");
     // What the paused node did with its units once it ran again.
@@ -1093,6 +1041,39 @@ async fn subscribers_on_several_nodes_process_every_event_once_even_past_a_pause
         lines.iter().any(|l| l.contains("event=\"lost\"")),
         "the paused node did not notice it lost its units: {lines:#?}"
     );
+}
+
+/// Waits until each node in `nodes` shows the subscribers' work done once
+/// for every enrollment `view` has completed (see [`subscriber_problems`]);
+/// panics naming what is wrong after [`CONVERGE_LIMIT`].
+async fn every_event_once(cluster: &Cluster, nodes: &[usize], view: &View, seen: &Seen) {
+    let completed: HashMap<u64, &String> = view
+        .classes
+        .iter()
+        .filter(|(_, (_, _, status))| status == "COMPLETED")
+        .map(|(id, (_, student, _))| (*id, student))
+        .collect();
+    let students: HashSet<&String> = view.classes.values().map(|(_, student, _)| student).collect();
+    for &i in nodes {
+        let base = &cluster.nodes[i].url;
+        let node = &cluster.nodes[i].name;
+        let deadline = Instant::now() + CONVERGE_LIMIT;
+        loop {
+            let problems = subscriber_problems(&cluster.client, base, view, &completed, &students, seen.max_seq).await;
+            if problems.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node}: {} problems: {:#?}\n{}",
+                problems.len(),
+                &problems[..problems.len().min(12)],
+                cluster.logs_of_trouble()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        println!("node {node}: {} completed enrollments, each delivered and notified exactly once", completed.len());
+    }
 }
 
 /// What is wrong with the subscribers' work as node `base` shows it.
