@@ -538,6 +538,25 @@ impl ReplicatedWriter {
         }
     }
 
+    /// Stops this node's writes for good after a group the log did not
+    /// take: `fenced`, it stored nothing (its callers are told so, as
+    /// `Stopped`); otherwise it may be stored (`Write`: in doubt).
+    fn stop_writing(&mut self, part: Vec<Submission>, reason: String, fenced: bool) {
+        let size = part.len();
+        let reason: Arc<str> = reason.into();
+        self.failed = Some(reason.clone());
+        self.store.shared.failure.send_replace(Some(reason.clone()));
+        let outcome = if fenced { "refused" } else { "failed" };
+        metrics::counter!("sugang_journal_batches_total", "outcome" => outcome).increment(size as u64);
+        metrics::gauge!("sugang_storage_failed").set(1.0);
+        tracing::error!(%reason, batches = size, fenced, "a log write failed: this node takes no more writes and must restart");
+        for submission in part {
+            let error =
+                if fenced { CommitError::Stopped(reason.clone()) } else { CommitError::Write(reason.to_string()) };
+            let _ = submission.reply.send(Err(error));
+        }
+    }
+
     /// Answers the callers of a group stored (or not) by [`Self::replicate`].
     fn answer(&mut self, part: Vec<Submission>, outcome: Result<u64, Unstored>) {
         let size = part.len();
@@ -574,32 +593,8 @@ impl ReplicatedWriter {
                     let _ = submission.reply.send(Err(CommitError::Conflict(key.clone())));
                 }
             }
-            Err(Unstored::Log(ReplicateError::Fenced(reason))) => {
-                let reason: Arc<str> = reason.into();
-                self.failed = Some(reason.clone());
-                self.store.shared.failure.send_replace(Some(reason.clone()));
-                metrics::counter!("sugang_journal_batches_total", "outcome" => "refused").increment(size as u64);
-                metrics::gauge!("sugang_storage_failed").set(1.0);
-                tracing::error!(%reason, batches = size, "this node's log writes are fenced: it takes no more writes");
-                for submission in part {
-                    let _ = submission.reply.send(Err(CommitError::Stopped(reason.clone())));
-                }
-            }
-            Err(Unstored::Log(ReplicateError::Failed(reason))) => {
-                let reason: Arc<str> = reason.into();
-                self.failed = Some(reason.clone());
-                self.store.shared.failure.send_replace(Some(reason.clone()));
-                metrics::counter!("sugang_journal_batches_total", "outcome" => "failed").increment(size as u64);
-                metrics::gauge!("sugang_storage_failed").set(1.0);
-                tracing::error!(
-                    %reason,
-                    batches = size,
-                    "a log write failed: this node takes no more writes and must restart"
-                );
-                for submission in part {
-                    let _ = submission.reply.send(Err(CommitError::Write(reason.to_string())));
-                }
-            }
+            Err(Unstored::Log(ReplicateError::Fenced(reason))) => self.stop_writing(part, reason, true),
+            Err(Unstored::Log(ReplicateError::Failed(reason))) => self.stop_writing(part, reason, false),
         }
     }
 }
