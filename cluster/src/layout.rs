@@ -309,6 +309,28 @@ fn check_replicas(what: &'static str, have: usize, want: usize) -> Result<(), Co
     }
 }
 
+/// The keys of a bucket (live values and delete markers alike; the caller
+/// reads each entry), from one stream-info request per page that lists
+/// the bucket's subjects.
+///
+/// Not `kv::Store::keys`: that creates a consumer per listing, and while a
+/// NATS server of the cluster is down consumer creation can time out for
+/// tens of seconds (seen here: every listing failed for 30 s after one of
+/// three servers was killed, while reads and writes of the same bucket
+/// went on). A stream-info request is answered by the stream's leader,
+/// like those reads.
+pub(crate) async fn bucket_keys(store: &kv::Store) -> Result<std::collections::BTreeSet<String>, async_nats::Error> {
+    use futures_util::TryStreamExt;
+    let mut subjects = store.stream.info_with_subjects(format!("{}>", store.prefix)).await?;
+    let mut keys = std::collections::BTreeSet::new();
+    while let Some((subject, _count)) = subjects.try_next().await? {
+        if let Some(key) = subject.strip_prefix(store.prefix.as_str()) {
+            keys.insert(key.to_owned());
+        }
+    }
+    Ok(keys)
+}
+
 /// Creates (or finds) a key-value bucket keeping one value per key for
 /// `ttl`. The bucket's stream is created here, with the settings
 /// `async-nats` gives a bucket, because its `create_key_value` first reads

@@ -239,16 +239,8 @@ impl Cluster {
 
     /// Every live lease (one read of the bucket).
     pub async fn leases(&self) -> Result<Vec<LeaseInfo>, async_nats::Error> {
-        use futures_util::StreamExt;
         let mut out = Vec::new();
-        let mut keys = self.leases.keys().await?;
-        // A key renewed while the listing runs can come twice (the
-        // listing's consumer goes on delivering): a set keeps it once.
-        let mut names = std::collections::BTreeSet::new();
-        while let Some(key) = keys.next().await {
-            names.insert(key?);
-        }
-        for key in names {
+        for key in crate::layout::bucket_keys(&self.leases).await? {
             let Some(course) = course_of_lease_key(&key) else { continue };
             if let Some(entry) = self.leases.entry(key).await?
                 && entry.operation == kv::Operation::Put

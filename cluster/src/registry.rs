@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::layout::Cluster;
@@ -119,12 +118,7 @@ impl Cluster {
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, async_nats::Error> {
         let now = unix_ms();
         let mut nodes: BTreeMap<String, NodeInfo> = BTreeMap::new();
-        let mut keys = self.nodes.keys().await?;
-        let mut names = Vec::new();
-        while let Some(key) = keys.next().await {
-            names.push(key?);
-        }
-        for name in names {
+        for name in crate::layout::bucket_keys(&self.nodes).await? {
             let Some(entry) = self.nodes.entry(name.as_str()).await? else { continue };
             if entry.operation != kv::Operation::Put {
                 continue;

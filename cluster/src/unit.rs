@@ -12,7 +12,6 @@
 //! Must not write the log.
 
 use async_nats::jetstream::kv;
-use futures_util::StreamExt;
 
 use crate::layout::Cluster;
 use crate::lease::{AcquireError, Lease, datetime_ms, unix_ms};
@@ -57,18 +56,9 @@ impl Cluster {
     /// Every live unit lease, by unit.
     pub async fn unit_leases(&self) -> Result<Vec<UnitLease>, async_nats::Error> {
         let now = unix_ms();
-        let mut keys = self.leases.keys().await?;
-        // A key written while the listing runs can come twice (the
-        // listing's consumer goes on delivering): a set keeps it once.
-        let mut names = std::collections::BTreeSet::new();
-        while let Some(key) = keys.next().await {
-            let key = key?;
-            if let Some(unit) = unit_of_key(&key) {
-                names.insert((key, unit));
-            }
-        }
+        let keys = crate::layout::bucket_keys(&self.leases).await?;
         let mut out = Vec::new();
-        for (key, unit) in names {
+        for (key, unit) in keys.into_iter().filter_map(|key| unit_of_key(&key).map(|unit| (key, unit))) {
             let Some(entry) = self.leases.entry(key).await? else { continue };
             if entry.operation != kv::Operation::Put {
                 continue;

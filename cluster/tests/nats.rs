@@ -564,3 +564,54 @@ async fn the_registry_lists_live_nodes_their_courses_and_lease_ages() {
     a.leave().await.unwrap();
     assert!(a.nodes().await.unwrap()[0].live.eq(&false), "a left the registry but keeps its leases");
 }
+
+/// R3: with one of the three NATS servers SIGKILLed, the registry and the
+/// lease listings (what `/admin/cluster` and the sharing of subscriber
+/// units read) answer again within the time the servers take to elect new
+/// leaders, and keep answering. Listing a bucket by creating a consumer
+/// (`kv::Store::keys`) timed out for 30 s and more here after such a kill.
+#[tokio::test]
+#[ignore = "needs nats-server: cargo test -p sugang-cluster -- --ignored"]
+async fn listings_answer_again_soon_after_one_of_three_servers_is_killed() {
+    let mut nats = cluster3();
+    let a = node(&nats, "a").await;
+    let b = node(&nats, "b").await;
+    let _ha = a.start_heartbeat(Duration::from_millis(200)).await.unwrap();
+    let _hb = b.start_heartbeat(Duration::from_millis(200)).await.unwrap();
+    let _unit = a.acquire_unit("delivery").await.unwrap();
+    let leader = a.log_leader().await.unwrap();
+    let victim = leader.as_deref().and_then(|name| name.strip_prefix('n')?.parse::<usize>().ok()).map_or(0, |n| n - 1);
+    nats.kill(victim);
+    let killed = Instant::now();
+    // Each listing bounded at 2 s: a caller renewing 2 s leases cannot wait longer.
+    let list = |c: &Cluster| {
+        let c = c.clone();
+        async move {
+            let nodes = tokio::time::timeout(Duration::from_secs(2), c.nodes()).await;
+            let units = tokio::time::timeout(Duration::from_secs(2), c.unit_leases()).await;
+            matches!((nodes, units), (Ok(Ok(_)), Ok(Ok(_))))
+        }
+    };
+    let mut first_ok = None;
+    let mut failed_after = 0;
+    let mut tries_after = 0;
+    while killed.elapsed() < Duration::from_secs(30) {
+        let ok = list(&a).await && list(&b).await;
+        match (ok, first_ok) {
+            (true, None) => first_ok = Some(killed.elapsed()),
+            (_, Some(_)) => {
+                tries_after += 1;
+                failed_after += usize::from(!ok);
+            }
+            (false, None) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first_ok = first_ok.expect("the listings never answered within 30 s of the kill");
+    eprintln!(
+        "server n{} killed: listings answered again after {first_ok:?}; {failed_after} of {tries_after} failed later",
+        victim + 1
+    );
+    assert!(first_ok < Duration::from_secs(15), "listings answered again only after {first_ok:?}");
+    assert!(failed_after * 10 <= tries_after, "{failed_after} of {tries_after} listings failed once they had answered");
+}
