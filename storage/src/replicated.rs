@@ -24,9 +24,10 @@
 //! writes ([`Replicator::forward`]), where that node's journal commits it
 //! (its guards checked there), and answers the caller once this node's
 //! applier has applied the log up to the position the writer gave: a caller
-//! then reads its own writes locally. The batches of one group are
-//! forwarded at once and may commit in any order (they are independent
-//! callers); the next group is taken once all are answered. A refusal
+//! then reads its own writes locally. Batches are forwarded as they come,
+//! each on its own, and may commit in any order (they are independent
+//! callers, each waiting for its answer before its next batch): one whose
+//! answer is slow holds up no other. A refusal
 //! ([`ReplicateError::Refused`], [`ReplicateError::TooLarge`]) stored
 //! nothing: its caller gets [`CommitError::Stopped`]. A conflict is the
 //! writer's [`CommitError::Conflict`]. A failure ([`ReplicateError::Failed`],
@@ -235,8 +236,17 @@ impl Journal {
         });
         let applied = applier.watch();
         let task = tokio::spawn(
-            ReplicatedWriter { store: store.clone(), writer, waiting, replicator, applied, next_id: 0, failed: None }
-                .run(rx, options.max_group.max(1)),
+            ReplicatedWriter {
+                store: store.clone(),
+                writer,
+                waiting,
+                replicator,
+                applied,
+                next_id: 0,
+                failed: None,
+                forwards: JoinSet::new(),
+            }
+            .run(rx, options.max_group.max(1)),
         );
         Ok((Journal { tx, faults, backups: Arc::new(tokio::sync::Mutex::new(())) }, applier, task))
     }
@@ -427,6 +437,10 @@ struct ReplicatedWriter {
     applied: watch::Receiver<u64>,
     next_id: u64,
     failed: Option<Arc<str>>,
+    /// The batches forwarded and not answered yet, each on its own: one
+    /// whose answer is slow (in doubt, up to the forward's patience) holds
+    /// up no other.
+    forwards: JoinSet<()>,
 }
 
 /// How long a group stored in the log may take to come back through the
@@ -436,8 +450,20 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 impl ReplicatedWriter {
     async fn run(mut self, mut rx: mpsc::Receiver<Submission>, max_group: usize) {
         let mut pending = Vec::with_capacity(max_group);
-        while rx.recv_many(&mut pending, max_group).await > 0 {
-            self.commit_group(&mut pending).await;
+        loop {
+            tokio::select! {
+                received = rx.recv_many(&mut pending, max_group) => {
+                    if received == 0 {
+                        break;
+                    }
+                    self.commit_group(&mut pending).await;
+                }
+                Some(joined) = self.forwards.join_next() => reap(joined),
+            }
+        }
+        // Every caller gets its answer before the journal says it stopped.
+        while let Some(joined) = self.forwards.join_next().await {
+            reap(joined);
         }
         tracing::info!("replicated journal stopped");
     }
@@ -457,7 +483,7 @@ impl ReplicatedWriter {
                 return;
             }
             if !self.replicator.writes() {
-                self.forward_group(pending).await;
+                self.forward_group(pending);
                 return;
             }
             // The writer is serial: each part is applied by this node's
@@ -521,20 +547,12 @@ impl ReplicatedWriter {
     }
 
     /// Forwards every batch of `pending` to the node that writes the log,
-    /// all at once, each answered on its own (see the module doc); returns
-    /// once all are answered.
-    async fn forward_group(&mut self, pending: &mut Vec<Submission>) {
-        let mut forwards = JoinSet::new();
+    /// each on its own, answered when its answer comes (see the module
+    /// doc); returns at once, for the next batches.
+    fn forward_group(&mut self, pending: &mut Vec<Submission>) {
         for submission in pending.drain(..) {
             let (replicator, applied, store) = (self.replicator.clone(), self.applied.clone(), self.store.clone());
-            forwards.spawn(forward(replicator, applied, store, submission));
-        }
-        while let Some(joined) = forwards.join_next().await {
-            // A forward that panicked dropped its caller's reply: the caller
-            // is told the journal closed.
-            if let Err(e) = joined {
-                tracing::error!(error = %e, "forwarding a batch failed");
-            }
+            self.forwards.spawn(forward(replicator, applied, store, submission));
         }
     }
 
@@ -596,6 +614,14 @@ impl ReplicatedWriter {
             Err(Unstored::Log(ReplicateError::Fenced(reason))) => self.stop_writing(part, reason, true),
             Err(Unstored::Log(ReplicateError::Failed(reason))) => self.stop_writing(part, reason, false),
         }
+    }
+}
+
+/// A forward that panicked dropped its caller's reply: the caller is told
+/// the journal closed; this says why.
+fn reap(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        tracing::error!(error = %e, "forwarding a batch failed");
     }
 }
 

@@ -419,6 +419,8 @@ struct Forwarder {
     applier: Arc<Applier>,
     /// The answer to the next forward instead of committing it.
     next_refusal: Mutex<Option<ReplicateError>>,
+    /// Holds the next forward until this is sent (or dropped).
+    hold_next: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl Replicator for Forwarder {
@@ -434,6 +436,10 @@ impl Replicator for Forwarder {
         Box::pin(async move {
             if let Some(refusal) = self.next_refusal.lock().unwrap().take() {
                 return Err(refusal);
+            }
+            let held = self.hold_next.lock().unwrap().take();
+            if let Some(held) = held {
+                let _ = held.await;
             }
             let batch = Batch::decode(&batch).map_err(|e| ReplicateError::Refused(e.to_string()))?;
             match self.journal.commit(batch).await {
@@ -453,8 +459,12 @@ async fn a_node_that_does_not_write_forwards_and_answers_once_it_applied() {
     let (w_journal, w_applier, _w_task) =
         Journal::start_replicated(&w, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
     apply_from(&log, w_applier.clone());
-    let forwarder =
-        Arc::new(Forwarder { journal: w_journal.clone(), applier: w_applier.clone(), next_refusal: Mutex::default() });
+    let forwarder = Arc::new(Forwarder {
+        journal: w_journal.clone(),
+        applier: w_applier.clone(),
+        next_refusal: Mutex::default(),
+        hold_next: Mutex::default(),
+    });
     let f = open(f_dir.path());
     let (journal, f_applier, _f_task) =
         Journal::start_replicated(&f, JournalOptions::default(), forwarder.clone()).unwrap();
@@ -507,4 +517,52 @@ async fn a_node_that_does_not_write_forwards_and_answers_once_it_applied() {
         assert_eq!(f.get(&ROWS, &i).unwrap().is_some(), there, "row {i}");
     }
     assert!(w.failure().borrow().is_none());
+}
+
+/// A forwarded batch whose answer is slow (the writer busy, or the batch in
+/// doubt until the forward gives up) holds up none of the node's later
+/// batches: they are forwarded and answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_forward_holds_up_no_later_batch() {
+    let (w_dir, f_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = Arc::new(Log::default());
+    let w = open(w_dir.path());
+    let (w_journal, w_applier, _w_task) =
+        Journal::start_replicated(&w, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
+    apply_from(&log, w_applier.clone());
+    let forwarder = Arc::new(Forwarder {
+        journal: w_journal.clone(),
+        applier: w_applier.clone(),
+        next_refusal: Mutex::default(),
+        hold_next: Mutex::default(),
+    });
+    let f = open(f_dir.path());
+    let (journal, f_applier, _f_task) =
+        Journal::start_replicated(&f, JournalOptions::default(), forwarder.clone()).unwrap();
+    apply_from(&log, f_applier.clone());
+
+    let (release, held) = tokio::sync::oneshot::channel();
+    *forwarder.hold_next.lock().unwrap() = Some(held);
+    let slow = tokio::spawn({
+        let journal = journal.clone();
+        async move { journal.commit(batch(1)).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while forwarder.hold_next.lock().unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the first batch was never forwarded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 2..=4u64 {
+        tokio::time::timeout(Duration::from_secs(10), journal.commit(batch(i)))
+            .await
+            .unwrap_or_else(|_| panic!("batch {i} waited for the slow forward before it"))
+            .unwrap();
+    }
+    assert!(!slow.is_finished(), "the first batch is still held");
+    assert_eq!(f.get(&ROWS, &1).unwrap(), None);
+    release.send(()).unwrap();
+    slow.await.unwrap().unwrap();
+    for i in 1..=4u64 {
+        assert_eq!(f.get(&ROWS, &i).unwrap(), Some(Row(i)), "row {i}");
+    }
 }
