@@ -154,6 +154,28 @@ impl Replicator for LogReplicator {
     }
 }
 
+/// The format byte in front of everything nodes send each other over
+/// NATS ([`to_wire`]): a node of another release (a rolling upgrade) is
+/// told it cannot be read, never misread. Not 0 to 3 (the first byte of
+/// the releases before it, a postcard enum variant) nor 100 or more (that
+/// of their HTTP answers, a status code).
+const WIRE_FORMAT: u8 = 0x53;
+
+/// `value` in the nodes' wire format: [`WIRE_FORMAT`], then postcard.
+fn to_wire<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_extend(value, vec![WIRE_FORMAT])
+}
+
+/// Reads what [`to_wire`] wrote. An empty payload is a node's answer to a
+/// message it could not read.
+fn from_wire<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    match bytes.split_first() {
+        Some((&WIRE_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((format, _)) => Err(format!("the unknown wire format {format} (a node of another release?)")),
+        None => Err("an empty message: the other node could not read ours (a node of another release?)".into()),
+    }
+}
+
 /// What a node sends the primary: a request a client made of it, or a
 /// batch of its subscriber units' effects to commit (`Batch::encode`).
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -235,7 +257,7 @@ impl Link {
 
     async fn forward_once(&self, node: &str, payload: Vec<u8>) -> Result<ForwardedResponse, NatsForwardError> {
         let answer = self.cluster.forward_to(node, 0, payload.into()).await?;
-        postcard::from_bytes(&answer)
+        from_wire(&answer)
             .map_err(|e| NatsForwardError::Nats { course: 0, source: format!("a malformed answer: {e}").into() })
     }
 
@@ -244,8 +266,7 @@ impl Link {
     /// safe; a primary that dies with the batch in flight leaves it in
     /// doubt (`Failed`), which its guards make safe to send again.
     async fn commit(&self, batch: Vec<u8>) -> Result<sugang_storage::Forwarded, ReplicateError> {
-        let payload =
-            postcard::to_allocvec(&ToPrimary::Commit(batch)).map_err(|e| ReplicateError::Refused(e.to_string()))?;
+        let payload = to_wire(&ToPrimary::Commit(batch)).map_err(|e| ReplicateError::Refused(e.to_string()))?;
         let deadline = Instant::now() + COMMIT_PATIENCE;
         let mut refused = String::from("no primary");
         while Instant::now() < deadline {
@@ -282,7 +303,7 @@ impl Link {
                     continue;
                 }
             };
-            match postcard::from_bytes::<CommitAnswer>(&answer) {
+            match from_wire::<CommitAnswer>(&answer) {
                 Ok(CommitAnswer::Committed { first_seq, seq, position }) => {
                     return Ok(sugang_storage::Forwarded {
                         receipt: sugang_storage::Receipt { first_seq, seq },
@@ -399,8 +420,8 @@ impl ClusterLink for Link {
         request: ForwardedRequest,
     ) -> Pin<Box<dyn Future<Output = Result<ForwardedResponse, ForwardError>> + Send + '_>> {
         Box::pin(async move {
-            let payload = postcard::to_allocvec(&ToPrimary::Request(request))
-                .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+            let payload =
+                to_wire(&ToPrimary::Request(request)).map_err(|e| ForwardError::Unreachable(e.to_string()))?;
             // The primary as last seen, then once more after a fresh look at
             // the lease: it may have changed hands since.
             let mut node = match self.primary_name() {
@@ -818,21 +839,23 @@ async fn serve_forwarded(cluster: &Cluster, to_front: mpsc::Sender<Forwarded>, w
         while let Some(command) = commands.next().await {
             let (to_front, writer) = (to_front.clone(), writer.clone());
             tokio::spawn(async move {
-                let encoded = match postcard::from_bytes::<ToPrimary>(command.payload()) {
+                let encoded = match from_wire::<ToPrimary>(command.payload()) {
                     Ok(ToPrimary::Request(request)) => {
                         let (reply, answer) = oneshot::channel();
                         if to_front.send((request, reply)).await.is_err() {
                             return;
                         }
                         match answer.await {
-                            Ok(answer) => postcard::to_allocvec(&answer),
+                            Ok(answer) => to_wire(&answer),
                             Err(_) => return,
                         }
                     }
-                    Ok(ToPrimary::Commit(batch)) => postcard::to_allocvec(&writer.commit(&batch).await),
+                    Ok(ToPrimary::Commit(batch)) => to_wire(&writer.commit(&batch).await),
                     Err(e) => {
-                        tracing::warn!(error = %e, "a malformed forwarded request");
-                        postcard::to_allocvec(&ForwardedResponse { status: 400, headers: Vec::new(), body: Vec::new() })
+                        // Answered empty: whatever its release, the sender
+                        // reads that as "not understood", never as an answer.
+                        tracing::warn!(error = %e, "a forwarded message this node cannot read");
+                        Ok(Vec::new())
                     }
                 };
                 match encoded {
@@ -1098,6 +1121,38 @@ async fn renew_until(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wire_format_reads_its_own_and_refuses_another_release_or_garbage() {
+        let answer = CommitAnswer::Committed { first_seq: Some(7), seq: 9, position: 12 };
+        let bytes = to_wire(&answer).unwrap();
+        assert_eq!(bytes[0], WIRE_FORMAT);
+        assert!(matches!(
+            from_wire::<CommitAnswer>(&bytes),
+            Ok(CommitAnswer::Committed { first_seq: Some(7), seq: 9, position: 12 })
+        ));
+        // The releases without the format byte: their first byte is
+        // postcard's variant index, or a status code's, never this format.
+        let unversioned = postcard::to_allocvec(&answer).unwrap();
+        assert!(from_wire::<CommitAnswer>(&unversioned).unwrap_err().contains("unknown wire format 0"));
+        let commit = postcard::to_allocvec(&ToPrimary::Commit(vec![WIRE_FORMAT, 1, 2])).unwrap();
+        assert!(from_wire::<ToPrimary>(&commit).err().is_some_and(|e| e.contains("unknown wire format 1")));
+        for status in [100u16, 200, 201, 409, 503] {
+            let old =
+                postcard::to_allocvec(&ForwardedResponse { status, headers: Vec::new(), body: Vec::new() }).unwrap();
+            assert!(from_wire::<ForwardedResponse>(&old).is_err(), "{status}");
+        }
+        let mut later = bytes.clone();
+        later[0] = WIRE_FORMAT + 1;
+        assert!(from_wire::<CommitAnswer>(&later).unwrap_err().contains("another release"));
+        // The empty answer of a node that could not read the message.
+        assert!(from_wire::<CommitAnswer>(&[]).unwrap_err().contains("could not read"));
+        // Garbage after the right byte is an error, not a panic.
+        for garbage in [&[WIRE_FORMAT][..], &[WIRE_FORMAT, 0xff, 0xff, 0xff], &[WIRE_FORMAT, 9, 1, 2]] {
+            assert!(from_wire::<CommitAnswer>(garbage).is_err(), "{garbage:?}");
+            assert!(from_wire::<ToPrimary>(garbage).is_err(), "{garbage:?}");
+        }
+    }
 
     #[test]
     fn only_loopback_nats_urls_count_as_loopback() {
