@@ -421,6 +421,184 @@ mod tests {
         replica.shutdown().await;
     }
 
+    /// The log two cluster nodes share in [`a_lost_answer_to_a_units_batch_takes_effect_once`]:
+    /// what the writer appends, every node applies in order.
+    #[derive(Default)]
+    struct SharedLog {
+        messages: Mutex<Vec<Vec<u8>>>,
+        followers: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)>>>,
+    }
+
+    impl SharedLog {
+        /// Applies every message, from the first, on `applier`, in a task.
+        fn follow(&self, applier: Arc<sugang_storage::Applier>) {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            for (i, message) in self.messages.lock().unwrap().iter().enumerate() {
+                tx.send((i as u64 + 1, message.clone())).unwrap();
+            }
+            self.followers.lock().unwrap().push(tx);
+            tokio::spawn(async move {
+                while let Some((position, message)) = rx.recv().await {
+                    let applier = applier.clone();
+                    let applied = tokio::task::spawn_blocking(move || applier.apply(position, &message)).await;
+                    if !matches!(applied, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    /// The log's writer (the primary's journal).
+    struct Appends(Arc<SharedLog>);
+
+    impl Replicator for Appends {
+        fn append(&self, group: Vec<u8>) -> BoxFuture<'_, Result<u64, ReplicateError>> {
+            Box::pin(async move {
+                let mut messages = self.0.messages.lock().unwrap();
+                messages.push(group.clone());
+                let position = messages.len() as u64;
+                for follower in self.0.followers.lock().unwrap().iter() {
+                    let _ = follower.send((position, group.clone()));
+                }
+                Ok(position)
+            })
+        }
+    }
+
+    /// Another node's journal: forwards each batch to the primary's, and
+    /// when told, loses the answer to the next batch that appends events
+    /// once the primary has committed it (the primary died answering, or
+    /// the reply was lost on the way).
+    struct Forwards {
+        primary: Journal,
+        applier: Arc<sugang_storage::Applier>,
+        lose_next_answer: std::sync::atomic::AtomicBool,
+    }
+
+    impl Replicator for Forwards {
+        fn append(&self, _group: Vec<u8>) -> BoxFuture<'_, Result<u64, ReplicateError>> {
+            Box::pin(async { Err(ReplicateError::Refused("this node forwards".into())) })
+        }
+
+        fn writes(&self) -> bool {
+            false
+        }
+
+        fn forward(&self, batch: Vec<u8>) -> BoxFuture<'_, Result<sugang_storage::Forwarded, ReplicateError>> {
+            use std::sync::atomic::Ordering;
+            Box::pin(async move {
+                let batch = Batch::decode(&batch).map_err(|e| ReplicateError::Refused(e.to_string()))?;
+                match self.primary.commit(batch).await {
+                    Ok(receipt)
+                        if receipt.first_seq.is_some()
+                            && self
+                                .lose_next_answer
+                                .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+                                .is_ok() =>
+                    {
+                        Err(ReplicateError::Failed("the primary's answer was lost".into()))
+                    }
+                    Ok(receipt) => Ok(sugang_storage::Forwarded { receipt, position: self.applier.position() }),
+                    Err(sugang_storage::CommitError::Conflict(key)) => Err(ReplicateError::Conflict(key)),
+                    Err(e) => Err(ReplicateError::Failed(e.to_string())),
+                }
+            })
+        }
+    }
+
+    /// A unit held by a node that is not the primary: its batch commits on
+    /// the primary but the answer is lost; the worker sends it again, the
+    /// guard on its stored offset refuses it, and the worker goes on from
+    /// the offset stored. The textbook ships once, counted once, with one
+    /// DeliveryStarted event, on both nodes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_answer_to_a_units_batch_takes_effect_once() {
+        use crate::delivery::{DELIVERIES, DELIVERY_COUNTS};
+        use crate::event::Event;
+
+        let log = Arc::new(SharedLog::default());
+        let (primary_dir, other_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let open = |dir: &std::path::Path| {
+            let config = config(dir);
+            let store =
+                Store::open(dir, StoreOptions { durability: config.durability, ..StoreOptions::default() }).unwrap();
+            (config, store)
+        };
+        let (config_p, store_p) = open(primary_dir.path());
+        let (journal_p, applier_p, task_p) =
+            Journal::start_replicated(&store_p, JournalOptions::default(), Arc::new(Appends(log.clone()))).unwrap();
+        log.follow(applier_p.clone());
+        let forwards = Arc::new(Forwards {
+            primary: journal_p.clone(),
+            applier: applier_p.clone(),
+            lose_next_answer: false.into(),
+        });
+        let (config_o, store_o) = open(other_dir.path());
+        let (journal_o, applier_o, task_o) =
+            Journal::start_replicated(&store_o, JournalOptions::default(), forwards.clone()).unwrap();
+        log.follow(applier_o);
+
+        let primary = Sugang::replica(config_p, store_p, journal_p, task_p);
+        primary.share_subscribers().await.unwrap();
+        primary.promote().await.unwrap();
+        let other = Sugang::replica(config_o, store_o, journal_o, task_o);
+        other.share_subscribers().await.unwrap();
+        other.hold_unit("delivery", "other", 1).await.unwrap();
+        assert_eq!(other.held_units(), ["delivery"]);
+
+        let course = korean(&primary).await;
+        let first = primary.enroll(request(course, "kim")).await.unwrap();
+        assert!(other.wait_for("delivery", first.seq).await);
+        forwards.lose_next_answer.store(true, std::sync::atomic::Ordering::SeqCst);
+        let second = primary.enroll(request(course, "lee")).await.unwrap();
+        // Its delivery is the next batch with events: its answer is lost
+        // (decided once the primary has committed it, so waited for too).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while other.store().scan(&DELIVERIES).count() < 2
+            || primary.store().scan(&DELIVERIES).count() < 2
+            || forwards.lose_next_answer.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            assert!(tokio::time::Instant::now() < deadline, "the second enrollment was not delivered, its answer lost");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // The worker goes on past it: a third enrollment is delivered too.
+        let third = primary.enroll(request(course, "park")).await.unwrap();
+        while other.store().scan(&DELIVERIES).count() < 3 || primary.store().scan(&DELIVERIES).count() < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "the worker did not go on after the lost answer");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(other.held_units(), ["delivery"], "a lost answer does not cost the node its unit");
+        let last = primary.store().events().last_seq();
+        assert!(other.wait_for("delivery", last).await);
+        while other.store().events().last_seq() < last {
+            assert!(tokio::time::Instant::now() < deadline, "the other node did not apply the log");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for node in [&primary, &other] {
+            let store = node.store();
+            assert_eq!(store.scan(&DELIVERIES).count(), 3);
+            assert_eq!(store.count(&DELIVERY_COUNTS, &"all".to_owned()).unwrap(), 3, "each delivery counted once");
+            let started: Vec<_> = store
+                .events()
+                .read::<Event>(1, 10_000)
+                .unwrap()
+                .into_iter()
+                .filter_map(|e| match e.event {
+                    Event::DeliveryStarted { enrollment_id, .. } => Some(enrollment_id),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(started, [first.value.id, second.value.id, third.value.id], "one DeliveryStarted each");
+        }
+        // What the test holds of the stores and journals goes first: each
+        // node's shutdown waits for its store and journal to close.
+        log.followers.lock().unwrap().clear();
+        other.shutdown().await;
+        drop((forwards, applier_p));
+        primary.shutdown().await;
+    }
+
     /// A cluster node's subscribers: a unit's worker runs only while the
     /// node holds it; once the holder record names another node, its
     /// commits are refused and it stops, having applied nothing more; held
