@@ -166,13 +166,42 @@ fn to_wire<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, postcard::Error> {
     postcard::to_extend(value, vec![WIRE_FORMAT])
 }
 
-/// Reads what [`to_wire`] wrote. An empty payload is a node's answer to a
-/// message it could not read.
-fn from_wire<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+/// What [`from_wire`] could not read.
+#[derive(Debug)]
+enum WireError {
+    /// The empty answer of a node that could not read what it was sent: it
+    /// did nothing with it.
+    NotUnderstood,
+    /// Not this release's format, or garbage: whatever it says (an answer
+    /// may come after the work was done) is unknown.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::NotUnderstood => {
+                f.write_str("an empty answer: the other node could not read our message (a node of another release?)")
+            }
+            WireError::Unreadable(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Reads what [`to_wire`] wrote.
+fn from_wire<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
     match bytes.split_first() {
-        Some((&WIRE_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-        Some((format, _)) => Err(format!("the unknown wire format {format} (a node of another release?)")),
-        None => Err("an empty message: the other node could not read ours (a node of another release?)".into()),
+        Some((&WIRE_FORMAT, rest)) => match postcard::take_from_bytes(rest) {
+            Ok((value, [])) => Ok(value),
+            Ok((_, trailing)) => Err(WireError::Unreadable(format!("{} bytes after the message", trailing.len()))),
+            Err(e) => Err(WireError::Unreadable(e.to_string())),
+        },
+        Some((format, _)) => {
+            Err(WireError::Unreadable(format!("the unknown wire format {format} (a node of another release?)")))
+        }
+        None => Err(WireError::NotUnderstood),
     }
 }
 
@@ -257,8 +286,15 @@ impl Link {
 
     async fn forward_once(&self, node: &str, payload: Vec<u8>) -> Result<ForwardedResponse, NatsForwardError> {
         let answer = self.cluster.forward_to(node, 0, payload.into()).await?;
-        from_wire(&answer)
-            .map_err(|e| NatsForwardError::Nats { course: 0, source: format!("a malformed answer: {e}").into() })
+        from_wire(&answer).map_err(|e| match e {
+            // Nothing was done: as if the node were not reached.
+            WireError::NotUnderstood => NatsForwardError::Nats { course: 0, source: e.into() },
+            // It may have been done: in doubt, as an answer that never came.
+            WireError::Unreadable(reason) => {
+                tracing::warn!(node, %reason, "an unreadable answer to a forwarded request: in doubt");
+                NatsForwardError::TimedOut { course: 0, node: node.to_owned(), waited: Duration::ZERO }
+            }
+        })
     }
 
     /// Commits `batch` through the primary, waiting (bounded) for one that
@@ -317,7 +353,14 @@ impl Link {
                 }
                 Ok(CommitAnswer::Conflict(reason)) => return Err(ReplicateError::Conflict(reason)),
                 Ok(CommitAnswer::Failed(reason)) => return Err(ReplicateError::Failed(reason)),
-                Err(e) => return Err(ReplicateError::Failed(format!("a malformed answer from {node}: {e}"))),
+                // Not read there, nothing stored: as a refusal, try again.
+                Err(e @ WireError::NotUnderstood) => {
+                    refused = format!("{node}: {e}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(WireError::Unreadable(reason)) => {
+                    return Err(ReplicateError::Failed(format!("an unreadable answer from {node}: {reason}")));
+                }
             }
         }
         Err(ReplicateError::Refused(format!("no primary took the batch within {COMMIT_PATIENCE:?}: {refused}")))
@@ -895,6 +938,7 @@ async fn share_units(
 ) {
     let mut held: std::collections::BTreeMap<String, sugang_cluster::Lease> = std::collections::BTreeMap::new();
     let mut ticks = tokio::time::interval(ttl / 3);
+    let mut last_live: Option<usize> = None;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -914,12 +958,20 @@ async fn share_units(
         for (unit, lease) in held.iter_mut() {
             match cluster.renew(lease).await {
                 Ok(()) => {}
-                Err(LeaseError::Lost { .. }) => lost.push(unit.clone()),
-                Err(e) if lease.lapsed() => {
-                    tracing::warn!(unit, error = %e, "a unit lease lapsed unrenewed");
-                    lost.push(unit.clone());
+                Err(e @ LeaseError::Nats { .. }) if !lease.lapsed() => {
+                    tracing::warn!(unit, error = %e, "renewing a unit lease failed");
                 }
-                Err(e) => tracing::warn!(unit, error = %e, "renewing a unit lease failed"),
+                // Lost or lapsed: taken back if nobody else holds it (safe:
+                // the unit's commits are fenced by its holder record).
+                Err(e) => match cluster.retake(lease).await {
+                    Ok(()) => tracing::info!(unit, error = %e, epoch = lease.epoch(), "took a unit lease back"),
+                    Err(LeaseError::Lost { .. }) => lost.push(unit.clone()),
+                    Err(again) if lease.lapsed() => {
+                        tracing::warn!(unit, error = %again, "a unit lease lapsed and could not be taken back");
+                        lost.push(unit.clone());
+                    }
+                    Err(again) => tracing::warn!(unit, error = %again, "taking a unit lease back failed"),
+                },
             }
         }
         for unit in lost {
@@ -944,16 +996,28 @@ async fn share_units(
                 tracing::warn!(unit, error = %e, "claiming a unit again failed; trying again next time");
             }
         }
-        // Bounded: a slow read must not hold the next renewal past the TTL.
-        let nodes = tokio::time::timeout(ttl / 3, cluster.nodes())
+        // Bounded (a slow read must not hold the next renewal past the
+        // TTL); when it fails, the count last read stands: units of a dead
+        // node are still taken over while the registry is slow to answer.
+        let bound = (ttl / 3).max(Duration::from_millis(500));
+        let nodes = tokio::time::timeout(bound, cluster.live_nodes())
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {:?}", ttl / 3).into()));
+            .unwrap_or_else(|_| Err(format!("no answer within {bound:?}").into()));
         let live = match nodes {
-            Ok(nodes) => nodes.iter().filter(|n| n.live).count().max(1),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the node registry failed: the units are shared again next time");
-                continue;
+            Ok(nodes) => {
+                last_live = Some(nodes.len().max(1));
+                nodes.len().max(1)
             }
+            Err(e) => match last_live {
+                Some(live) => {
+                    tracing::warn!(error = %e, live, "reading the node registry failed: sharing by the count last read");
+                    live
+                }
+                None => {
+                    tracing::warn!(error = %e, "reading the node registry failed: the units are shared next time");
+                    continue;
+                }
+            },
         };
         let share = units.len().div_ceil(live);
         tracing::debug!(live, share, held = held.len(), "sharing the subscriber units");
@@ -1107,14 +1171,51 @@ async fn renew_until(
         }
         match cluster.renew(&mut lease).await {
             Ok(()) => {}
-            Err(LeaseError::Lost { .. }) => fail_stop("the primary lease was lost (it expired and was taken)"),
-            Err(e) => {
+            Err(e @ LeaseError::Nats { .. }) if !lease.lapsed() => {
                 tracing::warn!(error = %e, "renewing the primary lease failed");
-                if lease.lapsed() {
-                    fail_stop("the primary lease lapsed: it could not be renewed in time");
-                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, lapsed = lease.lapsed(), "the primary lease was not renewed: taking it back");
+                retake_primary(&cluster, &mut lease, every).await;
             }
         }
+    }
+}
+
+/// How long a primary whose lease lapsed keeps trying to take it back
+/// while NATS does not answer: a NATS cluster that lost a
+/// server takes up to 15 s here to elect new stream leaders.
+const RETAKE_PATIENCE: Duration = Duration::from_secs(15);
+
+/// The primary's lease was lost or lapsed unrenewed: takes it back unless
+/// another node holds it, and the process stops otherwise. Taking it back
+/// is safe whoever held it meanwhile: every append of this node is fenced
+/// on the log's last sequence, so a node that took the log over (its
+/// marker) has already made this node's next append refused, and this
+/// node stops then. What it spares: a whole takeover (a restart, the
+/// actors' recovery) each time the servers take longer than a TTL to elect
+/// the lease bucket's leader.
+async fn retake_primary(cluster: &Cluster, lease: &mut sugang_cluster::Lease, every: Duration) {
+    let started = Instant::now();
+    loop {
+        match cluster.retake(lease).await {
+            Ok(()) => {
+                metrics::counter!("sugang_cluster_primary_retaken_total").increment(1);
+                tracing::warn!(
+                    node = %cluster.node(),
+                    epoch = lease.epoch(),
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "took the primary lease back"
+                );
+                return;
+            }
+            Err(LeaseError::Lost { .. }) => fail_stop("the primary lease was lost: another node holds it"),
+            Err(e) if started.elapsed() >= RETAKE_PATIENCE => {
+                fail_stop(&format!("the primary lease could not be taken back within {RETAKE_PATIENCE:?}: {e}"))
+            }
+            Err(e) => tracing::warn!(error = %e, "taking the primary lease back failed; trying again"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -1124,6 +1225,7 @@ mod tests {
 
     #[test]
     fn the_wire_format_reads_its_own_and_refuses_another_release_or_garbage() {
+        let unreadable = |e: WireError, what: &str| matches!(&e, WireError::Unreadable(r) if r.contains(what));
         let answer = CommitAnswer::Committed { first_seq: Some(7), seq: 9, position: 12 };
         let bytes = to_wire(&answer).unwrap();
         assert_eq!(bytes[0], WIRE_FORMAT);
@@ -1134,9 +1236,9 @@ mod tests {
         // The releases without the format byte: their first byte is
         // postcard's variant index, or a status code's, never this format.
         let unversioned = postcard::to_allocvec(&answer).unwrap();
-        assert!(from_wire::<CommitAnswer>(&unversioned).unwrap_err().contains("unknown wire format 0"));
+        assert!(unreadable(from_wire::<CommitAnswer>(&unversioned).unwrap_err(), "unknown wire format 0"));
         let commit = postcard::to_allocvec(&ToPrimary::Commit(vec![WIRE_FORMAT, 1, 2])).unwrap();
-        assert!(from_wire::<ToPrimary>(&commit).err().is_some_and(|e| e.contains("unknown wire format 1")));
+        assert!(from_wire::<ToPrimary>(&commit).err().is_some_and(|e| unreadable(e, "unknown wire format 1")));
         for status in [100u16, 200, 201, 409, 503] {
             let old =
                 postcard::to_allocvec(&ForwardedResponse { status, headers: Vec::new(), body: Vec::new() }).unwrap();
@@ -1144,12 +1246,17 @@ mod tests {
         }
         let mut later = bytes.clone();
         later[0] = WIRE_FORMAT + 1;
-        assert!(from_wire::<CommitAnswer>(&later).unwrap_err().contains("another release"));
-        // The empty answer of a node that could not read the message.
-        assert!(from_wire::<CommitAnswer>(&[]).unwrap_err().contains("could not read"));
-        // Garbage after the right byte is an error, not a panic.
+        assert!(unreadable(from_wire::<CommitAnswer>(&later).unwrap_err(), "another release"));
+        // The empty answer of a node that could not read the message: it
+        // did nothing, unlike an answer that cannot be read.
+        assert!(matches!(from_wire::<CommitAnswer>(&[]), Err(WireError::NotUnderstood)));
+        // Garbage after the right byte, or bytes after a whole message, is
+        // unreadable, not a panic and not a shorter message.
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(unreadable(from_wire::<CommitAnswer>(&trailing).unwrap_err(), "1 bytes after"));
         for garbage in [&[WIRE_FORMAT][..], &[WIRE_FORMAT, 0xff, 0xff, 0xff], &[WIRE_FORMAT, 9, 1, 2]] {
-            assert!(from_wire::<CommitAnswer>(garbage).is_err(), "{garbage:?}");
+            assert!(matches!(from_wire::<CommitAnswer>(garbage), Err(WireError::Unreadable(_))), "{garbage:?}");
             assert!(from_wire::<ToPrimary>(garbage).is_err(), "{garbage:?}");
         }
     }

@@ -203,6 +203,11 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
         "Times this node became the primary (won the lease, fenced the log, started the actors)",
     ),
     family(
+        "sugang_cluster_primary_retaken_total",
+        Counter,
+        "Times this node, the primary, took its lease back after it lapsed unrenewed (NATS slow to elect the lease bucket's leader) instead of stopping",
+    ),
+    family(
         "sugang_cluster_forwarded_commits_total",
         Counter,
         "Batches of this node's subscriber units committed through the primary, by outcome (committed; conflict: a guard refused it; refused: no primary took it; failed: in doubt)",

@@ -310,20 +310,27 @@ fn check_replicas(what: &'static str, have: usize, want: usize) -> Result<(), Co
 }
 
 /// The keys of a bucket (live values and delete markers alike; the caller
-/// reads each entry), from one stream-info request per page that lists
-/// the bucket's subjects.
+/// reads each entry), from a stream-info request that lists the bucket's
+/// subjects: one request for up to the server's page (100,000 subjects),
+/// another per further page.
 ///
 /// Not `kv::Store::keys`: that creates a consumer per listing, and while a
-/// NATS server of the cluster is down consumer creation can time out for
-/// tens of seconds (seen here: every listing failed for 30 s after one of
-/// three servers was killed, while reads and writes of the same bucket
-/// went on). A stream-info request is answered by the stream's leader,
-/// like those reads.
+/// NATS server of the cluster is down consumer creation can fail for tens
+/// of seconds (seen here: every listing failed for 30 s after one of three
+/// servers was killed, while reads and writes of the same bucket went on).
+/// A stream-info request needs only the bucket's stream group (its leader),
+/// not the meta leader a consumer's creation needs. (Reading an entry is a
+/// direct get any replica answers: a listing is still a little less
+/// available than a read while the group elects a leader.)
 pub(crate) async fn bucket_keys(store: &kv::Store) -> Result<std::collections::BTreeSet<String>, async_nats::Error> {
     use futures_util::TryStreamExt;
     let mut subjects = store.stream.info_with_subjects(format!("{}>", store.prefix)).await?;
+    // Every subject of a bucket's stream is under its prefix: once that
+    // many are read, asking for another page would only cost a request.
+    let total = subjects.info.state.subjects_count;
     let mut keys = std::collections::BTreeSet::new();
-    while let Some((subject, _count)) = subjects.try_next().await? {
+    while (keys.len() as u64) < total {
+        let Some((subject, _count)) = subjects.try_next().await? else { break };
         if let Some(key) = subject.strip_prefix(store.prefix.as_str()) {
             keys.insert(key.to_owned());
         }

@@ -203,6 +203,41 @@ impl Cluster {
         }
     }
 
+    /// Takes `lease` back after a renewal failed with [`LeaseError::Lost`]
+    /// or left it lapsed (the bucket's stream had no leader for longer than
+    /// a TTL, say, while the NATS servers elected one). If the key holds
+    /// this node's own record of the same epoch (a renewal stored, its
+    /// answer lost), the lease goes on at that revision; if the key is free
+    /// (it expired and nobody took it), it is acquired again, with a new
+    /// epoch. [`LeaseError::Lost`] if another node holds it;
+    /// [`LeaseError::Nats`] if NATS did not answer (try again).
+    ///
+    /// Only for a holder whose writes are fenced by something besides the
+    /// lease (the log's last sequence for the primary, the holder record in
+    /// the log for a subscriber unit): another node may have held the lease
+    /// meanwhile, and its writes must already have made this node's refused.
+    pub async fn retake(&self, lease: &mut Lease) -> Result<(), LeaseError> {
+        let key = lease.key.clone();
+        let current = self.lease_at(&key).await.map_err(|source| LeaseError::Nats { lease: key.clone(), source })?;
+        match current {
+            Some(info) if info.record.node == self.config.node && info.record.epoch == lease.epoch => {
+                tracing::info!(lease = %key, revision = info.revision, "the lease holds this node's last renewal: going on from it");
+                lease.revision = info.revision;
+                self.renew(lease).await
+            }
+            Some(_) => Err(LeaseError::Lost { lease: key, revision: lease.revision }),
+            None => match self.acquire_key(lease.course, key.clone()).await {
+                Ok(fresh) => {
+                    tracing::info!(lease = %key, epoch = fresh.epoch, "took an expired lease back");
+                    *lease = fresh;
+                    Ok(())
+                }
+                Err(AcquireError::Held { .. }) => Err(LeaseError::Lost { lease: key, revision: lease.revision }),
+                Err(AcquireError::Nats { source, .. }) => Err(LeaseError::Nats { lease: key, source }),
+            },
+        }
+    }
+
     /// Gives `lease` up (a delete by compare-and-set on the revision held),
     /// so another node can acquire it at once.
     pub async fn release(&self, lease: Lease) -> Result<(), LeaseError> {

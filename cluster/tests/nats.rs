@@ -567,29 +567,47 @@ async fn the_registry_lists_live_nodes_their_courses_and_lease_ages() {
 
 /// R3: with one of the three NATS servers SIGKILLed, the registry and the
 /// lease listings (what `/admin/cluster` and the sharing of subscriber
-/// units read) answer again within the time the servers take to elect new
-/// leaders, and keep answering. Listing a bucket by creating a consumer
-/// (`kv::Store::keys`) timed out for 30 s and more here after such a kill.
+/// units read) answer again, in full, within the time the servers take to
+/// elect new leaders, and keep answering. Listing a bucket by creating a
+/// consumer (`kv::Store::keys`, the code before) failed this test 3 runs
+/// of 3: no answer for 30 s, or one after 16.8 s and then 6 failures of 7.
 #[tokio::test]
 #[ignore = "needs nats-server: cargo test -p sugang-cluster -- --ignored"]
 async fn listings_answer_again_soon_after_one_of_three_servers_is_killed() {
     let mut nats = cluster3();
-    let a = node(&nats, "a").await;
-    let b = node(&nats, "b").await;
-    let _ha = a.start_heartbeat(Duration::from_millis(200)).await.unwrap();
-    let _hb = b.start_heartbeat(Duration::from_millis(200)).await.unwrap();
+    // Heartbeats and leases that outlive the elections: what is listed
+    // must still be there when the listings answer again.
+    let long_lived = |name: &str| {
+        let mut config = config(&nats, name);
+        config.node_ttl = Duration::from_secs(30);
+        config.lease_ttl = Duration::from_secs(30);
+        Cluster::connect(config)
+    };
+    let a = long_lived("a").await.unwrap();
+    let b = long_lived("b").await.unwrap();
+    a.heartbeat().await.unwrap();
+    b.heartbeat().await.unwrap();
     let _unit = a.acquire_unit("delivery").await.unwrap();
     let leader = a.log_leader().await.unwrap();
-    let victim = leader.as_deref().and_then(|name| name.strip_prefix('n')?.parse::<usize>().ok()).map_or(0, |n| n - 1);
+    let victim =
+        leader.as_deref().and_then(|name| name.strip_prefix('n')?.parse::<usize>().ok()).map_or(0, |n| n.max(1) - 1);
     nats.kill(victim);
     let killed = Instant::now();
-    // Each listing bounded at 2 s: a caller renewing 2 s leases cannot wait longer.
+    // Each listing bounded at 2 s, as a caller renewing short leases must.
     let list = |c: &Cluster| {
         let c = c.clone();
         async move {
             let nodes = tokio::time::timeout(Duration::from_secs(2), c.nodes()).await;
             let units = tokio::time::timeout(Duration::from_secs(2), c.unit_leases()).await;
-            matches!((nodes, units), (Ok(Ok(_)), Ok(Ok(_))))
+            match (nodes, units) {
+                (Ok(Ok(nodes)), Ok(Ok(units))) => {
+                    let names: Vec<&str> = nodes.iter().filter(|n| n.live).map(|n| n.node.as_str()).collect();
+                    assert_eq!(names, ["a", "b"], "the registry listed in full");
+                    assert!(units.iter().any(|u| u.unit == "delivery" && u.node == "a"), "{units:?}");
+                    true
+                }
+                _ => false,
+            }
         }
     };
     let mut first_ok = None;
@@ -615,4 +633,40 @@ async fn listings_answer_again_soon_after_one_of_three_servers_is_killed() {
     );
     assert!(first_ok < Duration::from_secs(15), "listings answered again only after {first_ok:?}");
     assert!(failed_after * 10 <= tries_after, "{failed_after} of {tries_after} listings failed once they had answered");
+}
+
+/// A lease whose renewal was lost (stored, its answer not) or that lapsed
+/// while nobody took it is taken back; one another node holds is not.
+#[tokio::test]
+#[ignore = "needs nats-server: cargo test -p sugang-cluster -- --ignored"]
+async fn a_lease_is_taken_back_unless_another_node_holds_it() {
+    let nats = single();
+    let a = node(&nats, "a").await;
+    let b = node(&nats, "b").await;
+
+    // A renewal stored whose answer was lost: the key moved on to this
+    // node's own record of the same epoch. Renewing fails; retaking adopts it.
+    let mut lease = a.acquire(1).await.unwrap();
+    let mut stored = lease.clone();
+    a.renew(&mut stored).await.unwrap();
+    assert!(matches!(a.renew(&mut lease).await, Err(LeaseError::Lost { .. })));
+    a.retake(&mut lease).await.unwrap();
+    assert_eq!(lease.epoch(), stored.epoch(), "the same lease goes on");
+    assert!(lease.revision() > stored.revision());
+    a.renew(&mut lease).await.unwrap();
+
+    // Lapsed and expired, nobody took it: taken back with a new epoch.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(lease.lapsed());
+    let before = lease.epoch();
+    a.retake(&mut lease).await.unwrap();
+    assert!(lease.epoch() > before, "a new epoch");
+    assert_eq!(a.lease_of(1).await.unwrap().unwrap().record.node, "a");
+
+    // Lapsed and taken by another node: not taken back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let theirs = b.acquire(1).await.unwrap();
+    assert!(matches!(a.retake(&mut lease).await, Err(LeaseError::Lost { .. })));
+    let holder = a.lease_of(1).await.unwrap().unwrap();
+    assert_eq!((holder.record.node.as_str(), holder.revision), ("b", theirs.revision()));
 }

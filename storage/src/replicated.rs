@@ -25,9 +25,9 @@
 //! (its guards checked there), and answers the caller once this node's
 //! applier has applied the log up to the position the writer gave: a caller
 //! then reads its own writes locally. Batches are forwarded as they come,
-//! each on its own, and may commit in any order (they are independent
-//! callers, each waiting for its answer before its next batch): one whose
-//! answer is slow holds up no other. A refusal
+//! each on its own, and may commit in any order (a caller whose batches
+//! depend on each other waits for an answer before sending the next, or
+//! guards them): one whose answer is slow holds up no other. A refusal
 //! ([`ReplicateError::Refused`], [`ReplicateError::TooLarge`]) stored
 //! nothing: its caller gets [`CommitError::Stopped`]. A conflict is the
 //! writer's [`CommitError::Conflict`]. A failure ([`ReplicateError::Failed`],
@@ -461,7 +461,8 @@ impl ReplicatedWriter {
                 Some(joined) = self.forwards.join_next() => reap(joined),
             }
         }
-        // Every caller gets its answer before the journal says it stopped.
+        // Every forward in flight answers its caller before the task ends
+        // (one aborted with the task tells its caller the journal closed).
         while let Some(joined) = self.forwards.join_next().await {
             reap(joined);
         }
