@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sugang_actors::{
     Capacity, CommandError, Config, CourseDetails, CourseId, CourseName, CoursePatch, EnrollStatus, Enrolled,
-    EnrollmentFilter, Fee, GatewayFaults, MinStudents, PageRequest, PayStatus, SagaStep, Sugang, TeacherName,
+    EnrollmentFilter, Event, Fee, GatewayFaults, MinStudents, PageRequest, PayStatus, SagaStep, Sugang, TeacherName,
     WaitStatus, WaitlistEntry, WaitlistFilter,
 };
 
@@ -141,8 +141,22 @@ async fn a_cancellation_gives_the_seat_to_the_first_in_line_who_is_enrolled_with
     assert_eq!(system.waitlist_entry(park.id).unwrap().unwrap().position, Some(1), "Park moved up");
     assert_eq!(system.course_waitlist(course).unwrap().length, 1);
 
-    // The read model follows, positions and all.
-    assert!(system.wait_for("waitlist", system.last_seq()).await);
+    // The read model follows, positions and all. Lee's entry is readable a
+    // moment before the log's last seq counts the event that enrolled it
+    // (the journal moves it once the write returns): wait for the event,
+    // then for the view to have applied it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let enrolled_at = loop {
+        let log = system.store().events().read::<Event>(1, 10_000).unwrap();
+        let enrolled =
+            log.iter().find(|e| matches!(e.event, Event::WaitlistEnrolled { entry_id, .. } if entry_id == lee.id));
+        if let Some(event) = enrolled {
+            break event.seq;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no WaitlistEnrolled event for entry {}", lee.id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(system.wait_for("waitlist", enrolled_at).await);
     let listed = system
         .waitlist_entries(&WaitlistFilter { course_id: Some(course.get()), ..WaitlistFilter::default() }, ALL)
         .unwrap();
