@@ -302,7 +302,9 @@ impl Drop for Cluster {
             }
             self.kill(i);
         }
-        if std::thread::panicking()
+        // Kept when the test fails, or when asked (SUGANG_KEEP_TEST_LOGS=1),
+        // to read what the nodes did in a run that passed.
+        if (std::thread::panicking() || std::env::var_os("SUGANG_KEEP_TEST_LOGS").is_some())
             && let Some(dir) = self.dir.take()
         {
             eprintln!("the nodes' data and logs are kept in {}", dir.keep().display());
