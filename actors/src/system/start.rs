@@ -426,8 +426,11 @@ mod tests {
     #[derive(Default)]
     struct SharedLog {
         messages: Mutex<Vec<Vec<u8>>>,
-        followers: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)>>>,
+        followers: Mutex<Vec<Follower>>,
     }
+
+    /// Where a node's applier gets the log's messages: (position, message).
+    type Follower = tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)>;
 
     impl SharedLog {
         /// Applies every message, from the first, on `applier`, in a task.
