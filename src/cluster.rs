@@ -1182,6 +1182,9 @@ async fn renew_until(
     }
 }
 
+/// How often a primary whose lease lapsed tries to take it back.
+const RETAKE_EVERY: Duration = Duration::from_millis(100);
+
 /// How long a primary whose lease lapsed keeps trying to take it back
 /// while NATS does not answer: a NATS cluster that lost a
 /// server takes up to 15 s here to elect new stream leaders.
@@ -1213,9 +1216,12 @@ async fn retake_primary(cluster: &Cluster, lease: &mut sugang_cluster::Lease, ev
             Err(e) if started.elapsed() >= RETAKE_PATIENCE => {
                 fail_stop(&format!("the primary lease could not be taken back within {RETAKE_PATIENCE:?}: {e}"))
             }
-            Err(e) => tracing::warn!(error = %e, "taking the primary lease back failed; trying again"),
+            Err(e) => tracing::debug!(error = %e, "taking the primary lease back failed; trying again"),
         }
-        tokio::time::sleep(every).await;
+        // More often than the other nodes contend (every third of the TTL):
+        // the first write the lease bucket's new leader takes wins, and the
+        // node already serving as the primary should be that one.
+        tokio::time::sleep(every.min(RETAKE_EVERY)).await;
     }
 }
 
