@@ -1101,9 +1101,17 @@ async fn contend(
     };
     let took = Instant::now();
     tracing::warn!(node = %cluster.node(), epoch = lease.epoch(), "won the primary lease; taking over the log");
-    let writer = match cluster.take_over_log(&lease).await {
-        Ok(writer) => writer,
-        Err(e) => fail_stop(&format!("could not write the takeover marker: {e}")),
+    // A log with no leader for a while (a NATS server lost) is waited out,
+    // holding the lease, rather than leaving the cluster with no primary.
+    let writer = loop {
+        match cluster.take_over_log(&lease).await {
+            Ok(writer) => break writer,
+            Err(e @ sugang_cluster::LogAppendError::Unavailable { .. }) if took.elapsed() < TAKEOVER_PATIENCE => {
+                tracing::warn!(error = %e, "the takeover marker could not be written yet; trying again");
+                hold_primary(&cluster, &mut lease).await;
+            }
+            Err(e) => fail_stop(&format!("could not write the takeover marker: {e}")),
+        }
     };
     let marker = writer.marker();
     // Renewed every third of the TTL while the log is applied up to the
@@ -1179,6 +1187,28 @@ async fn renew_until(
                 retake_primary(&cluster, &mut lease, every).await;
             }
         }
+    }
+}
+
+/// How long a node that won the primary lease keeps trying to write its
+/// takeover marker while the log does not take appends.
+const TAKEOVER_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Keeps the primary lease while the takeover waits for the log: renewed,
+/// or taken back if it lapsed and no other node took it (safe: the marker
+/// is fenced on the log's last sequence); the process stops if another
+/// node holds it.
+async fn hold_primary(cluster: &Cluster, lease: &mut sugang_cluster::Lease) {
+    match cluster.renew(lease).await {
+        Ok(()) => {}
+        Err(e @ LeaseError::Nats { .. }) if !lease.lapsed() => {
+            tracing::warn!(error = %e, "renewing the primary lease failed");
+        }
+        Err(_) => match cluster.retake(lease).await {
+            Ok(()) => {}
+            Err(LeaseError::Lost { .. }) => fail_stop("the primary lease was lost before the takeover marker"),
+            Err(e) => tracing::warn!(error = %e, "taking the primary lease back failed; trying again"),
+        },
     }
 }
 

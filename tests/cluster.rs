@@ -905,10 +905,12 @@ async fn a_nats_server_killed_under_load_loses_no_acknowledged_enrollment() {
         seen.statuses,
         killed_at.elapsed().as_millis()
     );
-    // A node whose primary lease could not be renewed while the NATS
-    // servers elected new leaders fail-stops (exit 70, as designed: its
-    // supervisor starts it again); the service must go on without it, and
-    // it must never exit 0.
+    // A node whose primary lease lapsed while the NATS servers elected new
+    // leaders takes it back, or fail-stops (exit 70, as designed: its
+    // supervisor starts it again) once another node holds it, which can be
+    // some seconds after the load: first one primary, then the survivors.
+    // The service must go on without the stopped, and none may exit 0.
+    cluster.wait_primary(&[], Duration::from_secs(15)).await;
     let mut live = Vec::new();
     for i in 0..3 {
         match cluster.exited(i) {
@@ -926,9 +928,6 @@ async fn a_nats_server_killed_under_load_loses_no_acknowledged_enrollment() {
         }
     }
     assert!(!live.is_empty(), "no node survived the loss of one NATS server of three");
-    cluster
-        .wait_primary(&[0, 1, 2].into_iter().filter(|i| !live.contains(i)).collect::<Vec<_>>(), Duration::from_secs(15))
-        .await;
     converged(&cluster, &live, &courses, &seen).await;
 }
 

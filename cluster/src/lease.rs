@@ -218,23 +218,26 @@ impl Cluster {
     /// meanwhile, and its writes must already have made this node's refused.
     pub async fn retake(&self, lease: &mut Lease) -> Result<(), LeaseError> {
         let key = lease.key.clone();
-        let current = self.lease_at(&key).await.map_err(|source| LeaseError::Nats { lease: key.clone(), source })?;
-        match current {
+        // The write first: the first write the bucket takes after an
+        // election wins, and a read can fail while writes already pass.
+        match self.acquire_key(lease.course, key.clone()).await {
+            Ok(fresh) => {
+                tracing::info!(lease = %key, epoch = fresh.epoch, "took an expired lease back");
+                *lease = fresh;
+                return Ok(());
+            }
+            Err(AcquireError::Held { .. }) => {}
+            Err(AcquireError::Nats { source, .. }) => return Err(LeaseError::Nats { lease: key, source }),
+        }
+        match self.lease_at(&key).await.map_err(|source| LeaseError::Nats { lease: key.clone(), source })? {
             Some(info) if info.record.node == self.config.node && info.record.epoch == lease.epoch => {
                 tracing::info!(lease = %key, revision = info.revision, "the lease holds this node's last renewal: going on from it");
                 lease.revision = info.revision;
                 self.renew(lease).await
             }
             Some(_) => Err(LeaseError::Lost { lease: key, revision: lease.revision }),
-            None => match self.acquire_key(lease.course, key.clone()).await {
-                Ok(fresh) => {
-                    tracing::info!(lease = %key, epoch = fresh.epoch, "took an expired lease back");
-                    *lease = fresh;
-                    Ok(())
-                }
-                Err(AcquireError::Held { .. }) => Err(LeaseError::Lost { lease: key, revision: lease.revision }),
-                Err(AcquireError::Nats { source, .. }) => Err(LeaseError::Nats { lease: key, source }),
-            },
+            // Expired between the two: the next call acquires it.
+            None => Err(LeaseError::Nats { lease: key, source: "the lease expired while it was read".into() }),
         }
     }
 

@@ -115,10 +115,19 @@ impl Cluster {
     pub async fn take_over_log(&self, lease: &Lease) -> Result<LogWriter, LogAppendError> {
         let started = tokio::time::Instant::now();
         loop {
-            let last = self
-                .log_last_seq()
-                .await
-                .map_err(|source| LogAppendError::Unavailable { waited: started.elapsed(), source })?;
+            // Read again until the append timeout: the stream may have no
+            // leader for a few seconds (a NATS server was lost).
+            let last = match self.log_last_seq().await {
+                Ok(last) => last,
+                Err(source) if started.elapsed() >= self.config.append_timeout => {
+                    return Err(LogAppendError::Unavailable { waited: started.elapsed(), source });
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "reading the log's last position failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let msg_id = format!("primary-{}-marker-{last}", lease.epoch());
             match self.publish_after(MARKER_SUBJECT, "marker", lease.epoch(), &msg_id, last, Bytes::new()).await {
                 Ok(marker) => {
