@@ -451,8 +451,21 @@ impl Replicator for Forwarder {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_does_not_write_forwards_and_answers_once_it_applied() {
+/// Two nodes on one log: the writer `w`, applying it, and `f`, whose
+/// journal forwards to the writer's (not applying the log yet: the test
+/// starts that with `apply_from(&pair.log, pair.f_applier.clone())`).
+struct Pair {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    log: Arc<Log>,
+    w: Store,
+    w_applier: Arc<Applier>,
+    forwarder: Arc<Forwarder>,
+    f: Store,
+    journal: Journal,
+    f_applier: Arc<Applier>,
+}
+
+fn forwarding_pair() -> Pair {
     let (w_dir, f_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let log = Arc::new(Log::default());
     let w = open(w_dir.path());
@@ -460,7 +473,7 @@ async fn a_node_that_does_not_write_forwards_and_answers_once_it_applied() {
         Journal::start_replicated(&w, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
     apply_from(&log, w_applier.clone());
     let forwarder = Arc::new(Forwarder {
-        journal: w_journal.clone(),
+        journal: w_journal,
         applier: w_applier.clone(),
         next_refusal: Mutex::default(),
         hold_next: Mutex::default(),
@@ -468,6 +481,12 @@ async fn a_node_that_does_not_write_forwards_and_answers_once_it_applied() {
     let f = open(f_dir.path());
     let (journal, f_applier, _f_task) =
         Journal::start_replicated(&f, JournalOptions::default(), forwarder.clone()).unwrap();
+    Pair { _dirs: (w_dir, f_dir), log, w, w_applier, forwarder, f, journal, f_applier }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_does_not_write_forwards_and_answers_once_it_applied() {
+    let Pair { _dirs, log, w, w_applier, forwarder, f, journal, f_applier } = forwarding_pair();
 
     // The writer commits at once; the caller waits for its own node.
     let first = tokio::spawn({
@@ -524,21 +543,7 @@ async fn a_node_that_does_not_write_forwards_and_answers_once_it_applied() {
 /// batches: they are forwarded and answered meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_forward_holds_up_no_later_batch() {
-    let (w_dir, f_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let log = Arc::new(Log::default());
-    let w = open(w_dir.path());
-    let (w_journal, w_applier, _w_task) =
-        Journal::start_replicated(&w, JournalOptions::default(), Arc::new(Writer(log.clone()))).unwrap();
-    apply_from(&log, w_applier.clone());
-    let forwarder = Arc::new(Forwarder {
-        journal: w_journal.clone(),
-        applier: w_applier.clone(),
-        next_refusal: Mutex::default(),
-        hold_next: Mutex::default(),
-    });
-    let f = open(f_dir.path());
-    let (journal, f_applier, _f_task) =
-        Journal::start_replicated(&f, JournalOptions::default(), forwarder.clone()).unwrap();
+    let Pair { _dirs, log, forwarder, f, journal, f_applier, .. } = forwarding_pair();
     apply_from(&log, f_applier.clone());
 
     let (release, held) = tokio::sync::oneshot::channel();
