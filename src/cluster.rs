@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sugang_actors::{Config, Sugang};
-use sugang_cluster::{AcquireError, Cluster, ClusterConfig, ForwardError as NatsForwardError, LeaseError};
+use sugang_cluster::{AcquireError, Cluster, ClusterConfig, ForwardError as NatsForwardError, Kept, LeaseError};
 use sugang_http::{
     ClusterLink, ClusterStatus, ForwardError, ForwardedRequest, ForwardedResponse, NodeRole, NodeStatus, StreamStatus,
     UnitStatus,
@@ -956,22 +956,18 @@ async fn share_units(
         // Renew what is held; a lease lost or lapsed stops its worker.
         let mut lost = Vec::new();
         for (unit, lease) in held.iter_mut() {
-            match cluster.renew(lease).await {
-                Ok(()) => {}
-                Err(e @ LeaseError::Nats { .. }) if !lease.lapsed() => {
-                    tracing::warn!(unit, error = %e, "renewing a unit lease failed");
+            // Lost or lapsed, it is taken back if nobody else holds it
+            // (safe: the unit's commits are fenced by its holder record).
+            match cluster.keep(lease).await {
+                Ok(Kept::Renewed) => {}
+                Ok(Kept::TakenBack) => tracing::info!(unit, epoch = lease.epoch(), "took a unit lease back"),
+                Ok(Kept::Unanswered(e)) => tracing::warn!(unit, error = %e, "renewing a unit lease failed"),
+                Err(LeaseError::Lost { .. }) => lost.push(unit.clone()),
+                Err(e) if lease.lapsed() => {
+                    tracing::warn!(unit, error = %e, "a unit lease lapsed and could not be taken back");
+                    lost.push(unit.clone());
                 }
-                // Lost or lapsed: taken back if nobody else holds it (safe:
-                // the unit's commits are fenced by its holder record).
-                Err(e) => match cluster.retake(lease).await {
-                    Ok(()) => tracing::info!(unit, error = %e, epoch = lease.epoch(), "took a unit lease back"),
-                    Err(LeaseError::Lost { .. }) => lost.push(unit.clone()),
-                    Err(again) if lease.lapsed() => {
-                        tracing::warn!(unit, error = %again, "a unit lease lapsed and could not be taken back");
-                        lost.push(unit.clone());
-                    }
-                    Err(again) => tracing::warn!(unit, error = %again, "taking a unit lease back failed"),
-                },
+                Err(e) => tracing::warn!(unit, error = %e, "taking a unit lease back failed"),
             }
         }
         for unit in lost {
@@ -1177,13 +1173,13 @@ async fn renew_until(
                 return;
             }
         }
-        match cluster.renew(&mut lease).await {
-            Ok(()) => {}
-            Err(e @ LeaseError::Nats { .. }) if !lease.lapsed() => {
-                tracing::warn!(error = %e, "renewing the primary lease failed");
-            }
+        match cluster.keep(&mut lease).await {
+            Ok(Kept::Renewed) => {}
+            Ok(Kept::TakenBack) => primary_taken_back(&cluster, &lease, Duration::ZERO),
+            Ok(Kept::Unanswered(e)) => tracing::warn!(error = %e, "renewing the primary lease failed"),
+            Err(LeaseError::Lost { .. }) => fail_stop("the primary lease was lost: another node holds it"),
             Err(e) => {
-                tracing::warn!(error = %e, lapsed = lease.lapsed(), "the primary lease was not renewed: taking it back");
+                tracing::warn!(error = %e, "the primary lease lapsed unrenewed: taking it back");
                 retake_primary(&cluster, &mut lease, every).await;
             }
         }
@@ -1199,16 +1195,11 @@ const TAKEOVER_PATIENCE: Duration = Duration::from_secs(30);
 /// is fenced on the log's last sequence); the process stops if another
 /// node holds it.
 async fn hold_primary(cluster: &Cluster, lease: &mut sugang_cluster::Lease) {
-    match cluster.renew(lease).await {
-        Ok(()) => {}
-        Err(e @ LeaseError::Nats { .. }) if !lease.lapsed() => {
-            tracing::warn!(error = %e, "renewing the primary lease failed");
-        }
-        Err(_) => match cluster.retake(lease).await {
-            Ok(()) => {}
-            Err(LeaseError::Lost { .. }) => fail_stop("the primary lease was lost before the takeover marker"),
-            Err(e) => tracing::warn!(error = %e, "taking the primary lease back failed; trying again"),
-        },
+    match cluster.keep(lease).await {
+        Ok(Kept::Renewed | Kept::TakenBack) => {}
+        Ok(Kept::Unanswered(e)) => tracing::warn!(error = %e, "renewing the primary lease failed"),
+        Err(LeaseError::Lost { .. }) => fail_stop("the primary lease was lost before the takeover marker"),
+        Err(e) => tracing::warn!(error = %e, "taking the primary lease back failed; trying again"),
     }
 }
 
@@ -1232,16 +1223,7 @@ async fn retake_primary(cluster: &Cluster, lease: &mut sugang_cluster::Lease, ev
     let started = Instant::now();
     loop {
         match cluster.retake(lease).await {
-            Ok(()) => {
-                metrics::counter!("sugang_cluster_primary_retaken_total").increment(1);
-                tracing::warn!(
-                    node = %cluster.node(),
-                    epoch = lease.epoch(),
-                    after_ms = started.elapsed().as_millis() as u64,
-                    "took the primary lease back"
-                );
-                return;
-            }
+            Ok(()) => return primary_taken_back(cluster, lease, started.elapsed()),
             Err(LeaseError::Lost { .. }) => fail_stop("the primary lease was lost: another node holds it"),
             Err(e) if started.elapsed() >= RETAKE_PATIENCE => {
                 fail_stop(&format!("the primary lease could not be taken back within {RETAKE_PATIENCE:?}: {e}"))
@@ -1253,6 +1235,18 @@ async fn retake_primary(cluster: &Cluster, lease: &mut sugang_cluster::Lease, ev
         // node already serving as the primary should be that one.
         tokio::time::sleep(every.min(RETAKE_EVERY)).await;
     }
+}
+
+/// Counts and says that the primary took its lease back, `after` the
+/// first failed attempt.
+fn primary_taken_back(cluster: &Cluster, lease: &sugang_cluster::Lease, after: Duration) {
+    metrics::counter!("sugang_cluster_primary_retaken_total").increment(1);
+    tracing::warn!(
+        node = %cluster.node(),
+        epoch = lease.epoch(),
+        after_ms = after.as_millis() as u64,
+        "took the primary lease back"
+    );
 }
 
 #[cfg(test)]

@@ -121,6 +121,19 @@ pub enum LeaseError {
     },
 }
 
+/// How [`Cluster::keep`] kept a lease.
+#[derive(Debug)]
+pub enum Kept {
+    /// Renewed at the revision held.
+    Renewed,
+    /// It had been lost or had lapsed, and nobody else held it: taken back
+    /// ([`Cluster::retake`]).
+    TakenBack,
+    /// NATS did not answer the renewal, but the lease has not lapsed: it is
+    /// still held until its TTL runs out; try again at the next tick.
+    Unanswered(LeaseError),
+}
+
 /// A live lease as read from the bucket.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LeaseInfo {
@@ -238,6 +251,20 @@ impl Cluster {
             Some(_) => Err(LeaseError::Lost { lease: key, revision: lease.revision }),
             // Expired between the two: the next call acquires it.
             None => Err(LeaseError::Nats { lease: key, source: "the lease expired while it was read".into() }),
+        }
+    }
+
+    /// Keeps `lease` for one more TTL: renews it, or (lost, or lapsed
+    /// while NATS did not answer) takes it back unless another node holds
+    /// it ([`Cluster::retake`], whose caveat holds here too: only for a
+    /// holder fenced by something besides the lease).
+    /// [`LeaseError::Lost`] if another node holds it; [`LeaseError::Nats`]
+    /// if it lapsed and the retake was not answered either (try again).
+    pub async fn keep(&self, lease: &mut Lease) -> Result<Kept, LeaseError> {
+        match self.renew(lease).await {
+            Ok(()) => Ok(Kept::Renewed),
+            Err(error @ LeaseError::Nats { .. }) if !lease.lapsed() => Ok(Kept::Unanswered(error)),
+            Err(_) => self.retake(lease).await.map(|()| Kept::TakenBack),
         }
     }
 

@@ -85,7 +85,7 @@ mod unit;
 
 pub use forward::{CommandRequest, Commands, ForwardError};
 pub use layout::{Cluster, ClusterConfig, ConnectError, LogInfo};
-pub use lease::{AcquireError, Lease, LeaseError, LeaseInfo, LeaseRecord};
+pub use lease::{AcquireError, Kept, Lease, LeaseError, LeaseInfo, LeaseRecord};
 pub use local::{LocalNats, LocalNatsError};
 pub use owner::{AppendError, Appended, CommitBatch, CourseOwner, Event, OwnError, Tail, TakeoverError, Write};
 pub use primary::{COMMIT_SUBJECT, LogAppendError, LogFollower, LogMessage, LogWriter, MARKER_SUBJECT};

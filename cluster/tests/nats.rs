@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sugang_cluster::{
-    AcquireError, AppendError, Cluster, ClusterConfig, CommitBatch, ConnectError, EntryKind, Event, ForwardError,
+    AcquireError, AppendError, Cluster, ClusterConfig, CommitBatch, ConnectError, EntryKind, Event, ForwardError, Kept,
     LeaseError, LocalNats, LogEntry, ReplayError, TakeoverError, Write,
 };
 
@@ -669,4 +669,37 @@ async fn a_lease_is_taken_back_unless_another_node_holds_it() {
     assert!(matches!(a.retake(&mut lease).await, Err(LeaseError::Lost { .. })));
     let holder = a.lease_of(1).await.unwrap().unwrap();
     assert_eq!((holder.record.node.as_str(), holder.revision), ("b", theirs.revision()));
+}
+
+/// `keep` renews a lease held, takes back one lost to its own lost
+/// renewal or expired with nobody taking it, and gives up one another node
+/// took.
+#[tokio::test]
+#[ignore = "needs nats-server: cargo test -p sugang-cluster -- --ignored"]
+async fn a_lease_is_kept_renewed_or_taken_back_unless_another_node_holds_it() {
+    let nats = single();
+    let a = node(&nats, "a").await;
+    let b = node(&nats, "b").await;
+
+    let mut lease = a.acquire(2).await.unwrap();
+    assert!(matches!(a.keep(&mut lease).await, Ok(Kept::Renewed)));
+
+    // A renewal stored whose answer was lost: kept, at the same epoch.
+    let mut stored = lease.clone();
+    a.renew(&mut stored).await.unwrap();
+    assert!(matches!(a.keep(&mut lease).await, Ok(Kept::TakenBack)));
+    assert_eq!(lease.epoch(), stored.epoch());
+
+    // Expired with nobody taking it: kept, under a new epoch.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = lease.epoch();
+    assert!(matches!(a.keep(&mut lease).await, Ok(Kept::TakenBack)));
+    assert!(lease.epoch() > before);
+
+    // Expired and taken by another node: lost, and the other keeps it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut theirs = b.acquire(2).await.unwrap();
+    assert!(matches!(a.keep(&mut lease).await, Err(LeaseError::Lost { .. })));
+    assert!(matches!(b.keep(&mut theirs).await, Ok(Kept::Renewed)));
+    assert_eq!(a.lease_of(2).await.unwrap().unwrap().record.node, "b");
 }
