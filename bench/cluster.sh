@@ -20,6 +20,9 @@
 # the append they join), and the log's bytes delivered to each node (every
 # node applies the whole log).
 #
+# And the CPU time each process used during the rush, per enrollment: the
+# primary, the replicas, the three NATS servers.
+#
 # Then the takeover: SIGKILL the primary, and time until a write (a course
 # registration) succeeds on a survivor (polled every 50 ms).
 #
@@ -61,6 +64,14 @@ metric() { # metric URL NAME: the sum of every series of NAME
     curl -s "$1/metrics" | awk -v n="$2" '$1 == n || index($1, n"{") == 1 { s += $2 } END { printf "%.0f", s }'
 }
 
+cpu_ms() { # cpu_ms PID: the CPU time (user + system, every thread) PID has used so far, ms
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($14 + $15) * 1000 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+nats_pids() { # the three NATS servers' pids
+    for i in 1 2 3; do cat "$work/nats/n$i.pid"; done
+}
+
 wait_ready() {
     for _ in $(seq 1 600); do
         curl -sf -o /dev/null "$1/health/ready" && return 0
@@ -91,8 +102,19 @@ for n in $NODES; do
     done
     rush_urls=()
     for u in "${urls[@]}"; do rush_urls+=(--url "$u"); done
+    # CPU time each process uses during the rush: where an enrollment's
+    # cost goes, process by process (the primary, each replica, the NATS
+    # servers), which is what separate machines would each carry.
+    cpu_before=()
+    for pid in "${pids[@]}" $(nats_pids); do cpu_before+=("$(cpu_ms "$pid")"); done
     out=$("$bin" rush "${rush_urls[@]}" --students "$STUDENTS" --courses "$COURSES" --capacity "$CAPACITY" \
         --concurrency "$CONCURRENCY" --spread --no-check 2>&1 | tee /dev/stderr)
+    cpu_used=()
+    k=0
+    for pid in "${pids[@]}" $(nats_pids); do
+        cpu_used+=($(($(cpu_ms "$pid") - cpu_before[k])))
+        k=$((k + 1))
+    done
     rate=$(echo "$out" | sed -n 's/^enroll: .* = \([0-9]*\) req\/s.*/\1/p' | head -1)
     enrolled=$(echo "$out" | sed -n 's/^enroll: .*; \([0-9]*\) of [0-9]* students enrolled.*/\1/p' | head -1)
     p99=$(echo "$out" | sed -n 's/^latency of the 201s: .* p99 \([0-9.]*\) ms.*/\1/p' | head -1)
@@ -110,6 +132,16 @@ for n in $NODES; do
         if (e == 0) e = 1;
         printf "per enrollment: %.3f log appends (NATS round trips of the primary), %.0f bytes appended, %.3f forwards (round trips of the replicas), %.3f unit batches committed through the primary (round trips of the other nodes'"'"' subscriber workers), log delivered to %d node(s): %.0f bytes in all\n", a / e, b / e, f / e, u / e, n, n * b / e
     }'
+    # CPU ms used during the rush: [0] the primary, [1..n-1] the replicas,
+    # [n..n+2] the NATS servers.
+    replicas_cpu=0
+    for i in $(seq 1 $((n - 1))); do replicas_cpu=$((replicas_cpu + cpu_used[i])); done
+    nats_cpu=$((cpu_used[n] + cpu_used[n + 1] + cpu_used[n + 2]))
+    awk -v p="${cpu_used[0]}" -v r="$replicas_cpu" -v s="$nats_cpu" -v e="$enrolled" -v n="$n" 'BEGIN {
+        if (e == 0) e = 1;
+        printf "CPU per enrollment: primary %.0f us, replicas %.0f us each, NATS servers %.0f us (3 together)\n", p * 1000 / e, (n > 1 ? r * 1000 / e / (n - 1) : 0), s * 1000 / e
+    }'
+    summary+=("nodes_${n}_cpu_ms_primary=${cpu_used[0]}" "nodes_${n}_cpu_ms_replicas=$replicas_cpu" "nodes_${n}_cpu_ms_nats=$nats_cpu")
     summary+=("nodes_${n}_enrollments_per_s=$rate" "nodes_${n}_p99_ms=$p99" "nodes_${n}_appends=$appends" "nodes_${n}_append_bytes=$bytes" "nodes_${n}_forwards=$forwards" "nodes_${n}_unit_commits=$unit_commits" "nodes_${n}_enrolled=$enrolled" "nodes_${n}_log_applied=$applied")
     if [ "$n" -gt 1 ]; then
         primary_pid=${pids[0]}

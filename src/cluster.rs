@@ -585,8 +585,8 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
     let started = Instant::now();
     tracing::info!(from = applier.position(), to = log_last, "applying the cluster's log");
     while !applier.reached(log_last, Duration::from_secs(5)).await {
-        if store.failure().borrow().is_some() {
-            return Err("applying the cluster's log failed (see the log above)".into());
+        if let Some(reason) = store.failure().borrow().clone() {
+            return Err(format!("applying the cluster's log failed: {reason}"));
         }
         tracing::info!(at = applier.position(), to = log_last, "still applying the cluster's log");
     }
@@ -1415,6 +1415,49 @@ mod tests {
                 .expect("a node must not stall at a malformed commit");
         let refused = started.err().expect("n1 cannot copy this log");
         assert!(refused.contains("applying the cluster's log failed"), "{refused}");
+    }
+
+    /// A commit of a later release's log format (its `Sugang-Format`
+    /// header) is not applied as if it were this release's: the node
+    /// fails, saying which format it met.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs nats-server"]
+    async fn a_commit_of_a_later_log_format_fails_the_node_instead_of_being_misread() {
+        let nats = LocalNats::single().expect("nats-server");
+        Cluster::connect(cluster_config(&nats, "setup")).await.expect("connect");
+        let later = sugang_cluster::COMMIT_FORMAT + 1;
+        let headers = format!("NATS/1.0\r\nSugang-Kind: commit\r\nSugang-Format: {later}\r\n\r\n");
+        publish_raw_with_headers(&nats, sugang_cluster::COMMIT_SUBJECT, &headers, b"a later layout");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started =
+            tokio::time::timeout(Duration::from_secs(20), start(options(&nats, "n1"), Config::new(dir.path())))
+                .await
+                .expect("a node must not stall at a commit of another format");
+        let refused = started.err().expect("n1 cannot copy this log");
+        assert!(refused.contains(&format!("log format \"{later}\"")), "{refused}");
+    }
+
+    /// [`publish_raw`] with NATS headers (`headers`: the whole header
+    /// block, `NATS/1.0` line and blank line included).
+    fn publish_raw_with_headers(nats: &LocalNats, subject: &str, headers: &str, payload: &[u8]) {
+        use std::io::{BufRead, BufReader, Write};
+        let addr = nats.url(0);
+        let mut stream = std::net::TcpStream::connect(addr.trim_start_matches("nats://")).expect("connect");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("INFO");
+        let total = headers.len() + payload.len();
+        write!(
+            stream,
+            "CONNECT {{\"verbose\":false,\"headers\":true}}\r\nHPUB {subject} {} {total}\r\n{headers}",
+            headers.len()
+        )
+        .expect("HPUB");
+        stream.write_all(payload).expect("payload");
+        stream.write_all(b"\r\nPING\r\n").expect("PING");
+        line.clear();
+        reader.read_line(&mut line).expect("PONG");
+        assert!(line.starts_with("PONG"), "{line}");
     }
 
     /// Writes `commits` groups into the log of `nats` as its primary, with

@@ -88,7 +88,7 @@ pub use layout::{Cluster, ClusterConfig, ConnectError, LogInfo};
 pub use lease::{AcquireError, Kept, Lease, LeaseError, LeaseInfo, LeaseRecord};
 pub use local::{LocalNats, LocalNatsError};
 pub use owner::{AppendError, Appended, CommitBatch, CourseOwner, Event, OwnError, Tail, TakeoverError, Write};
-pub use primary::{COMMIT_SUBJECT, LogAppendError, LogFollower, LogMessage, LogWriter, MARKER_SUBJECT};
+pub use primary::{COMMIT_FORMAT, COMMIT_SUBJECT, LogAppendError, LogFollower, LogMessage, LogWriter, MARKER_SUBJECT};
 pub use registry::{Heartbeat, HeartbeatTask, NodeInfo, OwnedCourse};
 pub use replay::{EntryKind, LogEntry, LogReader, ReplayError};
 pub use unit::UnitLease;

@@ -36,6 +36,14 @@ pub const COMMIT_SUBJECT: &str = "sugang.log.commit";
 /// The subject of takeover markers.
 pub const MARKER_SUBJECT: &str = "sugang.log.primary";
 const MSG_ID: &str = "Nats-Msg-Id";
+/// Header on every commit: the layout of its payload, [`COMMIT_FORMAT`].
+const FORMAT: &str = "Sugang-Format";
+/// The layout of the commits this release writes and reads (the storage
+/// crate's replicated `WireGroup`, whose test pins its bytes): bumped with
+/// it, so that a node of an earlier release stops at a later one's commit
+/// ([`ReplayError::Malformed`]) instead of misreading it. A commit without
+/// the header is of this layout: the releases before the header wrote it.
+pub const COMMIT_FORMAT: u64 = 1;
 
 /// The primary's writer of the log (see the module doc).
 pub struct LogWriter {
@@ -185,6 +193,9 @@ impl Cluster {
     ) -> Result<u64, LogAppendError> {
         let mut headers = HeaderMap::new();
         headers.insert(KIND, kind);
+        if kind == "commit" {
+            headers.insert(FORMAT, COMMIT_FORMAT.to_string().as_str());
+        }
         headers.insert(NODE, self.config.node.as_str());
         headers.insert(EPOCH, epoch.to_string().as_str());
         let started = tokio::time::Instant::now();
@@ -292,7 +303,20 @@ impl LogFollower {
         let kind = header_str(&headers, KIND).unwrap_or_default();
         let node = header_str(&headers, NODE).unwrap_or_default();
         let commit = match (subject.as_str(), kind.as_str()) {
-            (COMMIT_SUBJECT, "commit") => true,
+            (COMMIT_SUBJECT, "commit") => match header_str(&headers, FORMAT) {
+                None => true,
+                Some(format) if format.parse() == Ok(COMMIT_FORMAT) => true,
+                Some(format) => {
+                    return Some(Err(ReplayError::Malformed {
+                        seq: position,
+                        subject,
+                        reason: format!(
+                            "a commit in log format {format:?}, this release reads format {COMMIT_FORMAT} \
+                             (written by a node of a later release?)"
+                        ),
+                    }));
+                }
+            },
             (MARKER_SUBJECT, "marker") => false,
             // Another client published on the log's subjects (`nats pub`,
             // the foundation's per-course API on the same stream): it holds

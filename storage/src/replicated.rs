@@ -670,3 +670,50 @@ async fn forward(
     }
     let _ = submission.reply.send(outcome);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes of a commit in the log, pinned. Every node decodes every
+    /// other node's commits, the releases before this one's included: if
+    /// this test fails, the layout changed, and `COMMIT_FORMAT`
+    /// (cluster/src/primary.rs) must be bumped, the applier taught to read
+    /// the old layout, and these bytes updated.
+    #[test]
+    fn the_layout_of_a_commit_is_pinned() {
+        let write = (vec![1, 2], Some(vec![3]));
+        let delete = (vec![4], None);
+        let event = (7u64, vec![8, 9]);
+        let (trim, add) = (5u64, (vec![6], -2i64));
+        let out = WireGroupOut {
+            writer: 300,
+            id: 2,
+            at_ms: 1_000,
+            writes: vec![&write, &delete],
+            events: vec![&event],
+            trimmed: vec![&trim],
+            adds: vec![&add],
+        };
+        let bytes = postcard::to_allocvec(&out).expect("encode");
+        assert_eq!(
+            bytes,
+            [
+                0xac, 0x02, // writer 300 (varint)
+                0x02, // id
+                0xe8, 0x07, // at_ms 1000
+                0x02, 0x02, 1, 2, 0x01, 0x01, 3, 0x01, 4, 0x00, // writes: [1,2]=[3], [4] deleted
+                0x01, 0x07, 0x02, 8, 9, // events: key 7, payload [8,9]
+                0x01, 0x05, // trimmed: 5
+                0x01, 0x01, 6, 0x03, // adds: [6] by -2 (zigzag)
+            ],
+            "the log's commit layout changed: see this test's doc"
+        );
+        // What a node reads is what the writer sent.
+        let read: WireGroup = postcard::from_bytes(&bytes).expect("decode");
+        assert_eq!((read.writer, read.id, read.at_ms), (300, 2, 1_000));
+        assert_eq!(read.writes, vec![write, delete]);
+        assert_eq!(read.events, vec![event]);
+        assert_eq!((read.trimmed, read.adds), (vec![trim], vec![add]));
+    }
+}
