@@ -32,8 +32,12 @@
 # lets the scaling on separate machines be estimated. Prints name=value lines
 # at the end.
 #
+# With PERF=DIR, the primary is profiled during each rush (perf record into
+# DIR) and its samples bucketed by owner (bench/perf_buckets.py); the
+# profiler's own cost lowers that run's figures.
+#
 # Usage: bench/cluster.sh   NODES="1 2 3" STUDENTS=20000 COURSES=200
-#                           CAPACITY=100 CONCURRENCY=64 LEASE_TTL_MS=2000
+#                           CAPACITY=100 CONCURRENCY=64 LEASE_TTL_MS=2000 PERF=DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,7 +73,7 @@ cpu_ms() { # cpu_ms PID: the CPU time (user + system, every thread) PID has used
 }
 
 nats_pids() { # the three NATS servers' pids
-    for i in 1 2 3; do cat "$work/nats/n$i.pid"; done
+    for i in 1 2 3; do echo "$(cat "$work/nats/n$i.pid")"; done
 }
 
 wait_ready() {
@@ -107,8 +111,23 @@ for n in $NODES; do
     # servers), which is what separate machines would each carry.
     cpu_before=()
     for pid in "${pids[@]}" $(nats_pids); do cpu_before+=("$(cpu_ms "$pid")"); done
+    profiling=""
+    if [ -n "${PERF:-}" ]; then
+        # Where the primary's CPU goes during the rush (bench/perf_buckets.py).
+        mkdir -p "$PERF"
+        perf record -q -F 299 -g --call-graph dwarf,8192 -p "${pids[0]}" -o "$PERF/primary-$n.data" \
+            >/dev/null 2>&1 &
+        profiling=$!
+    fi
     out=$("$bin" rush "${rush_urls[@]}" --students "$STUDENTS" --courses "$COURSES" --capacity "$CAPACITY" \
         --concurrency "$CONCURRENCY" --spread --no-check 2>&1 | tee /dev/stderr)
+    if [ -n "$profiling" ]; then
+        kill -INT "$profiling"
+        wait "$profiling" || true
+        perf script -i "$PERF/primary-$n.data" -F comm,tid,ip,sym >"$PERF/primary-$n.txt" 2>/dev/null
+        echo "where the primary's CPU went ($n node(s)):"
+        python3 bench/perf_buckets.py "$PERF/primary-$n.txt"
+    fi
     cpu_used=()
     k=0
     for pid in "${pids[@]}" $(nats_pids); do

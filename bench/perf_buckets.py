@@ -12,13 +12,19 @@ cross-cutting costs (a sample counts for every one its stack touches).
     bench/perf_buckets.py script.txt            # by owner
     bench/perf_buckets.py --cross script.txt    # malloc, tracing, postcard, ...
 
-Used for the tables in bench/PROFILE.md.
+Used for the tables in bench/PROFILE.md. bench/cluster.sh runs it on a
+cluster's primary with PERF=DIR.
 """
 import collections
 import re
 import sys
 
 OWNERS = [
+    # A cluster node (`sugang serve --nats`): what every node does for every
+    # enrollment (apply the log), then the NATS client and the cluster glue.
+    ("cluster: applying the log (every node, all of it)", r"replicated::Applier|sugang::cluster::follow"),
+    ("cluster: NATS client (appends, forwards, the log's delivery)", r"async_nats::"),
+    ("cluster: forwarding, units, leases (the glue)", r"sugang::cluster::|sugang_cluster::"),
     ("journal: fjall batch apply (memtable inserts)", r"WriteBatch::commit"),
     ("journal: building the fjall batch", r"Group::into_batch|WriteBatch::with_capacity"),
     ("journal: persist (journal write + fdatasync)", r"Database::persist|write_watermark"),
