@@ -38,6 +38,7 @@
 #
 # Usage: bench/cluster.sh   NODES="1 2 3" STUDENTS=20000 COURSES=200
 #                           CAPACITY=100 CONCURRENCY=64 LEASE_TTL_MS=2000 PERF=DIR
+#                           SUGANG_BIN=path/to/another/sugang
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,8 +52,11 @@ NATS_BASE=${NATS_BASE:-14222}
 HTTP_BASE=${HTTP_BASE:-18080}
 
 command -v nats-server >/dev/null || { echo "bench/cluster.sh: needs nats-server (apt-get install nats-server)" >&2; exit 1; }
-cargo build --release --bin sugang >/dev/null 2>&1 || cargo build --release --bin sugang
-bin=target/release/sugang
+# SUGANG_BIN: another build to measure (an earlier commit's, side by side).
+if [ -z "${SUGANG_BIN:-}" ]; then
+    cargo build --release --bin sugang >/dev/null 2>&1 || cargo build --release --bin sugang
+fi
+bin=${SUGANG_BIN:-target/release/sugang}
 work=$(mktemp -d /tmp/sugang-cluster-bench.XXXXXX)
 pids=()
 cleanup() {

@@ -56,6 +56,8 @@ pub(crate) struct NodeOptions {
     pub(crate) node: String,
     pub(crate) replicas: usize,
     pub(crate) lease_ttl: Duration,
+    /// Each course's commits on its own subject of the log (`--course-subjects`).
+    pub(crate) course_subjects: bool,
 }
 
 /// A forwarded request and where its answer goes (the front answers it).
@@ -80,21 +82,28 @@ struct LogReplicator {
     writing: AtomicBool,
     /// How a batch reaches the primary (set once the link exists).
     link: std::sync::OnceLock<Arc<Link>>,
+    /// Each course's batches on its own subject (`--course-subjects`).
+    course_subjects: bool,
 }
 
 impl LogReplicator {
     /// A replicator that writes the log through `writer`, or (`None`) not
     /// yet: it forwards until it has one.
-    fn new(writer: Option<sugang_cluster::LogWriter>) -> LogReplicator {
+    fn new(writer: Option<sugang_cluster::LogWriter>, course_subjects: bool) -> LogReplicator {
         LogReplicator {
             writing: AtomicBool::new(writer.is_some()),
             writer: tokio::sync::Mutex::new(writer),
             link: std::sync::OnceLock::new(),
+            course_subjects,
         }
     }
 }
 
 impl Replicator for LogReplicator {
+    fn splits_by_history(&self) -> bool {
+        self.course_subjects
+    }
+
     fn writes(&self) -> bool {
         self.writing.load(Ordering::SeqCst)
     }
@@ -120,36 +129,61 @@ impl Replicator for LogReplicator {
 
     fn append(&self, group: Vec<u8>) -> BoxFuture<'_, Result<u64, ReplicateError>> {
         Box::pin(async move {
+            let appended = self.append_parts(vec![sugang_storage::LogPart { history: None, payload: group }]).await;
+            match (appended.positions.first(), appended.error) {
+                (_, Some(error)) => Err(error),
+                (Some(&position), None) => Ok(position),
+                (None, None) => Err(ReplicateError::Failed("the log stored nothing and said nothing".into())),
+            }
+        })
+    }
+
+    /// Each part on its course's subject (a part of several courses'
+    /// batches, or of none, on the commit subject), all in one round trip
+    /// ([`sugang_cluster::LogWriter::append_all`]).
+    fn append_parts(&self, parts: Vec<sugang_storage::LogPart>) -> BoxFuture<'_, sugang_storage::Appended> {
+        Box::pin(async move {
             let mut writer = self.writer.lock().await;
             let Some(writer) = writer.as_mut() else {
-                return Err(ReplicateError::Refused("this node is not the primary".into()));
+                let error = ReplicateError::Refused("this node is not the primary".into());
+                return sugang_storage::Appended { positions: Vec::new(), error: Some(error) };
             };
             let started = Instant::now();
-            let bytes = group.len();
-            match writer.append(group).await {
-                Ok(position) => {
-                    metrics::histogram!("sugang_cluster_append_seconds").record(started.elapsed().as_secs_f64());
-                    metrics::counter!("sugang_cluster_append_bytes_total").increment(bytes as u64);
-                    metrics::counter!("sugang_cluster_appends_total", "outcome" => "stored").increment(1);
-                    Ok(position)
+            let sizes: Vec<usize> = parts.iter().map(|part| part.payload.len()).collect();
+            let parts = parts
+                .into_iter()
+                .map(|part| sugang_cluster::LogPart { course: part.history, payload: part.payload.into() })
+                .collect();
+            let appended = writer.append_all(parts).await;
+            let stored = appended.positions.len();
+            metrics::histogram!("sugang_cluster_append_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("sugang_cluster_append_parts").record(sizes.len() as f64);
+            metrics::counter!("sugang_cluster_append_bytes_total")
+                .increment(sizes[..stored].iter().sum::<usize>() as u64);
+            metrics::counter!("sugang_cluster_appends_total", "outcome" => "stored").increment(stored as u64);
+            let error = appended.error.map(|e| {
+                let bytes = sizes.get(stored).copied().unwrap_or(0);
+                match e {
+                    // Refused before it was sent (larger than the server's
+                    // max payload): nothing of it stored, the journal sends
+                    // it in parts.
+                    e @ sugang_cluster::LogAppendError::Invalid(_) => {
+                        metrics::counter!("sugang_cluster_appends_total", "outcome" => "too_large").increment(1);
+                        ReplicateError::TooLarge(format!("{bytes} bytes: {e}"))
+                    }
+                    // Refused by the server: a newer primary wrote after
+                    // this one's last append. Nothing of the rest is stored.
+                    e @ sugang_cluster::LogAppendError::Fenced { .. } => {
+                        metrics::counter!("sugang_cluster_appends_total", "outcome" => "fenced").increment(1);
+                        ReplicateError::Fenced(e.to_string())
+                    }
+                    e => {
+                        metrics::counter!("sugang_cluster_appends_total", "outcome" => "failed").increment(1);
+                        ReplicateError::Failed(e.to_string())
+                    }
                 }
-                // Refused before it was sent (larger than the server's max
-                // payload): nothing stored, the journal sends it in parts.
-                Err(e @ sugang_cluster::LogAppendError::Invalid(_)) => {
-                    metrics::counter!("sugang_cluster_appends_total", "outcome" => "too_large").increment(1);
-                    Err(ReplicateError::TooLarge(format!("{bytes} bytes: {e}")))
-                }
-                // Refused by the server: a newer primary wrote after this
-                // one's last append. Nothing of the group is stored.
-                Err(e @ sugang_cluster::LogAppendError::Fenced { .. }) => {
-                    metrics::counter!("sugang_cluster_appends_total", "outcome" => "fenced").increment(1);
-                    Err(ReplicateError::Fenced(e.to_string()))
-                }
-                Err(e) => {
-                    metrics::counter!("sugang_cluster_appends_total", "outcome" => "failed").increment(1);
-                    Err(ReplicateError::Failed(e.to_string()))
-                }
-            }
+            });
+            sugang_storage::Appended { positions: appended.positions, error }
         })
     }
 }
@@ -577,7 +611,7 @@ pub(crate) async fn start(options: NodeOptions, config: Config) -> Result<Node, 
             )
         })?;
     }
-    let replicator = Arc::new(LogReplicator::new(None));
+    let replicator = Arc::new(LogReplicator::new(None, options.course_subjects));
     let (journal, applier, journal_task) =
         Journal::start_replicated(&store, JournalOptions::default(), replicator.clone()).map_err(|e| e.to_string())?;
     let stop_following = tokio_util::sync::CancellationToken::new();
@@ -1331,7 +1365,7 @@ mod tests {
         let writer = cluster.take_over_log(&lease).await.expect("marker");
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
-        let replicator = Arc::new(LogReplicator::new(Some(writer)));
+        let replicator = Arc::new(LogReplicator::new(Some(writer), false));
         let (journal, applier, _task) =
             Journal::start_replicated(&store, JournalOptions::default(), replicator).expect("journal");
         follow(cluster.clone(), applier.clone(), store.clone(), Default::default()).await.expect("follow");
@@ -1478,7 +1512,7 @@ mod tests {
                 let lease = cluster.acquire_primary().await.expect("lease");
                 let writer = cluster.take_over_log(&lease).await.expect("marker");
                 let store = Store::open(&dir, StoreOptions::default()).expect("store");
-                let replicator = Arc::new(LogReplicator::new(Some(writer)));
+                let replicator = Arc::new(LogReplicator::new(Some(writer), false));
                 let (journal, applier, _task) =
                     Journal::start_replicated(&store, JournalOptions::default(), replicator).expect("journal");
                 follow(cluster.clone(), applier, store.clone(), Default::default()).await.expect("follow");
@@ -1507,7 +1541,8 @@ mod tests {
         let (urls, path) = (first.urls(), dir.path().to_path_buf());
         std::thread::spawn(move || {
             tokio::runtime::Runtime::new().expect("runtime").block_on(async move {
-                let options = NodeOptions { urls, node: "n1".into(), replicas: 1, lease_ttl: TTL };
+                let options =
+                    NodeOptions { urls, node: "n1".into(), replicas: 1, lease_ttl: TTL, course_subjects: false };
                 let node = start(options, Config::new(&path)).await.expect("n1 joins");
                 let deadline = Instant::now() + Duration::from_secs(20);
                 while !node.link.is_primary() || node.sugang.store().log_identity().is_none() {
@@ -1542,7 +1577,7 @@ mod tests {
     }
 
     fn options(nats: &LocalNats, node: &str) -> NodeOptions {
-        NodeOptions { urls: nats.urls(), node: node.into(), replicas: 1, lease_ttl: TTL }
+        NodeOptions { urls: nats.urls(), node: node.into(), replicas: 1, lease_ttl: TTL, course_subjects: false }
     }
 
     /// A second live node under a name already in use is refused; a node

@@ -56,12 +56,19 @@ struct Cluster {
     /// Holds the nodes' data directories and logs.
     dir: Option<tempfile::TempDir>,
     client: reqwest::Client,
+    /// More flags for every node's `sugang serve`.
+    flags: Vec<String>,
 }
 
 impl Cluster {
     /// Starts the NATS cluster and three nodes, and waits until every node
     /// is ready and one of them is the primary.
     async fn start() -> Cluster {
+        Cluster::start_with(&[]).await
+    }
+
+    /// [`Cluster::start`] with `flags` added to every node's `sugang serve`.
+    async fn start_with(flags: &[&str]) -> Cluster {
         let nats = LocalNats::cluster3().expect("three local nats-servers (apt-get install nats-server)");
         let dir = tempfile::Builder::new().prefix("sugang-cluster-test-").tempdir().expect("a temporary directory");
         let client = reqwest::Client::builder()
@@ -83,7 +90,8 @@ impl Cluster {
                 child: None,
             });
         }
-        let mut cluster = Cluster { nats, nodes, dir: Some(dir), client };
+        let flags = flags.iter().map(|flag| flag.to_string()).collect();
+        let mut cluster = Cluster { nats, nodes, dir: Some(dir), client, flags };
         // The first node alone, then the two others: three nodes joining a
         // fresh NATS cluster at once race its layout's creation, and the
         // losers fail to join (their first heartbeat: "no stream found for
@@ -182,6 +190,7 @@ impl Cluster {
             .arg(&node.data)
             .args(["--nats", &nats, "--node", &node.name, "--nats-replicas", "3"])
             .args(["--lease-ttl-ms", &LEASE_TTL_MS.to_string(), "--log-format", "json"])
+            .args(&self.flags)
             .env("RUST_LOG", "info,sugang::cluster=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("a log file"))
@@ -938,7 +947,27 @@ async fn a_nats_server_killed_under_load_loses_no_acknowledged_enrollment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs nats-server"]
 async fn after_a_failover_every_enrollment_is_delivered_and_notified_once() {
-    let mut cluster = Cluster::start().await;
+    let (cluster, courses, _) = failover_delivers_and_notifies_once(&[]).await;
+    // By default a course's commits share the log's commit subject.
+    for &course in courses.keys() {
+        assert_eq!(course_history(&cluster, course).await.0, 0, "course {course}: nothing on its own subject");
+    }
+}
+
+/// With `--course-subjects`, the same, and each course's history reads on
+/// its own subject of the log, both primaries' commits in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server"]
+async fn with_course_subjects_a_courses_history_reads_on_its_own_across_a_failover() {
+    let (cluster, courses, view) = failover_delivers_and_notifies_once(&["--course-subjects"]).await;
+    each_course_history_is_its_own(&cluster, &courses, &view).await;
+}
+
+/// Enrollments through all three nodes, the primary SIGKILLed among them;
+/// on the survivors every enrollment is delivered and notified once. The
+/// cluster, its courses and the survivors' view.
+async fn failover_delivers_and_notifies_once(flags: &[&str]) -> (Cluster, HashMap<u64, u64>, View) {
+    let mut cluster = Cluster::start_with(flags).await;
     let tag = tag();
     let primary = cluster.wait_primary(&[], Duration::from_secs(10)).await;
     let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[400, 400]).await;
@@ -952,6 +981,76 @@ async fn after_a_failover_every_enrollment_is_delivered_and_notified_once() {
     let seen = load.finish().await;
     let view = converged(&cluster, &survivors, &courses, &seen).await;
     every_event_once(&cluster, &survivors, &view, &seen).await;
+    (cluster, courses, view)
+}
+
+/// What the log holds on `course`'s own subject: how many messages, and
+/// their events in order (each message checked to be a commit of that
+/// course).
+async fn course_history(cluster: &Cluster, course: u64) -> (usize, Vec<sugang_actors::Event>) {
+    let mut config = sugang_cluster::ClusterConfig::new(cluster.nats.urls(), "history-reader");
+    config.replicas = 3;
+    config.lease_ttl = Duration::from_millis(LEASE_TTL_MS);
+    config.node_ttl = config.lease_ttl;
+    let reader = sugang_cluster::Cluster::connect(config).await.expect("a reader of the log connects");
+    let mut follower = reader.follow_course(course, 1).await.expect("following the course's subject");
+    let (mut messages, mut events) = (0, Vec::new());
+    // The subject's last message is not known: it ends when nothing more
+    // comes for a while (the load has stopped).
+    while let Ok(next) = tokio::time::timeout(Duration::from_secs(2), follower.next()).await {
+        let message = next.expect("the consumer stays open").expect("a message of the course's subject");
+        assert!(message.commit, "position {}: not a commit", message.position);
+        assert_eq!(message.course, Some(course), "position {}", message.position);
+        events.extend(sugang_storage::log_events(&message.payload).expect("a commit group"));
+        messages += 1;
+    }
+    (messages, events)
+}
+
+/// Each course's history reads on its own subject of the log
+/// (`sugang.log.course.<id>`): its messages hold that course's events only,
+/// in order from its registration, with one `EnrollmentCompleted` for each
+/// COMPLETED class of it in `view` and none for a class of another course.
+async fn each_course_history_is_its_own(cluster: &Cluster, courses: &HashMap<u64, u64>, view: &View) {
+    for &course in courses.keys() {
+        let (messages, events) = course_history(cluster, course).await;
+        let mut completed = HashSet::new();
+        for event in &events {
+            let fields = serde_json::to_value(event).expect("an event as JSON");
+            let fields = fields.as_object().and_then(|o| o.values().next()).cloned().unwrap_or_default();
+            // The payment's cancellation names its enrollment only.
+            let names_no_course = matches!(
+                event,
+                sugang_actors::Event::PaymentCancelRequested { .. } | sugang_actors::Event::PaymentCanceled { .. }
+            );
+            if !names_no_course {
+                assert_eq!(fields["course_id"].as_u64(), Some(course), "course {course}'s history holds {event:?}");
+            }
+            if let sugang_actors::Event::EnrollmentCompleted { enrollment_id, .. } = event {
+                assert!(
+                    completed.insert(enrollment_id.get()),
+                    "completed twice in course {course}'s history: {event:?}"
+                );
+            }
+        }
+        assert!(
+            matches!(events.first(), Some(sugang_actors::Event::CourseRegistered { .. })),
+            "course {course}'s history starts with its registration: {:?}",
+            events.first()
+        );
+        let classes: HashSet<u64> = view
+            .classes
+            .iter()
+            .filter(|(_, (c, _, status))| *c == course && status == "COMPLETED")
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(completed, classes, "course {course}: the completions in its history are its COMPLETED classes");
+        println!(
+            "course {course}: {messages} messages, {} events, {} completions on its own subject",
+            events.len(),
+            completed.len()
+        );
+    }
 }
 
 /// The subscriber units each node runs, as node `i` sees it (unit → node).

@@ -140,6 +140,11 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
     ),
     family("sugang_journal_group_size", Histogram, "Callers' batches written together in one journal group commit"),
     family(
+        "sugang_journal_group_parts",
+        Histogram,
+        "Log messages a cluster journal's group commit was stored in (a course's batches on its own subject)",
+    ),
+    family(
         "sugang_journal_commit_seconds",
         Histogram,
         "Time one journal group commit took from its first batch to its outcome, in seconds (flush included)",
@@ -180,17 +185,22 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
     family(
         "sugang_cluster_appends_total",
         Counter,
-        "Commit groups the primary appended to the cluster's log, by outcome (stored; too_large: split and sent again; fenced: another node is the primary, nothing stored; failed: unanswered, in doubt)",
+        "Log messages (commit group parts) the primary appended to the cluster's log, by outcome (stored; too_large: split and sent again; fenced: another node is the primary, nothing stored; failed: unanswered, in doubt)",
     ),
     family(
         "sugang_cluster_append_bytes_total",
         Counter,
-        "Bytes of the commit groups the primary appended to the cluster's log",
+        "Bytes of the log messages (commit group parts) the primary appended to the cluster's log",
     ),
     family(
         "sugang_cluster_append_seconds",
         Histogram,
-        "Time from handing a commit group to JetStream to its acknowledgement (one NATS round trip, replicated)",
+        "Time from handing a commit group's messages to JetStream to their acknowledgements (one NATS round trip, replicated)",
+    ),
+    family(
+        "sugang_cluster_append_parts",
+        Histogram,
+        "Log messages one commit group took: one per run of one course's batches, one per run of the others",
     ),
     family(
         "sugang_cluster_refollows_total",

@@ -3,7 +3,9 @@
 //! service uses the log with one writer at a time (`primary`: the primary
 //! lease, the takeover marker, fenced appends, following the log), the
 //! subscriber units' leases (`unit`), forwarding, and the node registry;
-//! per-course leases and per-course fenced appends (`lease`, `owner`,
+//! with `--course-subjects` the primary files each course's commits under
+//! that course's subject ([`LogWriter::append_all`]), where
+//! [`Cluster::follow_course`] reads them; per-course leases and per-course fenced appends (`lease`, `owner`,
 //! `replay`) are here, tested, for an owner per course, which the service
 //! does not use yet. The embedded single-node mode does not use this crate.
 //!
@@ -88,7 +90,10 @@ pub use layout::{Cluster, ClusterConfig, ConnectError, LogInfo};
 pub use lease::{AcquireError, Kept, Lease, LeaseError, LeaseInfo, LeaseRecord};
 pub use local::{LocalNats, LocalNatsError};
 pub use owner::{AppendError, Appended, CommitBatch, CourseOwner, Event, OwnError, Tail, TakeoverError, Write};
-pub use primary::{COMMIT_FORMAT, COMMIT_SUBJECT, LogAppendError, LogFollower, LogMessage, LogWriter, MARKER_SUBJECT};
+pub use primary::{
+    COMMIT_FORMAT, COMMIT_SUBJECT, LogAppendError, LogAppended, LogFollower, LogMessage, LogPart, LogWriter,
+    MARKER_SUBJECT,
+};
 pub use registry::{Heartbeat, HeartbeatTask, NodeInfo, OwnedCourse};
 pub use replay::{EntryKind, LogEntry, LogReader, ReplayError};
 pub use unit::UnitLease;

@@ -3,10 +3,17 @@
 //! local store.
 //!
 //! This is how `sugang serve --nats` uses the foundation: the primary holds
-//! the lease `primary` in the lease bucket and writes every commit group of
-//! its journal as one message on `sugang.log.commit`, each published with
+//! the lease `primary` in the lease bucket and writes its journal's commit
+//! groups to the stream: a part of a group that holds one course's batches
+//! only on that course's subject, `sugang.log.course.<id>` (so a course's
+//! history reads on its own, [`Cluster::follow_course`]), the rest on
+//! `sugang.log.commit`. Each message is published with
 //! `Nats-Expected-Last-Sequence` (the stream's last sequence as this writer
-//! knows it) and a `Nats-Msg-Id`. A node that takes the lease over first
+//! knows it) and a `Nats-Msg-Id`; the parts of one append are sent without
+//! waiting for each other's acknowledgement, each also expecting the one
+//! before it as the stream's last message (`Nats-Expected-Last-Msg-Id`),
+//! so that nothing another writer slipped in between is followed by them.
+//! A node that takes the lease over first
 //! writes a takeover marker on `sugang.log.primary` the same way, so once
 //! it is stored every later append of an earlier primary is refused by the
 //! server: a paused or partitioned primary can never commit again.
@@ -24,7 +31,7 @@ use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::layout::{Cluster, LOG_SUBJECTS};
+use crate::layout::{Cluster, LOG_SUBJECTS, course_of_subject, course_subject};
 use crate::lease::{AcquireError, Lease, LeaseInfo};
 use crate::owner::{EPOCH, KIND, NODE, header_str, header_u64};
 use crate::replay::ReplayError;
@@ -56,7 +63,33 @@ pub struct LogWriter {
     /// The marker's sequence.
     marker: u64,
     appends: u64,
+    /// The message id of the stream's last message as this writer knows
+    /// it (its marker's, then its last append's).
+    last_msg_id: String,
     fenced: bool,
+}
+
+/// One message of an append ([`LogWriter::append_all`]): a commit group,
+/// and the course whose history it is (`None`: several courses' batches,
+/// or none's).
+#[derive(Clone, Debug)]
+pub struct LogPart {
+    /// The course all its batches belong to, if one does.
+    pub course: Option<u64>,
+    /// The group, encoded by the storage crate.
+    pub payload: Bytes,
+}
+
+/// What [`LogWriter::append_all`] stored.
+#[derive(Debug)]
+pub struct LogAppended {
+    /// The positions of the parts stored, in order: always the first
+    /// parts, and the stream holds them right after one another.
+    pub positions: Vec<u64>,
+    /// Why the parts after those were not stored (`None`: all were). After
+    /// [`LogAppendError::Unavailable`] the next part may be stored anyway;
+    /// after the others, none of the rest is.
+    pub error: Option<LogAppendError>,
 }
 
 /// An append the log did not take.
@@ -91,6 +124,8 @@ pub struct LogMessage {
     /// A commit group (`false`: a takeover marker, or a message another
     /// client published on the log's subjects; neither holds a group).
     pub commit: bool,
+    /// The course whose history it is: a commit on a course's subject.
+    pub course: Option<u64>,
     /// The node that wrote it.
     pub node: String,
     /// The primary lease epoch it was written under.
@@ -137,7 +172,8 @@ impl Cluster {
                 }
             };
             let msg_id = format!("primary-{}-marker-{last}", lease.epoch());
-            match self.publish_after(MARKER_SUBJECT, "marker", lease.epoch(), &msg_id, last, Bytes::new()).await {
+            match self.publish_after(MARKER_SUBJECT, "marker", lease.epoch(), &msg_id, last, Bytes::new(), false).await
+            {
                 Ok(marker) => {
                     tracing::info!(node = %self.config.node, epoch = lease.epoch(), marker, "took over the log");
                     return Ok(LogWriter {
@@ -146,6 +182,7 @@ impl Cluster {
                         last: marker,
                         marker,
                         appends: 0,
+                        last_msg_id: msg_id,
                         fenced: false,
                     });
                 }
@@ -179,9 +216,32 @@ impl Cluster {
         Ok(LogFollower { messages })
     }
 
+    /// Follows one course's history from position `from`: the parts of
+    /// the primary's commits that hold its batches only (its subject), in
+    /// log order. A part of a commit shared with other courses is not in it.
+    pub async fn follow_course(&self, course: u64, from: u64) -> Result<LogFollower, ReplayError> {
+        let messages = self.ordered(course_subject(course), from.max(1)).await?;
+        Ok(LogFollower { messages })
+    }
+
+    /// The headers of a message of the log.
+    fn log_headers(&self, kind: &str, epoch: u64) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(KIND, kind);
+        headers.insert(NODE, self.config.node.as_str());
+        headers.insert(EPOCH, epoch.to_string().as_str());
+        if kind == "commit" {
+            headers.insert(FORMAT, COMMIT_FORMAT.to_string().as_str());
+        }
+        headers
+    }
+
     /// Publishes one message expecting `expected` as the stream's last
     /// sequence; retries ambiguous failures with the same message id until
-    /// the append timeout.
+    /// the append timeout. `sent_before`: the message may have been sent
+    /// already (a pipelined send whose answer failed), so a wrong last
+    /// sequence from the first attempt on may be its own earlier copy.
+    #[allow(clippy::too_many_arguments)]
     async fn publish_after(
         &self,
         subject: &str,
@@ -190,17 +250,12 @@ impl Cluster {
         msg_id: &str,
         expected: u64,
         payload: Bytes,
+        sent_before: bool,
     ) -> Result<u64, LogAppendError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(KIND, kind);
-        if kind == "commit" {
-            headers.insert(FORMAT, COMMIT_FORMAT.to_string().as_str());
-        }
-        headers.insert(NODE, self.config.node.as_str());
-        headers.insert(EPOCH, epoch.to_string().as_str());
+        let headers = self.log_headers(kind, epoch);
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(25);
-        let mut attempts = 0u32;
+        let mut attempts = u32::from(sent_before);
         loop {
             attempts += 1;
             let message = PublishMessage::build()
@@ -248,30 +303,123 @@ impl Cluster {
 }
 
 impl LogWriter {
-    /// Appends one commit group after this writer's last write, fenced.
-    /// Returns its position once the stream's replicas stored it. After
-    /// [`LogAppendError::Fenced`] every later append is refused too.
+    /// Appends one commit group after this writer's last write, fenced, on
+    /// the shared commit subject. Returns its position once the stream's
+    /// replicas stored it. After [`LogAppendError::Fenced`] every later
+    /// append is refused too.
     pub async fn append(&mut self, payload: Vec<u8>) -> Result<u64, LogAppendError> {
+        let appended = self.append_all(vec![LogPart { course: None, payload: payload.into() }]).await;
+        match (appended.positions.first(), appended.error) {
+            (_, Some(err)) => Err(err),
+            (Some(&position), None) => Ok(position),
+            (None, None) => unreachable!("append_all stores its part or says why not"),
+        }
+    }
+
+    /// Appends `parts`, in order, right after this writer's last write,
+    /// each on its course's subject (or the commit subject), fenced: each
+    /// expects the stream's last sequence and last message id to be the
+    /// ones before it, this writer's. They are sent one after the other
+    /// without waiting for an acknowledgement in between (one round trip
+    /// for all), then their acknowledgements are read in order; after the
+    /// first that failed, the ambiguous case (no answer) is settled by
+    /// sending that part and the rest again, one at a time, under the same
+    /// message ids. After [`LogAppendError::Fenced`] every later append is
+    /// refused too.
+    pub async fn append_all(&mut self, parts: Vec<LogPart>) -> LogAppended {
+        let mut appended = LogAppended { positions: Vec::with_capacity(parts.len()), error: None };
         if self.fenced {
-            return Err(LogAppendError::Fenced { expected: self.last });
+            appended.error = Some(LogAppendError::Fenced { expected: self.last });
+            return appended;
         }
-        let msg_id = format!("primary-{}-{}", self.epoch, self.appends + 1);
-        let outcome =
-            self.cluster.publish_after(COMMIT_SUBJECT, "commit", self.epoch, &msg_id, self.last, payload.into()).await;
-        match outcome {
-            Ok(position) => {
-                self.appends += 1;
-                self.last = position;
-                Ok(position)
-            }
-            Err(err) => {
-                if let LogAppendError::Fenced { expected } = err {
-                    tracing::error!(epoch = self.epoch, expected, "log append fenced: another node is the primary");
-                    self.fenced = true;
+        let headers = self.cluster.log_headers("commit", self.epoch);
+        let epoch = self.epoch;
+        let msg_id = move |appends: u64| format!("primary-{epoch}-{appends}");
+        let subject = |part: &LogPart| part.course.map_or_else(|| COMMIT_SUBJECT.to_string(), course_subject);
+        // Sent one after the other: each expects the one before it.
+        let mut acks = Vec::with_capacity(parts.len());
+        let mut unsent = None;
+        let mut previous = self.last_msg_id.clone();
+        for (i, part) in parts.iter().enumerate() {
+            let id = msg_id(self.appends + 1 + i as u64);
+            let message = PublishMessage::build()
+                .payload(part.payload.clone())
+                .headers(headers.clone())
+                .message_id(&id)
+                .expected_last_sequence(self.last + i as u64)
+                .expected_last_message_id(&previous);
+            match self.cluster.js.send_publish(subject(part), message).await {
+                Ok(ack) => acks.push(ack),
+                Err(err) => {
+                    unsent = Some((i, err));
+                    break;
                 }
-                Err(err)
+            }
+            previous = id;
+        }
+        // Their answers, in order, up to the first failure.
+        let sent = acks.len();
+        let mut failed = None;
+        for (i, ack) in acks.into_iter().enumerate() {
+            match ack.await {
+                Ok(ack) => self.stored(ack.sequence, msg_id(self.appends + 1), &mut appended),
+                Err(err) => {
+                    failed = Some((i, err));
+                    break;
+                }
             }
         }
+        let Some((at, err)) = failed.or(unsent) else { return appended };
+        match err.kind() {
+            // Every part before it was stored right after this writer's
+            // last write, and this one found another message there: the
+            // stream moved on under another writer.
+            PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId => {
+                self.fence();
+                appended.error = Some(LogAppendError::Fenced { expected: self.last });
+            }
+            // Refused before it was sent: the parts after it were not sent,
+            // or were sent expecting it and refused.
+            PublishErrorKind::MaxPayloadExceeded => appended.error = Some(LogAppendError::Invalid(err.to_string())),
+            // No answer: it may be stored, and the parts after it too.
+            // Settled one at a time; a copy already stored answers as such.
+            _ => {
+                tracing::debug!(part = at, error = %err, "a log append was not acknowledged; sending again one by one");
+                for (i, part) in parts.iter().enumerate().skip(at) {
+                    let id = msg_id(self.appends + 1);
+                    let payload = part.payload.clone();
+                    let outcome = self
+                        .cluster
+                        .publish_after(&subject(part), "commit", epoch, &id, self.last, payload, i < sent)
+                        .await;
+                    match outcome {
+                        Ok(position) => self.stored(position, id, &mut appended),
+                        Err(err) => {
+                            if let LogAppendError::Fenced { .. } = err {
+                                self.fence();
+                            }
+                            appended.error = Some(err);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        appended
+    }
+
+    /// Takes note of a part stored at `position` under `msg_id`.
+    fn stored(&mut self, position: u64, msg_id: String, appended: &mut LogAppended) {
+        self.appends += 1;
+        self.last = position;
+        self.last_msg_id = msg_id;
+        appended.positions.push(position);
+    }
+
+    /// Another writer appended after this one: it never writes again.
+    fn fence(&mut self) {
+        tracing::error!(epoch = self.epoch, expected = self.last, "log append fenced: another node is the primary");
+        self.fenced = true;
     }
 
     /// The takeover marker's position: apply the log up to it before writing.
@@ -302,11 +450,15 @@ impl LogFollower {
         let headers = message.headers.clone().unwrap_or_default();
         let kind = header_str(&headers, KIND).unwrap_or_default();
         let node = header_str(&headers, NODE).unwrap_or_default();
-        let commit = match (subject.as_str(), kind.as_str()) {
-            (COMMIT_SUBJECT, "commit") => match header_str(&headers, FORMAT) {
-                None => true,
-                Some(format) if format.parse() == Ok(COMMIT_FORMAT) => true,
-                Some(format) => {
+        let format = header_str(&headers, FORMAT);
+        let course = course_of_subject(&subject);
+        let commit = match (subject.as_str(), kind.as_str(), format) {
+            (COMMIT_SUBJECT, "commit", None) => true,
+            // A course's part always carries its format (the foundation's
+            // per-course API writes commits of another shape there, with
+            // none: skipped below, like any other client's message).
+            (_, "commit", Some(format)) if subject == COMMIT_SUBJECT || course.is_some() => {
+                if format.parse() != Ok(COMMIT_FORMAT) {
                     return Some(Err(ReplayError::Malformed {
                         seq: position,
                         subject,
@@ -316,15 +468,16 @@ impl LogFollower {
                         ),
                     }));
                 }
-            },
-            (MARKER_SUBJECT, "marker") => false,
+                true
+            }
+            (MARKER_SUBJECT, "marker", _) => false,
             // Another client published on the log's subjects (`nats pub`,
             // the foundation's per-course API on the same stream): it holds
             // no group, and every node skips it alike, so seqs stay the
             // same everywhere. It fenced the primary of the moment (which
             // fail-stops); the next one's marker goes after it. Stopping
             // here instead would stop every node at it for good.
-            (other, _) if other != COMMIT_SUBJECT && other != MARKER_SUBJECT => {
+            (other, _, _) if other != COMMIT_SUBJECT && other != MARKER_SUBJECT => {
                 tracing::warn!(
                     position,
                     subject = other,
@@ -342,6 +495,7 @@ impl LogFollower {
             }
         };
         let epoch = header_u64(&headers, EPOCH).unwrap_or(0);
-        Some(Ok(LogMessage { position, commit, node, epoch, payload: message.payload.clone() }))
+        let course = course.filter(|_| commit);
+        Some(Ok(LogMessage { position, commit, course, node, epoch, payload: message.payload.clone() }))
     }
 }

@@ -72,6 +72,10 @@ pub struct Batch {
     /// (raw key, expected raw value; `None`: absent) that must hold for the
     /// batch to commit: see [`Batch::expect`].
     pub(crate) guards: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The history it belongs to, if one ([`Batch::in_history`]). Not sent
+    /// with a forwarded batch: the writer stores those on the shared subject.
+    #[serde(skip)]
+    pub(crate) history: Option<u64>,
 }
 
 /// The format byte in front of an encoded [`Batch`] ([`Batch::encode`]), so
@@ -173,9 +177,26 @@ impl Batch {
         self
     }
 
+    /// Says which history the batch belongs to: an aggregate's (a course's
+    /// id), whose changes a reader of the log may want on their own. The
+    /// embedded journal ignores it; a cluster's stores the batch in a log
+    /// message of that history only, with the batches of the same history
+    /// next to it in the journal's queue.
+    pub fn in_history(&mut self, key: u64) -> &mut Self {
+        self.history = Some(key);
+        self
+    }
+
     /// Moves everything of `other` into this batch, after what it holds,
-    /// its guards included: the whole commits only if all of them hold.
+    /// its guards included: the whole commits only if all of them hold. The
+    /// whole belongs to a history only if both parts do (or one is empty).
     pub fn extend(&mut self, other: Batch) -> &mut Self {
+        self.history = match (self.history, other.history) {
+            (mine, theirs) if mine == theirs => mine,
+            (None, theirs) if self.is_empty() => theirs,
+            (mine, None) if other.is_empty() => mine,
+            _ => None,
+        };
         self.writes.extend(other.writes);
         self.events.extend(other.events);
         self.trimmed.extend(other.trimmed);

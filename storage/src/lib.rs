@@ -60,7 +60,9 @@ pub use journal::{
     TrimError,
 };
 pub use log::{Committed, EventLog};
-pub use replicated::{Applier, ApplyError, BindLogError, BoxFuture, Forwarded, ReplicateError, Replicator};
+pub use replicated::{
+    Appended, Applier, ApplyError, BindLogError, BoxFuture, Forwarded, LogPart, ReplicateError, Replicator, log_events,
+};
 pub use store::{
     BackupError, Closing, Durability, OpenError, Records, StorageError, Store, StoreOptions, Verified, WATERMARK_EVERY,
 };

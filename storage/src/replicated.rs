@@ -12,6 +12,19 @@
 //! means the same on all (`?after=` keeps its meaning), and a node that
 //! takes over finds exactly the state the log holds.
 //!
+//! # Histories
+//!
+//! A batch may say which history it belongs to ([`Batch::in_history`]: a
+//! course's). A replicator that files messages by history
+//! ([`Replicator::splits_by_history`]) gets each group as parts, one per
+//! run of neighbouring batches of one history (or of none), in the
+//! journal's order, sent together ([`Replicator::append_parts`]); each part
+//! is applied as a group of its own, and the callers of the parts stored
+//! are answered whatever became of the parts after them. Only neighbours
+//! are merged, never reordered: the log holds the batches in the order the
+//! journal took them, so a writer that stops at a failed part leaves
+//! exactly the batches before it stored (ids taken in order stay dense).
+//!
 //! The local store is a cache of the log: applied groups are persisted
 //! without waiting (fdatasync about once a second), each with the log
 //! position it applies, so after a crash the node resumes applying after
@@ -52,6 +65,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::codec::{Record, decode_value};
 use crate::journal::{
     AlreadyStarted, CommitError, DiskFaults, Group, Journal, JournalOptions, Persist, Receipt, Submission, TailEvents,
     now_ms, refuse_conflicts, write,
@@ -68,6 +82,36 @@ pub trait Replicator: Send + Sync + 'static {
     /// position once the log holds it durably.
     fn append(&self, group: Vec<u8>) -> BoxFuture<'_, Result<u64, ReplicateError>>;
 
+    /// Stores the encoded parts of one group in the replicated log, in
+    /// order, one message each, answering once the log holds them durably:
+    /// the positions of the parts stored (the first ones, one right after
+    /// the other), and why the rest were not. By default one
+    /// [`Replicator::append`] after the other; a log that can take them
+    /// all in one round trip, each on its history's own subject, does so.
+    fn append_parts(&self, parts: Vec<LogPart>) -> BoxFuture<'_, Appended> {
+        Box::pin(async move {
+            let mut appended = Appended { positions: Vec::with_capacity(parts.len()), error: None };
+            for part in parts {
+                match self.append(part.payload).await {
+                    Ok(position) => appended.positions.push(position),
+                    Err(error) => {
+                        appended.error = Some(error);
+                        break;
+                    }
+                }
+            }
+            appended
+        })
+    }
+
+    /// Whether the journal stores each run of one history's batches as a
+    /// message of its own ([`Replicator::append_parts`]), for a log that
+    /// files them under their history; when false (the default) a group is
+    /// one message, whatever its batches' histories.
+    fn splits_by_history(&self) -> bool {
+        false
+    }
+
     /// Whether this node writes the log now. When false, the journal does
     /// not group: it sends each batch to the writer through
     /// [`Replicator::forward`] and answers once this node has applied it.
@@ -82,6 +126,26 @@ pub trait Replicator: Send + Sync + 'static {
         drop(batch);
         Box::pin(async { Err(ReplicateError::Refused("this node forwards nothing".into())) })
     }
+}
+
+/// One message of a group in the log: the batches of one history (see
+/// [`Batch::in_history`](crate::Batch::in_history)) that were next to each
+/// other in the journal's queue, or of none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogPart {
+    /// The history all its batches belong to, if one.
+    pub history: Option<u64>,
+    /// The part, encoded.
+    pub payload: Vec<u8>,
+}
+
+/// What [`Replicator::append`] stored.
+#[derive(Debug)]
+pub struct Appended {
+    /// The positions of the parts stored: the first ones, in order.
+    pub positions: Vec<u64>,
+    /// Why the others were not (`None`: every part was stored).
+    pub error: Option<ReplicateError>,
 }
 
 /// A batch committed by the node that writes the log, for the node that
@@ -131,6 +195,24 @@ enum Unstored {
     Encode(String),
 }
 
+/// What [`ReplicatedWriter::replicate`] did with a group.
+struct Replicated {
+    /// The parts stored and applied, in order: how many batches each held,
+    /// and the seq its first event got.
+    stored: Vec<(usize, u64)>,
+    /// Why the batches after those were not stored (or are in doubt).
+    error: Option<Unstored>,
+}
+
+/// How many batches at the front of `queue` are one log message: those of
+/// one history next to each other (or of none). Only neighbours are merged:
+/// the journal's order is the log's, so that when a part fails (and the
+/// writer stops), the batches stored are exactly those before it.
+fn history_run(queue: &[Submission]) -> usize {
+    let Some(first) = queue.first() else { return 0 };
+    queue.iter().take_while(|s| s.batch.history == first.batch.history).count()
+}
+
 /// One group as it travels through the log.
 #[derive(Serialize, Deserialize)]
 struct WireGroup {
@@ -145,6 +227,19 @@ struct WireGroup {
     events: Vec<(u64, Vec<u8>)>,
     trimmed: Vec<u64>,
     adds: Vec<(Vec<u8>, i64)>,
+}
+
+/// The events of one message of a cluster's log, in order, decoded as `E`:
+/// for a reader of the log outside the nodes (a course's history, read on
+/// its own subject), not for applying it ([`Applier`] does that). Their
+/// seqs are not in the message: every node assigns them as it applies.
+pub fn log_events<E: Record>(payload: &[u8]) -> Result<Vec<E>, String> {
+    let wire: WireGroup = postcard::from_bytes(payload).map_err(|e| format!("not a commit group: {e}"))?;
+    wire.events
+        .iter()
+        .enumerate()
+        .map(|(i, (_, event))| decode_value(event).map_err(|e| format!("event {i} of the group: {e}")))
+        .collect()
 }
 
 /// [`WireGroup`] as the writer sends it: the same fields in the same
@@ -497,54 +592,100 @@ impl ReplicatedWriter {
                 return;
             }
             let mut take = pending.len();
-            let outcome = loop {
-                match self.replicate(&pending[..take]).await {
-                    Err(Unstored::Log(ReplicateError::TooLarge(reason))) if take > 1 => {
-                        tracing::info!(%reason, batches = take, "a group too large for the log: storing it in two");
-                        take /= 2;
-                    }
-                    outcome => break outcome,
+            loop {
+                let replicated = self.replicate(&pending[..take]).await;
+                // The parts stored are answered whatever became of the rest.
+                for &(batches, first_seq) in &replicated.stored {
+                    let part: Vec<Submission> = pending.drain(..batches).collect();
+                    take -= batches;
+                    self.answer(part, Ok(first_seq));
                 }
-            };
-            let part: Vec<Submission> = pending.drain(..take).collect();
-            self.answer(part, outcome);
+                match replicated.error {
+                    None => break,
+                    // The first part not stored is too large for one log
+                    // message: stored in halves, or refused alone.
+                    Some(Unstored::Log(ReplicateError::TooLarge(reason))) => {
+                        let run =
+                            if self.replicator.splits_by_history() { history_run(&pending[..take]) } else { take };
+                        if run > 1 {
+                            tracing::info!(%reason, batches = run, "a group part too large for the log: storing it in two");
+                            take = run / 2;
+                            continue;
+                        }
+                        let part: Vec<Submission> = pending.drain(..1).collect();
+                        self.answer(part, Err(Unstored::Log(ReplicateError::TooLarge(reason))));
+                        break;
+                    }
+                    Some(error) => {
+                        let part: Vec<Submission> = pending.drain(..take).collect();
+                        self.answer(part, Err(error));
+                        break;
+                    }
+                }
+            }
         }
     }
 
-    /// Stores the batches of `part` as one group of the log and waits for
-    /// this node's applier to apply it: the seq its first event got.
-    async fn replicate(&mut self, part: &[Submission]) -> Result<u64, Unstored> {
+    /// Stores the batches of `group` in the log, one message per run of
+    /// batches of one history ([`history_run`]), and waits for this node's
+    /// applier to apply the parts stored: how many batches each held and
+    /// the seq its first event got, and why the rest were not stored.
+    async fn replicate(&mut self, group: &[Submission]) -> Replicated {
         let started = Instant::now();
-        self.next_id += 1;
-        let id = self.next_id;
-        let wire = WireGroupOut {
-            writer: self.writer,
-            id,
-            at_ms: now_ms(),
-            writes: part.iter().flat_map(|s| &s.batch.writes).collect(),
-            events: part.iter().flat_map(|s| &s.batch.events).collect(),
-            trimmed: part.iter().flat_map(|s| &s.batch.trimmed).collect(),
-            adds: part.iter().flat_map(|s| &s.batch.adds).collect(),
+        let at_ms = now_ms();
+        let mut runs = Vec::new();
+        let mut parts = Vec::new();
+        let splits = self.replicator.splits_by_history();
+        let mut rest = group;
+        while !rest.is_empty() {
+            let (run, after) = rest.split_at(if splits { history_run(rest) } else { rest.len() });
+            rest = after;
+            self.next_id += 1;
+            let wire = WireGroupOut {
+                writer: self.writer,
+                id: self.next_id,
+                at_ms,
+                writes: run.iter().flat_map(|s| &s.batch.writes).collect(),
+                events: run.iter().flat_map(|s| &s.batch.events).collect(),
+                trimmed: run.iter().flat_map(|s| &s.batch.trimmed).collect(),
+                adds: run.iter().flat_map(|s| &s.batch.adds).collect(),
+            };
+            match postcard::to_allocvec(&wire) {
+                Ok(payload) => parts.push(LogPart { history: run[0].batch.history.filter(|_| splits), payload }),
+                Err(e) => {
+                    tracing::error!(error = %e, batches = group.len(), "journal group could not be encoded");
+                    return Replicated { stored: Vec::new(), error: Some(Unstored::Encode(e.to_string())) };
+                }
+            }
+            let (back, came_back) = oneshot::channel();
+            self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(self.next_id, back);
+            runs.push((run.len(), self.next_id, came_back));
+        }
+        let appended = self.replicator.append_parts(parts).await;
+        let mut replicated = Replicated {
+            stored: Vec::with_capacity(appended.positions.len()),
+            error: appended.error.map(Unstored::Log),
         };
-        let payload = postcard::to_allocvec(&wire).map_err(|e| {
-            tracing::error!(error = %e, batches = part.len(), "journal group could not be encoded");
-            Unstored::Encode(e.to_string())
-        })?;
-        let (back, came_back) = oneshot::channel();
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, back);
-        let outcome = match self.replicator.append(payload).await {
-            Ok(position) => match tokio::time::timeout(APPLY_TIMEOUT, came_back).await {
-                Ok(Ok(first_seq)) => Ok(first_seq),
-                Ok(Err(_)) | Err(_) => Err(Unstored::Log(ReplicateError::Failed(format!(
-                    "group stored at log position {position} was not applied locally within {APPLY_TIMEOUT:?}"
-                )))),
-            },
-            Err(e) => Err(Unstored::Log(e)),
-        };
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        metrics::histogram!("sugang_journal_group_size").record(part.len() as f64);
+        for (&position, (batches, _, came_back)) in appended.positions.iter().zip(runs.iter_mut()) {
+            match tokio::time::timeout(APPLY_TIMEOUT, came_back).await {
+                Ok(Ok(first_seq)) => replicated.stored.push((*batches, first_seq)),
+                Ok(Err(_)) | Err(_) => {
+                    replicated.error = Some(Unstored::Log(ReplicateError::Failed(format!(
+                        "group part stored at log position {position} was not applied locally within {APPLY_TIMEOUT:?}"
+                    ))));
+                    break;
+                }
+            }
+        }
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, id, _) in &runs {
+            waiting.remove(id);
+        }
+        drop(waiting);
+        metrics::histogram!("sugang_journal_group_size").record(group.len() as f64);
+        metrics::histogram!("sugang_journal_group_parts").record(runs.len() as f64);
         metrics::histogram!("sugang_journal_commit_seconds").record(started.elapsed().as_secs_f64());
-        outcome
+        replicated
     }
 
     /// Forwards every batch of `pending` to the node that writes the log,

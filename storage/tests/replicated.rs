@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sugang_storage::{
-    Applier, ApplyError, Batch, BoxFuture, CommitError, Count, Forwarded, Journal, JournalOptions, Record,
-    ReplicateError, Replicator, Store, StoreOptions, Table,
+    Appended, Applier, ApplyError, Batch, BoxFuture, CommitError, Count, Forwarded, Journal, JournalOptions, LogPart,
+    Record, ReplicateError, Replicator, Store, StoreOptions, Table,
 };
 use tokio::sync::mpsc;
 
@@ -570,4 +570,119 @@ async fn a_slow_forward_holds_up_no_later_batch() {
     for i in 1..=4u64 {
         assert_eq!(f.get(&ROWS, &i).unwrap(), Some(Row(i)), "row {i}");
     }
+}
+
+/// A log that takes a group's parts as the NATS one does (each part its
+/// own message, with the history it belongs to), holding the first append
+/// until `hold` lets it go (so the batches sent meanwhile queue up into
+/// one group), and failing the part numbered `fail_part` of an append.
+struct PartsWriter {
+    log: Arc<Log>,
+    histories: Mutex<Vec<Option<u64>>>,
+    hold: tokio::sync::Semaphore,
+    fail_part: Mutex<Option<usize>>,
+}
+
+impl Replicator for PartsWriter {
+    fn append(&self, group: Vec<u8>) -> BoxFuture<'_, Result<u64, ReplicateError>> {
+        Box::pin(async move { Writer(self.log.clone()).append(group).await })
+    }
+
+    fn splits_by_history(&self) -> bool {
+        true
+    }
+
+    fn append_parts(&self, parts: Vec<LogPart>) -> BoxFuture<'_, Appended> {
+        Box::pin(async move {
+            drop(self.hold.acquire().await.unwrap());
+            let mut appended = Appended { positions: Vec::new(), error: None };
+            for (i, part) in parts.into_iter().enumerate() {
+                if *self.fail_part.lock().unwrap() == Some(i) {
+                    appended.error = Some(ReplicateError::Failed("no answer from the log".into()));
+                    break;
+                }
+                self.histories.lock().unwrap().push(part.history);
+                appended.positions.push(Writer(self.log.clone()).append(part.payload).await.unwrap());
+            }
+            appended
+        })
+    }
+}
+
+/// A batch of `history` (if any) with the one event `Happened(i)`.
+fn batch_of(i: u64, history: Option<u64>) -> Batch {
+    let mut batch = Batch::new();
+    batch.put(&ROWS, &i, &Row(i)).unwrap();
+    batch.append(i, &Happened(i)).unwrap();
+    if let Some(history) = history {
+        batch.in_history(history);
+    }
+    batch
+}
+
+/// A group is stored one log message per run of neighbouring batches of
+/// one history (their own subject in a cluster's log), in the journal's
+/// order, each caller answered with its own event's seq; when a part is
+/// in doubt, the parts before it are answered as stored and the rest as in
+/// doubt, and the node stops writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_stored_one_message_per_run_of_one_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::default());
+    let writer = Arc::new(PartsWriter {
+        log: log.clone(),
+        histories: Mutex::new(Vec::new()),
+        hold: tokio::sync::Semaphore::new(0),
+        fail_part: Mutex::new(None),
+    });
+    let store = open(dir.path());
+    let (journal, applier, _task) =
+        Journal::start_replicated(&store, JournalOptions::default(), writer.clone()).unwrap();
+    apply_from(&log, applier);
+
+    // The first batch's append is held while the next seven queue up.
+    let first = journal.submit(batch_of(100, Some(9))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let histories = [Some(1), Some(1), Some(2), Some(2), Some(2), None, Some(1)];
+    let mut pending = Vec::new();
+    for (i, history) in histories.iter().enumerate() {
+        pending.push(journal.submit(batch_of(i as u64 + 1, *history)).await.unwrap());
+    }
+    writer.hold.add_permits(100);
+    first.durable().await.unwrap();
+    for (i, pending) in pending.into_iter().enumerate() {
+        let receipt = pending.durable().await.unwrap();
+        let read = store.events().read::<Happened>(receipt.first_seq.unwrap(), 1).unwrap();
+        assert_eq!(read[0].event, Happened(i as u64 + 1), "batch {}'s receipt", i + 1);
+    }
+    assert_eq!(*writer.histories.lock().unwrap(), [Some(9), Some(1), Some(2), None, Some(1)]);
+    let messages: Vec<Vec<u64>> = log
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| sugang_storage::log_events::<Happened>(m).unwrap().into_iter().map(|h| h.0).collect())
+        .collect();
+    assert_eq!(messages, [vec![100], vec![1, 2], vec![3, 4, 5], vec![6], vec![7]]);
+
+    // The second part of the next group is in doubt.
+    writer.hold.forget_permits(100);
+    *writer.fail_part.lock().unwrap() = Some(1);
+    let held = journal.submit(batch_of(200, Some(9))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut pending = Vec::new();
+    for i in 11..=13 {
+        pending.push(journal.submit(batch_of(i, Some(i))).await.unwrap());
+    }
+    writer.hold.add_permits(100);
+    held.durable().await.unwrap();
+    let mut outcomes = Vec::new();
+    for pending in pending {
+        outcomes.push(pending.durable().await);
+    }
+    assert!(outcomes[0].is_ok(), "the part stored before it: {:?}", outcomes[0]);
+    assert!(matches!(outcomes[1], Err(CommitError::Write(_))), "in doubt: {:?}", outcomes[1]);
+    assert!(matches!(outcomes[2], Err(CommitError::Write(_))), "in doubt after it: {:?}", outcomes[2]);
+    assert!(store.failure().borrow().is_some(), "a part in doubt stops the node's writes");
+    assert_eq!(store.get(&ROWS, &11).unwrap(), Some(Row(11)));
 }

@@ -601,6 +601,8 @@ impl CourseActorState {
                 Err(e) => return Decided::AheadOfDisk(e.to_string()),
             };
         }
+        // The course's history: in a cluster, its own subject of the log.
+        batch.in_history(self.id.get());
         let waitlisted = self.waitlisted(joiner.as_ref(), enrollment);
         match self.ctx.journal.submit(batch).await {
             Ok(pending) => {
