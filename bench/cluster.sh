@@ -38,7 +38,7 @@
 #
 # Usage: bench/cluster.sh   NODES="1 2 3" STUDENTS=20000 COURSES=200
 #                           CAPACITY=100 CONCURRENCY=64 LEASE_TTL_MS=2000 PERF=DIR
-#                           SUGANG_BIN=path/to/another/sugang
+#                           SUGANG_BIN=path/to/another/sugang NODE_FLAGS="--course-subjects"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -101,7 +101,7 @@ for n in $NODES; do
         port=$((HTTP_BASE + i))
         mkdir -p "$work/data/n$i"
         "$bin" serve --listen "127.0.0.1:$port" --data-dir "$work/data/n$i" --nats "$urls_nats" --node "node$i" \
-            --nats-replicas 3 --lease-ttl-ms "$LEASE_TTL_MS" --passivate-enrollments-after-ms 1000 \
+            --nats-replicas 3 --lease-ttl-ms "$LEASE_TTL_MS" --passivate-enrollments-after-ms 1000 ${NODE_FLAGS:-} \
             >"$work/node$i.log" 2>&1 &
         pids+=($!)
         urls+=("http://127.0.0.1:$port")

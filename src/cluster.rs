@@ -1213,7 +1213,7 @@ async fn renew_until(
             Ok(Kept::Unanswered(e)) => tracing::warn!(error = %e, "renewing the primary lease failed"),
             Err(LeaseError::Lost { .. }) => fail_stop("the primary lease was lost: another node holds it"),
             Err(e) => {
-                tracing::warn!(error = %e, "the primary lease lapsed unrenewed: taking it back");
+                tracing::warn!(error = %e, lapsed = lease.lapsed(), "the primary lease was not kept: taking it back");
                 retake_primary(&cluster, &mut lease, every).await;
             }
         }

@@ -817,7 +817,19 @@ async fn sigkill_of_the_primary_under_load_loses_nothing_and_a_survivor_serves_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs nats-server"]
 async fn a_primary_paused_past_its_lease_cannot_write_after_the_takeover() {
-    let mut cluster = Cluster::start().await;
+    paused_primary_cannot_write_after_the_takeover(&[]).await;
+}
+
+/// The same with `--course-subjects`: a group's parts, sent one after the
+/// other, are each fenced like a lone append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server"]
+async fn with_course_subjects_a_paused_primary_cannot_write_after_the_takeover() {
+    paused_primary_cannot_write_after_the_takeover(&["--course-subjects"]).await;
+}
+
+async fn paused_primary_cannot_write_after_the_takeover(flags: &[&str]) {
+    let mut cluster = Cluster::start_with(flags).await;
     let tag = tag();
     let primary = cluster.wait_primary(&[], Duration::from_secs(10)).await;
     let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[10, 400, 400]).await;

@@ -259,7 +259,8 @@ impl Cluster {
     /// it ([`Cluster::retake`], whose caveat holds here too: only for a
     /// holder fenced by something besides the lease).
     /// [`LeaseError::Lost`] if another node holds it; [`LeaseError::Nats`]
-    /// if it lapsed and the retake was not answered either (try again).
+    /// if the renewal failed (lost, or unanswered past the lease's TTL) and
+    /// the retake was not answered either (try again).
     pub async fn keep(&self, lease: &mut Lease) -> Result<Kept, LeaseError> {
         match self.renew(lease).await {
             Ok(()) => Ok(Kept::Renewed),

@@ -9,10 +9,8 @@
 //! history reads on its own, [`Cluster::follow_course`]), the rest on
 //! `sugang.log.commit`. Each message is published with
 //! `Nats-Expected-Last-Sequence` (the stream's last sequence as this writer
-//! knows it) and a `Nats-Msg-Id`; the parts of one append are sent without
-//! waiting for each other's acknowledgement, each also expecting the one
-//! before it as the stream's last message (`Nats-Expected-Last-Msg-Id`),
-//! so that nothing another writer slipped in between is followed by them.
+//! knows it) and a `Nats-Msg-Id`; the parts of one group are sent one after
+//! the other, each once the one before it is stored.
 //! A node that takes the lease over first
 //! writes a takeover marker on `sugang.log.primary` the same way, so once
 //! it is stored every later append of an earlier primary is refused by the
@@ -43,6 +41,9 @@ pub const COMMIT_SUBJECT: &str = "sugang.log.commit";
 /// The subject of takeover markers.
 pub const MARKER_SUBJECT: &str = "sugang.log.primary";
 const MSG_ID: &str = "Nats-Msg-Id";
+/// The kind of the message on the commit subject that says course subjects
+/// follow (skipped by this release, refused by the ones before it).
+const COURSE_SUBJECTS_KIND: &str = "course-subjects";
 /// Header on every commit: the layout of its payload, [`COMMIT_FORMAT`].
 const FORMAT: &str = "Sugang-Format";
 /// The layout of the commits this release writes and reads (the storage
@@ -63,9 +64,11 @@ pub struct LogWriter {
     /// The marker's sequence.
     marker: u64,
     appends: u64,
-    /// The message id of the stream's last message as this writer knows
-    /// it (its marker's, then its last append's).
-    last_msg_id: String,
+    /// Why this writer appends no more, after a part left in doubt.
+    doubt: Option<String>,
+    /// Whether it has said, in the log, that it files commits under course
+    /// subjects ([`LogWriter::announce_course_subjects`]).
+    announced: bool,
     fenced: bool,
 }
 
@@ -172,8 +175,7 @@ impl Cluster {
                 }
             };
             let msg_id = format!("primary-{}-marker-{last}", lease.epoch());
-            match self.publish_after(MARKER_SUBJECT, "marker", lease.epoch(), &msg_id, last, Bytes::new(), false).await
-            {
+            match self.publish_after(MARKER_SUBJECT, "marker", lease.epoch(), &msg_id, last, Bytes::new()).await {
                 Ok(marker) => {
                     tracing::info!(node = %self.config.node, epoch = lease.epoch(), marker, "took over the log");
                     return Ok(LogWriter {
@@ -182,7 +184,8 @@ impl Cluster {
                         last: marker,
                         marker,
                         appends: 0,
-                        last_msg_id: msg_id,
+                        doubt: None,
+                        announced: false,
                         fenced: false,
                     });
                 }
@@ -238,10 +241,7 @@ impl Cluster {
 
     /// Publishes one message expecting `expected` as the stream's last
     /// sequence; retries ambiguous failures with the same message id until
-    /// the append timeout. `sent_before`: the message may have been sent
-    /// already (a pipelined send whose answer failed), so a wrong last
-    /// sequence from the first attempt on may be its own earlier copy.
-    #[allow(clippy::too_many_arguments)]
+    /// the append timeout.
     async fn publish_after(
         &self,
         subject: &str,
@@ -250,12 +250,11 @@ impl Cluster {
         msg_id: &str,
         expected: u64,
         payload: Bytes,
-        sent_before: bool,
     ) -> Result<u64, LogAppendError> {
         let headers = self.log_headers(kind, epoch);
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(25);
-        let mut attempts = u32::from(sent_before);
+        let mut attempts = 0u32;
         loop {
             attempts += 1;
             let message = PublishMessage::build()
@@ -317,103 +316,106 @@ impl LogWriter {
     }
 
     /// Appends `parts`, in order, right after this writer's last write,
-    /// each on its course's subject (or the commit subject), fenced: each
-    /// expects the stream's last sequence and last message id to be the
-    /// ones before it, this writer's. They are sent one after the other
-    /// without waiting for an acknowledgement in between (one round trip
-    /// for all), then their acknowledgements are read in order; after the
-    /// first that failed, the ambiguous case (no answer) is settled by
-    /// sending that part and the rest again, one at a time, under the same
-    /// message ids. After [`LogAppendError::Fenced`] every later append is
-    /// refused too.
+    /// each on its course's subject (or the commit subject), one after the
+    /// other, each fenced as a lone append is: it expects the stream's last
+    /// sequence to be this writer's last write, and is sent once the one
+    /// before it is acknowledged. After [`LogAppendError::Fenced`] every
+    /// later append is refused too, and after
+    /// [`LogAppendError::Unavailable`] as well (a part in doubt: its id must
+    /// not be reused).
+    ///
+    /// Not pipelined, though one round trip for all would be cheaper: part
+    /// `i` expecting "last write + i" is stored after another primary's
+    /// marker whenever part `i - 1` is refused for that marker, which takes
+    /// exactly the slot it expected (test
+    /// `a_primarys_parts_are_stored_in_order_on_their_courses_subjects_and_fenced`);
+    /// and `Nats-Expected-Last-Msg-Id`, which would chain them, is not kept
+    /// alike on every replica by NATS 2.9 (empty after a restart past the
+    /// duplicate window, not set by a catch-up), so a replica could refuse
+    /// what the others store.
     pub async fn append_all(&mut self, parts: Vec<LogPart>) -> LogAppended {
         let mut appended = LogAppended { positions: Vec::with_capacity(parts.len()), error: None };
-        if self.fenced {
-            appended.error = Some(LogAppendError::Fenced { expected: self.last });
+        if let Some(error) = self.refusal() {
+            appended.error = Some(error);
             return appended;
         }
-        let headers = self.cluster.log_headers("commit", self.epoch);
-        let epoch = self.epoch;
-        let msg_id = move |appends: u64| format!("primary-{epoch}-{appends}");
-        let subject = |part: &LogPart| part.course.map_or_else(|| COMMIT_SUBJECT.to_string(), course_subject);
-        // Sent one after the other: each expects the one before it.
-        let mut acks = Vec::with_capacity(parts.len());
-        let mut unsent = None;
-        let mut previous = self.last_msg_id.clone();
-        for (i, part) in parts.iter().enumerate() {
-            let id = msg_id(self.appends + 1 + i as u64);
-            let message = PublishMessage::build()
-                .payload(part.payload.clone())
-                .headers(headers.clone())
-                .message_id(&id)
-                .expected_last_sequence(self.last + i as u64)
-                .expected_last_message_id(&previous);
-            match self.cluster.js.send_publish(subject(part), message).await {
-                Ok(ack) => acks.push(ack),
-                Err(err) => {
-                    unsent = Some((i, err));
+        if parts.iter().any(|part| part.course.is_some())
+            && !self.announced
+            && let Err(error) = self.announce_course_subjects().await
+        {
+            appended.error = Some(error);
+            return appended;
+        }
+        for part in parts {
+            let subject = part.course.map_or_else(|| COMMIT_SUBJECT.to_string(), course_subject);
+            let msg_id = format!("primary-{}-{}", self.epoch, self.appends + 1);
+            match self.cluster.publish_after(&subject, "commit", self.epoch, &msg_id, self.last, part.payload).await {
+                Ok(position) => {
+                    self.appends += 1;
+                    self.last = position;
+                    appended.positions.push(position);
+                }
+                Err(LogAppendError::Fenced { expected }) => {
+                    self.fence();
+                    appended.error = Some(LogAppendError::Fenced { expected });
                     break;
                 }
-            }
-            previous = id;
-        }
-        // Their answers, in order, up to the first failure.
-        let sent = acks.len();
-        let mut failed = None;
-        for (i, ack) in acks.into_iter().enumerate() {
-            match ack.await {
-                Ok(ack) => self.stored(ack.sequence, msg_id(self.appends + 1), &mut appended),
-                Err(err) => {
-                    failed = Some((i, err));
+                Err(LogAppendError::Unavailable { source, .. }) => {
+                    appended.error = Some(self.in_doubt(source));
                     break;
                 }
-            }
-        }
-        let Some((at, err)) = failed.or(unsent) else { return appended };
-        match err.kind() {
-            // Every part before it was stored right after this writer's
-            // last write, and this one found another message there: the
-            // stream moved on under another writer.
-            PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId => {
-                self.fence();
-                appended.error = Some(LogAppendError::Fenced { expected: self.last });
-            }
-            // Refused before it was sent: the parts after it were not sent,
-            // or were sent expecting it and refused.
-            PublishErrorKind::MaxPayloadExceeded => appended.error = Some(LogAppendError::Invalid(err.to_string())),
-            // No answer: it may be stored, and the parts after it too.
-            // Settled one at a time; a copy already stored answers as such.
-            _ => {
-                tracing::debug!(part = at, error = %err, "a log append was not acknowledged; sending again one by one");
-                for (i, part) in parts.iter().enumerate().skip(at) {
-                    let id = msg_id(self.appends + 1);
-                    let payload = part.payload.clone();
-                    let outcome = self
-                        .cluster
-                        .publish_after(&subject(part), "commit", epoch, &id, self.last, payload, i < sent)
-                        .await;
-                    match outcome {
-                        Ok(position) => self.stored(position, id, &mut appended),
-                        Err(err) => {
-                            if let LogAppendError::Fenced { .. } = err {
-                                self.fence();
-                            }
-                            appended.error = Some(err);
-                            break;
-                        }
-                    }
+                Err(err) => {
+                    appended.error = Some(err);
+                    break;
                 }
             }
         }
         appended
     }
 
-    /// Takes note of a part stored at `position` under `msg_id`.
-    fn stored(&mut self, position: u64, msg_id: String, appended: &mut LogAppended) {
-        self.appends += 1;
-        self.last = position;
-        self.last_msg_id = msg_id;
-        appended.positions.push(position);
+    /// Why this writer appends nothing more, if it does not.
+    fn refusal(&self) -> Option<LogAppendError> {
+        if self.fenced {
+            return Some(LogAppendError::Fenced { expected: self.last });
+        }
+        self.doubt.as_ref().map(|reason| LogAppendError::Unavailable {
+            waited: Duration::ZERO,
+            source: format!("an earlier append is in doubt ({reason}): this writer appends no more").into(),
+        })
+    }
+
+    /// A part may or may not be stored: this writer appends no more (a
+    /// later part would reuse its id, or expect a position it may not have).
+    fn in_doubt(&mut self, source: async_nats::Error) -> LogAppendError {
+        tracing::error!(epoch = self.epoch, last = self.last, error = %source, "a log append is in doubt: this writer appends no more");
+        self.doubt = Some(source.to_string());
+        LogAppendError::Unavailable { waited: Duration::ZERO, source }
+    }
+
+    /// Before this writer's first part on a course's subject: a message
+    /// on the commit subject of a kind the releases before course subjects
+    /// refuse as malformed (they stop there), where they would otherwise
+    /// skip every course's commits as another client's messages and
+    /// diverge in silence. This release skips it.
+    async fn announce_course_subjects(&mut self) -> Result<(), LogAppendError> {
+        let msg_id = format!("primary-{}-course-subjects", self.epoch);
+        let outcome = self
+            .cluster
+            .publish_after(COMMIT_SUBJECT, COURSE_SUBJECTS_KIND, self.epoch, &msg_id, self.last, Bytes::new())
+            .await;
+        match outcome {
+            Ok(position) => {
+                self.last = position;
+                self.announced = true;
+                Ok(())
+            }
+            Err(LogAppendError::Fenced { expected }) => {
+                self.fence();
+                Err(LogAppendError::Fenced { expected })
+            }
+            Err(LogAppendError::Unavailable { source, .. }) => Err(self.in_doubt(source)),
+            Err(err) => Err(err),
+        }
     }
 
     /// Another writer appended after this one: it never writes again.
@@ -470,7 +472,7 @@ impl LogFollower {
                 }
                 true
             }
-            (MARKER_SUBJECT, "marker", _) => false,
+            (MARKER_SUBJECT, "marker", _) | (COMMIT_SUBJECT, COURSE_SUBJECTS_KIND, _) => false,
             // Another client published on the log's subjects (`nats pub`,
             // the foundation's per-course API on the same stream): it holds
             // no group, and every node skips it alike, so seqs stay the

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sugang_cluster::{
     AcquireError, AppendError, Cluster, ClusterConfig, CommitBatch, ConnectError, EntryKind, Event, ForwardError, Kept,
-    LeaseError, LocalNats, LogEntry, ReplayError, TakeoverError, Write,
+    LeaseError, LocalNats, LogAppendError, LogEntry, LogPart, ReplayError, TakeoverError, Write,
 };
 
 /// A node's config on `nats` with short leases, so expiry tests run fast.
@@ -702,4 +702,73 @@ async fn a_lease_is_kept_renewed_or_taken_back_unless_another_node_holds_it() {
     assert!(matches!(a.keep(&mut lease).await, Err(LeaseError::Lost { .. })));
     assert!(matches!(b.keep(&mut theirs).await, Ok(Kept::Renewed)));
     assert_eq!(a.lease_of(2).await.unwrap().unwrap().record.node, "b");
+}
+
+/// The next message of `follower`, within 5 s.
+async fn next_message(follower: &mut sugang_cluster::LogFollower) -> sugang_cluster::LogMessage {
+    tokio::time::timeout(Duration::from_secs(5), follower.next())
+        .await
+        .expect("a message within 5 s")
+        .expect("the consumer stays open")
+        .expect("a message of the log")
+}
+
+/// The primary's parts of one append are stored in order, right after
+/// one another, each on its course's subject (the rest on the commit
+/// subject), after one message that says course subjects follow; a part
+/// too large is refused with the parts after it and the writer goes on;
+/// once another node's marker is in the log, nothing of a stale writer's
+/// append is stored.
+#[tokio::test]
+#[ignore = "needs nats-server: cargo test -p sugang-cluster -- --ignored"]
+async fn a_primarys_parts_are_stored_in_order_on_their_courses_subjects_and_fenced() {
+    let nats = single();
+    let a = node(&nats, "a").await;
+    let lease = a.acquire_primary().await.unwrap();
+    let mut writer = a.take_over_log(&lease).await.unwrap();
+    let marker = writer.marker();
+    let part = |course: Option<u64>, text: &str| LogPart { course, payload: Bytes::from(text.to_owned()) };
+
+    let appended = writer
+        .append_all(vec![part(Some(1), "c1-a"), part(Some(2), "c2"), part(None, "shared"), part(Some(1), "c1-b")])
+        .await;
+    assert!(appended.error.is_none(), "{:?}", appended.error);
+    // The announcement takes the position after the marker.
+    assert_eq!(appended.positions, [marker + 2, marker + 3, marker + 4, marker + 5]);
+    let mut follower = a.follow_log(marker + 1).await.unwrap();
+    let announcement = next_message(&mut follower).await;
+    assert!(!announcement.commit, "the announcement is no commit");
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let message = next_message(&mut follower).await;
+        assert!(message.commit);
+        seen.push((message.course, String::from_utf8(message.payload.to_vec()).unwrap()));
+    }
+    let want = [(Some(1), "c1-a"), (Some(2), "c2"), (None, "shared"), (Some(1), "c1-b")];
+    assert_eq!(seen, want.map(|(course, text)| (course, text.to_owned())));
+    // Course 1's history on its own: its two parts only.
+    let mut history = a.follow_course(1, 1).await.unwrap();
+    assert_eq!(next_message(&mut history).await.payload, Bytes::from("c1-a"));
+    assert_eq!(next_message(&mut history).await.payload, Bytes::from("c1-b"));
+
+    // A part past the server's max payload (1 MiB): the part before it is
+    // stored, it and the one after are not, and the writer goes on.
+    let huge = LogPart { course: Some(3), payload: Bytes::from(vec![0u8; 2 * 1024 * 1024]) };
+    let appended = writer.append_all(vec![part(Some(3), "before"), huge, part(Some(3), "after")]).await;
+    assert_eq!(appended.positions, [marker + 6]);
+    assert!(matches!(appended.error, Some(LogAppendError::Invalid(_))), "{:?}", appended.error);
+    assert_eq!(a.log_last_seq().await.unwrap(), marker + 6);
+    let appended = writer.append_all(vec![part(Some(3), "again")]).await;
+    assert_eq!((appended.positions, appended.error.is_none()), (vec![marker + 7], true));
+
+    // Another node takes the log over: nothing of a's next append is stored.
+    let b = node(&nats, "b").await;
+    a.release(lease).await.unwrap();
+    let theirs = b.acquire_primary().await.unwrap();
+    let b_writer = b.take_over_log(&theirs).await.unwrap();
+    let appended = writer.append_all(vec![part(Some(1), "stale-1"), part(Some(2), "stale-2")]).await;
+    assert!(appended.positions.is_empty());
+    assert!(matches!(appended.error, Some(LogAppendError::Fenced { .. })), "{:?}", appended.error);
+    assert_eq!(a.log_last_seq().await.unwrap(), b_writer.marker(), "nothing after the new marker");
+    assert!(matches!(writer.append(b"later".to_vec()).await, Err(LogAppendError::Fenced { .. })));
 }

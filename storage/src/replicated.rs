@@ -602,6 +602,8 @@ impl ReplicatedWriter {
                 }
                 match replicated.error {
                     None => break,
+                    // Not a part of this attempt: nothing left to blame.
+                    Some(_) if take == 0 => break,
                     // The first part not stored is too large for one log
                     // message: stored in halves, or refused alone.
                     Some(Unstored::Log(ReplicateError::TooLarge(reason))) => {
@@ -657,15 +659,28 @@ impl ReplicatedWriter {
                     return Replicated { stored: Vec::new(), error: Some(Unstored::Encode(e.to_string())) };
                 }
             }
-            let (back, came_back) = oneshot::channel();
-            self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(self.next_id, back);
-            runs.push((run.len(), self.next_id, came_back));
+            runs.push((run.len(), self.next_id));
         }
+        let mut runs: Vec<_> = runs
+            .into_iter()
+            .map(|(batches, id)| {
+                let (back, came_back) = oneshot::channel();
+                self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id, back);
+                (batches, id, came_back)
+            })
+            .collect();
         let appended = self.replicator.append_parts(parts).await;
         let mut replicated = Replicated {
             stored: Vec::with_capacity(appended.positions.len()),
             error: appended.error.map(Unstored::Log),
         };
+        if replicated.error.is_none() && appended.positions.len() != runs.len() {
+            replicated.error = Some(Unstored::Log(ReplicateError::Failed(format!(
+                "the log answered {} positions for {} parts",
+                appended.positions.len(),
+                runs.len()
+            ))));
+        }
         for (&position, (batches, _, came_back)) in appended.positions.iter().zip(runs.iter_mut()) {
             match tokio::time::timeout(APPLY_TIMEOUT, came_back).await {
                 Ok(Ok(first_seq)) => replicated.stored.push((*batches, first_seq)),
