@@ -143,9 +143,10 @@ pub(crate) struct ServeArgs {
     pub(crate) lease_ttl_ms: u64,
     /// Store each course's commits on its own subject of the cluster's log,
     /// `sugang.log.course.<id>`, so that its history reads on its own. It
-    /// costs about two log messages per enrollment instead of one per ten
-    /// (measured: ~40 % fewer enrollments/s, bench/README.md). What counts
-    /// is the primary's setting; every node reads both layouts.
+    /// costs about two log appends per enrollment, one after the other,
+    /// instead of one per ten (measured: a quarter of the enrollments/s or
+    /// less, bench/README.md). What counts is the primary's setting; every
+    /// node of this release reads both layouts.
     #[arg(long, env = "SUGANG_COURSE_SUBJECTS")]
     pub(crate) course_subjects: bool,
 }

@@ -139,7 +139,7 @@ impl Replicator for LogReplicator {
     }
 
     /// Each part on its course's subject (a part of several courses'
-    /// batches, or of none, on the commit subject), all in one round trip
+    /// batches, or of none, on the commit subject), one after the other
     /// ([`sugang_cluster::LogWriter::append_all`]).
     fn append_parts(&self, parts: Vec<sugang_storage::LogPart>) -> BoxFuture<'_, sugang_storage::Appended> {
         Box::pin(async move {

@@ -18,7 +18,7 @@
 //! course's). A replicator that files messages by history
 //! ([`Replicator::splits_by_history`]) gets each group as parts, one per
 //! run of neighbouring batches of one history (or of none), in the
-//! journal's order, sent together ([`Replicator::append_parts`]); each part
+//! journal's order ([`Replicator::append_parts`]); each part
 //! is applied as a group of its own, and the callers of the parts stored
 //! are answered whatever became of the parts after them. Only neighbours
 //! are merged, never reordered: the log holds the batches in the order the
@@ -86,8 +86,8 @@ pub trait Replicator: Send + Sync + 'static {
     /// order, one message each, answering once the log holds them durably:
     /// the positions of the parts stored (the first ones, one right after
     /// the other), and why the rest were not. By default one
-    /// [`Replicator::append`] after the other; a log that can take them
-    /// all in one round trip, each on its history's own subject, does so.
+    /// [`Replicator::append`] after the other; a log that files them under
+    /// their histories' own subjects does so.
     fn append_parts(&self, parts: Vec<LogPart>) -> BoxFuture<'_, Appended> {
         Box::pin(async move {
             let mut appended = Appended { positions: Vec::with_capacity(parts.len()), error: None };
