@@ -195,7 +195,7 @@ pub const METRIC_FAMILIES: &[MetricFamily] = &[
     family(
         "sugang_cluster_append_seconds",
         Histogram,
-        "Time from handing a commit group's messages to JetStream to their acknowledgements (one NATS round trip, replicated)",
+        "Time from handing a commit group's messages to JetStream to their acknowledgements, stored or not (a replicated NATS round trip per message)",
     ),
     family(
         "sugang_cluster_append_parts",

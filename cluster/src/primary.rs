@@ -10,7 +10,9 @@
 //! `sugang.log.commit`. Each message is published with
 //! `Nats-Expected-Last-Sequence` (the stream's last sequence as this writer
 //! knows it) and a `Nats-Msg-Id`; the parts of one group are sent one after
-//! the other, each once the one before it is stored.
+//! the other, each once the one before it is stored (and, before a
+//! writer's first course part, a message saying course subjects follow,
+//! which the releases before them refuse).
 //! A node that takes the lease over first
 //! writes a takeover marker on `sugang.log.primary` the same way, so once
 //! it is stored every later append of an earlier primary is refused by the
@@ -99,14 +101,16 @@ pub struct LogAppended {
 #[derive(Debug, thiserror::Error)]
 pub enum LogAppendError {
     /// Another writer appended after this one's last write: a newer primary
-    /// took over. Nothing of this append is stored; stop writing.
+    /// took over. Nothing of this part, nor of any after it, is stored (the
+    /// parts before it, [`LogAppended::positions`], are); stop writing.
     #[error("log append fenced: the stream moved past {expected} (another node is the primary)")]
     Fenced {
         /// The sequence this writer expected to be last.
         expected: u64,
     },
     /// No acknowledgement within the append timeout: the append may or may
-    /// not be stored.
+    /// not be stored. A writer that met one appends no more: every later
+    /// append gets this too, with nothing sent.
     #[error("log append not acknowledged after {waited:?}: {source}")]
     Unavailable {
         /// How long it kept trying.
@@ -124,8 +128,9 @@ pub enum LogAppendError {
 pub struct LogMessage {
     /// Its stream sequence: the log position.
     pub position: u64,
-    /// A commit group (`false`: a takeover marker, or a message another
-    /// client published on the log's subjects; neither holds a group).
+    /// A commit group (`false`: a takeover marker, the announcement that
+    /// course subjects follow, or a message another client published on the
+    /// log's subjects; none holds a group).
     pub commit: bool,
     /// The course whose history it is: a commit on a course's subject.
     pub course: Option<u64>,
@@ -304,8 +309,8 @@ impl Cluster {
 impl LogWriter {
     /// Appends one commit group after this writer's last write, fenced, on
     /// the shared commit subject. Returns its position once the stream's
-    /// replicas stored it. After [`LogAppendError::Fenced`] every later
-    /// append is refused too.
+    /// replicas stored it. After [`LogAppendError::Fenced`] or
+    /// [`LogAppendError::Unavailable`] every later append is refused too.
     pub async fn append(&mut self, payload: Vec<u8>) -> Result<u64, LogAppendError> {
         let appended = self.append_all(vec![LogPart { course: None, payload: payload.into() }]).await;
         match (appended.positions.first(), appended.error) {
@@ -360,8 +365,8 @@ impl LogWriter {
                     appended.error = Some(LogAppendError::Fenced { expected });
                     break;
                 }
-                Err(LogAppendError::Unavailable { source, .. }) => {
-                    appended.error = Some(self.in_doubt(source));
+                Err(LogAppendError::Unavailable { waited, source }) => {
+                    appended.error = Some(self.in_doubt(waited, source));
                     break;
                 }
                 Err(err) => {
@@ -386,10 +391,10 @@ impl LogWriter {
 
     /// A part may or may not be stored: this writer appends no more (a
     /// later part would reuse its id, or expect a position it may not have).
-    fn in_doubt(&mut self, source: async_nats::Error) -> LogAppendError {
-        tracing::error!(epoch = self.epoch, last = self.last, error = %source, "a log append is in doubt: this writer appends no more");
+    fn in_doubt(&mut self, waited: Duration, source: async_nats::Error) -> LogAppendError {
+        tracing::error!(epoch = self.epoch, last = self.last, ?waited, error = %source, "a log append is in doubt: this writer appends no more");
         self.doubt = Some(source.to_string());
-        LogAppendError::Unavailable { waited: Duration::ZERO, source }
+        LogAppendError::Unavailable { waited, source }
     }
 
     /// Before this writer's first part on a course's subject: a message
@@ -413,7 +418,7 @@ impl LogWriter {
                 self.fence();
                 Err(LogAppendError::Fenced { expected })
             }
-            Err(LogAppendError::Unavailable { source, .. }) => Err(self.in_doubt(source)),
+            Err(LogAppendError::Unavailable { waited, source }) => Err(self.in_doubt(waited, source)),
             Err(err) => Err(err),
         }
     }

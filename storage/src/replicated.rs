@@ -139,7 +139,7 @@ pub struct LogPart {
     pub payload: Vec<u8>,
 }
 
-/// What [`Replicator::append`] stored.
+/// What [`Replicator::append_parts`] stored.
 #[derive(Debug)]
 pub struct Appended {
     /// The positions of the parts stored: the first ones, in order.
@@ -674,7 +674,7 @@ impl ReplicatedWriter {
             stored: Vec::with_capacity(appended.positions.len()),
             error: appended.error.map(Unstored::Log),
         };
-        if replicated.error.is_none() && appended.positions.len() != runs.len() {
+        if replicated.error.is_none() && appended.positions.len() < runs.len() {
             replicated.error = Some(Unstored::Log(ReplicateError::Failed(format!(
                 "the log answered {} positions for {} parts",
                 appended.positions.len(),
