@@ -1394,18 +1394,7 @@ mod tests {
     /// A plain NATS publish on `subject`, as `nats pub` would do it: what
     /// another client of the servers can put in the log's stream.
     fn publish_raw(nats: &LocalNats, subject: &str, payload: &[u8]) {
-        use std::io::{BufRead, BufReader, Write};
-        let addr = nats.url(0);
-        let mut stream = std::net::TcpStream::connect(addr.trim_start_matches("nats://")).expect("connect");
-        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("INFO");
-        write!(stream, "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n", payload.len()).expect("PUB");
-        stream.write_all(payload).expect("payload");
-        stream.write_all(b"\r\nPING\r\n").expect("PING");
-        line.clear();
-        reader.read_line(&mut line).expect("PONG");
-        assert!(line.starts_with("PONG"), "{line}");
+        publish_raw_with_headers(nats, subject, "NATS/1.0\r\n\r\n", payload);
     }
 
     /// A message someone else published on the log's subjects holds no
@@ -1442,12 +1431,7 @@ mod tests {
         let nats = LocalNats::single().expect("nats-server");
         Cluster::connect(cluster_config(&nats, "setup")).await.expect("connect");
         publish_raw(&nats, sugang_cluster::COMMIT_SUBJECT, b"not a group");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let started =
-            tokio::time::timeout(Duration::from_secs(20), start(options(&nats, "n1"), Config::new(dir.path())))
-                .await
-                .expect("a node must not stall at a malformed commit");
-        let refused = started.err().expect("n1 cannot copy this log");
+        let refused = refused_start(&nats).await;
         assert!(refused.contains("applying the cluster's log failed"), "{refused}");
     }
 
@@ -1462,13 +1446,19 @@ mod tests {
         let later = sugang_cluster::COMMIT_FORMAT + 1;
         let headers = format!("NATS/1.0\r\nSugang-Kind: commit\r\nSugang-Format: {later}\r\n\r\n");
         publish_raw_with_headers(&nats, sugang_cluster::COMMIT_SUBJECT, &headers, b"a later layout");
+        let refused = refused_start(&nats).await;
+        assert!(refused.contains(&format!("log format \"{later}\"")), "{refused}");
+    }
+
+    /// Why a node `n1` could not start on the log of `nats`: it must fail,
+    /// within 20 s, not stall.
+    async fn refused_start(nats: &LocalNats) -> String {
         let dir = tempfile::tempdir().expect("tempdir");
         let started =
-            tokio::time::timeout(Duration::from_secs(20), start(options(&nats, "n1"), Config::new(dir.path())))
+            tokio::time::timeout(Duration::from_secs(20), start(options(nats, "n1"), Config::new(dir.path())))
                 .await
-                .expect("a node must not stall at a commit of another format");
-        let refused = started.err().expect("n1 cannot copy this log");
-        assert!(refused.contains(&format!("log format \"{later}\"")), "{refused}");
+                .expect("a node must not stall at a log it cannot copy");
+        started.err().expect("n1 cannot copy this log")
     }
 
     /// [`publish_raw`] with NATS headers (`headers`: the whole header

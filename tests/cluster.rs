@@ -33,6 +33,11 @@ const PATIENCE: Duration = Duration::from_secs(15);
 const CONVERGE_LIMIT: Duration = Duration::from_secs(30);
 /// The card the simulated gateway approves.
 const CARD: &str = "4242424242424242";
+/// Seats of the courses a [`Load`] fills while a test waits (a takeover,
+/// a pause): more than a fast machine sells meanwhile. Once every course
+/// is full, every request is a 409 and the test waits for acks that never
+/// come (seen on a run at ~400 enrollments/s, with 400 seats a course).
+const LOAD_SEATS: u64 = 5000;
 
 // ---- the cluster -----------------------------------------------------------
 
@@ -781,7 +786,7 @@ async fn sigkill_of_the_primary_under_load_loses_nothing_and_a_survivor_serves_w
     let mut cluster = Cluster::start().await;
     let tag = tag();
     let primary = cluster.wait_primary(&[], Duration::from_secs(10)).await;
-    let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[10, 10, 400, 400]).await;
+    let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[10, 10, LOAD_SEATS, LOAD_SEATS]).await;
     let ids: Vec<u64> = courses.keys().copied().collect();
     let load = Load::start(&cluster.client, &cluster.urls(), &ids, &tag, 12);
     load.wait_acks(&mut cluster, 60, Duration::from_secs(60)).await;
@@ -832,7 +837,7 @@ async fn paused_primary_cannot_write_after_the_takeover(flags: &[&str]) {
     let mut cluster = Cluster::start_with(flags).await;
     let tag = tag();
     let primary = cluster.wait_primary(&[], Duration::from_secs(10)).await;
-    let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[10, 400, 400]).await;
+    let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[10, LOAD_SEATS, LOAD_SEATS]).await;
     let ids: Vec<u64> = courses.keys().copied().collect();
     let others: Vec<String> = (0..3).filter(|&i| i != primary).map(|i| cluster.nodes[i].url.clone()).collect();
     let load = Load::start(&cluster.client, &others, &ids, &tag, 8);
@@ -903,7 +908,7 @@ async fn a_nats_server_killed_under_load_loses_no_acknowledged_enrollment() {
     let mut cluster = Cluster::start().await;
     let tag = tag();
     let primary = cluster.wait_primary(&[], Duration::from_secs(10)).await;
-    let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[10, 400, 400]).await;
+    let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[10, LOAD_SEATS, LOAD_SEATS]).await;
     let ids: Vec<u64> = courses.keys().copied().collect();
     let load = Load::start(&cluster.client, &cluster.urls(), &ids, &tag, 12);
     load.wait_acks(&mut cluster, 50, Duration::from_secs(60)).await;
@@ -982,7 +987,7 @@ async fn failover_delivers_and_notifies_once(flags: &[&str]) -> (Cluster, HashMa
     let mut cluster = Cluster::start_with(flags).await;
     let tag = tag();
     let primary = cluster.wait_primary(&[], Duration::from_secs(10)).await;
-    let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[400, 400]).await;
+    let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[LOAD_SEATS, LOAD_SEATS]).await;
     let ids: Vec<u64> = courses.keys().copied().collect();
     let load = Load::start(&cluster.client, &cluster.urls(), &ids, &tag, 8);
     load.wait_acks(&mut cluster, 40, Duration::from_secs(60)).await;
@@ -1106,7 +1111,7 @@ async fn subscribers_on_several_nodes_process_every_event_once_even_past_a_pause
         .find(|&i| i != primary && holders.values().any(|n| *n == cluster.nodes[i].name))
         .expect("a node other than the primary holds units");
     let paused_name = cluster.nodes[paused].name.clone();
-    let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[400, 400]).await;
+    let courses = courses(&cluster, &cluster.nodes[primary].url.clone(), &tag, &[LOAD_SEATS, LOAD_SEATS]).await;
     let ids: Vec<u64> = courses.keys().copied().collect();
     let others: Vec<String> = (0..3).filter(|&i| i != paused).map(|i| cluster.nodes[i].url.clone()).collect();
     let load = Load::start(&cluster.client, &others, &ids, &tag, 8);
