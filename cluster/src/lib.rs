@@ -5,9 +5,9 @@
 //! subscriber units' leases (`unit`), forwarding, and the node registry;
 //! with `--course-subjects` the primary files each course's commits under
 //! that course's subject ([`LogWriter::append_all`]), where
-//! [`Cluster::follow_course`] reads them; per-course leases and per-course fenced appends (`lease`, `owner`,
-//! `replay`) are here, tested, for an owner per course, which the service
-//! does not use yet. The embedded single-node mode does not use this crate.
+//! [`Cluster::follow_course`] reads them; per-course leases and per-course
+//! fenced appends (`lease`, `owner`, `replay`) are here, tested, for an
+//! owner per course, which the service does not use yet. The embedded single-node mode does not use this crate.
 //!
 //! What is here:
 //!
